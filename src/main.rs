@@ -1,0 +1,64 @@
+//! `tapedeck`: record production HTTP traffic, replay it against a new build, judge the difference.
+//!
+//! This binary only parses flags and wires the crates together; the work happens in
+//! `tapedeck-storage`, `tapedeck-proxy`, `tapedeck-replay` and `tapedeck-diff`.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod inspect;
+mod synth;
+mod util;
+
+/// Exit code: success (and, for judgements, a pass).
+pub(crate) const EXIT_OK: u8 = 0;
+/// Exit code: usage error, bad input, or a failure to run.
+pub(crate) const EXIT_ERROR: u8 = 2;
+
+/// Record production HTTP traffic, replay it against a new build, and judge the difference.
+#[derive(Debug, Parser)]
+#[command(name = "tapedeck", version, about, long_about = None, propagate_version = true)]
+#[command(
+    after_help = "Exit codes: 0 ok/pass, 1 regression (fail), 2 usage or input error, 3 inconclusive.\n\
+Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=tapedeck=debug) for more."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = util::LogFormat::Text)]
+    log_format: util::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Summarize a tape: exchanges, time range, size and compression, routes, statuses, errors.
+    Inspect(inspect::Args),
+    /// Write a tape of synthetic JSON API traffic (to try tapedeck, and for tests and benchmarks).
+    Synth(synth::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { EXIT_OK });
+        }
+    };
+    util::init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Synth(args) => synth::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if util::is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            eprintln!("tapedeck: error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Errors of the storage engine. Every variant names the file it is about.
+
+use std::path::PathBuf;
+
+/// What went wrong while reading or writing a tape.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An operating-system error on a file or directory.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`open`, `create`, `write`…).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a readable tape file, or is damaged.
+    #[error("{}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, in words.
+        reason: String,
+    },
+    /// The file was written by a newer tapedeck with a schema this build cannot read.
+    #[error(
+        "{}: tape schema version {found} is newer than this build supports ({supported}); upgrade tapedeck",
+        path.display()
+    )]
+    FutureSchema {
+        /// The file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: u32,
+        /// Newest version this build reads.
+        supported: u32,
+    },
+    /// Another process is writing to the same tape directory.
+    #[error("{}: tape directory is in use by another writer (lock held on {})", dir.display(), dir.join(crate::writer::LOCK_FILE).display())]
+    InUse {
+        /// The tape directory.
+        dir: PathBuf,
+    },
+    /// Nothing readable was found at the given location.
+    #[error("{}: no tape files found (expected *.parquet or spool/*.arrows)", path.display())]
+    NoTape {
+        /// The path that was searched.
+        path: PathBuf,
+    },
+    /// The writer has been closed; the record was not accepted.
+    #[error("tape writer is closed")]
+    Closed,
+    /// A setting is out of range.
+    #[error("invalid writer setting: {0}")]
+    InvalidConfig(String),
+}
+
+impl StorageError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
+        StorageError::Corrupt {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The file this error is about, when there is one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            StorageError::Io { path, .. }
+            | StorageError::Corrupt { path, .. }
+            | StorageError::FutureSchema { path, .. }
+            | StorageError::NoTape { path } => Some(path),
+            StorageError::InUse { dir } => Some(dir),
+            StorageError::Closed | StorageError::InvalidConfig(_) => None,
+        }
+    }
+
+    /// Whether this error is about one damaged file (so `--skip-corrupt` may read on past it).
+    pub fn is_file_damage(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Corrupt { .. } | StorageError::FutureSchema { .. }
+        )
+    }
+}
+
+/// Result alias for the storage crate.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,270 @@
+//! The in-memory form of one row of a tape: an HTTP request and what came back.
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+/// One header as it crossed the wire: the name as sent (case kept) and the raw value bytes
+/// (values need not be UTF-8). Order and repeats are kept by storing headers as a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Header name as sent on the wire.
+    pub name: String,
+    /// Raw header value; may hold any bytes HTTP allows, including non-UTF-8.
+    pub value: Bytes,
+}
+
+impl Header {
+    /// A header from a name and a value.
+    pub fn new(name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    /// The value as text, replacing invalid UTF-8 (for display and matching, never for storage).
+    pub fn value_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.value)
+    }
+}
+
+/// Finds the first header named `name` (ASCII case-insensitive) in a header list.
+pub fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a Header> {
+    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name))
+}
+
+/// Why an exchange has no (complete) response. Stored as its kebab-case name in `error_kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// The connection to the upstream or target was refused.
+    ConnectRefused,
+    /// Establishing the connection took longer than allowed.
+    ConnectTimeout,
+    /// The peer reset or closed the connection before the exchange completed.
+    Reset,
+    /// The peer accepted the request but did not answer in time.
+    Timeout,
+    /// The TLS handshake or session failed.
+    Tls,
+    /// The peer spoke invalid HTTP.
+    Protocol,
+    /// The client went away before the exchange completed (recording only).
+    ClientAbort,
+    /// Anything else; the `error` column holds the message.
+    Other,
+}
+
+impl ErrorKind {
+    /// Every kind, in a stable order.
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::ConnectRefused,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::Reset,
+        ErrorKind::Timeout,
+        ErrorKind::Tls,
+        ErrorKind::Protocol,
+        ErrorKind::ClientAbort,
+        ErrorKind::Other,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::ConnectRefused => "connect-refused",
+            ErrorKind::ConnectTimeout => "connect-timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::ClientAbort => "client-abort",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    /// Parses a stored name; unknown names (from a newer writer) map to [`ErrorKind::Other`].
+    pub fn parse(s: &str) -> ErrorKind {
+        ErrorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .unwrap_or(ErrorKind::Other)
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Bit flags stored in the `flags` column.
+pub mod flags {
+    /// The request asked for a protocol upgrade (e.g. WebSocket); only the handshake was recorded.
+    pub const UPGRADE: u32 = 1;
+    /// The exchange is gRPC; response trailers are appended to `resp_headers` after a
+    /// [`TRAILER_MARKER`](super::TRAILER_MARKER) entry.
+    pub const GRPC: u32 = 1 << 1;
+    /// At least one value in this exchange was redacted before it was written.
+    pub const REDACTED: u32 = 1 << 2;
+}
+
+/// Header name that separates response headers from trailers in `resp_headers`.
+pub const TRAILER_MARKER: &str = ":trailers";
+
+/// One HTTP exchange: a request, the response (or the error), and timings.
+///
+/// The same struct serves recorded traffic and replay results; the replay-only fields
+/// (`origin_id`, `target`, `scheduled_at_us`, `sent_at_us`) are `None` on recorded tapes.
+/// Times are microseconds since the Unix epoch (UTC); durations are microseconds measured from
+/// `scheduled_at_us` when it is set (replay: free of coordinated omission) and from
+/// `started_at_us` otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// Time-ordered unique id (UUIDv7).
+    pub id: Uuid,
+    /// Label of the service or tape this exchange belongs to.
+    pub source: String,
+    /// When the request started: the proxy saw its headers, or the replayer sent it.
+    pub started_at_us: i64,
+    /// Time to the first response byte (response headers).
+    pub ttfb_us: Option<i64>,
+    /// Time until the upstream finished sending the response body.
+    pub duration_us: Option<i64>,
+    /// Time until the response was fully delivered to the client (or read, for replay).
+    pub total_us: Option<i64>,
+    /// Client address as the proxy saw it (`ip:port`), if recorded.
+    pub client_addr: Option<String>,
+
+    /// Request method, e.g. `GET`.
+    pub method: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Host (and port) the client addressed.
+    pub authority: String,
+    /// Path without the query, as sent (percent-encoding kept).
+    pub path: String,
+    /// Raw query string without the `?`, if there was one.
+    pub query: Option<String>,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    pub http_version: String,
+    /// Request headers in wire order.
+    pub req_headers: Vec<Header>,
+    /// Request body as captured (at most the capture cap).
+    pub req_body: Bytes,
+    /// True size of the request body in bytes, even when the capture was truncated.
+    pub req_body_size: u64,
+    /// The captured request body is a prefix of the real one.
+    pub req_body_truncated: bool,
+
+    /// Response status; `None` when no response was received.
+    pub status: Option<u16>,
+    /// Response headers in wire order (trailers after [`TRAILER_MARKER`]).
+    pub resp_headers: Vec<Header>,
+    /// Response body as received (Content-Encoding not undone), up to the capture cap.
+    pub resp_body: Bytes,
+    /// True size of the response body in bytes.
+    pub resp_body_size: u64,
+    /// The captured response body is a prefix of the real one.
+    pub resp_body_truncated: bool,
+
+    /// Why the exchange failed, if it did.
+    pub error_kind: Option<ErrorKind>,
+    /// Human-readable error message.
+    pub error: Option<String>,
+    /// Bit set of [`flags`].
+    pub flags: u32,
+
+    /// Replay results: id of the recorded exchange that was replayed.
+    pub origin_id: Option<Uuid>,
+    /// Replay results: label of the target that answered (`baseline`, `candidate`…).
+    pub target: Option<String>,
+    /// Replay results: when the request was due to be sent.
+    pub scheduled_at_us: Option<i64>,
+    /// Replay results: when it actually left.
+    pub sent_at_us: Option<i64>,
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Self {
+            id: Uuid::nil(),
+            source: String::new(),
+            started_at_us: 0,
+            ttfb_us: None,
+            duration_us: None,
+            total_us: None,
+            client_addr: None,
+            method: "GET".to_owned(),
+            scheme: "http".to_owned(),
+            authority: String::new(),
+            path: "/".to_owned(),
+            query: None,
+            http_version: "HTTP/1.1".to_owned(),
+            req_headers: Vec::new(),
+            req_body: Bytes::new(),
+            req_body_size: 0,
+            req_body_truncated: false,
+            status: None,
+            resp_headers: Vec::new(),
+            resp_body: Bytes::new(),
+            resp_body_size: 0,
+            resp_body_truncated: false,
+            error_kind: None,
+            error: None,
+            flags: 0,
+            origin_id: None,
+            target: None,
+            scheduled_at_us: None,
+            sent_at_us: None,
+        }
+    }
+}
+
+impl Exchange {
+    /// A new id for an exchange starting now: UUIDv7, so ids sort by time.
+    pub fn new_id() -> Uuid {
+        Uuid::now_v7()
+    }
+
+    /// Path plus `?query` when there is one: what goes on the request line.
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{}", self.path, q),
+            None => self.path.clone(),
+        }
+    }
+
+    /// The time the durations are measured from.
+    pub fn reference_time_us(&self) -> i64 {
+        self.scheduled_at_us.unwrap_or(self.started_at_us)
+    }
+
+    /// An approximation of the exchange's size on the wire (headers and bodies as captured),
+    /// used to report compression ratios and throughput.
+    pub fn raw_size(&self) -> u64 {
+        let headers =
+            |hs: &[Header]| -> usize { hs.iter().map(|h| h.name.len() + h.value.len() + 4).sum() };
+        (self.method.len()
+            + self.authority.len()
+            + self.path.len()
+            + self.query.as_ref().map_or(0, String::len)
+            + self.http_version.len()
+            + headers(&self.req_headers)
+            + self.req_body.len()
+            + headers(&self.resp_headers)
+            + self.resp_body.len()
+            + 16) as u64
+    }
+
+    /// Whether the flag bit is set.
+    pub fn has_flag(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}

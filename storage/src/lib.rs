@@ -1,0 +1,42 @@
+//! The tape format and storage engine of tapedeck.
+//!
+//! A *tape* is a directory of files holding *exchanges* (one HTTP request and its response, see
+//! [`Exchange`]). It has two tiers:
+//!
+//! 1. **Spool**: [`TapeWriter`] appends batches to Arrow IPC *stream* segments under `spool/`,
+//!    flushing every `flush_interval`; a segment is readable up to its last complete batch even
+//!    after a crash.
+//! 2. **Sealed**: closed segments are compacted into zstd Parquet files, hive-partitioned by the
+//!    hour the exchanges started: `date=YYYY-MM-DD/hour=HH/part-<segment-id>.parquet`.
+//!
+//! [`Tape`] reads both tiers alike, with projection, filters pushed down to partitions and
+//! row-group statistics, and memory bounded whatever the tape's size.
+//!
+//! The schema ([`schema::tape_schema`], version [`SCHEMA_VERSION`]) serves recorded traffic and
+//! replay results alike; it is documented column by column in `docs/tape-format.md`.
+#![forbid(unsafe_code)]
+
+mod error;
+mod exchange;
+pub mod layout;
+mod reader;
+pub mod route;
+pub mod schema;
+mod seal;
+mod spool;
+pub mod synth;
+mod writer;
+
+pub use error::{Result, StorageError};
+pub use exchange::{ErrorKind, Exchange, Header, TRAILER_MARKER, find_header, flags, now_us};
+pub use reader::{
+    ExchangeIter, FileKind, Filter, ReadOptions, ReadReport, SkippedFile, Tape, TapeFile, TapeScan,
+};
+pub use schema::SCHEMA_VERSION;
+pub use writer::{
+    AppendError, Health, LOCK_FILE, MAX_STORED_BODY, TapeSender, TapeWriter, TapeWriterBuilder,
+    WhenFull, WriterStats,
+};
+
+/// Re-exported so that callers can handle batches without naming arrow crates themselves.
+pub use arrow_array::RecordBatch;

@@ -1,0 +1,643 @@
+//! Reading tapes: discovery of files, projection, filters pushed down to partitions and row-group
+//! statistics, and streaming in bounded memory.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::{Array, BooleanArray, RecordBatch};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::file::metadata::RowGroupMetaData;
+use parquet::file::statistics::Statistics;
+use serde::Serialize;
+
+use crate::error::{Result, StorageError};
+use crate::exchange::Exchange;
+use crate::layout::{self, SEALED_EXT, SEGMENT_EXT, SPOOL_DIR};
+use crate::schema::{self, META_SCHEMA_VERSION, col};
+use crate::spool::{SegmentReader, check_version};
+
+/// Which exchanges to read. Every condition must hold. Conditions are pushed down: whole hour
+/// partitions and Parquet row groups whose statistics rule them out are never read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only exchanges that started at or after this time (µs since the epoch).
+    pub from_us: Option<i64>,
+    /// Only exchanges that started before this time (µs since the epoch).
+    pub to_us: Option<i64>,
+    /// Only these methods (exact, case-sensitive as recorded); empty means all.
+    pub methods: Vec<String>,
+    /// Only paths starting with this prefix.
+    pub path_prefix: Option<String>,
+}
+
+impl Filter {
+    /// Whether the filter lets everything through.
+    pub fn is_empty(&self) -> bool {
+        *self == Filter::default()
+    }
+
+    fn time_overlaps(&self, lo: i64, hi_inclusive: i64) -> bool {
+        self.from_us.is_none_or(|f| hi_inclusive >= f) && self.to_us.is_none_or(|t| lo < t)
+    }
+
+    /// Whether one exchange passes the filter.
+    pub fn matches(&self, ex: &Exchange) -> bool {
+        self.time_overlaps(ex.started_at_us, ex.started_at_us)
+            && (self.methods.is_empty() || self.methods.contains(&ex.method))
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| ex.path.starts_with(p))
+    }
+}
+
+/// How to read a tape.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Columns to read (by name); `None` reads all. Columns the filter needs are read as well.
+    pub columns: Option<Vec<String>>,
+    /// Rows to select.
+    pub filter: Filter,
+    /// Rows per batch handed out (bounds memory together with the body capture cap).
+    pub batch_size: usize,
+    /// Skip damaged files (reporting them) instead of stopping at the first.
+    pub skip_corrupt: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            columns: None,
+            filter: Filter::default(),
+            batch_size: 512,
+            skip_corrupt: false,
+        }
+    }
+}
+
+/// The kind of a file in a tape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileKind {
+    /// A sealed zstd Parquet file.
+    Sealed,
+    /// An Arrow IPC stream spool segment (being written, or left by a crash).
+    Spool,
+}
+
+/// One file of a tape.
+#[derive(Debug, Clone, Serialize)]
+pub struct TapeFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// What it is.
+    pub kind: FileKind,
+    /// Its size on disk.
+    pub bytes: u64,
+}
+
+/// A file that was not (fully) read, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SkippedFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+/// What a scan read, pruned and skipped.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReadReport {
+    /// Files read (fully or in part).
+    pub files_read: usize,
+    /// Files whose partition or statistics ruled them out.
+    pub files_pruned: usize,
+    /// Parquet row groups read.
+    pub row_groups_read: usize,
+    /// Parquet row groups ruled out by their statistics.
+    pub row_groups_pruned: usize,
+    /// Rows handed out (after filtering).
+    pub rows: u64,
+    /// Damaged files skipped (`skip_corrupt`) or moved aside by a writer (`.corrupt`).
+    pub files_skipped: Vec<SkippedFile>,
+    /// Spool segments that end in a partial batch (a crash or a failed write): every complete
+    /// batch before it was read.
+    pub partial_segments: Vec<SkippedFile>,
+}
+
+/// A tape: the set of files found at one or more paths.
+#[derive(Debug, Clone)]
+pub struct Tape {
+    files: Vec<TapeFile>,
+    quarantined: Vec<PathBuf>,
+}
+
+impl Tape {
+    /// Finds the tape files at `paths`: each a sealed `.parquet` file, a spool `.arrows` segment,
+    /// or a directory searched recursively. Sealed files made from a segment that is still in
+    /// the spool are left out (the segment is the truth; see the writer's invariants).
+    pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<Tape> {
+        let mut sealed = Vec::new();
+        let mut spool = Vec::new();
+        let mut quarantined = Vec::new();
+        for p in paths {
+            let p = p.as_ref();
+            let md = fs::metadata(p).map_err(|e| StorageError::io("open", p, e))?;
+            if md.is_dir() {
+                let before = sealed.len() + spool.len();
+                walk(p, &mut sealed, &mut spool, &mut quarantined)?;
+                let found_any = sealed.len() + spool.len() > before;
+                if !found_any && !p.join(SPOOL_DIR).is_dir() {
+                    return Err(StorageError::NoTape { path: p.to_owned() });
+                }
+            } else {
+                match p.extension().and_then(|e| e.to_str()) {
+                    Some(SEGMENT_EXT) => spool.push(p.to_owned()),
+                    _ => sealed.push(p.to_owned()),
+                }
+            }
+        }
+        let live: HashSet<String> = spool
+            .iter()
+            .filter_map(|p| p.file_stem()?.to_str().map(str::to_owned))
+            .collect();
+        sealed.retain(|p| layout::segment_of_sealed(p).is_none_or(|id| !live.contains(id)));
+        sealed.sort();
+        sealed.dedup();
+        spool.sort();
+        spool.dedup();
+        let mut files = Vec::with_capacity(sealed.len() + spool.len());
+        for (list, kind) in [(sealed, FileKind::Sealed), (spool, FileKind::Spool)] {
+            for path in list {
+                let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                files.push(TapeFile { path, kind, bytes });
+            }
+        }
+        Ok(Tape { files, quarantined })
+    }
+
+    /// The files found, sealed first (by partition), then spool segments (oldest first).
+    pub fn files(&self) -> &[TapeFile] {
+        &self.files
+    }
+
+    /// Total bytes of the tape's files.
+    pub fn bytes_on_disk(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+
+    /// Starts a streaming scan.
+    pub fn scan(&self, options: ReadOptions) -> TapeScan {
+        let mut report = ReadReport::default();
+        for q in &self.quarantined {
+            report.files_skipped.push(SkippedFile {
+                path: q.clone(),
+                reason: "spool segment moved aside by the writer as unreadable".into(),
+            });
+        }
+        TapeScan {
+            pending: self.files.iter().cloned().collect(),
+            current: None,
+            columns: options.columns.as_ref().map(|cols| {
+                let mut c: Vec<String> = cols.clone();
+                for needed in filter_columns(&options.filter) {
+                    if !c.iter().any(|x| x == needed) {
+                        c.push(needed.to_owned());
+                    }
+                }
+                c
+            }),
+            options,
+            report,
+            failed: false,
+        }
+    }
+
+    /// Streams every exchange (all columns) that passes `filter`.
+    pub fn exchanges(&self, filter: Filter) -> ExchangeIter {
+        self.scan(ReadOptions {
+            filter,
+            ..ReadOptions::default()
+        })
+        .exchanges()
+    }
+}
+
+fn filter_columns(f: &Filter) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if f.from_us.is_some() || f.to_us.is_some() {
+        v.push(col::STARTED_AT);
+    }
+    if !f.methods.is_empty() {
+        v.push(col::METHOD);
+    }
+    if f.path_prefix.is_some() {
+        v.push(col::PATH);
+    }
+    v
+}
+
+fn walk(
+    dir: &Path,
+    sealed: &mut Vec<PathBuf>,
+    spool: &mut Vec<PathBuf>,
+    quarantined: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let rd = fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue; // lock file, temp files of a seal in progress
+        }
+        let ft = entry
+            .file_type()
+            .map_err(|e| StorageError::io("stat", &path, e))?;
+        if ft.is_dir() {
+            walk(&path, sealed, spool, quarantined)?;
+        } else if name.ends_with(&format!(".{SEALED_EXT}")) {
+            sealed.push(path);
+        } else if name.ends_with(&format!(".{SEGMENT_EXT}")) {
+            spool.push(path);
+        } else if name.ends_with(&format!(".{SEGMENT_EXT}.corrupt")) {
+            quarantined.push(path);
+        }
+    }
+    Ok(())
+}
+
+enum Source {
+    Parquet(Box<ParquetRecordBatchReader>, PathBuf),
+    Spool(Box<SegmentReader>, PathBuf),
+}
+
+/// A streaming scan over a tape's files, yielding filtered, projected `RecordBatch`es.
+///
+/// Memory is bounded by one batch per open file (one file open at a time), whatever the tape's
+/// size. After an error that is not skipped, the scan ends.
+pub struct TapeScan {
+    pending: VecDeque<TapeFile>,
+    current: Option<Source>,
+    columns: Option<Vec<String>>,
+    options: ReadOptions,
+    report: ReadReport,
+    failed: bool,
+}
+
+impl std::fmt::Debug for TapeScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapeScan")
+            .field("pending", &self.pending.len())
+            .field("report", &self.report)
+            .finish()
+    }
+}
+
+impl TapeScan {
+    /// What has been read, pruned and skipped so far (complete once the scan has ended).
+    pub fn report(&self) -> &ReadReport {
+        &self.report
+    }
+
+    /// Turns the scan into a stream of [`Exchange`]s.
+    pub fn exchanges(self) -> ExchangeIter {
+        ExchangeIter {
+            scan: self,
+            buffer: VecDeque::new(),
+        }
+    }
+
+    fn open_next(&mut self) -> Option<Result<()>> {
+        loop {
+            let file = self.pending.pop_front()?;
+            if file.kind == FileKind::Sealed
+                && let Some((lo, hi)) = layout::partition_range(&file.path)
+                && !self.options.filter.time_overlaps(lo, hi - 1)
+            {
+                self.report.files_pruned += 1;
+                continue;
+            }
+            let opened = match file.kind {
+                FileKind::Sealed => self.open_parquet(&file.path),
+                FileKind::Spool => self.open_spool(&file.path),
+            };
+            match opened {
+                Ok(Some(src)) => {
+                    self.report.files_read += 1;
+                    self.current = Some(src);
+                    return Some(Ok(()));
+                }
+                Ok(None) => {
+                    self.report.files_pruned += 1;
+                }
+                Err(e) => match self.skip_or_fail(e) {
+                    Ok(()) => {}
+                    Err(e) => return Some(Err(e)),
+                },
+            }
+        }
+    }
+
+    fn skip_or_fail(&mut self, e: StorageError) -> Result<()> {
+        if self.options.skip_corrupt && e.is_file_damage() {
+            tracing::warn!(error = %e, "skipping damaged tape file");
+            self.report.files_skipped.push(SkippedFile {
+                path: e.path().map(Path::to_path_buf).unwrap_or_default(),
+                reason: e.to_string(),
+            });
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }
+
+    fn open_spool(&mut self, path: &Path) -> Result<Option<Source>> {
+        let names: Option<Vec<&str>> = self
+            .columns
+            .as_ref()
+            .map(|c| c.iter().map(String::as_str).collect());
+        Ok(SegmentReader::open(path, names.as_deref())?
+            .map(|r| Source::Spool(Box::new(r), path.to_owned())))
+    }
+
+    fn open_parquet(&mut self, path: &Path) -> Result<Option<Source>> {
+        let file = File::open(path).map_err(|e| StorageError::io("open", path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+            StorageError::corrupt(path, format!("not a readable Parquet file: {e}"))
+        })?;
+        let kv = builder.metadata().file_metadata().key_value_metadata();
+        let version = kv.and_then(|kv| {
+            kv.iter()
+                .find(|e| e.key == META_SCHEMA_VERSION)
+                .and_then(|e| e.value.clone())
+        });
+        check_version(path, version.as_ref())?;
+        schema::check_schema(builder.schema()).map_err(|e| StorageError::corrupt(path, e))?;
+
+        let leaf = |name: &str| {
+            builder
+                .parquet_schema()
+                .columns()
+                .iter()
+                .position(|c| c.path().string() == name)
+        };
+        let f = &self.options.filter;
+        let (ts_leaf, method_leaf, path_leaf) =
+            (leaf(col::STARTED_AT), leaf(col::METHOD), leaf(col::PATH));
+        let mut keep = Vec::new();
+        for (i, rg) in builder.metadata().row_groups().iter().enumerate() {
+            if row_group_may_match(rg, f, ts_leaf, method_leaf, path_leaf) {
+                keep.push(i);
+            } else {
+                self.report.row_groups_pruned += 1;
+            }
+        }
+        if keep.is_empty() {
+            return Ok(None);
+        }
+        self.report.row_groups_read += keep.len();
+        let mut builder = builder
+            .with_row_groups(keep)
+            .with_batch_size(self.options.batch_size.max(1));
+        if let Some(cols) = &self.columns {
+            let arrow_schema = builder.schema().clone();
+            let roots: Vec<usize> = cols
+                .iter()
+                .filter_map(|c| arrow_schema.index_of(c).ok())
+                .collect();
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+            builder = builder.with_projection(mask);
+        }
+        let reader = builder
+            .build()
+            .map_err(|e| StorageError::corrupt(path, e))?;
+        Ok(Some(Source::Parquet(Box::new(reader), path.to_owned())))
+    }
+
+    fn next_raw(&mut self) -> Option<Result<RecordBatch>> {
+        loop {
+            if self.current.is_none() {
+                match self.open_next()? {
+                    Ok(()) => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            let Some(src) = self.current.as_mut() else {
+                continue;
+            };
+            let next = match src {
+                Source::Parquet(r, path) => r.next().map(|b| {
+                    b.map_err(|e| {
+                        StorageError::corrupt(path.as_path(), format!("reading row data: {e}"))
+                    })
+                }),
+                Source::Spool(r, path) => {
+                    let b = r.next_batch();
+                    if b.is_none()
+                        && let Some(tail) = r.tail_error()
+                    {
+                        self.report.partial_segments.push(SkippedFile {
+                            path: path.clone(),
+                            reason: format!("ends in a partial batch: {tail}"),
+                        });
+                    }
+                    b
+                }
+            };
+            match next {
+                Some(Ok(b)) => return Some(Ok(b)),
+                None => self.current = None,
+                Some(Err(e)) => {
+                    self.current = None;
+                    if let Err(e) = self.skip_or_fail(e) {
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for TapeScan {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            let batch = match self.next_raw()? {
+                Ok(b) => b,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            };
+            let batch = match apply_filter(&batch, &self.options.filter) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            self.report.rows += batch.num_rows() as u64;
+            return Some(Ok(batch));
+        }
+    }
+}
+
+/// Streams [`Exchange`]s decoded from a [`TapeScan`].
+#[derive(Debug)]
+pub struct ExchangeIter {
+    scan: TapeScan,
+    buffer: VecDeque<Exchange>,
+}
+
+impl ExchangeIter {
+    /// What has been read so far (see [`TapeScan::report`]).
+    pub fn report(&self) -> &ReadReport {
+        self.scan.report()
+    }
+}
+
+impl Iterator for ExchangeIter {
+    type Item = Result<Exchange>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(ex) = self.buffer.pop_front() {
+                return Some(Ok(ex));
+            }
+            match self.scan.next()? {
+                Ok(batch) => match schema::decode(&batch) {
+                    Ok(rows) => self.buffer.extend(rows),
+                    Err(e) => {
+                        self.scan.failed = true;
+                        return Some(Err(StorageError::corrupt("<batch>", e)));
+                    }
+                },
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+fn i64_range(stats: Option<&Statistics>) -> Option<(i64, i64)> {
+    match stats? {
+        Statistics::Int64(s) => Some((*s.min_opt()?, *s.max_opt()?)),
+        _ => None,
+    }
+}
+
+fn bytes_range(stats: Option<&Statistics>) -> Option<(&[u8], &[u8])> {
+    match stats? {
+        Statistics::ByteArray(s) => Some((s.min_opt()?.data(), s.max_opt()?.data())),
+        _ => None,
+    }
+}
+
+/// Whether a row group's statistics allow any row to pass the filter (`true` when unsure).
+fn row_group_may_match(
+    rg: &RowGroupMetaData,
+    f: &Filter,
+    ts: Option<usize>,
+    method: Option<usize>,
+    path: Option<usize>,
+) -> bool {
+    let stats = |leaf: Option<usize>| {
+        leaf.and_then(|i| rg.columns().get(i))
+            .and_then(|c| c.statistics())
+    };
+    if let Some((lo, hi)) = i64_range(stats(ts))
+        && !f.time_overlaps(lo, hi)
+    {
+        return false;
+    }
+    if !f.methods.is_empty()
+        && let Some((lo, hi)) = bytes_range(stats(method))
+        && !f
+            .methods
+            .iter()
+            .any(|m| m.as_bytes() >= lo && m.as_bytes() <= hi)
+    {
+        return false;
+    }
+    if let Some(prefix) = f.path_prefix.as_deref().filter(|p| !p.is_empty())
+        && let Some((lo, hi)) = bytes_range(stats(path))
+    {
+        let p = prefix.as_bytes();
+        // Every string with prefix p sorts in [p, p-with-its-last-byte-incremented).
+        if hi < p {
+            return false;
+        }
+        if lo > p
+            && !lo.starts_with(p)
+            && let Some(upper) = prefix_upper_bound(p)
+            && lo >= upper.as_slice()
+        {
+            return false;
+        }
+    }
+    true
+}
+
+fn prefix_upper_bound(p: &[u8]) -> Option<Vec<u8>> {
+    let mut v = p.to_vec();
+    while let Some(last) = v.pop() {
+        if last < u8::MAX {
+            v.push(last + 1);
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn apply_filter(batch: &RecordBatch, f: &Filter) -> Result<RecordBatch> {
+    if f.is_empty() {
+        return Ok(batch.clone());
+    }
+    let n = batch.num_rows();
+    let mut keep = vec![true; n];
+    if (f.from_us.is_some() || f.to_us.is_some())
+        && let Some(ts) = batch
+            .column_by_name(col::STARTED_AT)
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+    {
+        for (i, k) in keep.iter_mut().enumerate() {
+            *k &= ts.is_valid(i) && f.time_overlaps(ts.value(i), ts.value(i));
+        }
+    }
+    if !f.methods.is_empty()
+        && let Some(m) = batch
+            .column_by_name(col::METHOD)
+            .and_then(|c| c.as_string_opt::<i32>())
+    {
+        for (i, k) in keep.iter_mut().enumerate() {
+            *k &= m.is_valid(i) && f.methods.iter().any(|x| x == m.value(i));
+        }
+    }
+    if let Some(prefix) = &f.path_prefix
+        && let Some(p) = batch
+            .column_by_name(col::PATH)
+            .and_then(|c| c.as_string_opt::<i32>())
+    {
+        for (i, k) in keep.iter_mut().enumerate() {
+            *k &= p.is_valid(i) && p.value(i).starts_with(prefix.as_str());
+        }
+    }
+    if keep.iter().all(|&k| k) {
+        return Ok(batch.clone());
+    }
+    let mask = BooleanArray::from(keep);
+    arrow_select::filter::filter_record_batch(batch, &mask)
+        .map_err(|e| StorageError::corrupt("<batch>", e))
+}

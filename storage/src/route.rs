@@ -1,0 +1,56 @@
+//! Route keys: a path with its identifier segments replaced by `{id}`, so that
+//! `/api/users/17` and `/api/users/42` count as one route.
+
+/// Whether one path segment looks like an identifier rather than a fixed name: a number, a UUID,
+/// a long hex string, or a long token mixing letters and digits.
+pub fn is_id_segment(seg: &str) -> bool {
+    if seg.is_empty() {
+        return false;
+    }
+    let digits = seg.bytes().filter(u8::is_ascii_digit).count();
+    if digits == seg.len() {
+        return true;
+    }
+    if uuid::Uuid::try_parse(seg).is_ok() {
+        return true;
+    }
+    let hex = seg.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex && seg.len() >= 8 && digits > 0 {
+        return true;
+    }
+    let tokenish = seg
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    tokenish && seg.len() >= 16 && digits >= 2 && digits < seg.len()
+}
+
+/// The path with identifier segments replaced by `{id}`.
+pub fn template_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(if is_id_segment(seg) { "{id}" } else { seg });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_ids() {
+        assert_eq!(template_path("/api/users/17"), "/api/users/{id}");
+        assert_eq!(
+            template_path("/api/sessions/0195f0a4-1b2c-7d3e-8f40-123456789abc"),
+            "/api/sessions/{id}"
+        );
+        assert_eq!(template_path("/blobs/deadbeef42"), "/blobs/{id}");
+        assert_eq!(template_path("/api/v2/users"), "/api/v2/users");
+        assert_eq!(template_path("/"), "/");
+        assert_eq!(template_path("/static/app.js"), "/static/app.js");
+        assert_eq!(template_path("/t/AbCdEf0123456789xy"), "/t/{id}");
+    }
+}

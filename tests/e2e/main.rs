@@ -1,0 +1,7 @@
+//! End-to-end tests: they run the real `tapedeck` binary against real servers on loopback.
+//! One test binary; one module per area.
+#![allow(unreachable_pub, clippy::unwrap_used)]
+
+mod util;
+
+mod inspect;

@@ -33,6 +33,7 @@ pub use reader::{
     ExchangeIter, FileKind, Filter, ReadOptions, ReadReport, SkippedFile, Tape, TapeFile, TapeScan,
 };
 pub use schema::SCHEMA_VERSION;
+pub use seal::{SealOutcome, seal};
 pub use writer::{
     AppendError, Health, LOCK_FILE, MAX_STORED_BODY, TapeSender, TapeWriter, TapeWriterBuilder,
     WhenFull, WriterStats,

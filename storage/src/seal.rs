@@ -38,14 +38,23 @@ impl Default for SealSettings {
 }
 
 /// What sealing one segment produced.
-#[derive(Debug, Default)]
-pub(crate) struct SealOutcome {
-    pub(crate) rows: u64,
-    pub(crate) files: u64,
-    pub(crate) bytes: u64,
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SealOutcome {
+    /// Rows moved into sealed files.
+    pub rows: u64,
+    /// Sealed files written (one per hour the rows span).
+    pub files: u64,
+    /// Bytes of the sealed files.
+    pub bytes: u64,
     /// The segment ended in a partial batch (crash or failed write); the complete batches before
     /// it were sealed.
-    pub(crate) tail_error: Option<String>,
+    pub tail_error: Option<String>,
+}
+
+/// Seals one spool segment of the tape at `tape` into Parquet with the default settings, then
+/// deletes it. This is what a writer does with each closed segment and with leftovers at start.
+pub fn seal(tape: &Path, segment: &Path) -> Result<SealOutcome> {
+    seal_segment(tape, segment, &SealSettings::default(), &BTreeMap::new())
 }
 
 /// Parquet writer properties for sealed files.

@@ -56,3 +56,35 @@ fn inspect_of_a_missing_path_is_a_usage_error() {
         stderr(&out)
     );
 }
+
+/// Tapes are for people's tools too: DuckDB reads the sealed Parquet directly, with the hive
+/// partitions as columns, and counts what we wrote.
+#[test]
+fn duckdb_reads_sealed_tapes() {
+    use std::collections::BTreeMap;
+    use tapedeck_storage::synth::{SynthConfig, generate};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let tape_s = tape.to_str().expect("utf-8 path");
+    let out = run(&["synth", "--out", tape_s, "--count", "3000", "--seed", "11"], T);
+    assert!(out.status.success(), "synth failed: {}", stderr(&out));
+
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for ex in generate(&SynthConfig { count: 3000, seed: 11, ..SynthConfig::default() }) {
+        *expected.entry(ex.method).or_default() += 1;
+    }
+    let script = format!(
+        "import duckdb, json\n\
+         rows = duckdb.sql(\"SELECT method, count(*) AS n, min(hour) AS h FROM read_parquet('{tape_s}/**/*.parquet', hive_partitioning=true) GROUP BY method ORDER BY method\").fetchall()\n\
+         print(json.dumps({{m: n for m, n, h in rows}}))\n"
+    );
+    let py = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs (CI installs duckdb with pip)");
+    assert!(py.status.success(), "duckdb query failed: {}", String::from_utf8_lossy(&py.stderr));
+    let got: BTreeMap<String, u64> =
+        serde_json::from_slice(&py.stdout).expect("the script prints JSON");
+    assert_eq!(got, expected);
+}

@@ -14,7 +14,11 @@ use tapedeck_storage::{Exchange, Filter, ReadOptions, Tape, TapeWriter, WhenFull
 const N: u64 = 20_000;
 
 fn exchanges() -> Vec<Exchange> {
-    generate(&SynthConfig { count: N, ..SynthConfig::default() }).collect()
+    generate(&SynthConfig {
+        count: N,
+        ..SynthConfig::default()
+    })
+    .collect()
 }
 
 fn raw_bytes(ex: &[Exchange]) -> u64 {
@@ -22,7 +26,10 @@ fn raw_bytes(ex: &[Exchange]) -> u64 {
 }
 
 fn write_tape(dir: &Path, ex: &[Exchange]) {
-    let w = TapeWriter::builder(dir).when_full(WhenFull::Block).open().unwrap();
+    let w = TapeWriter::builder(dir)
+        .when_full(WhenFull::Block)
+        .open()
+        .unwrap();
     for e in ex {
         w.append(e.clone()).unwrap();
     }
@@ -32,12 +39,20 @@ fn write_tape(dir: &Path, ex: &[Exchange]) {
 /// A spool segment holding `ex`, made by a real writer and copied out before it is sealed.
 fn make_segment(ex: &[Exchange], out: &Path) -> PathBuf {
     let src = tempfile::tempdir().unwrap();
-    let w = TapeWriter::builder(src.path()).when_full(WhenFull::Block).open().unwrap();
+    let w = TapeWriter::builder(src.path())
+        .when_full(WhenFull::Block)
+        .open()
+        .unwrap();
     for e in ex {
         w.append(e.clone()).unwrap();
     }
     w.flush().unwrap();
-    let seg = std::fs::read_dir(src.path().join("spool")).unwrap().next().unwrap().unwrap().path();
+    let seg = std::fs::read_dir(src.path().join("spool"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let dest = out.join(seg.file_name().unwrap());
     std::fs::copy(&seg, &dest).unwrap();
     drop(w);
@@ -48,7 +63,11 @@ fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        total += if p.is_dir() { dir_bytes(&p) } else { std::fs::metadata(&p).unwrap().len() };
+        total += if p.is_dir() {
+            dir_bytes(&p)
+        } else {
+            std::fs::metadata(&p).unwrap().len()
+        };
     }
     total
 }
@@ -59,7 +78,9 @@ fn json_lines_bytes(ex: &[Exchange]) -> u64 {
     let mut total = 0u64;
     for e in ex {
         let h = |hs: &[tapedeck_storage::Header]| -> Vec<(String, String)> {
-            hs.iter().map(|h| (h.name.clone(), h.value_lossy().into_owned())).collect()
+            hs.iter()
+                .map(|h| (h.name.clone(), h.value_lossy().into_owned()))
+                .collect()
         };
         let v = serde_json::json!({
             "id": e.id.to_string(), "source": e.source, "started_at_us": e.started_at_us,
@@ -105,7 +126,10 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || (tempfile::tempdir().unwrap(), ex.clone()),
             |(d, ex)| {
-                let w = TapeWriter::builder(d.path()).when_full(WhenFull::Block).open().unwrap();
+                let w = TapeWriter::builder(d.path())
+                    .when_full(WhenFull::Block)
+                    .open()
+                    .unwrap();
                 for e in ex {
                     w.append(e).unwrap();
                 }

@@ -8,7 +8,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check;
+mod demo;
+mod diff;
 mod inspect;
+mod record;
+mod replay;
 mod synth;
 mod util;
 
@@ -34,8 +39,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Replay a tape against baseline and candidate, judge the difference: exit 0 pass, 1 fail, 3 inconclusive.
+    Check(Box<check::Args>),
+    /// Run the whole loop (record → replay → diff) against a built-in sample service.
+    Demo(demo::Args),
+    /// Judge a replay run: response diffs beyond noise, latency regressions, error rates.
+    Diff(diff::Args),
     /// Summarize a tape: exchanges, time range, size and compression, routes, statuses, errors.
     Inspect(inspect::Args),
+    /// Record traffic to a service through a reverse proxy into a tape (redacted, fail-open).
+    Record(Box<record::Args>),
+    /// Replay a tape against one or more targets (paced, multi-target) and write the results as a tape.
+    Replay(replay::Args),
     /// Write a tape of synthetic JSON API traffic (to try tapedeck, and for tests and benchmarks).
     Synth(synth::Args),
 }
@@ -50,7 +65,12 @@ fn main() -> ExitCode {
     };
     util::init_logging(cli.log_format);
     let result = match cli.command {
+        Command::Check(args) => check::run(*args),
+        Command::Demo(args) => demo::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Record(args) => record::run(*args),
+        Command::Replay(args) => replay::run(args),
         Command::Synth(args) => synth::run(args),
     };
     match result {

@@ -1,1 +1,57 @@
+//! `tapedeck-proxy`: the recording sidecar proxy behind `tapedeck record`.
+//!
+//! A [pingora](https://github.com/cloudflare/pingora) reverse proxy that forwards every request
+//! to one upstream unchanged (bodies streamed both ways) and, *after* the response has gone out,
+//! hands a record of the exchange to the tape writer of `tapedeck-storage`.
+//!
+//! ```text
+//!  client ──► pingora worker ──► upstream
+//!               │ hooks clone Bytes chunks (≤ max-body), note timings
+//!               ▼ logging phase (response already sent)
+//!             build Exchange → Redactor → Batcher::push (mutex'd Vec; full → drop+count)
+//!                                               ▼ forwarder thread, every ≤ 50 ms
+//!                                 TapeSender::append (Drop policy) → spool (Arrow IPC)
+//!                                                                  → seal (Parquet)
+//! ```
+//!
+//! Modules: [`config`] (flags/TOML → checked [`Settings`]), [`proxy`] (the pingora hooks),
+//! [`redact`] ([`Redactor`] trait, [`RuleRedactor`]), [`sample`] (filters and sampling),
+//! [`batch`] (the hand-off to the writer), [`metrics`] and [`admin`] (`/metrics`, `/healthz`,
+//! `/readyz`), [`recorder`] (start, run until a signal, seal).
+//!
+//! Invariants:
+//! - **Fail-open**: nothing the recorder does can fail or slow a request. A full queue or a
+//!   failing disk drops the record and counts it by reason (`/metrics`), and `/healthz` reports
+//!   `degraded` with the reason; a tape that cannot be opened at start still lets traffic flow.
+//! - **No secret reaches disk**: the [`Redactor`] runs before the record enters the writer queue.
+//! - **Capture from the upstream side**: status, headers and body are what the upstream sent
+//!   (before pingora rewrites `Date`, `Connection` or chunking); request fields are what the
+//!   client sent.
+//! - **Bounded memory**: at most `max-body` bytes per direction are retained per exchange, as
+//!   refcounted slices of the forwarded chunks; true sizes and a truncated flag are recorded.
+//! - **Nothing lost on SIGTERM**: pingora stops accepting, in-flight exchanges finish within the
+//!   grace period, then [`Recorder::run`] drains the hand-off and closes the writer, which spools
+//!   and seals everything. `SIGKILL` loses at most the writer's flush interval plus one hand-off
+//!   tick (≤ 50 ms).
+//! - **Accounting**: every proxied request is counted once as recorded, skipped (filter, sample,
+//!   recording off) or dropped (queue full, I/O, tape unavailable) in `/metrics`.
+//!
+//! Entry points: [`RawConfig`] (flags/TOML) → [`RawConfig::validate`] → [`Settings`] →
+//! [`Recorder::run`].
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod batch;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod recorder;
+pub mod redact;
+pub mod sample;
+
+pub use config::{ConfigError, RawConfig, Settings};
+pub use metrics::Metrics;
+pub use proxy::RecordingProxy;
+pub use recorder::{RecordError, Recorder, RunSummary};
+pub use redact::{RedactMode, Redactor, RedactorBuilder, RuleRedactor};
+pub use sample::{Sampler, SamplerBuilder};

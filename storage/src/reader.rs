@@ -225,6 +225,45 @@ impl Tape {
         })
         .exchanges()
     }
+
+    /// Key-value metadata of the tape's first non-empty file (a sealed file's Parquet footer or
+    /// a spool segment's schema): what its writer was given with
+    /// [`TapeWriterBuilder::metadata`](crate::TapeWriterBuilder::metadata), plus
+    /// `tapedeck.schema_version` and friends. Arrow's own `ARROW:schema` entry is left out.
+    /// Empty when the tape has no readable file. Reads only a footer or a stream header.
+    pub fn metadata(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        for f in &self.files {
+            match f.kind {
+                FileKind::Sealed => {
+                    let file =
+                        File::open(&f.path).map_err(|e| StorageError::io("open", &f.path, e))?;
+                    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+                        StorageError::corrupt(&f.path, format!("not a readable Parquet file: {e}"))
+                    })?;
+                    let kv = builder.metadata().file_metadata().key_value_metadata();
+                    return Ok(kv
+                        .map(|kv| {
+                            kv.iter()
+                                .filter(|e| e.key != "ARROW:schema")
+                                .filter_map(|e| Some((e.key.clone(), e.value.clone()?)))
+                                .collect()
+                        })
+                        .unwrap_or_default());
+                }
+                FileKind::Spool => {
+                    if let Some(r) = SegmentReader::open(&f.path, None)? {
+                        return Ok(r
+                            .schema()
+                            .metadata()
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect());
+                    }
+                }
+            }
+        }
+        Ok(std::collections::BTreeMap::new())
+    }
 }
 
 fn filter_columns(f: &Filter) -> Vec<&'static str> {

@@ -24,7 +24,10 @@ fn read_all(path: &Path) -> Vec<Exchange> {
 }
 
 fn write_all(dir: &Path, exchanges: &[Exchange]) {
-    let w = TapeWriter::builder(dir).when_full(WhenFull::Block).open().unwrap();
+    let w = TapeWriter::builder(dir)
+        .when_full(WhenFull::Block)
+        .open()
+        .unwrap();
     for e in exchanges {
         w.append(e.clone()).unwrap();
     }
@@ -189,7 +192,11 @@ fn sealed_files_are_partitioned_by_hour_and_private() {
         assert_eq!(mode, 0o600, "{} has mode {mode:o}", f.display());
     }
     for d in ["date=2026-01-01", "date=2026-01-01/hour=00", "spool"] {
-        let mode = std::fs::metadata(dir.path().join(d)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.path().join(d))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o700, "{d} has mode {mode:o}");
     }
     assert_eq!(read_all(dir.path()).len(), 4);
@@ -211,7 +218,11 @@ fn drop_policy_counts_what_it_drops() {
         .flush_interval(Duration::from_secs(5))
         .open()
         .unwrap();
-    let ex: Vec<Exchange> = generate(&SynthConfig { count: 5000, ..SynthConfig::default() }).collect();
+    let ex: Vec<Exchange> = generate(&SynthConfig {
+        count: 5000,
+        ..SynthConfig::default()
+    })
+    .collect();
     let mut refused = 0u64;
     for e in ex {
         if w.append(e).is_err() {
@@ -228,7 +239,12 @@ fn drop_policy_counts_what_it_drops() {
 #[test]
 fn filters_select_rows_and_prune_row_groups() {
     let dir = tempfile::tempdir().unwrap();
-    let all: Vec<Exchange> = generate(&SynthConfig { count: 3000, mean_gap_us: 2000, ..SynthConfig::default() }).collect();
+    let all: Vec<Exchange> = generate(&SynthConfig {
+        count: 3000,
+        mean_gap_us: 2000,
+        ..SynthConfig::default()
+    })
+    .collect();
     let w = TapeWriter::builder(dir.path())
         .when_full(WhenFull::Block)
         .row_group_rows(500)
@@ -272,7 +288,11 @@ fn first_sealed(dir: &Path) -> PathBuf {
 #[test]
 fn damaged_files_give_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let ex: Vec<Exchange> = generate(&SynthConfig { count: 300, ..SynthConfig::default() }).collect();
+    let ex: Vec<Exchange> = generate(&SynthConfig {
+        count: 300,
+        ..SynthConfig::default()
+    })
+    .collect();
     write_all(&dir.path().join("good"), &ex);
     let good = first_sealed(&dir.path().join("good"));
     let bytes = std::fs::read(&good).unwrap();
@@ -280,7 +300,11 @@ fn damaged_files_give_errors_naming_the_file() {
     let truncated = dir.path().join("truncated.parquet");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let garbage = dir.path().join("garbage.parquet");
-    std::fs::write(&garbage, b"this is not a parquet file at all, just some words").unwrap();
+    std::fs::write(
+        &garbage,
+        b"this is not a parquet file at all, just some words",
+    )
+    .unwrap();
     let garbage_spool = dir.path().join("garbage.arrows");
     std::fs::write(&garbage_spool, vec![0xab; 4096]).unwrap();
 
@@ -291,13 +315,19 @@ fn damaged_files_give_errors_naming_the_file() {
             .find_map(Result::err)
             .unwrap_or_else(|| panic!("{} read without error", bad.display()));
         assert!(err.is_file_damage(), "{err}");
-        assert!(err.to_string().contains(&bad.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&bad.display().to_string()),
+            "{err}"
+        );
     }
 
     // --skip-corrupt reads the good file and lists the bad ones.
     let tape = Tape::open(&[good.as_path(), &truncated, &garbage, &garbage_spool]).unwrap();
     let mut it = tape
-        .scan(ReadOptions { skip_corrupt: true, ..ReadOptions::default() })
+        .scan(ReadOptions {
+            skip_corrupt: true,
+            ..ReadOptions::default()
+        })
         .exchanges();
     let n = it.by_ref().collect::<Result<Vec<_>, _>>().unwrap().len();
     assert_eq!(n, 300);
@@ -307,7 +337,11 @@ fn damaged_files_give_errors_naming_the_file() {
 #[test]
 fn a_file_from_a_future_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let ex: Vec<Exchange> = generate(&SynthConfig { count: 10, ..SynthConfig::default() }).collect();
+    let ex: Vec<Exchange> = generate(&SynthConfig {
+        count: 10,
+        ..SynthConfig::default()
+    })
+    .collect();
     let batch = tapedeck_storage::schema::encode(&ex);
     let path = dir.path().join("future.parquet");
     let props = parquet::file::properties::WriterProperties::builder()
@@ -316,7 +350,12 @@ fn a_file_from_a_future_schema_is_refused() {
             "99".to_owned(),
         )]))
         .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), Some(props)).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&path).unwrap(),
+        batch.schema(),
+        Some(props),
+    )
+    .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
     let err = Tape::open(&[&path])
@@ -324,15 +363,25 @@ fn a_file_from_a_future_schema_is_refused() {
         .exchanges(Filter::default())
         .find_map(Result::err)
         .unwrap();
-    assert!(matches!(err, StorageError::FutureSchema { found: 99, .. }), "{err}");
+    assert!(
+        matches!(err, StorageError::FutureSchema { found: 99, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("upgrade tapedeck"));
 }
 
 #[test]
 fn a_truncated_spool_segment_reads_up_to_its_last_complete_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let ex: Vec<Exchange> = generate(&SynthConfig { count: 400, ..SynthConfig::default() }).collect();
-    let w = TapeWriter::builder(dir.path()).when_full(WhenFull::Block).open().unwrap();
+    let ex: Vec<Exchange> = generate(&SynthConfig {
+        count: 400,
+        ..SynthConfig::default()
+    })
+    .collect();
+    let w = TapeWriter::builder(dir.path())
+        .when_full(WhenFull::Block)
+        .open()
+        .unwrap();
     for e in &ex[..200] {
         w.append(e.clone()).unwrap();
     }
@@ -368,7 +417,10 @@ fn crash_child() {
         .open()
         .unwrap();
     let mut n = 0u64;
-    for e in generate(&SynthConfig { count: 1_000_000, ..SynthConfig::default() }) {
+    for e in generate(&SynthConfig {
+        count: 1_000_000,
+        ..SynthConfig::default()
+    }) {
         w.append(e).unwrap();
         n += 1;
         if n % 50 == 0 {
@@ -386,7 +438,13 @@ fn crash_recovery_loses_at_most_the_last_flush() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("TAPEDECK_CRASH_DIR", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -406,9 +464,18 @@ fn crash_recovery_loses_at_most_the_last_flush() {
     }
     // SIGKILL by PID: no chance to flush or seal.
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let _ = child.wait();
-    assert!(flushed >= 3000, "child reported only {flushed} flushed rows");
+    assert!(
+        flushed >= 3000,
+        "child reported only {flushed} flushed rows"
+    );
 
     // Reopening recovers and seals the spool.
     let w = TapeWriter::builder(dir.path()).open().unwrap();
@@ -417,12 +484,23 @@ fn crash_recovery_loses_at_most_the_last_flush() {
     let tape = Tape::open(&[dir.path()]).unwrap();
     assert!(tape.files().iter().all(|f| f.kind == FileKind::Sealed));
     let got = read_all(dir.path());
-    assert!(got.len() as u64 >= flushed, "lost flushed rows: {} < {flushed}", got.len());
+    assert!(
+        got.len() as u64 >= flushed,
+        "lost flushed rows: {} < {flushed}",
+        got.len()
+    );
     // What was recovered is exactly a prefix of what the child wrote, without duplicates.
-    let expected: Vec<Exchange> = generate(&SynthConfig { count: got.len() as u64, ..SynthConfig::default() }).collect();
+    let expected: Vec<Exchange> = generate(&SynthConfig {
+        count: got.len() as u64,
+        ..SynthConfig::default()
+    })
+    .collect();
     let mut got_sorted = got.clone();
     got_sorted.sort_by_key(|e| e.id);
     let mut exp_sorted = expected;
     exp_sorted.sort_by_key(|e| e.id);
-    assert!(got_sorted == exp_sorted, "recovered rows are not a prefix of the written sequence");
+    assert!(
+        got_sorted == exp_sorted,
+        "recovered rows are not a prefix of the written sequence"
+    );
 }

@@ -67,11 +67,18 @@ fn duckdb_reads_sealed_tapes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
     let tape_s = tape.to_str().expect("utf-8 path");
-    let out = run(&["synth", "--out", tape_s, "--count", "3000", "--seed", "11"], T);
+    let out = run(
+        &["synth", "--out", tape_s, "--count", "3000", "--seed", "11"],
+        T,
+    );
     assert!(out.status.success(), "synth failed: {}", stderr(&out));
 
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    for ex in generate(&SynthConfig { count: 3000, seed: 11, ..SynthConfig::default() }) {
+    for ex in generate(&SynthConfig {
+        count: 3000,
+        seed: 11,
+        ..SynthConfig::default()
+    }) {
         *expected.entry(ex.method).or_default() += 1;
     }
     let script = format!(
@@ -83,7 +90,11 @@ fn duckdb_reads_sealed_tapes() {
         .args(["-c", &script])
         .output()
         .expect("python3 runs (CI installs duckdb with pip)");
-    assert!(py.status.success(), "duckdb query failed: {}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "duckdb query failed: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let got: BTreeMap<String, u64> =
         serde_json::from_slice(&py.stdout).expect("the script prints JSON");
     assert_eq!(got, expected);

@@ -4,4 +4,8 @@
 
 mod util;
 
+mod check;
+mod diff;
 mod inspect;
+mod record;
+mod replay;

@@ -1,0 +1,473 @@
+#!/usr/bin/env python3
+"""Side-by-side macro benchmarks: tapedeck against nginx and wrk, on this machine, in one run.
+
+Invoked by benches/run.sh (which installs nginx and wrk and builds tapedeck in release). Every
+server binds 127.0.0.1 on a port picked at run time; every process is stopped by its PID; every
+load run is bounded in time. Results are printed and written as Markdown (--out).
+
+Pinning (2 cores): the proxy under test (tapedeck or nginx-as-proxy, one worker thread each) runs
+on CPU 0; the load generator and the upstream nginx share CPU 1. Each pairing is repeated
+--reps times interleaved (A, B, C, A, B, C, ...) and the median is reported, so machine noise hits
+every side alike.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SMALL_BODY = json.dumps({
+    "id": 4711, "name": "Grace Hopper", "email": "grace.hopper@example.test", "plan": "team",
+    "active": True, "created_at": "2025-03-14T08:00:00Z", "roles": ["admin", "billing"],
+    "settings": {"theme": "dark", "locale": "en-US", "tz": "Europe/Berlin", "beta": False},
+    "score": 982, "tags": ["early-adopter", "speaker", "mentor"],
+})
+LARGE_BODY = json.dumps({"items": [{"id": i, "title": f"product {i}", "price_cents": 1000 + i,
+                                    "desc": "lorem ipsum dolor sit amet " * 3} for i in range(120)]})[:16384]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def pin(cpu):
+    return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
+class Proc:
+    """A child process stopped by PID when done."""
+
+    def __init__(self, argv, log):
+        self.log = open(log, "wb")
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+        return self.p.returncode
+
+
+def proc_tree(pid):
+    out = [pid]
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        for k in kids:
+            out.extend(proc_tree(int(k)))
+    except OSError:
+        pass
+    return out
+
+
+def cpu_seconds(pids):
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / tick
+
+
+def rss_mib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def parse_wrk(text):
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    lat = {}
+    for pct, val, unit in re.findall(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", text, re.M):
+        lat[pct] = float(val) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
+            "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def wrk(url, conns, seconds, cpu):
+    argv = pin(cpu) + ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    return parse_wrk(out.stdout)
+
+
+NGINX_UPSTREAM = """
+worker_processes 1;
+pid {dir}/up.pid;
+error_log {dir}/up-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location = /small {{ default_type application/json; return 200 '{small}'; }}
+    location = /large {{ default_type application/json; root {dir}; try_files /large.json =404; }}
+  }}
+}}
+"""
+
+NGINX_PROXY = """
+worker_processes {workers};
+pid {dir}/proxy.pid;
+error_log {dir}/proxy-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  upstream up {{ server 127.0.0.1:{up}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering on;
+    }}
+  }}
+}}
+"""
+
+
+def start_nginx(conf_text, name, tmp, cpu):
+    conf = os.path.join(tmp, f"{name}.conf")
+    with open(conf, "w") as f:
+        f.write(conf_text)
+    return Proc(pin(cpu) + ["nginx", "-c", conf, "-g", "daemon off;"], os.path.join(tmp, f"{name}.log"))
+
+
+def metric_sum(admin_port, prefix):
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return None
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith(prefix):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, digits=0):
+    if x is None:
+        return "n/a"
+    return f"{x:,.{digits}f}"
+
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+# --------------------------------------------------------------------------------------------
+# proxy
+
+
+def bench_proxy(args, tmp, lines):
+    up_port = free_port()
+    with open(os.path.join(tmp, "large.json"), "w") as f:
+        f.write(LARGE_BODY)
+    upstream = start_nginx(NGINX_UPSTREAM.format(dir=tmp, port=up_port, small=SMALL_BODY.replace("'", "")),
+                           "upstream", tmp, 1)
+    assert wait_port(up_port), "upstream nginx did not start"
+    results = {}
+    try:
+        for path in args.paths:
+            for conns in args.conns:
+                rows = {k: [] for k in ("direct", "nginx", "record", "passthrough")}
+                extra = {k: {"cpu": [], "rss": [], "dropped": []} for k in rows}
+                for rep in range(args.reps):
+                    for kind in rows:
+                        r = run_proxy_case(args, tmp, kind, up_port, path, conns, rep)
+                        rows[kind].append(r)
+                        extra[kind]["cpu"].append(r.get("cpu_s"))
+                        extra[kind]["rss"].append(r.get("rss_mib"))
+                        extra[kind]["dropped"].append(r.get("dropped"))
+                        print(f"proxy {path} c{conns} rep{rep} {kind}: {r}", flush=True)
+                results[(path, conns)] = (rows, extra)
+    finally:
+        upstream.stop()
+
+    lines.append("## Proxy: wrk through each proxy to an nginx upstream\n")
+    lines.append(f"wrk `-t1 -cC -d{args.seconds}s --latency`; proxy under test pinned to CPU 0 with "
+                 "one worker thread (tapedeck `--threads 1`, nginx `worker_processes 1`); wrk and the "
+                 "upstream nginx pinned to CPU 1. Medians of "
+                 f"{args.reps} interleaved repetitions. `record` records every exchange with bodies; "
+                 "`passthrough` is `tapedeck record --no-record`.\n")
+    lines.append("| body | conns | target | req/s | p50 ms | p99 ms | proxy CPU s | proxy RSS MiB | dropped | req/s vs nginx proxy |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for (path, conns), (rows, extra) in results.items():
+        nginx_rps = median([r["rps"] for r in rows["nginx"]])
+        for kind, rs in rows.items():
+            rps = median([r["rps"] for r in rs])
+            lines.append(
+                f"| {path} | {conns} | {kind} | {fmt(rps)} | {fmt(median([r['p50_ms'] for r in rs]), 2)} "
+                f"| {fmt(median([r['p99_ms'] for r in rs]), 2)} | {fmt(median(extra[kind]['cpu']), 1)} "
+                f"| {fmt(median(extra[kind]['rss']), 1)} | {fmt(median(extra[kind]['dropped']))} "
+                f"| {fmt(ratio(rps, nginx_rps), 2) if kind != 'direct' else '—'} |")
+    lines.append("")
+    return results
+
+
+def run_proxy_case(args, tmp, kind, up_port, path, conns, rep):
+    if kind == "direct":
+        r = wrk(f"http://127.0.0.1:{up_port}{path}", conns, args.seconds, 1)
+        return r
+    port = free_port()
+    admin = free_port()
+    if kind == "nginx":
+        proc = start_nginx(NGINX_PROXY.format(dir=tmp, port=port, up=up_port, workers=1), f"proxy-{rep}", tmp, 0)
+    else:
+        tape = tempfile.mkdtemp(prefix="tape-", dir=tmp)
+        argv = pin(0) + [args.bin, "record", "--listen", f"127.0.0.1:{port}",
+                         "--upstream", f"http://127.0.0.1:{up_port}", "--tape", tape,
+                         "--threads", "1", "--admin", f"127.0.0.1:{admin}"]
+        if kind == "passthrough":
+            argv.append("--no-record")
+        proc = Proc(argv, os.path.join(tmp, f"{kind}-{rep}.log"))
+    try:
+        assert wait_port(port), f"{kind} did not start"
+        time.sleep(0.3)
+        pids = proc_tree(proc.p.pid)
+        cpu0 = cpu_seconds(pids)
+        r = wrk(f"http://127.0.0.1:{port}{path}", conns, args.seconds, 1)
+        pids = proc_tree(proc.p.pid)
+        r["cpu_s"] = cpu_seconds(pids) - cpu0
+        r["rss_mib"] = rss_mib(pids)
+        if kind in ("record", "passthrough"):
+            r["dropped"] = metric_sum(admin, "tapedeck_dropped_total")
+    finally:
+        proc.stop()
+    return r
+
+
+# --------------------------------------------------------------------------------------------
+# added latency at half of nginx's max rate
+
+
+def replay_json(args, argv, timeout):
+    out = subprocess.run([args.bin] + argv + ["--json", "--quiet"], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"tapedeck {' '.join(argv)} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
+def record_tape(args, tmp, up_port, path, seconds):
+    """A real recorded tape: wrk through `tapedeck record` for a few seconds."""
+    port = free_port()
+    tape = tempfile.mkdtemp(prefix="rec-", dir=tmp)
+    proc = Proc([args.bin, "record", "--listen", f"127.0.0.1:{port}", "--upstream",
+                 f"http://127.0.0.1:{up_port}", "--tape", tape, "--admin", "off"],
+                os.path.join(tmp, "rec.log"))
+    try:
+        assert wait_port(port)
+        wrk(f"http://127.0.0.1:{port}{path}", 16, seconds, None)
+    finally:
+        assert proc.stop() == 0, "recorder did not exit cleanly"
+    return tape
+
+
+def bench_latency_at_half_rate(args, tmp, lines, proxy_results):
+    """Coordinated-omission-free p99 at half of nginx-as-proxy's max rate, measured with
+    `tapedeck replay --rate` (open loop, latency from the scheduled send time) against the
+    upstream directly, through nginx, and through tapedeck record."""
+    key = ("/small", args.conns[0])
+    if key not in proxy_results:
+        return
+    rows, _ = proxy_results[key]
+    rate = int(median([r["rps"] for r in rows["nginx"]]) / 2)
+    up_port = free_port()
+    upstream = start_nginx(NGINX_UPSTREAM.format(dir=tmp, port=up_port, small=SMALL_BODY.replace("'", "")),
+                           "upstream2", tmp, 1)
+    assert wait_port(up_port)
+    res = {}
+    try:
+        tape = record_tape(args, tmp, up_port, "/small", 2)
+        for rep in range(args.reps):
+            for kind in ("direct", "nginx", "record"):
+                port, proc = None, None
+                if kind == "direct":
+                    port = up_port
+                elif kind == "nginx":
+                    port = free_port()
+                    proc = start_nginx(NGINX_PROXY.format(dir=tmp, port=port, up=up_port, workers=1), f"half-{rep}", tmp, 0)
+                else:
+                    port = free_port()
+                    t = tempfile.mkdtemp(prefix="half-", dir=tmp)
+                    proc = Proc(pin(0) + [args.bin, "record", "--listen", f"127.0.0.1:{port}", "--upstream",
+                                          f"http://127.0.0.1:{up_port}", "--tape", t, "--threads", "1",
+                                          "--admin", "off"], os.path.join(tmp, f"half-rec-{rep}.log"))
+                try:
+                    assert wait_port(port)
+                    out = tempfile.mkdtemp(prefix="half-out-", dir=tmp)
+                    s = replay_json(args, ["replay", "--tape", tape, "--target", f"t=http://127.0.0.1:{port}",
+                                           "--out", out, "--rate", str(rate), "--limit", str(rate * args.seconds),
+                                           "--allow-same-host"], args.seconds * 4 + 60)
+                    t0 = s["targets"][0]
+                    res.setdefault(kind, []).append(t0["latency_us"]["p99"] / 1000)
+                    print(f"half-rate {rate}/s rep{rep} {kind}: p99 {t0['latency_us']['p99'] / 1000:.2f} ms", flush=True)
+                finally:
+                    if proc:
+                        proc.stop()
+    finally:
+        upstream.stop()
+    direct = median(res.get("direct", []))
+    lines.append(f"## Added p99 latency at half of nginx's max rate ({rate:,} req/s, open loop)\n")
+    lines.append("Load: `tapedeck replay --rate R` of a recorded tape of `GET /small` (latency measured from "
+                 "the scheduled send time, so queueing shows). Proxies pinned as above.\n")
+    lines.append("| target | p99 ms | added p99 vs direct, ms |")
+    lines.append("|---|---|---|")
+    for kind in ("direct", "nginx", "record"):
+        p = median(res.get(kind, []))
+        lines.append(f"| {kind} | {fmt(p, 2)} | {fmt(None if p is None or direct is None else p - direct, 2) if kind != 'direct' else '—'} |")
+    lines.append("")
+
+
+# --------------------------------------------------------------------------------------------
+# replay
+
+
+def bench_replay(args, tmp, lines):
+    up_port = free_port()
+    upstream = start_nginx(NGINX_UPSTREAM.format(dir=tmp, port=up_port, small=SMALL_BODY.replace("'", "")),
+                           "upstream3", tmp, 1)
+    assert wait_port(up_port)
+    try:
+        tape = record_tape(args, tmp, up_port, "/small", 3 if not args.smoke else 1)
+        rows = {"wrk": [], "replay": []}
+        for rep in range(args.reps):
+            rows["wrk"].append(wrk(f"http://127.0.0.1:{up_port}/small", 64, args.seconds, 0)["rps"])
+            out = tempfile.mkdtemp(prefix="max-", dir=tmp)
+            s = replay_json(args, ["replay", "--tape", tape, "--target", f"t=http://127.0.0.1:{up_port}",
+                                   "--out", out, "--max", "--concurrency", "64", "--allow-same-host"], 600)
+            rows["replay"].append(s["pacing"]["achieved_rate"])
+            print(f"replay max rep{rep}: wrk {rows['wrk'][-1]:.0f}/s replay {rows['replay'][-1]:.0f}/s", flush=True)
+        w, r = median(rows["wrk"]), median(rows["replay"])
+        lines.append("## Replay: closed loop against nginx\n")
+        lines.append("`wrk -t1 -c64` vs `tapedeck replay --max --concurrency 64` of a recorded tape of the same "
+                     "request, writing every result to a tape; load generator pinned to CPU 0, nginx to CPU 1.\n")
+        lines.append("| load generator | req/s | ratio to wrk |")
+        lines.append("|---|---|---|")
+        lines.append(f"| wrk | {fmt(w)} | — |")
+        lines.append(f"| tapedeck replay --max | {fmt(r)} | {fmt(ratio(r, w), 2)} |")
+        lines.append("")
+
+        lines.append("## Replay: open-loop accuracy\n")
+        lines.append("| target rate | achieved rate | achieved/target | send lateness p50 µs | p99 µs | max µs |")
+        lines.append("|---|---|---|---|---|---|")
+        for rate in args.rates:
+            got = []
+            for rep in range(args.reps):
+                out = tempfile.mkdtemp(prefix="rate-", dir=tmp)
+                s = replay_json(args, ["replay", "--tape", tape, "--target", f"t=http://127.0.0.1:{up_port}",
+                                       "--out", out, "--rate", str(rate), "--limit", str(rate * args.seconds),
+                                       "--allow-same-host"], args.seconds * 4 + 60)
+                got.append(s["pacing"])
+                print(f"rate {rate} rep{rep}: {s['pacing']['achieved_rate']:.1f}/s lateness p99 {s['pacing']['lateness_us']['p99']}us", flush=True)
+            ach = median([g["achieved_rate"] for g in got])
+            lines.append(f"| {rate:,} | {fmt(ach, 1)} | {fmt(ratio(ach, rate), 4)} "
+                         f"| {fmt(median([g['lateness_us']['p50'] for g in got]))} "
+                         f"| {fmt(median([g['lateness_us']['p99'] for g in got]))} "
+                         f"| {fmt(median([g['lateness_us']['max'] for g in got]))} |")
+        lines.append("")
+    finally:
+        upstream.stop()
+
+
+def bench_replay_memory(args, tmp, lines):
+    """Peak RSS of `tapedeck replay` over a large synthetic tape (results written)."""
+    count = args.big_tape
+    tape = os.path.join(tmp, "big")
+    subprocess.run([args.bin, "synth", "--out", tape, "--count", str(count)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=3600)
+    up_port = free_port()
+    upstream = start_nginx(NGINX_UPSTREAM.format(dir=tmp, port=up_port, small=SMALL_BODY.replace("'", "")),
+                           "upstream4", tmp, 1)
+    assert wait_port(up_port)
+    try:
+        out = tempfile.mkdtemp(prefix="big-out-", dir=tmp)
+        t0 = time.time()
+        p = subprocess.Popen(["/usr/bin/time", "-v", args.bin, "replay", "--tape", tape, "--target",
+                              f"t=http://127.0.0.1:{up_port}", "--out", out, "--max", "--concurrency", "64",
+                              "--quiet", "--allow-writes"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, err = p.communicate(timeout=7200)
+        peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
+        peak_mib = int(peak.group(1)) / 1024 if peak else None
+        lines.append("## Replay: memory on a large tape\n")
+        lines.append(f"`tapedeck replay --max --concurrency 64` of a {count:,}-exchange synthetic tape against nginx, "
+                     f"writing all results; peak RSS from `/usr/bin/time -v`; took {time.time() - t0:.0f} s.\n")
+        lines.append(f"| exchanges | peak RSS MiB |\n|---|---|\n| {count:,} | {fmt(peak_mib, 1)} |\n")
+    finally:
+        upstream.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--smoke", action="store_true", help="a few seconds per section")
+    ap.add_argument("--sections", default="proxy,half,replay,memory")
+    args = ap.parse_args()
+    if args.smoke:
+        args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 2, 1, [16], ["/small"], [1000], 20_000
+    else:
+        args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 10, 3, [16, 64, 256], ["/small", "/large"], [1000, 10000], 5_000_000
+    sections = args.sections.split(",")
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="tapedeck-bench-") as tmp:
+        proxy_results = {}
+        if "proxy" in sections:
+            proxy_results = bench_proxy(args, tmp, lines)
+        if "half" in sections:
+            bench_latency_at_half_rate(args, tmp, lines, proxy_results)
+        if "replay" in sections:
+            bench_replay(args, tmp, lines)
+        if "memory" in sections:
+            bench_replay_memory(args, tmp, lines)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

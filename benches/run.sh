@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Side-by-side macro benchmarks (issue 7): tapedeck against nginx and wrk on this machine, in one
+# run, reported as ratios. Not part of CI: it takes many minutes and wants the whole machine.
+#
+#   benches/run.sh            full run (≈ 30 min on 2 cores), writes benches/results-macro.md
+#   benches/run.sh --smoke    a few seconds per section, to check the harness works
+#   SECTIONS=proxy,half benches/run.sh    only some sections (proxy, half, replay, memory)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+smoke=""
+[ "${1:-}" = "--smoke" ] && smoke="--smoke"
+
+need=()
+command -v nginx >/dev/null 2>&1 || need+=(nginx)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+[ -x /usr/bin/time ] || need+=(time)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${need[@]}"
+fi
+
+cargo build --release --bin tapedeck
+out=benches/results-macro.md
+[ -n "$smoke" ] && out=$(mktemp --suffix=.md)
+{
+  echo "# Macro benchmark run"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
+  echo "- nginx: $(nginx -v 2>&1 | sed 's/.*nginx\///'), wrk: $(wrk --version 2>&1 | head -1 | awk '{print $2}')"
+  echo "- command: benches/run.sh ${smoke}"
+  echo
+} > "$out.head"
+python3 benches/macro.py --bin target/release/tapedeck --out "$out.body" ${smoke} \
+  ${SECTIONS:+--sections "$SECTIONS"}
+cat "$out.head" "$out.body" > "$out"
+rm -f "$out.head" "$out.body"
+echo "results: $out"

@@ -1,0 +1,688 @@
+//! Reports: `verdict.json` (schema in `docs/verdict.md`), `report.md` (a bug ticket, at most
+//! [`MAX_REPORT_CHARS`]), `junit.xml` (one testcase per route check), the terminal summary, and
+//! the learned rules file.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use tapedeck_storage::Exchange;
+
+use crate::config::IgnoreRule;
+use crate::error::DiffError;
+use crate::outcome::*;
+
+/// `report.md` never exceeds this many characters (GitHub's issue body limit is 65,536).
+pub const MAX_REPORT_CHARS: usize = 65_000;
+
+/// Request headers whose values never appear in a report.
+pub const SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+];
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// A relative change as a signed percentage: `15.4` → `+1,540 %`, `-0.25` → `-25 %`.
+pub fn fmt_pct(change: f64) -> String {
+    let pct = (change * 100.0).round();
+    let sign = if pct < 0.0 { "-" } else { "+" };
+    format!("{sign}{} %", thousands(pct.abs() as u64))
+}
+
+/// Microseconds for people: `850 µs`, `12.3 ms`, `1.50 s`.
+pub fn fmt_us(us: u64) -> String {
+    if us < 1000 {
+        format!("{us} µs")
+    } else if us < 1_000_000 {
+        let ms = us as f64 / 1000.0;
+        if ms < 100.0 {
+            format!("{ms:.1} ms")
+        } else {
+            format!("{ms:.0} ms")
+        }
+    } else {
+        format!("{:.2} s", us as f64 / 1e6)
+    }
+}
+
+fn fmt_opt_us(v: Option<u64>) -> String {
+    v.map_or_else(|| "nodata".to_owned(), fmt_us)
+}
+
+/// RFC 3339 (UTC, seconds) of a time in µs since the epoch.
+pub fn rfc3339_us(us: i64) -> String {
+    let secs = us.div_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Now, RFC 3339.
+pub fn rfc3339_now() -> String {
+    rfc3339_us(tapedeck_storage::now_us())
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The request of an exchange as a `curl` command. Sensitive headers (and values already
+/// redacted on the tape) stay redacted; hop-by-hop headers are left out.
+pub fn curl_command(ex: &Exchange) -> String {
+    let scheme = if ex.scheme.is_empty() {
+        "http"
+    } else {
+        &ex.scheme
+    };
+    let authority = if ex.authority.is_empty() {
+        "localhost"
+    } else {
+        &ex.authority
+    };
+    let url = format!("{scheme}://{authority}{}", ex.path_and_query());
+    let mut cmd = format!("curl -sS -X {} {}", ex.method, shell_quote(&url));
+    for h in &ex.req_headers {
+        let name = h.name.to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "host"
+                | "content-length"
+                | "connection"
+                | "transfer-encoding"
+                | "keep-alive"
+                | "te"
+                | "upgrade"
+        ) || name.starts_with(':')
+        {
+            continue;
+        }
+        let value = if SENSITIVE_HEADERS.contains(&name.as_str()) {
+            "REDACTED".into()
+        } else {
+            h.value_lossy()
+        };
+        let _ = write!(
+            cmd,
+            " -H {}",
+            shell_quote(&format!("{}: {}", h.name, value))
+        );
+    }
+    if !ex.req_body.is_empty() {
+        match std::str::from_utf8(&ex.req_body) {
+            Ok(text) if text.len() <= 4000 => {
+                let _ = write!(cmd, " --data-binary {}", shell_quote(text));
+            }
+            _ => {
+                let _ = write!(
+                    cmd,
+                    " --data-binary @body.bin  # {} bytes, not shown",
+                    ex.req_body_size
+                );
+            }
+        }
+    }
+    cmd
+}
+
+fn write_file(path: PathBuf, data: &[u8]) -> Result<(), DiffError> {
+    std::fs::write(&path, data).map_err(|e| DiffError::Write { path, source: e })
+}
+
+/// Writes `verdict.json`, `report.md` and `junit.xml` into `dir` (created if needed).
+pub fn write_reports(outcome: &DiffOutcome, dir: &Path) -> Result<(), DiffError> {
+    std::fs::create_dir_all(dir).map_err(|e| DiffError::Write {
+        path: dir.to_owned(),
+        source: e,
+    })?;
+    let json = serde_json::to_vec_pretty(outcome).map_err(|e| DiffError::Write {
+        path: dir.join("verdict.json"),
+        source: std::io::Error::other(e),
+    })?;
+    write_file(dir.join("verdict.json"), &json)?;
+    write_file(dir.join("report.md"), markdown(outcome).as_bytes())?;
+    write_file(dir.join("junit.xml"), junit(outcome).as_bytes())?;
+    Ok(())
+}
+
+/// The learned ignore rules as a rules file `--rules` accepts.
+pub fn learned_rules_toml(outcome: &DiffOutcome) -> String {
+    #[derive(serde::Serialize)]
+    struct Learned<'a> {
+        ignore: &'a [IgnoreRule],
+    }
+    let body = toml::to_string_pretty(&Learned {
+        ignore: &outcome.learned_rules,
+    })
+    .unwrap_or_default();
+    format!(
+        "# Ignore rules learned by `tapedeck diff` from run {:?} ({} → {}).\n\
+         # Review them: every rule here hides differences at that route and path.\n\
+         # Use with `tapedeck diff --rules FILE`.\n\n{body}",
+        outcome.run_id, outcome.baseline_version, outcome.candidate_version
+    )
+}
+
+/// Writes [`learned_rules_toml`] to `path`.
+pub fn write_learned_rules(outcome: &DiffOutcome, path: &Path) -> Result<(), DiffError> {
+    write_file(path.to_owned(), learned_rules_toml(outcome).as_bytes())
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn fence(s: &str) -> String {
+    // A fence longer than any backtick run inside.
+    let mut longest = 0;
+    let mut run = 0;
+    for ch in s.chars() {
+        if ch == '`' {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    "`".repeat((longest + 1).max(3))
+}
+
+fn delta(b: Option<u64>, c: Option<u64>) -> String {
+    match (b, c) {
+        (Some(b), Some(c)) if b > 0 => fmt_pct(c as f64 / b as f64 - 1.0),
+        _ => "–".to_owned(),
+    }
+}
+
+/// `report.md`: a bug ticket, at most [`MAX_REPORT_CHARS`] characters.
+pub fn markdown(o: &DiffOutcome) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# {}\n", o.title);
+    let _ = writeln!(
+        md,
+        "**Verdict: {}** — rollback: **{}** — score: {} — exit code {}\n",
+        o.verdict.as_str().to_uppercase(),
+        if o.rollback { "yes" } else { "no" },
+        o.score
+            .map_or_else(|| "n/a".to_owned(), |s| format!("{s:.0}/100")),
+        o.exit_code
+    );
+    for r in &o.reasons {
+        let _ = writeln!(md, "- {r}");
+    }
+    md.push('\n');
+    let _ = writeln!(md, "## Traffic\n");
+    let window = o.window_us.map_or_else(
+        || "no paired traffic".to_owned(),
+        |(a, b)| format!("{} … {}", rfc3339_us(a), rfc3339_us(b)),
+    );
+    let c = &o.counts;
+    let _ = writeln!(
+        md,
+        "- run `{}`: baseline `{}` ({}), candidate `{}` ({}){}\n- window: {window}\n- rows: {}, paired: {}, with noise: {}, baseline only: {}, candidate only: {}, not replayed: {}, ignored findings: {}\n",
+        o.run_id,
+        o.baseline,
+        o.baseline_version,
+        o.candidate,
+        o.candidate_version,
+        o.noise
+            .as_ref()
+            .map(|n| format!(", noise `{n}`"))
+            .unwrap_or_default(),
+        thousands(c.rows),
+        thousands(c.paired),
+        thousands(c.with_noise),
+        c.baseline_only,
+        c.candidate_only,
+        c.not_replayed,
+        c.ignored_findings
+    );
+    let _ = writeln!(md, "## Routes\n");
+    let _ = writeln!(
+        md,
+        "| route | verdict | n | p50 base → cand (Δ) | p95 base → cand (Δ) | p99 base → cand (Δ) | p95 ratio 95 % CI | HL shift (98 % CI) | errors base → cand | diffs |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    for (rows_written, r) in o.routes.iter().enumerate() {
+        if md.len() > MAX_REPORT_CHARS / 3 {
+            let _ = writeln!(
+                md,
+                "| … {} more routes | | | | | | | | | |",
+                o.routes.len() - rows_written
+            );
+            break;
+        }
+        let l = &r.latency;
+        let p = |b: Option<u64>, c: Option<u64>| {
+            format!("{} → {} ({})", fmt_opt_us(b), fmt_opt_us(c), delta(b, c))
+        };
+        let ci95 = l.ratios.iter().find(|x| x.q == 0.95).map_or_else(
+            || "nodata".to_owned(),
+            |x| format!("{:.2}..{:.2}", x.ci_low, x.ci_high),
+        );
+        let hl = l.hodges_lehmann.map_or_else(
+            || "nodata".to_owned(),
+            |h| {
+                format!(
+                    "{:+.1} ms ({:+.1} .. {:+.1})",
+                    h.shift / 1000.0,
+                    h.ci_low / 1000.0,
+                    h.ci_high / 1000.0
+                )
+            },
+        );
+        let regress = r
+            .paths
+            .iter()
+            .filter(|p| p.status == PathStatus::Regression)
+            .count();
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} → {} | {} |",
+            md_escape(&r.route),
+            r.verdict.as_str(),
+            r.paired,
+            p(l.baseline.p50, l.candidate.p50),
+            p(l.baseline.p95, l.candidate.p95),
+            p(l.baseline.p99, l.candidate.p99),
+            ci95,
+            hl,
+            r.errors.baseline,
+            r.errors.candidate,
+            regress
+        );
+    }
+    md.push('\n');
+
+    let _ = writeln!(md, "## Differences by route and path\n");
+    let mut any = false;
+    let mut examples = Vec::new();
+    for r in &o.routes {
+        let shown: Vec<&PathReport> = r
+            .paths
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.status,
+                    PathStatus::Regression | PathStatus::Noise | PathStatus::NoiseCandidate
+                )
+            })
+            .take(30)
+            .collect();
+        if shown.is_empty() {
+            continue;
+        }
+        any = true;
+        let _ = writeln!(md, "### `{}`\n", md_escape(&r.route));
+        let _ = writeln!(md, "| path | kind | rate | noise rate | judged |");
+        let _ = writeln!(md, "|---|---|---|---|---|");
+        for p in &shown {
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {:.2} % ({}) | {} | {} |",
+                md_escape(&p.path),
+                p.kind,
+                p.raw_rate * 100.0,
+                p.raw_count,
+                p.noise_rate.map_or_else(
+                    || p.volatile
+                        .map_or("–".to_owned(), |v| format!("looks like {}", v.as_str())),
+                    |n| format!("{:.2} %", n * 100.0)
+                ),
+                match p.status {
+                    PathStatus::Regression => "**regression**",
+                    PathStatus::Noise => "noise",
+                    PathStatus::NoiseCandidate => "noise candidate",
+                    PathStatus::BelowThreshold => "below threshold",
+                }
+            );
+            if p.status == PathStatus::Regression
+                && let Some(e) = &p.example
+                && examples.len() < 10
+            {
+                examples.push((r.route.clone(), p.path.clone(), p.kind.clone(), e.clone()));
+            }
+        }
+        md.push('\n');
+        if md.len() > MAX_REPORT_CHARS / 2 {
+            let _ = writeln!(
+                md,
+                "_(more routes cut to keep this report short; see verdict.json)_\n"
+            );
+            break;
+        }
+    }
+    if !any {
+        let _ = writeln!(md, "No response differences.\n");
+    }
+    if !examples.is_empty() {
+        let _ = writeln!(md, "## Examples\n");
+    }
+    for (route, path, kind, e) in examples {
+        let mut block = String::new();
+        let _ = writeln!(
+            block,
+            "### `{}` — `{}` ({kind})\n",
+            md_escape(&route),
+            md_escape(&path)
+        );
+        let _ = writeln!(block, "Request (origin `{}`):\n", e.origin_id);
+        let f = fence(&e.curl);
+        let _ = writeln!(block, "{f}sh\n{}\n{f}\n", e.curl);
+        let _ = writeln!(
+            block,
+            "At `{}`: baseline `{}` → candidate `{}`\n",
+            md_escape(&path),
+            md_escape(&truncate(&e.baseline_value, 200)),
+            md_escape(&truncate(&e.candidate_value, 200))
+        );
+        for (label, text) in [
+            ("Baseline response", &e.baseline_response),
+            ("Candidate response", &e.candidate_response),
+        ] {
+            let f = fence(text);
+            let _ = writeln!(block, "{label}:\n\n{f}\n{text}\n{f}\n");
+        }
+        if md.len() + block.len() > MAX_REPORT_CHARS - 200 {
+            let _ = writeln!(
+                md,
+                "_(further examples cut to keep this report under {} characters)_",
+                thousands(MAX_REPORT_CHARS as u64)
+            );
+            break;
+        }
+        md.push_str(&block);
+    }
+    if !o.noise_candidates.is_empty() && md.len() < MAX_REPORT_CHARS - 2000 {
+        let _ = writeln!(md, "## Noise candidates (not regressions)\n");
+        for n in o.noise_candidates.iter().take(20) {
+            let _ = writeln!(
+                md,
+                "- `{}` `{}`: looks like {} ({:.1} %)",
+                md_escape(&n.route),
+                md_escape(&n.path),
+                n.volatile.as_str(),
+                n.rate * 100.0
+            );
+        }
+        md.push('\n');
+    }
+    if md.chars().count() > MAX_REPORT_CHARS {
+        md = md.chars().take(MAX_REPORT_CHARS - 40).collect();
+        md.push_str("\n\n_(report truncated)_\n");
+    }
+    md
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `junit.xml`: one testcase per route check (classname = route); `high` is a failure, `nodata`
+/// and `error` are skipped.
+pub fn junit(o: &DiffOutcome) -> String {
+    let cases: Vec<(&RouteReport, &Check)> = o
+        .routes
+        .iter()
+        .flat_map(|r| r.checks.iter().map(move |c| (r, c)))
+        .collect();
+    let failures = cases
+        .iter()
+        .filter(|(_, c)| c.classification == Classification::High)
+        .count();
+    let skipped = cases
+        .iter()
+        .filter(|(_, c)| {
+            matches!(
+                c.classification,
+                Classification::Nodata | Classification::Error
+            )
+        })
+        .count();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        x,
+        "<testsuites name=\"tapedeck diff\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
+        cases.len()
+    );
+    let _ = writeln!(
+        x,
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" timestamp=\"{}\">",
+        xml_escape(&o.title),
+        cases.len(),
+        xml_escape(&o.generated_at)
+    );
+    for (r, c) in cases {
+        let _ = write!(
+            x,
+            "    <testcase classname=\"{}\" name=\"{}\">",
+            xml_escape(&r.route),
+            xml_escape(&c.name)
+        );
+        match c.classification {
+            Classification::High => {
+                let mut details = format!("{}\n", c.reason);
+                if c.name == "responses" {
+                    for p in r
+                        .paths
+                        .iter()
+                        .filter(|p| p.status == PathStatus::Regression)
+                        .take(20)
+                    {
+                        let _ = writeln!(
+                            details,
+                            "{} {}: rate {:.2} % noise {}",
+                            p.path,
+                            p.kind,
+                            p.raw_rate * 100.0,
+                            p.noise_rate
+                                .map_or("n/a".to_owned(), |n| format!("{:.2} %", n * 100.0))
+                        );
+                    }
+                }
+                let _ = write!(
+                    x,
+                    "\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    ",
+                    xml_escape(&c.reason),
+                    if c.critical { "critical" } else { "regression" },
+                    xml_escape(&details)
+                );
+            }
+            Classification::Nodata | Classification::Error => {
+                let _ = write!(
+                    x,
+                    "\n      <skipped message=\"{}\"/>\n    ",
+                    xml_escape(&c.reason)
+                );
+            }
+            Classification::Pass | Classification::Low => {}
+        }
+        x.push_str("</testcase>\n");
+    }
+    x.push_str("  </testsuite>\n</testsuites>\n");
+    x
+}
+
+/// A one-screen terminal summary; ANSI colors when `color`.
+pub fn summary(o: &DiffOutcome, color: bool) -> String {
+    let paint = |code: &str, s: &str| {
+        if color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    };
+    let vcolor = |v: Verdict| match v {
+        Verdict::Pass => "1;32",
+        Verdict::Marginal => "1;33",
+        Verdict::Fail => "1;31",
+        Verdict::Inconclusive => "1;35",
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}  {}",
+        paint(
+            vcolor(o.verdict),
+            &format!("{:<12}", o.verdict.as_str().to_uppercase())
+        ),
+        o.title
+    );
+    let _ = writeln!(
+        out,
+        "rollback: {}   score: {}   paired: {}   routes: {}",
+        if o.rollback {
+            paint("1;31", "YES")
+        } else {
+            "no".to_owned()
+        },
+        o.score
+            .map_or_else(|| "n/a".to_owned(), |s| format!("{s:.0}")),
+        thousands(o.counts.paired),
+        o.routes.len()
+    );
+    out.push('\n');
+    let limit = 12;
+    for r in o.routes.iter().take(limit) {
+        let l = &r.latency;
+        let checks: Vec<String> = r
+            .checks
+            .iter()
+            .filter(|c| c.weight > 0.0)
+            .map(|c| {
+                let s = format!("{}:{}", c.name, c.classification.as_str());
+                match c.classification {
+                    Classification::High => paint("31", &s),
+                    Classification::Nodata | Classification::Error => paint("35", &s),
+                    _ => s,
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {} {:<40} n={:<6} p95 {} → {}  {}",
+            paint(vcolor(r.verdict), &format!("{:<12}", r.verdict.as_str())),
+            truncate(&r.route, 40),
+            r.paired,
+            fmt_opt_us(l.baseline.p95),
+            fmt_opt_us(l.candidate.p95),
+            checks.join(" ")
+        );
+    }
+    if o.routes.len() > limit {
+        let _ = writeln!(
+            out,
+            "  … {} more routes (see report)",
+            o.routes.len() - limit
+        );
+    }
+    out.push('\n');
+    for r in o.reasons.iter().take(8) {
+        let _ = writeln!(out, "  • {}", truncate(r, 300));
+    }
+    if o.reasons.len() > 8 {
+        let _ = writeln!(
+            out,
+            "  • … {} more reasons in the report",
+            o.reasons.len() - 8
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tapedeck_storage::Header;
+
+    #[test]
+    fn formats() {
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+        assert_eq!(fmt_pct(15.4), "+1,540 %");
+        assert_eq!(fmt_pct(-0.25), "-25 %");
+        assert_eq!(fmt_us(850), "850 µs");
+        assert_eq!(fmt_us(12_345), "12.3 ms");
+        assert_eq!(fmt_us(1_500_000), "1.50 s");
+        assert_eq!(rfc3339_us(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_us(1_764_448_981_000_000), "2025-11-29T20:43:01Z");
+        assert_eq!(xml_escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+    }
+
+    #[test]
+    fn curl_redacts_secrets() {
+        let ex = Exchange {
+            method: "POST".into(),
+            authority: "127.0.0.1:9001".into(),
+            path: "/api/login".into(),
+            query: Some("next=/home".into()),
+            req_headers: vec![
+                Header::new("Authorization", "Bearer s3cr3t-token"),
+                Header::new("Content-Type", "application/json"),
+                Header::new("Cookie", "sid=abc123"),
+                Header::new("Host", "x"),
+            ],
+            req_body: Bytes::from_static(b"{\"user\":\"o'neil\"}"),
+            req_body_size: 17,
+            ..Exchange::default()
+        };
+        let c = curl_command(&ex);
+        assert!(!c.contains("s3cr3t") && !c.contains("abc123"), "{c}");
+        assert!(c.contains("'Authorization: REDACTED'"), "{c}");
+        assert!(c.contains("http://127.0.0.1:9001/api/login?next=/home"));
+        assert!(c.contains(r"o'\''neil"), "{c}");
+        assert!(!c.contains("Host:"));
+    }
+}

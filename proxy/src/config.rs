@@ -1,0 +1,670 @@
+//! Configuration: [`RawConfig`] is what a user wrote (a `tapedeck.toml` file and/or command-line
+//! flags, every flag also a key), [`Settings`] is the checked runtime form made by
+//! [`RawConfig::validate`].
+//!
+//! Keys are the flag names without the leading dashes (`max-body`, `upstream`, …). Unknown keys
+//! are rejected with an error naming the key. Sizes accept a byte count or a string with a unit
+//! (`"1MiB"`, `"512KiB"`, `"10MB"`); durations accept seconds or a string with a unit (`"5s"`,
+//! `"500ms"`, `"2m"`).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::redact::{RedactMode, RedactorBuilder, RuleRedactor};
+use crate::sample::{Sampler, SamplerBuilder};
+
+/// A size (`1048576`, `"1MiB"`) or a duration (`5`, `"5s"`) as written in the config.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum NumOrText {
+    /// A plain number (bytes or seconds).
+    Num(u64),
+    /// A number with a unit.
+    Text(String),
+}
+
+impl From<&str> for NumOrText {
+    fn from(s: &str) -> Self {
+        NumOrText::Text(s.to_owned())
+    }
+}
+
+/// Everything `tapedeck record` can be told, as written (all optional). Field names are the
+/// config keys and, with `--` in front, the flags.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawConfig {
+    /// Address the proxy listens on (default `127.0.0.1:8080`).
+    pub listen: Option<String>,
+    /// Where requests go: `http://host:port` or `https://host:port` (required).
+    pub upstream: Option<String>,
+    /// Tape directory to record into (required unless `record = false`).
+    pub tape: Option<PathBuf>,
+    /// `source` label stored with every exchange (default: the upstream authority).
+    pub source: Option<String>,
+    /// Record exchanges (default true); `false` makes a pure pass-through proxy.
+    pub record: Option<bool>,
+    /// Body capture cap per direction (default 1 MiB); longer bodies are forwarded whole and
+    /// stored truncated.
+    pub max_body: Option<NumOrText>,
+    /// Worker threads of the proxy (default: the number of CPUs).
+    pub threads: Option<usize>,
+    /// Admin listener for `/metrics`, `/healthz`, `/readyz` (default `127.0.0.1:9180`; `off`).
+    pub admin: Option<String>,
+    /// How long `SIGTERM` waits for in-flight exchanges before stopping (default 5 s).
+    pub grace_period: Option<NumOrText>,
+    /// Spool flush interval of the tape writer (default 1 s): what a crash may lose.
+    pub flush_interval: Option<NumOrText>,
+    /// Records the writer queue holds before it drops (default 16384).
+    pub queue_capacity: Option<usize>,
+    /// Time allowed between bytes of a client's request head or body (default 60 s).
+    pub header_timeout: Option<NumOrText>,
+    /// Time an idle keep-alive client connection is kept open (default 60 s).
+    pub idle_timeout: Option<NumOrText>,
+    /// Time to connect to the upstream (default 5 s); past it the client gets 504.
+    pub connect_timeout: Option<NumOrText>,
+    /// Time allowed between bytes read from the upstream (default 60 s); past it the client
+    /// gets 504.
+    pub upstream_timeout: Option<NumOrText>,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the plaintext listener (default true).
+    pub h2c: Option<bool>,
+    /// PEM certificate chain: terminate TLS on the listener (with `tls-key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls-cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Verify the upstream's TLS certificate for `https://` upstreams (default true).
+    pub upstream_verify: Option<bool>,
+    /// Speak HTTP/2 with prior knowledge (h2c) to a plaintext upstream, e.g. a gRPC server
+    /// (default false: HTTP/1.1; `https://` upstreams negotiate h2 by ALPN).
+    pub upstream_h2c: Option<bool>,
+
+    /// Extra header names to redact, on top of the default sensitive list.
+    pub redact_headers: Option<Vec<String>>,
+    /// Query parameter names to redact (also applied to form-encoded bodies).
+    pub redact_query: Option<Vec<String>>,
+    /// JSON body paths to redact: `$.password`, `$.user.ssn`, `$..card_number`, `$.items[*].pan`.
+    pub redact_json: Option<Vec<String>>,
+    /// Regular expressions whose matches in bodies are redacted.
+    pub redact_regex: Option<Vec<String>>,
+    /// `mask` (fixed placeholder, default) or `hash` (keyed HMAC-SHA256 token).
+    pub redact_mode: Option<RedactMode>,
+    /// Environment variable holding the `hash` key (default `TAPEDECK_REDACT_KEY`).
+    pub redact_key_env: Option<String>,
+    /// File holding the `hash` key (instead of the environment variable).
+    pub redact_key_file: Option<PathBuf>,
+
+    /// Fraction of exchanges recorded, 0.0–1.0 (default 1.0).
+    pub sample: Option<f64>,
+    /// Header whose value keys the sampling decision (e.g. `traceparent`), so that all requests
+    /// of one trace are recorded or skipped together.
+    pub sample_key: Option<String>,
+    /// Record only these methods (default: all).
+    pub include_methods: Option<Vec<String>>,
+    /// Never record these methods.
+    pub exclude_methods: Option<Vec<String>>,
+    /// Record only paths matching one of these globs (default: all), e.g. `/api/**`.
+    pub include_paths: Option<Vec<String>>,
+    /// Never record paths matching one of these globs, e.g. `/healthz`.
+    pub exclude_paths: Option<Vec<String>>,
+}
+
+/// Why a configuration was rejected. Each variant names the key and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has an unknown key or a value of the wrong type.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key).
+        message: String,
+    },
+    /// A required key is missing.
+    #[error("`{key}` is required (flag --{key} or key `{key}` in the config file)")]
+    Missing {
+        /// The key.
+        key: &'static str,
+    },
+    /// A value is not acceptable.
+    #[error("invalid `{key}`: {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// An upstream as validated: where to connect, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Resolved socket address.
+    pub addr: SocketAddr,
+    /// `true` for `https://`.
+    pub tls: bool,
+    /// Host name (for SNI and the tape's `source` default).
+    pub host: String,
+    /// `host:port` as written.
+    pub authority: String,
+}
+
+/// TLS termination on the listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// The checked settings the recorder runs with. Made by [`RawConfig::validate`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listener address.
+    pub listen: SocketAddr,
+    /// The upstream.
+    pub upstream: Upstream,
+    /// Tape directory; `None` when recording is off.
+    pub tape: Option<PathBuf>,
+    /// `source` label.
+    pub source: String,
+    /// Body capture cap per direction, in bytes.
+    pub max_body: usize,
+    /// Proxy worker threads.
+    pub threads: usize,
+    /// Admin listener, if enabled.
+    pub admin: Option<SocketAddr>,
+    /// Shutdown grace period.
+    pub grace_period: Duration,
+    /// Spool flush interval.
+    pub flush_interval: Duration,
+    /// Writer queue capacity.
+    pub queue_capacity: usize,
+    /// Client read timeout (request head and body).
+    pub header_timeout: Duration,
+    /// Idle keep-alive timeout.
+    pub idle_timeout: Duration,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Upstream read timeout.
+    pub upstream_timeout: Duration,
+    /// Accept h2c on the plaintext listener.
+    pub h2c: bool,
+    /// TLS termination, if configured.
+    pub tls: Option<TlsFiles>,
+    /// Verify upstream certificates.
+    pub upstream_verify: bool,
+    /// h2c to the upstream.
+    pub upstream_h2c: bool,
+    /// The redactor built from the `redact-*` keys.
+    pub redactor: RuleRedactor,
+    /// Sampling and capture filters.
+    pub sampler: Sampler,
+}
+
+impl RawConfig {
+    /// Reads a TOML config file. Unknown keys are errors naming the key.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        RawConfig::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error message names the offending key.
+    pub fn from_toml(text: &str) -> Result<RawConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Overlays `over` on `self`: every key set in `over` wins (flags over the file).
+    pub fn merge(self, over: RawConfig) -> RawConfig {
+        macro_rules! pick {
+            ($($f:ident),* $(,)?) => {
+                RawConfig { $($f: over.$f.or(self.$f)),* }
+            };
+        }
+        pick!(
+            listen,
+            upstream,
+            tape,
+            source,
+            record,
+            max_body,
+            threads,
+            admin,
+            grace_period,
+            flush_interval,
+            queue_capacity,
+            header_timeout,
+            idle_timeout,
+            connect_timeout,
+            upstream_timeout,
+            h2c,
+            tls_cert,
+            tls_key,
+            upstream_verify,
+            upstream_h2c,
+            redact_headers,
+            redact_query,
+            redact_json,
+            redact_regex,
+            redact_mode,
+            redact_key_env,
+            redact_key_file,
+            sample,
+            sample_key,
+            include_methods,
+            exclude_methods,
+            include_paths,
+            exclude_paths,
+        )
+    }
+
+    /// Checks every value and builds the runtime [`Settings`].
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let listen = resolve_one("listen", self.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
+        let upstream = parse_upstream(
+            self.upstream
+                .as_deref()
+                .ok_or(ConfigError::Missing { key: "upstream" })?,
+        )?;
+        let record = self.record.unwrap_or(true);
+        let tape = match (record, self.tape) {
+            (true, None) => return Err(ConfigError::Missing { key: "tape" }),
+            (true, Some(t)) => Some(t),
+            (false, _) => None,
+        };
+        let max_body = size("max-body", self.max_body.as_ref(), 1 << 20)?;
+        let threads = match self.threads {
+            Some(0) => return Err(invalid("threads", "must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let admin = match self.admin.as_deref() {
+            Some("off") | Some("none") | Some("") => None,
+            Some(a) => Some(resolve_one("admin", a)?),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9180))),
+        };
+        let grace_period = duration("grace-period", self.grace_period.as_ref(), 5_000)?;
+        let flush_interval = duration("flush-interval", self.flush_interval.as_ref(), 1_000)?;
+        if flush_interval.is_zero() {
+            return Err(invalid("flush-interval", "must be positive"));
+        }
+        let queue_capacity = match self.queue_capacity {
+            Some(0) => return Err(invalid("queue-capacity", "must be at least 1")),
+            Some(n) => n,
+            None => 16_384,
+        };
+        let positive = |key: &'static str, v: Option<&NumOrText>, default_ms: u64| {
+            let d = duration(key, v, default_ms)?;
+            if d.is_zero() {
+                Err(invalid(key, "must be positive"))
+            } else {
+                Ok(d)
+            }
+        };
+        let header_timeout = positive("header-timeout", self.header_timeout.as_ref(), 60_000)?;
+        let idle_timeout = positive("idle-timeout", self.idle_timeout.as_ref(), 60_000)?;
+        let connect_timeout = positive("connect-timeout", self.connect_timeout.as_ref(), 5_000)?;
+        let upstream_timeout =
+            positive("upstream-timeout", self.upstream_timeout.as_ref(), 60_000)?;
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::Missing { key: "tls-key" }),
+            (None, Some(_)) => return Err(ConfigError::Missing { key: "tls-cert" }),
+        };
+
+        let mut rb = RedactorBuilder::new();
+        for h in self.redact_headers.unwrap_or_default() {
+            rb = rb.header(&h);
+        }
+        for q in self.redact_query.unwrap_or_default() {
+            rb = rb.query_param(&q);
+        }
+        for p in self.redact_json.unwrap_or_default() {
+            rb = rb
+                .json_path(&p)
+                .map_err(|e| invalid("redact-json", e.to_string()))?;
+        }
+        for r in self.redact_regex.unwrap_or_default() {
+            rb = rb
+                .body_regex(&r)
+                .map_err(|e| invalid("redact-regex", e.to_string()))?;
+        }
+        match self.redact_mode.unwrap_or_default() {
+            RedactMode::Mask => {}
+            RedactMode::Hash => {
+                let key = match (&self.redact_key_file, &self.redact_key_env) {
+                    (Some(f), _) => std::fs::read(f).map_err(|e| {
+                        invalid(
+                            "redact-key-file",
+                            format!("cannot read {}: {e}", f.display()),
+                        )
+                    })?,
+                    (None, env) => {
+                        let name = env.as_deref().unwrap_or("TAPEDECK_REDACT_KEY");
+                        std::env::var_os(name)
+                            .map(|v| v.into_encoded_bytes())
+                            .ok_or_else(|| {
+                                invalid(
+                                    "redact-mode",
+                                    format!(
+                                        "`hash` needs a key: set the environment variable {name} \
+                                         or `redact-key-file`"
+                                    ),
+                                )
+                            })?
+                    }
+                };
+                let key = trim_ascii(&key);
+                if key.len() < 16 {
+                    return Err(invalid(
+                        "redact-mode",
+                        "the `hash` key must be at least 16 bytes",
+                    ));
+                }
+                rb = rb.hash_with_key(key);
+            }
+        }
+
+        let mut sb = SamplerBuilder::new();
+        if let Some(rate) = self.sample {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(invalid("sample", "must be between 0.0 and 1.0"));
+            }
+            sb = sb.rate(rate);
+        }
+        if let Some(k) = self.sample_key {
+            sb = sb.key_header(&k);
+        }
+        for m in self.include_methods.unwrap_or_default() {
+            sb = sb.include_method(&m);
+        }
+        for m in self.exclude_methods.unwrap_or_default() {
+            sb = sb.exclude_method(&m);
+        }
+        for p in self.include_paths.unwrap_or_default() {
+            sb = sb
+                .include_path(&p)
+                .map_err(|e| invalid("include-paths", e.to_string()))?;
+        }
+        for p in self.exclude_paths.unwrap_or_default() {
+            sb = sb
+                .exclude_path(&p)
+                .map_err(|e| invalid("exclude-paths", e.to_string()))?;
+        }
+        let sampler = sb
+            .build()
+            .map_err(|e| invalid("include-paths", e.to_string()))?;
+
+        Ok(Settings {
+            listen,
+            source: self.source.unwrap_or_else(|| upstream.authority.clone()),
+            upstream,
+            tape,
+            max_body,
+            threads,
+            admin,
+            grace_period,
+            flush_interval,
+            queue_capacity,
+            header_timeout,
+            idle_timeout,
+            connect_timeout,
+            upstream_timeout,
+            h2c: self.h2c.unwrap_or(true),
+            tls,
+            upstream_verify: self.upstream_verify.unwrap_or(true),
+            upstream_h2c: self.upstream_h2c.unwrap_or(false),
+            redactor: rb.build(),
+            sampler,
+        })
+    }
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    b.trim_ascii()
+}
+
+fn resolve_one(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.to_socket_addrs()
+        .map_err(|e| invalid(key, format!("`{s}` is not an address (host:port): {e}")))?
+        .next()
+        .ok_or_else(|| invalid(key, format!("`{s}` resolves to no address")))
+}
+
+fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
+    let (tls, rest) = if let Some(r) = s.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = s.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(invalid(
+            "upstream",
+            format!("`{s}` must start with http:// or https://"),
+        ));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
+        return Err(invalid(
+            "upstream",
+            format!("`{s}` must be scheme://host[:port] without a path"),
+        ));
+    }
+    let with_port = if authority.rsplit_once(':').is_some_and(|(h, p)| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':')
+    }) {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{}", if tls { 443 } else { 80 })
+    };
+    let host = with_port
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+        .unwrap_or_default();
+    let addr = resolve_one("upstream", &with_port)?;
+    Ok(Upstream {
+        addr,
+        tls,
+        host,
+        authority: authority.to_owned(),
+    })
+}
+
+/// Parses `1048576`, `"1MiB"`, `"512 KiB"`, `"10MB"`, `"4k"` into bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 1048576, 1MiB, 512KiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` in `{s}`")),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+/// Parses `5`, `"5s"`, `"500ms"`, `"2m"`, `"1h"` into a duration (a plain number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 5s, 500ms, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "us" | "µs" => n / 1_000_000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("unknown duration unit `{other}` in `{s}`")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}` is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn size(key: &'static str, v: Option<&NumOrText>, default: usize) -> Result<usize, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(NumOrText::Num(n)) => Ok(*n as usize),
+        Some(NumOrText::Text(t)) => parse_size(t)
+            .map(|n| n as usize)
+            .map_err(|m| invalid(key, m)),
+    }
+}
+
+fn duration(
+    key: &'static str,
+    v: Option<&NumOrText>,
+    default_ms: u64,
+) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(Duration::from_millis(default_ms)),
+        Some(NumOrText::Num(n)) => Ok(Duration::from_secs(*n)),
+        Some(NumOrText::Text(t)) => parse_duration(t).map_err(|m| invalid(key, m)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> RawConfig {
+        RawConfig {
+            upstream: Some("http://127.0.0.1:3000".into()),
+            tape: Some("/tmp/x".into()),
+            ..RawConfig::default()
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = RawConfig::from_toml("upstream = \"http://127.0.0.1:1\"\nmax-bodyy = 3\n")
+            .expect_err("unknown key");
+        assert!(err.contains("max-bodyy"), "{err}");
+    }
+
+    #[test]
+    fn file_keys_parse_and_flags_override() {
+        let file = RawConfig::from_toml(
+            "upstream = \"http://127.0.0.1:3000\"\ntape = \"/tmp/t\"\nmax-body = \"2MiB\"\n\
+             threads = 3\nredact-json = [\"$.password\"]\nsample = 0.5\n",
+        )
+        .expect("parse");
+        let flags = RawConfig {
+            threads: Some(1),
+            ..RawConfig::default()
+        };
+        let s = file.merge(flags).validate().expect("valid");
+        assert_eq!(s.threads, 1);
+        assert_eq!(s.max_body, 2 << 20);
+        assert_eq!(s.upstream.addr, "127.0.0.1:3000".parse().expect("addr"));
+        assert_eq!(s.source, "127.0.0.1:3000");
+        assert_eq!(s.admin, Some("127.0.0.1:9180".parse().expect("addr")));
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let s = base().validate().expect("valid");
+        assert_eq!(s.max_body, 1 << 20);
+        assert_eq!(s.grace_period, Duration::from_secs(5));
+        assert!(s.threads >= 1);
+        let e = RawConfig::default().validate().expect_err("no upstream");
+        assert!(e.to_string().contains("upstream"), "{e}");
+        let e = RawConfig {
+            upstream: Some("127.0.0.1:3000".into()),
+            ..base()
+        }
+        .validate()
+        .expect_err("no scheme");
+        assert!(e.to_string().contains("http://"), "{e}");
+        let e = RawConfig {
+            sample: Some(1.5),
+            ..base()
+        }
+        .validate()
+        .expect_err("bad sample");
+        assert!(e.to_string().contains("sample"), "{e}");
+        let e = RawConfig {
+            redact_mode: Some(RedactMode::Hash),
+            redact_key_env: Some("TAPEDECK_TEST_SURELY_UNSET_VAR".into()),
+            ..base()
+        }
+        .validate()
+        .expect_err("no key");
+        assert!(
+            e.to_string().contains("TAPEDECK_TEST_SURELY_UNSET_VAR"),
+            "{e}"
+        );
+        let off = RawConfig {
+            admin: Some("off".into()),
+            record: Some(false),
+            tape: None,
+            ..base()
+        }
+        .validate()
+        .expect("valid");
+        assert_eq!(off.admin, None);
+        assert_eq!(off.tape, None);
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert!(parse_size("12 parsecs").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn upstream_forms() {
+        let u = parse_upstream("https://localhost:8443/").expect("valid");
+        assert!(u.tls);
+        assert_eq!(u.host, "localhost");
+        assert_eq!(u.authority, "localhost:8443");
+        assert!(parse_upstream("http://127.0.0.1:1/api").is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! Counters of the recorder, updated with relaxed atomics on the request path and rendered in the
+//! Prometheus text format by the admin listener.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tapedeck_storage::{ErrorKind, Health, WriterStats};
+
+/// Upper bounds (seconds) of the upstream latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Live counters. Shared by every worker thread; each update is one relaxed atomic add.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests seen (every exchange, recorded or not).
+    pub requests: AtomicU64,
+    /// Records accepted by the tape writer's queue.
+    pub recorded: AtomicU64,
+    /// Not recorded: excluded by a method/path filter.
+    pub skipped_filter: AtomicU64,
+    /// Not recorded: not selected by sampling.
+    pub skipped_sample: AtomicU64,
+    /// Not recorded: recording is off (pass-through mode).
+    pub skipped_off: AtomicU64,
+    /// Dropped because no tape writer could be opened.
+    pub dropped_unavailable: AtomicU64,
+    /// Records with a truncated request or response body.
+    pub truncated: AtomicU64,
+    /// Records in which something was redacted.
+    pub redacted: AtomicU64,
+    /// HTTP/1.1 upgrades (WebSocket…) passed through.
+    pub upgrades: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    upstream_errors: [AtomicU64; ErrorKind::ALL.len()],
+    status_class: [AtomicU64; 6],
+}
+
+fn kind_index(k: ErrorKind) -> usize {
+    ErrorKind::ALL.iter().position(|x| *x == k).unwrap_or(0)
+}
+
+impl Metrics {
+    /// Records one upstream time-to-first-byte.
+    pub fn observe_upstream_latency(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts an upstream failure of this kind.
+    pub fn upstream_error(&self, k: ErrorKind) {
+        self.upstream_errors[kind_index(k)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a response status sent to a client.
+    pub fn status(&self, status: u16) {
+        let class = usize::from(status / 100).min(5);
+        self.status_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Upstream failures of this kind so far.
+    pub fn upstream_errors(&self, k: ErrorKind) -> u64 {
+        self.upstream_errors[kind_index(k)].load(Ordering::Relaxed)
+    }
+
+    /// Renders the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self, writer: Option<(&WriterStats, &Health)>) -> String {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut o = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            "tapedeck_requests_total",
+            "Requests proxied.",
+            l(&self.requests),
+        );
+        counter(
+            "tapedeck_recorded_total",
+            "Exchanges handed to the tape writer.",
+            l(&self.recorded),
+        );
+        counter(
+            "tapedeck_truncated_total",
+            "Recorded exchanges whose body capture was cut at max-body.",
+            l(&self.truncated),
+        );
+        counter(
+            "tapedeck_redacted_total",
+            "Recorded exchanges in which something was redacted.",
+            l(&self.redacted),
+        );
+        counter(
+            "tapedeck_upgrades_total",
+            "Upgraded connections (WebSocket) passed through.",
+            l(&self.upgrades),
+        );
+        let w = writer.map(|(s, _)| s.clone()).unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "# HELP tapedeck_skipped_total Exchanges not recorded by choice.\n\
+             # TYPE tapedeck_skipped_total counter\n\
+             tapedeck_skipped_total{{reason=\"filter\"}} {}\n\
+             tapedeck_skipped_total{{reason=\"sample\"}} {}\n\
+             tapedeck_skipped_total{{reason=\"off\"}} {}",
+            l(&self.skipped_filter),
+            l(&self.skipped_sample),
+            l(&self.skipped_off)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP tapedeck_dropped_total Exchanges that should have been recorded but were not.\n\
+             # TYPE tapedeck_dropped_total counter\n\
+             tapedeck_dropped_total{{reason=\"queue_full\"}} {}\n\
+             tapedeck_dropped_total{{reason=\"io\"}} {}\n\
+             tapedeck_dropped_total{{reason=\"closed\"}} {}\n\
+             tapedeck_dropped_total{{reason=\"unavailable\"}} {}",
+            w.dropped_queue_full,
+            w.dropped_io,
+            w.dropped_closed,
+            l(&self.dropped_unavailable)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP tapedeck_tape_written_total Exchanges written to the spool.\n\
+             # TYPE tapedeck_tape_written_total counter\ntapedeck_tape_written_total {}\n\
+             # HELP tapedeck_tape_bytes_written_total Bytes written to spool segments.\n\
+             # TYPE tapedeck_tape_bytes_written_total counter\ntapedeck_tape_bytes_written_total {}\n\
+             # HELP tapedeck_tape_bytes_sealed_total Bytes of sealed Parquet files written.\n\
+             # TYPE tapedeck_tape_bytes_sealed_total counter\ntapedeck_tape_bytes_sealed_total {}\n\
+             # HELP tapedeck_tape_files_sealed_total Sealed Parquet files written.\n\
+             # TYPE tapedeck_tape_files_sealed_total counter\ntapedeck_tape_files_sealed_total {}\n\
+             # HELP tapedeck_tape_seal_errors_total Failed attempts to seal a spool segment.\n\
+             # TYPE tapedeck_tape_seal_errors_total counter\ntapedeck_tape_seal_errors_total {}\n\
+             # HELP tapedeck_writer_queue_depth Records waiting in the tape writer queue.\n\
+             # TYPE tapedeck_writer_queue_depth gauge\ntapedeck_writer_queue_depth {}",
+            w.written,
+            w.bytes_spooled,
+            w.bytes_sealed,
+            w.files_sealed,
+            w.seal_errors,
+            w.queue_depth
+        );
+        let degraded = match writer {
+            Some((_, h)) => h.degraded,
+            None => true,
+        };
+        let _ = writeln!(
+            o,
+            "# HELP tapedeck_writer_degraded 1 when the tape writer cannot record.\n\
+             # TYPE tapedeck_writer_degraded gauge\ntapedeck_writer_degraded {}",
+            u8::from(degraded)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP tapedeck_upstream_errors_total Upstream failures by kind.\n\
+             # TYPE tapedeck_upstream_errors_total counter"
+        );
+        for k in ErrorKind::ALL {
+            let _ = writeln!(
+                o,
+                "tapedeck_upstream_errors_total{{kind=\"{k}\"}} {}",
+                self.upstream_errors(k)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP tapedeck_responses_total Responses sent to clients by status class.\n\
+             # TYPE tapedeck_responses_total counter"
+        );
+        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "tapedeck_responses_total{{class=\"{class}\"}} {}",
+                l(&self.status_class[i + 1])
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP tapedeck_upstream_latency_seconds Time from request to upstream response headers.\n\
+             # TYPE tapedeck_upstream_latency_seconds histogram"
+        );
+        let mut cum = 0;
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cum += l(&self.latency_buckets[i]);
+            let _ = writeln!(
+                o,
+                "tapedeck_upstream_latency_seconds_bucket{{le=\"{b}\"}} {cum}"
+            );
+        }
+        let count = l(&self.latency_count);
+        let _ = writeln!(
+            o,
+            "tapedeck_upstream_latency_seconds_bucket{{le=\"+Inf\"}} {count}\n\
+             tapedeck_upstream_latency_seconds_sum {}\n\
+             tapedeck_upstream_latency_seconds_count {count}",
+            l(&self.latency_sum_us) as f64 / 1e6
+        );
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.requests.fetch_add(3, Ordering::Relaxed);
+        m.observe_upstream_latency(Duration::from_millis(3));
+        m.observe_upstream_latency(Duration::from_secs(20));
+        m.upstream_error(ErrorKind::ConnectRefused);
+        m.status(502);
+        let stats = WriterStats {
+            dropped_io: 7,
+            ..WriterStats::default()
+        };
+        let health = Health {
+            degraded: true,
+            reason: Some("disk".into()),
+        };
+        let t = m.render(Some((&stats, &health)));
+        assert!(t.contains("tapedeck_requests_total 3\n"), "{t}");
+        assert!(t.contains("tapedeck_dropped_total{reason=\"io\"} 7\n"));
+        assert!(t.contains("tapedeck_upstream_errors_total{kind=\"connect-refused\"} 1\n"));
+        assert!(t.contains("tapedeck_upstream_latency_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(t.contains("tapedeck_upstream_latency_seconds_bucket{le=\"10\"} 1\n"));
+        assert!(t.contains("tapedeck_upstream_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(t.contains("tapedeck_responses_total{class=\"5xx\"} 1\n"));
+        assert!(t.contains("tapedeck_writer_degraded 1\n"));
+        for line in t.lines().filter(|l| !l.starts_with('#')) {
+            let v = line.rsplit(' ').next().expect("value");
+            assert!(v.parse::<f64>().is_ok(), "bad sample line {line}");
+        }
+    }
+}

@@ -1,0 +1,759 @@
+//! Redaction: secrets are replaced in a record *before* it is handed to the tape writer, so they
+//! never reach the spool or a sealed file.
+//!
+//! The plug-in point is the [`Redactor`] trait. The built-in [`RuleRedactor`] is made by
+//! [`RedactorBuilder`] and applies, in this order:
+//! 1. sensitive headers (request and response): [`DEFAULT_SENSITIVE_HEADERS`] plus a user list;
+//! 2. query parameters by name (also in `application/x-www-form-urlencoded` bodies);
+//! 3. JSON body fields by path (`$.password`, `$.user.ssn`, `$..card_number`, `$.items[*].pan`).
+//!    A body that does not parse as JSON (for example one truncated at the capture cap) still has
+//!    the *last key* of every path redacted textually (`"password": "…"`), so a cut body cannot
+//!    leak a field that a whole body would have hidden;
+//! 4. regular expressions over bodies (card numbers, e-mail addresses…).
+//!
+//! Two modes: [`RedactMode::Mask`] writes a fixed placeholder ([`MASK`]); [`RedactMode::Hash`]
+//! writes `hmac-sha256:<32 hex digits>`, a keyed HMAC-SHA256 of the secret, so equal secrets map
+//! to equal tokens (correlation survives) while the secret cannot be recovered without the key.
+//!
+//! Limits: bodies are redacted as stored (Content-Encoding is not undone), so a gzip-compressed
+//! JSON body is not looked into; such exchanges should be excluded or left to header redaction.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::Sha256;
+use tapedeck_storage::{Exchange, Header, find_header, flags};
+
+/// Headers redacted by default, whatever the configuration says.
+pub const DEFAULT_SENSITIVE_HEADERS: [&str; 6] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+];
+
+/// The placeholder written in [`RedactMode::Mask`] (in query strings: `REDACTED`).
+pub const MASK: &str = "[REDACTED]";
+const QUERY_MASK: &str = "REDACTED";
+
+/// A component that removes secrets from a record before it is written.
+///
+/// It runs in the proxy's `logging` phase, after the response has been sent to the client, on the
+/// proxy's worker thread: keep it CPU-only (no I/O) and proportional to the record's size.
+pub trait Redactor: Send + Sync + fmt::Debug {
+    /// Redacts `exchange` in place. Returns `true` when anything was replaced; the caller then
+    /// sets [`flags::REDACTED`].
+    fn redact(&self, exchange: &mut Exchange) -> bool;
+}
+
+/// How a secret is replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedactMode {
+    /// A fixed placeholder ([`MASK`]).
+    #[default]
+    Mask,
+    /// A keyed HMAC-SHA256 token: equal secrets give equal tokens.
+    Hash,
+}
+
+/// Why a redaction rule was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// A JSON path that is not of the supported form.
+    #[error("JSON path `{path}`: {message} (supported: $.a.b, $..name, $.list[*].x, $.list[0])")]
+    JsonPath {
+        /// The path as written.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A regular expression that does not compile.
+    #[error("regex `{pattern}`: {source}")]
+    Regex {
+        /// The pattern as written.
+        pattern: String,
+        /// The compiler's error.
+        #[source]
+        source: Box<regex::Error>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Child(String),
+    Descendant(String),
+    Any,
+    Index(usize),
+}
+
+/// Builds a [`RuleRedactor`]. The default sensitive headers are always included.
+#[derive(Debug, Clone, Default)]
+pub struct RedactorBuilder {
+    headers: Vec<String>,
+    query: Vec<String>,
+    json: Vec<Vec<Seg>>,
+    regexes: Vec<regex::bytes::Regex>,
+    key: Option<Vec<u8>>,
+}
+
+impl RedactorBuilder {
+    /// A builder with the default sensitive headers and no other rule, in mask mode.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also redact this header (case-insensitive).
+    pub fn header(mut self, name: &str) -> Self {
+        self.headers.push(name.trim().to_ascii_lowercase());
+        self
+    }
+
+    /// Redact this query parameter (exact name) in the query string and in form bodies.
+    pub fn query_param(mut self, name: &str) -> Self {
+        self.query.push(name.to_owned());
+        self
+    }
+
+    /// Redact the JSON body field(s) at `path`.
+    pub fn json_path(mut self, path: &str) -> Result<Self, RuleError> {
+        self.json.push(parse_path(path)?);
+        Ok(self)
+    }
+
+    /// Redact every match of `pattern` in bodies.
+    pub fn body_regex(mut self, pattern: &str) -> Result<Self, RuleError> {
+        let re = regex::bytes::Regex::new(pattern).map_err(|e| RuleError::Regex {
+            pattern: pattern.to_owned(),
+            source: Box::new(e),
+        })?;
+        self.regexes.push(re);
+        Ok(self)
+    }
+
+    /// Switch to [`RedactMode::Hash`] with this HMAC key.
+    pub fn hash_with_key(mut self, key: &[u8]) -> Self {
+        self.key = Some(key.to_vec());
+        self
+    }
+
+    /// Builds the redactor.
+    pub fn build(self) -> RuleRedactor {
+        let mut headers: Vec<String> = DEFAULT_SENSITIVE_HEADERS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        for h in self.headers {
+            if !headers.contains(&h) {
+                headers.push(h);
+            }
+        }
+        let mut names: Vec<String> = self
+            .json
+            .iter()
+            .filter_map(|p| match p.last() {
+                Some(Seg::Child(n)) | Some(Seg::Descendant(n)) => Some(regex::escape(n)),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        let json_fallback = if names.is_empty() {
+            None
+        } else {
+            let pattern = format!(
+                r#"("(?:{})"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\]\s]+)"#,
+                names.join("|")
+            );
+            regex::bytes::Regex::new(&pattern).ok()
+        };
+        let mac = self
+            .key
+            .and_then(|k| Hmac::<Sha256>::new_from_slice(&k).ok());
+        RuleRedactor {
+            inner: Arc::new(Inner {
+                headers,
+                query: self.query,
+                json: self.json,
+                json_fallback,
+                regexes: self.regexes,
+                mac,
+            }),
+        }
+    }
+}
+
+/// The built-in [`Redactor`]: headers, query parameters, JSON paths and body regexes. Cheap to
+/// clone (shared rules).
+#[derive(Clone)]
+pub struct RuleRedactor {
+    inner: Arc<Inner>,
+}
+
+impl Default for RuleRedactor {
+    fn default() -> Self {
+        RedactorBuilder::new().build()
+    }
+}
+
+impl fmt::Debug for RuleRedactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("RuleRedactor")
+            .field("headers", &i.headers)
+            .field("query", &i.query)
+            .field("json_paths", &i.json.len())
+            .field("regexes", &i.regexes.len())
+            .field("mode", &self.mode())
+            .finish()
+    }
+}
+
+struct Inner {
+    headers: Vec<String>,
+    query: Vec<String>,
+    json: Vec<Vec<Seg>>,
+    json_fallback: Option<regex::bytes::Regex>,
+    regexes: Vec<regex::bytes::Regex>,
+    mac: Option<Hmac<Sha256>>,
+}
+
+impl RuleRedactor {
+    /// The mode in use.
+    pub fn mode(&self) -> RedactMode {
+        if self.inner.mac.is_some() {
+            RedactMode::Hash
+        } else {
+            RedactMode::Mask
+        }
+    }
+
+    /// The replacement for `secret`: [`MASK`] or its HMAC token.
+    pub fn token(&self, secret: &[u8]) -> String {
+        match &self.inner.mac {
+            None => MASK.to_owned(),
+            Some(mac) => hmac_token(mac, secret),
+        }
+    }
+
+    fn query_token(&self, secret: &[u8]) -> String {
+        match &self.inner.mac {
+            None => QUERY_MASK.to_owned(),
+            Some(mac) => hmac_token(mac, secret),
+        }
+    }
+
+    fn redact_headers(&self, headers: &mut [Header]) -> bool {
+        let mut changed = false;
+        for h in headers.iter_mut() {
+            if self
+                .inner
+                .headers
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(&h.name))
+            {
+                h.value = Bytes::from(self.token(&h.value));
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Redacts the named parameters of an `a=1&b=2` string; `None` when nothing matched.
+    fn redact_pairs(&self, s: &str) -> Option<String> {
+        if self.inner.query.is_empty() {
+            return None;
+        }
+        let mut changed = false;
+        let mut out = String::with_capacity(s.len());
+        for (i, part) in s.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match part.split_once('=') {
+                Some((name, value))
+                    if !value.is_empty() && self.inner.query.iter().any(|q| q == name) =>
+                {
+                    out.push_str(name);
+                    out.push('=');
+                    out.push_str(&self.query_token(value.as_bytes()));
+                    changed = true;
+                }
+                _ => out.push_str(part),
+            }
+        }
+        changed.then_some(out)
+    }
+
+    fn redact_body(&self, body: &mut Bytes, headers: &[Header]) -> bool {
+        if body.is_empty() {
+            return false;
+        }
+        let mut changed = false;
+        let content_type = find_header(headers, "content-type").map(|h| h.value.clone());
+        let ct = content_type.as_deref().unwrap_or_default();
+        let is_form = contains_ci(ct, b"x-www-form-urlencoded");
+        if is_form
+            && let Ok(text) = std::str::from_utf8(body)
+            && let Some(new) = self.redact_pairs(text)
+        {
+            *body = Bytes::from(new);
+            changed = true;
+        }
+        if !self.inner.json.is_empty() && !is_form {
+            let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+            let looks_json = contains_ci(ct, b"json") || matches!(first, Some(b'{') | Some(b'['));
+            if looks_json {
+                match serde_json::from_slice::<Value>(body) {
+                    Ok(mut v) => {
+                        let mut hit = false;
+                        for path in &self.inner.json {
+                            hit |= self.apply_path(&mut v, path);
+                        }
+                        if hit && let Ok(out) = serde_json::to_vec(&v) {
+                            *body = Bytes::from(out);
+                            changed = true;
+                        }
+                    }
+                    Err(_) => {
+                        if let Some(re) = &self.inner.json_fallback {
+                            changed |= self.replace_regex(body, re, Some(1));
+                        }
+                    }
+                }
+            }
+        }
+        for re in &self.inner.regexes {
+            changed |= self.replace_regex(body, re, None);
+        }
+        changed
+    }
+
+    /// Replaces every match of `re` (or only the text after capture group `keep` when given).
+    fn replace_regex(
+        &self,
+        body: &mut Bytes,
+        re: &regex::bytes::Regex,
+        keep: Option<usize>,
+    ) -> bool {
+        if !re.is_match(body) {
+            return false;
+        }
+        let out = re.replace_all(body, |c: &regex::bytes::Captures<'_>| {
+            let whole = c.get(0).map_or(&[][..], |m| m.as_bytes());
+            match keep.and_then(|g| c.get(g)) {
+                Some(prefix) => {
+                    let value = &whole[prefix.as_bytes().len()..];
+                    let inner = value
+                        .strip_prefix(b"\"")
+                        .map(|v| v.strip_suffix(b"\"").unwrap_or(v))
+                        .unwrap_or(value);
+                    let mut r = prefix.as_bytes().to_vec();
+                    r.push(b'"');
+                    r.extend_from_slice(self.token(inner).as_bytes());
+                    r.push(b'"');
+                    r
+                }
+                None => self.token(whole).into_bytes(),
+            }
+        });
+        *body = Bytes::from(out.into_owned());
+        true
+    }
+
+    fn json_token(&self, v: &Value) -> Value {
+        let s = match v {
+            Value::String(s) => self.token(s.as_bytes()),
+            other => self.token(other.to_string().as_bytes()),
+        };
+        Value::String(s)
+    }
+
+    fn apply_path(&self, v: &mut Value, path: &[Seg]) -> bool {
+        let Some((seg, rest)) = path.split_first() else {
+            return false;
+        };
+        let mut hit = false;
+        match seg {
+            Seg::Child(name) => {
+                if let Some(child) = v.as_object_mut().and_then(|o| o.get_mut(name)) {
+                    hit |= self.leaf_or_descend(child, rest);
+                }
+            }
+            Seg::Index(i) => {
+                if let Some(child) = v.as_array_mut().and_then(|a| a.get_mut(*i)) {
+                    hit |= self.leaf_or_descend(child, rest);
+                }
+            }
+            Seg::Any => match v {
+                Value::Array(a) => {
+                    for child in a {
+                        hit |= self.leaf_or_descend(child, rest);
+                    }
+                }
+                Value::Object(o) => {
+                    for (_, child) in o.iter_mut() {
+                        hit |= self.leaf_or_descend(child, rest);
+                    }
+                }
+                _ => {}
+            },
+            Seg::Descendant(name) => match v {
+                Value::Object(o) => {
+                    for (k, child) in o.iter_mut() {
+                        if k == name {
+                            hit |= self.leaf_or_descend(child, rest);
+                        } else {
+                            hit |= self.apply_path(child, path);
+                        }
+                    }
+                }
+                Value::Array(a) => {
+                    for child in a {
+                        hit |= self.apply_path(child, path);
+                    }
+                }
+                _ => {}
+            },
+        }
+        hit
+    }
+
+    fn leaf_or_descend(&self, v: &mut Value, rest: &[Seg]) -> bool {
+        if rest.is_empty() {
+            if v.is_null() {
+                return false;
+            }
+            *v = self.json_token(v);
+            true
+        } else {
+            self.apply_path(v, rest)
+        }
+    }
+}
+
+impl Redactor for RuleRedactor {
+    fn redact(&self, ex: &mut Exchange) -> bool {
+        let mut changed = self.redact_headers(&mut ex.req_headers);
+        changed |= self.redact_headers(&mut ex.resp_headers);
+        if let Some(q) = &ex.query
+            && let Some(new) = self.redact_pairs(q)
+        {
+            ex.query = Some(new);
+            changed = true;
+        }
+        changed |= self.redact_body(&mut ex.req_body, &ex.req_headers);
+        changed |= self.redact_body(&mut ex.resp_body, &ex.resp_headers);
+        if changed {
+            ex.flags |= flags::REDACTED;
+        }
+        changed
+    }
+}
+
+fn hmac_token(mac: &Hmac<Sha256>, secret: &[u8]) -> String {
+    let mut m = mac.clone();
+    m.update(secret);
+    let digest = m.finalize().into_bytes();
+    let mut s = String::with_capacity(12 + 32);
+    s.push_str("hmac-sha256:");
+    for b in &digest[..16] {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+fn parse_path(path: &str) -> Result<Vec<Seg>, RuleError> {
+    let err = |m: &str| RuleError::JsonPath {
+        path: path.to_owned(),
+        message: m.to_owned(),
+    };
+    let rest = path
+        .trim()
+        .strip_prefix('$')
+        .ok_or_else(|| err("must start with `$`"))?;
+    let b = rest.as_bytes();
+    let mut segs = Vec::new();
+    let mut i = 0;
+    let name_end = |from: usize| {
+        b[from..]
+            .iter()
+            .position(|&c| c == b'.' || c == b'[')
+            .map_or(b.len(), |p| from + p)
+    };
+    while i < b.len() {
+        if b[i..].starts_with(b"..") {
+            let end = name_end(i + 2);
+            let name = &rest[i + 2..end];
+            if name.is_empty() || name == "*" {
+                return Err(err("`..` must be followed by a field name"));
+            }
+            segs.push(Seg::Descendant(name.to_owned()));
+            i = end;
+        } else if b[i] == b'.' {
+            let end = name_end(i + 1);
+            let name = &rest[i + 1..end];
+            match name {
+                "" => return Err(err("empty field name")),
+                "*" => segs.push(Seg::Any),
+                n => segs.push(Seg::Child(n.to_owned())),
+            }
+            i = end;
+        } else if b[i] == b'[' {
+            let close = b[i..]
+                .iter()
+                .position(|&c| c == b']')
+                .ok_or_else(|| err("unclosed `[`"))?
+                + i;
+            let inner = rest[i + 1..close].trim();
+            if inner == "*" {
+                segs.push(Seg::Any);
+            } else if let Some(q) = inner
+                .strip_prefix('\'')
+                .and_then(|s| s.strip_suffix('\''))
+                .or_else(|| inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')))
+            {
+                segs.push(Seg::Child(q.to_owned()));
+            } else {
+                let n: usize = inner
+                    .parse()
+                    .map_err(|_| err("index must be a number, `*` or a quoted name"))?;
+                segs.push(Seg::Index(n));
+            }
+            i = close + 1;
+        } else {
+            return Err(err("expected `.`, `..` or `[` after `$`"));
+        }
+    }
+    if segs.is_empty() {
+        return Err(err("path selects the whole body"));
+    }
+    Ok(segs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ex() -> Exchange {
+        Exchange {
+            query: Some("user=al&token=s3cr3t&x=1".into()),
+            req_headers: vec![
+                Header::new("authorization", "Bearer TOPSECRET"),
+                Header::new("content-type", "application/json"),
+                Header::new("x-trace", "abc"),
+            ],
+            req_body: Bytes::from_static(
+                br#"{"user":"al","password":"hunter2","card":{"card_number":"4111111111111111"},"items":[{"card_number":"5500000000000004"}]}"#,
+            ),
+            resp_headers: vec![Header::new("Set-Cookie", "sid=COOKIESECRET")],
+            resp_body: Bytes::from_static(b"contact: al@example.com"),
+            ..Exchange::default()
+        }
+    }
+
+    fn full() -> RedactorBuilder {
+        RedactorBuilder::new()
+            .query_param("token")
+            .json_path("$.password")
+            .and_then(|b| b.json_path("$..card_number"))
+            .and_then(|b| b.body_regex(r"[a-z]+@[a-z]+\.com"))
+            .expect("rules")
+    }
+
+    fn text(b: &Bytes) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
+    #[test]
+    fn mask_mode_removes_every_secret() {
+        let r = full().build();
+        let mut e = ex();
+        assert!(r.redact(&mut e));
+        assert!(e.has_flag(flags::REDACTED));
+        let all = format!("{e:?}{}{}", text(&e.req_body), text(&e.resp_body));
+        for secret in [
+            "TOPSECRET",
+            "COOKIESECRET",
+            "s3cr3t",
+            "hunter2",
+            "4111111111111111",
+            "5500000000000004",
+            "al@example.com",
+        ] {
+            assert!(!all.contains(secret), "{secret} leaked: {all}");
+        }
+        assert_eq!(e.query.as_deref(), Some("user=al&token=REDACTED&x=1"));
+        assert_eq!(e.req_headers[2].value, Bytes::from_static(b"abc"));
+        let body: Value = serde_json::from_slice(&e.req_body).expect("still json");
+        assert_eq!(body["user"], "al");
+        assert_eq!(body["password"], MASK);
+        assert_eq!(body["items"][0]["card_number"], MASK);
+    }
+
+    #[test]
+    fn hash_mode_is_keyed_and_stable() {
+        let a = full().hash_with_key(b"0123456789abcdef-key").build();
+        let b = full().hash_with_key(b"another-key-0123456789").build();
+        assert_eq!(a.mode(), RedactMode::Hash);
+        assert_eq!(a.token(b"x"), a.token(b"x"));
+        assert_ne!(a.token(b"x"), a.token(b"y"));
+        assert_ne!(a.token(b"x"), b.token(b"x"));
+        assert!(a.token(b"x").starts_with("hmac-sha256:"));
+        let (mut e1, mut e2) = (ex(), ex());
+        a.redact(&mut e1);
+        a.redact(&mut e2);
+        assert_eq!(e1.req_headers[0].value, e2.req_headers[0].value);
+        assert!(!text(&e1.req_headers[0].value).contains("TOPSECRET"));
+        let v: Value = serde_json::from_slice(&e1.req_body).expect("json");
+        assert_eq!(v["password"], Value::String(a.token(b"hunter2")));
+    }
+
+    #[test]
+    fn truncated_json_still_redacted() {
+        let r = full().build();
+        let mut e = Exchange {
+            req_headers: vec![Header::new("content-type", "application/json")],
+            req_body: Bytes::from_static(br#"{"a":1,"password": "hunt"#),
+            ..Exchange::default()
+        };
+        assert!(r.redact(&mut e));
+        assert!(!text(&e.req_body).contains("hunt"), "{}", text(&e.req_body));
+        let mut e = Exchange {
+            req_body: Bytes::from_static(br#"{"password":12345, "card_number":"41111"#),
+            ..Exchange::default()
+        };
+        assert!(r.redact(&mut e));
+        let t = text(&e.req_body);
+        assert!(!t.contains("12345") && !t.contains("41111"), "{t}");
+    }
+
+    #[test]
+    fn form_bodies_and_nothing_to_do() {
+        let r = full().build();
+        let mut e = Exchange {
+            req_headers: vec![Header::new(
+                "content-type",
+                "application/x-www-form-urlencoded",
+            )],
+            req_body: Bytes::from_static(b"a=1&token=zzz"),
+            ..Exchange::default()
+        };
+        assert!(r.redact(&mut e));
+        assert_eq!(text(&e.req_body), "a=1&token=REDACTED");
+        let mut plain = Exchange {
+            req_body: Bytes::from_static(b"{\"ok\":true}"),
+            ..Exchange::default()
+        };
+        assert!(!r.redact(&mut plain));
+        assert_eq!(plain.flags, 0);
+        assert_eq!(text(&plain.req_body), "{\"ok\":true}");
+    }
+
+    /// A JSON value of keys/strings from `[a-m0-9]` only, so the secret's letters (`QZXJ`) can
+    /// only come from the planted field.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            "[a-m0-9]{0,8}".prop_map(Value::String),
+            any::<i32>().prop_map(Value::from),
+            any::<bool>().prop_map(Value::Bool),
+            Just(Value::Null),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map("[a-m]{1,6}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Puts `"password": secret` into the first object found along `path`, or wraps.
+    fn plant(v: &mut Value, secret: &str, path: &[usize]) {
+        match v {
+            Value::Object(o) if path.is_empty() || o.is_empty() => {
+                o.insert("password".into(), Value::String(secret.into()));
+            }
+            Value::Object(o) => {
+                let n = o.len();
+                let (_, child) = o.iter_mut().nth(path[0] % n).expect("non-empty");
+                if child.is_object() || child.is_array() {
+                    plant(child, secret, &path[1..]);
+                } else {
+                    o.insert("password".into(), Value::String(secret.into()));
+                }
+            }
+            Value::Array(a) if !a.is_empty() && !path.is_empty() => {
+                let n = a.len();
+                plant(&mut a[path[0] % n], secret, &path[1..]);
+            }
+            other => {
+                let inner = std::mem::take(other);
+                *other = serde_json::json!({ "wrapped": inner, "password": secret });
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn planted_password_never_survives(
+            mut v in arb_json(),
+            secret in "[QZXJ]{4,24}",
+            path in prop::collection::vec(any::<usize>(), 0..4),
+            cut in any::<prop::sample::Index>(),
+            hash in any::<bool>(),
+        ) {
+            plant(&mut v, &secret, &path);
+            let mut b = RedactorBuilder::new().json_path("$..password").expect("path");
+            if hash {
+                b = b.hash_with_key(b"0123456789abcdef0123");
+            }
+            let r = b.build();
+            let body = serde_json::to_vec(&v).expect("json");
+            // The whole body, and the body cut anywhere (as at the capture cap).
+            let cut_at = cut.index(body.len() + 1);
+            for b in [Bytes::from(body.clone()), Bytes::copy_from_slice(&body[..cut_at])] {
+                let mut e = Exchange { req_body: b, ..Exchange::default() };
+                r.redact(&mut e);
+                let out = String::from_utf8_lossy(&e.req_body).into_owned();
+                prop_assert!(
+                    !out.contains(['Q', 'Z', 'X', 'J']),
+                    "secret (or part of it) left in {}", out
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn paths_parse() {
+        assert_eq!(
+            parse_path("$.a.b[2]['c d'][*]..e").expect("ok"),
+            vec![
+                Seg::Child("a".into()),
+                Seg::Child("b".into()),
+                Seg::Index(2),
+                Seg::Child("c d".into()),
+                Seg::Any,
+                Seg::Descendant("e".into())
+            ]
+        );
+        for bad in ["password", "$", "$.", "$[x", "$..", "$[abc]"] {
+            assert!(parse_path(bad).is_err(), "{bad}");
+        }
+    }
+}

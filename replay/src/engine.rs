@@ -1,0 +1,897 @@
+//! The replay pipeline:
+//!
+//! ```text
+//!  reader thread ──(bounded, 1024)──► dispatcher thread ──spawn──► origin tasks (tokio) ──►
+//!  (Tape scan, select,                (pacing: precise sleep;       (one request per target,
+//!   rewrite headers)                   in-flight semaphore)          same scheduled instant)
+//!        ──(bounded, 4096 groups)──► writer thread (summary stats; TapeWriter, WhenFull::Block)
+//! ```
+//!
+//! Memory is bounded by the two queues and the in-flight cap, whatever the tape's size. The
+//! dispatcher is a plain thread so that its sleeps have sub-millisecond precision (tokio's timer
+//! wheel ticks in milliseconds) and a busy runtime cannot delay a send.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tapedeck_storage::schema::col;
+use tapedeck_storage::{
+    ErrorKind, Exchange, Filter, ReadOptions, ReadReport, StorageError, Tape, TapeWriter, WhenFull,
+};
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::client::{Clock, TargetClient};
+use crate::config::{Pace, ReplayConfig};
+use crate::error::ReplayError;
+use crate::progress::{Progress, ProgressSnapshot};
+use crate::rewrite::{Prepared, prepare};
+use crate::select::{SelectionStats, Selector, normalize_authority};
+use crate::summary::{Collector, ReplaySummary, SUMMARY_VERSION, lost, pacing_summary};
+
+/// Output tape metadata keys written by replay.
+pub mod meta {
+    /// `replay-results`.
+    pub const KIND: &str = "tapedeck.kind";
+    /// `name=URL` pairs, comma-separated, in target order.
+    pub const TARGETS: &str = "tapedeck.run.targets";
+    /// Input tape paths, comma-separated.
+    pub const SOURCE_TAPE: &str = "tapedeck.run.source_tape";
+    /// Pacing, e.g. `recorded speed=2`, `rate 500/s poisson`, `max concurrency=64`.
+    pub const PACE: &str = "tapedeck.run.pace";
+    /// `K/N` when sharded.
+    pub const SHARD: &str = "tapedeck.run.shard";
+    /// When the run started, µs since the epoch.
+    pub const STARTED_AT: &str = "tapedeck.run.started_at_us";
+    /// The raw options as JSON (values of `--set-header` unexpanded: no secrets).
+    pub const OPTIONS: &str = "tapedeck.run.options";
+}
+
+/// One prepared origin, boxed so that queues and task futures move a pointer, not the struct.
+type Item = Box<Prepared>;
+
+/// Columns a replay reads from the recorded tape.
+const REQUEST_COLUMNS: [&str; 14] = [
+    col::ID,
+    col::SOURCE,
+    col::STARTED_AT,
+    col::METHOD,
+    col::SCHEME,
+    col::AUTHORITY,
+    col::PATH,
+    col::QUERY,
+    col::HTTP_VERSION,
+    col::REQ_HEADERS,
+    col::REQ_BODY,
+    col::REQ_BODY_SIZE,
+    col::REQ_BODY_TRUNCATED,
+    col::FLAGS,
+];
+
+/// Origins per message from the reader to the dispatcher (fewer wake-ups).
+const READ_BATCH: usize = 64;
+/// Batches queued between the reader and the dispatcher (× `READ_BATCH` origins).
+const READ_QUEUE: usize = 16;
+const RESULT_QUEUE: usize = 4096;
+
+/// Asks a running replay to stop early: no new sends, in-flight requests finish, their results
+/// are written and the summary says `interrupted`. Cloneable; `Default` is "never stopped".
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    /// A fresh handle.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Requests the stop (idempotent, from any thread).
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    /// Whether a stop was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Triggers this stop on the first SIGINT or SIGTERM; a second signal ends the process at
+    /// once with exit code 130. Meant for command-line front ends; spawns one small thread.
+    pub fn on_signals(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let stop = self.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (mut int, mut term) = {
+            let _guard = rt.enter();
+            (
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+            )
+        };
+        std::thread::Builder::new()
+            .name("replay-signals".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    tracing::warn!(
+                        "stopping: no new requests; waiting for those in flight (signal again to quit now)"
+                    );
+                    stop.stop();
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    std::process::exit(130);
+                });
+            })?;
+        Ok(())
+    }
+}
+
+/// Runs a replay on a runtime it creates (for callers without one). See [`run`].
+pub fn run_blocking<P: Progress + 'static>(
+    config: &ReplayConfig,
+    progress: P,
+) -> Result<ReplaySummary, ReplayError> {
+    run_blocking_until(config, progress, Stop::default())
+}
+
+/// [`run_blocking`] that stops early when `stop` is triggered (e.g. from a signal handler).
+pub fn run_blocking_until<P: Progress + 'static>(
+    config: &ReplayConfig,
+    progress: P,
+    stop: Stop,
+) -> Result<ReplaySummary, ReplayError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("replay-worker")
+        .build()
+        .map_err(|e| ReplayError::Runtime(format!("starting the tokio runtime: {e}")))?;
+    rt.block_on(run_until(config, progress, stop))
+}
+
+/// Replays `config` and returns the summary. Must be called inside a multi-threaded tokio
+/// runtime. A misbehaving target never makes this fail: its errors are counted per exchange.
+/// Fails for bad input (unreadable tape, same-host target) and when results cannot be written.
+pub async fn run<P: Progress + 'static>(
+    config: &ReplayConfig,
+    progress: P,
+) -> Result<ReplaySummary, ReplayError> {
+    run_until(config, progress, Stop::default()).await
+}
+
+/// [`run`] that stops early (cleanly, results written) when `stop` is triggered.
+pub async fn run_until<P: Progress + 'static>(
+    config: &ReplayConfig,
+    progress: P,
+    stop: Stop,
+) -> Result<ReplaySummary, ReplayError> {
+    let began = Instant::now();
+    let first_path = config.tape.first().cloned().unwrap_or_default();
+    let tape_err = |source: StorageError| ReplayError::Tape {
+        path: first_path.clone(),
+        source,
+    };
+    let tape = Tape::open(&config.tape).map_err(tape_err)?;
+    let target_hosts: Vec<String> = config
+        .targets
+        .iter()
+        .map(|t| normalize_authority(t.authority.as_str(), "http"))
+        .collect();
+    if !config.select.allow_same_host && !config.targets.is_empty() {
+        check_same_host(&tape, config, &target_hosts).map_err(|e| match e {
+            Ok(same) => same,
+            Err(storage) => tape_err(storage),
+        })?;
+    }
+    let read_options = |columns: Option<Vec<String>>| ReadOptions {
+        columns,
+        filter: Filter {
+            from_us: config.select.from_us,
+            to_us: config.select.to_us,
+            ..Filter::default()
+        },
+        batch_size: 512,
+        skip_corrupt: config.skip_corrupt,
+    };
+
+    let progress: Arc<dyn Progress> = Arc::new(progress);
+    let mut total = None;
+    if config.dry_run || progress.wants_total() {
+        let tape2 = tape.clone();
+        let opts = read_options(Some(
+            [
+                col::ID,
+                col::STARTED_AT,
+                col::METHOD,
+                col::PATH,
+                col::SCHEME,
+                col::AUTHORITY,
+                col::REQ_BODY_TRUNCATED,
+            ]
+            .map(String::from)
+            .to_vec(),
+        ));
+        let selector = Selector::new(config.select.clone(), target_hosts.clone());
+        let (stats, report, err) =
+            tokio::task::spawn_blocking(move || count_pass(&tape2, opts, selector))
+                .await
+                .map_err(|e| ReplayError::Runtime(format!("counting pass: {e}")))?;
+        if let Some(e) = err {
+            return Err(tape_err(e));
+        }
+        if config.dry_run {
+            return Ok(dry_summary(config, stats, report, began));
+        }
+        total = Some(stats.selected);
+    }
+
+    // Output tape.
+    let out = config
+        .out
+        .clone()
+        .ok_or_else(|| ReplayError::config("out", "an output tape directory is required"))?;
+    let writer = open_writer(config, &out)?;
+    let sender = writer.sender();
+
+    // Clients and shared state.
+    let clock = Clock::new();
+    let targets: Vec<TargetClient> = config
+        .targets
+        .iter()
+        .map(|t| {
+            TargetClient::new(
+                t.clone(),
+                config.connect_timeout,
+                config.max_in_flight,
+                config.tls.as_ref(),
+            )
+        })
+        .collect();
+    let n_targets = targets.len() as u64;
+    let counters = Arc::new(Counters::default());
+    let (res_tx, mut res_rx) = mpsc::channel::<Vec<Exchange>>(RESULT_QUEUE);
+    let ctx = Arc::new(Ctx {
+        targets,
+        clock,
+        timeout: config.timeout,
+        max_body: config.max_body,
+        results: res_tx,
+        counters: counters.clone(),
+    });
+
+    // Writer thread: statistics + tape.
+    let mut collector = Collector::new(&config.targets);
+    let writer_thread = std::thread::Builder::new()
+        .name("replay-results".into())
+        .spawn(move || {
+            let mut lost_appends = 0u64;
+            while let Some(group) = res_rx.blocking_recv() {
+                for (i, ex) in group.into_iter().enumerate() {
+                    collector.record(i, &ex);
+                    match sender.append(ex) {
+                        Ok(()) => collector.written += 1,
+                        Err(_) => lost_appends += 1,
+                    }
+                }
+            }
+            (collector, lost_appends)
+        })
+        .map_err(|e| ReplayError::Runtime(format!("spawning the result writer: {e}")))?;
+
+    // Reader thread.
+    let (item_tx, item_rx) = sync_channel::<Vec<Item>>(READ_QUEUE);
+    let selector = Selector::new(config.select.clone(), target_hosts);
+    // Only the request side of the recorded exchanges is needed: recorded responses (often
+    // most of a tape's bytes) are never decoded.
+    let opts = read_options(Some(REQUEST_COLUMNS.map(String::from).to_vec()));
+    let drop_set = config.drop_headers.clone();
+    let set_headers = config.set_headers.clone();
+    let tape2 = tape.clone();
+    let reader_thread = std::thread::Builder::new()
+        .name("replay-reader".into())
+        .spawn(move || {
+            let mut sel = selector;
+            let mut it = tape2.scan(opts).exchanges();
+            let mut err = None;
+            let mut batch = Vec::with_capacity(READ_BATCH);
+            while !sel.exhausted() {
+                match it.next() {
+                    None => break,
+                    Some(Err(e)) => {
+                        err = Some(e);
+                        break;
+                    }
+                    Some(Ok(ex)) => {
+                        if sel.decide(&ex).is_ok() {
+                            batch.push(Box::new(prepare(ex, &drop_set, &set_headers)));
+                            if batch.len() == READ_BATCH {
+                                let full =
+                                    std::mem::replace(&mut batch, Vec::with_capacity(READ_BATCH));
+                                if item_tx.send(full).is_err() {
+                                    batch.clear();
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = item_tx.send(batch);
+            }
+            (sel.stats, it.report().clone(), err)
+        })
+        .map_err(|e| ReplayError::Runtime(format!("spawning the tape reader: {e}")))?;
+
+    // Progress ticker.
+    progress.start(total, config.targets.len());
+    let send_start = Instant::now();
+    let ticker = {
+        let progress = progress.clone();
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(progress.interval());
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            iv.tick().await;
+            loop {
+                iv.tick().await;
+                progress.update(&counters.snapshot(total, send_start));
+            }
+        })
+    };
+
+    // Dispatcher thread.
+    let pace = config.pace;
+    let max_in_flight = config.max_in_flight;
+    let handle = Handle::current();
+    let dispatcher = std::thread::Builder::new()
+        .name("replay-dispatch".into())
+        .spawn({
+            let stop = stop.clone();
+            move || dispatch(item_rx, ctx, handle, pace, max_in_flight, n_targets, &stop)
+        })
+        .map_err(|e| ReplayError::Runtime(format!("spawning the dispatcher: {e}")))?;
+
+    let dispatched = join(dispatcher).await?;
+    let (sel_stats, report, read_err) = join(reader_thread).await?;
+    let (collector, lost_appends) = join(writer_thread).await?;
+    ticker.abort();
+    let final_snapshot = counters.snapshot(total, send_start);
+    progress.finish(&final_snapshot);
+    let wstats = tokio::task::spawn_blocking(move || writer.close())
+        .await
+        .map_err(|e| ReplayError::Runtime(format!("closing the output tape: {e}")))?
+        .map_err(|source| ReplayError::Output {
+            path: out.clone(),
+            source,
+        })?;
+    if let Some(e) = read_err {
+        return Err(tape_err(e));
+    }
+    let results_lost = lost(&wstats).max(lost_appends);
+    if results_lost > 0 {
+        return Err(ReplayError::ResultsLost {
+            path: out,
+            lost: results_lost,
+        });
+    }
+
+    let (target_summaries, lateness) = collector.finish(&config.targets);
+    let pacing = pacing_summary(
+        config.pace,
+        dispatched.origins,
+        dispatched.first_sched.map(|t| clock.us(t)),
+        dispatched.last_sched.map(|t| clock.us(t)),
+        dispatched.first_sent.map(|t| clock.us(t)),
+        dispatched.last_sent.map(|t| clock.us(t)),
+        lateness,
+    );
+    Ok(ReplaySummary {
+        version: SUMMARY_VERSION,
+        tape: config.tape.clone(),
+        out: Some(out),
+        dry_run: false,
+        shard: config.select.shard,
+        duration_s: began.elapsed().as_secs_f64(),
+        origins: dispatched.origins,
+        interrupted: dispatched.interrupted,
+        results_written: collector.written,
+        results_lost,
+        selection: sel_stats,
+        pacing,
+        targets: target_summaries,
+        files_read: report.files_read,
+        files_skipped: report.files_skipped,
+    })
+}
+
+async fn join<T: Send + 'static>(h: std::thread::JoinHandle<T>) -> Result<T, ReplayError> {
+    tokio::task::spawn_blocking(move || h.join())
+        .await
+        .map_err(|e| ReplayError::Runtime(format!("joining a worker thread: {e}")))?
+        .map_err(|_| ReplayError::Runtime("a replay worker thread panicked".into()))
+}
+
+/// File metadata key under which `tapedeck record` stores the upstream it recorded.
+const RECORDER_UPSTREAM: &str = "tapedeck.recorder.upstream";
+
+/// Refuses (the outer `Ok`) a target whose authority equals the tape's recorded upstream (file
+/// metadata) or the authority of its first exchange.
+fn check_same_host(
+    tape: &Tape,
+    config: &ReplayConfig,
+    target_hosts: &[String],
+) -> Result<(), Result<ReplayError, StorageError>> {
+    let mut recorded: Vec<(String, String)> = Vec::new();
+    let md = tape.metadata().map_err(Err)?;
+    if let Some(up) = md.get(RECORDER_UPSTREAM) {
+        let (scheme, authority) = match up.split_once("://") {
+            Some((scheme, rest)) => (scheme, rest.split('/').next().unwrap_or(rest)),
+            None => ("http", up.as_str()),
+        };
+        recorded.push((up.clone(), normalize_authority(authority, scheme)));
+    }
+    let opts = ReadOptions {
+        columns: Some(vec![col::AUTHORITY.into(), col::SCHEME.into()]),
+        batch_size: 1,
+        skip_corrupt: config.skip_corrupt,
+        ..ReadOptions::default()
+    };
+    match tape.scan(opts).exchanges().next() {
+        None => {}
+        Some(Err(e)) => return Err(Err(e)),
+        Some(Ok(ex)) if !ex.authority.is_empty() => {
+            let n = normalize_authority(&ex.authority, &ex.scheme);
+            recorded.push((ex.authority, n));
+        }
+        Some(Ok(_)) => {}
+    }
+    for (t, host) in config.targets.iter().zip(target_hosts) {
+        if let Some((shown, _)) = recorded.iter().find(|(_, n)| n == host) {
+            return Err(Ok(ReplayError::SameHost {
+                target: t.name.clone(),
+                authority: shown.clone(),
+            }));
+        }
+    }
+    Ok(())
+}
+
+fn count_pass(
+    tape: &Tape,
+    opts: ReadOptions,
+    mut sel: Selector,
+) -> (SelectionStats, ReadReport, Option<StorageError>) {
+    let mut it = tape.scan(opts).exchanges();
+    let mut err = None;
+    while !sel.exhausted() {
+        match it.next() {
+            None => break,
+            Some(Err(e)) => {
+                err = Some(e);
+                break;
+            }
+            Some(Ok(ex)) => {
+                let _ = sel.decide(&ex);
+            }
+        }
+    }
+    (sel.stats, it.report().clone(), err)
+}
+
+fn dry_summary(
+    config: &ReplayConfig,
+    stats: SelectionStats,
+    report: ReadReport,
+    began: Instant,
+) -> ReplaySummary {
+    let (targets, lateness) = Collector::new(&config.targets).finish(&config.targets);
+    ReplaySummary {
+        version: SUMMARY_VERSION,
+        tape: config.tape.clone(),
+        out: None,
+        dry_run: true,
+        shard: config.select.shard,
+        duration_s: began.elapsed().as_secs_f64(),
+        origins: 0,
+        interrupted: false,
+        results_written: 0,
+        results_lost: 0,
+        selection: stats,
+        pacing: pacing_summary(config.pace, 0, None, None, None, None, lateness),
+        targets,
+        files_read: report.files_read,
+        files_skipped: report.files_skipped,
+    }
+}
+
+fn open_writer(config: &ReplayConfig, out: &std::path::Path) -> Result<TapeWriter, ReplayError> {
+    let targets: Vec<String> = config
+        .targets
+        .iter()
+        .map(|t| format!("{}={}", t.name, t.url))
+        .collect();
+    let tapes: Vec<String> = config
+        .tape
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let pace = match config.pace {
+        Pace::Recorded { speed, max_gap } => match max_gap {
+            Some(g) => format!("recorded speed={speed} max-gap={}ms", g.as_millis()),
+            None => format!("recorded speed={speed}"),
+        },
+        Pace::Rate {
+            per_sec, poisson, ..
+        } => format!("rate {per_sec}/s{}", if poisson { " poisson" } else { "" }),
+        Pace::Max { concurrency } => format!("max concurrency={concurrency}"),
+    };
+    // Smaller queue and row groups than the recorder's defaults: replay never drops (it
+    // blocks), so a deep queue buys nothing, and row groups bound the sealer's memory.
+    let mut b = TapeWriter::builder(out)
+        .when_full(WhenFull::Block)
+        .queue_capacity(4096)
+        .row_group_rows(16_384)
+        .metadata(meta::KIND, "replay-results")
+        .metadata(meta::TARGETS, targets.join(","))
+        .metadata(meta::SOURCE_TAPE, tapes.join(","))
+        .metadata(meta::PACE, pace)
+        .metadata(meta::STARTED_AT, tapedeck_storage::now_us().to_string());
+    if let Some(s) = config.select.shard {
+        b = b.metadata(meta::SHARD, format!("{}/{}", s.index, s.count));
+    }
+    if let Ok(json) = serde_json::to_string(&config.options) {
+        b = b.metadata(meta::OPTIONS, json);
+    }
+    b.open().map_err(|source| ReplayError::Output {
+        path: out.to_owned(),
+        source,
+    })
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    origins: AtomicU64,
+    sent: AtomicU64,
+    completed: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self, total: Option<u64>, start: Instant) -> ProgressSnapshot {
+        ProgressSnapshot {
+            origins: self.origins.load(Ordering::Relaxed),
+            total_origins: total,
+            sent: self.sent.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            elapsed: start.elapsed(),
+        }
+    }
+}
+
+struct Ctx {
+    targets: Vec<TargetClient>,
+    clock: Clock,
+    timeout: Duration,
+    max_body: usize,
+    results: mpsc::Sender<Vec<Exchange>>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Dispatched {
+    origins: u64,
+    interrupted: bool,
+    first_sched: Option<Instant>,
+    last_sched: Option<Instant>,
+    first_sent: Option<Instant>,
+    last_sent: Option<Instant>,
+}
+
+/// Computes each origin's send offset from the start of the run.
+#[derive(Debug)]
+struct Schedule {
+    pace: Pace,
+    prev_recorded: Option<i64>,
+    offset_us: f64,
+    rng: StdRng,
+}
+
+impl Schedule {
+    fn new(pace: Pace) -> Self {
+        let seed = match pace {
+            Pace::Rate { seed, .. } => seed,
+            _ => 0,
+        };
+        Self {
+            pace,
+            prev_recorded: None,
+            offset_us: 0.0,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// The offset of the next origin (recorded at `started_at_us`); `None` for closed loop.
+    ///
+    /// Recorded pacing schedules each exchange at `max(previous, own)` recorded time: rows
+    /// within a file are in completion order, so a start time slightly before its
+    /// predecessor's is sent right after it (gap 0) instead of reordering the stream.
+    fn next(&mut self, started_at_us: i64) -> Option<Duration> {
+        match self.pace {
+            Pace::Max { .. } => return None,
+            Pace::Recorded { speed, max_gap } => {
+                if let Some(prev) = self.prev_recorded {
+                    let mut gap = (started_at_us - prev).max(0) as f64 / speed;
+                    if let Some(m) = max_gap {
+                        gap = gap.min(m.as_micros() as f64);
+                    }
+                    self.offset_us += gap;
+                    self.prev_recorded = Some(prev.max(started_at_us));
+                } else {
+                    self.prev_recorded = Some(started_at_us);
+                }
+            }
+            Pace::Rate {
+                per_sec, poisson, ..
+            } => {
+                if self.prev_recorded.is_some() {
+                    let mean = 1e6 / per_sec;
+                    let gap = if poisson {
+                        -(1.0 - self.rng.random::<f64>()).ln() * mean
+                    } else {
+                        mean
+                    };
+                    self.offset_us += gap;
+                }
+                self.prev_recorded = Some(started_at_us);
+            }
+        }
+        Some(Duration::from_nanos((self.offset_us * 1000.0) as u64))
+    }
+}
+
+/// Sleeps until `deadline` with sub-millisecond precision: OS sleep for all but the last
+/// ~100 µs, then a bounded spin.
+/// Returns `false` if `stop` was triggered first (checked at least every 50 ms).
+fn sleep_until_precise(deadline: Instant, stop: &Stop) -> bool {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        let left = deadline - now;
+        if left > Duration::from_micros(200) {
+            if stop.is_stopped() {
+                return false;
+            }
+            std::thread::sleep((left - Duration::from_micros(100)).min(Duration::from_millis(50)));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+fn dispatch(
+    rx: Receiver<Vec<Item>>,
+    ctx: Arc<Ctx>,
+    handle: Handle,
+    pace: Pace,
+    max_in_flight: usize,
+    n_targets: u64,
+    stop: &Stop,
+) -> Dispatched {
+    let sem = Arc::new(Semaphore::new(max_in_flight));
+    let mut schedule = Schedule::new(pace);
+    let mut d = Dispatched::default();
+    // The schedule starts when the first exchange is ready (opening the tape takes a moment),
+    // plus a short lead so that the first sends are not late by construction.
+    let mut start: Option<Instant> = None;
+    for item in rx.into_iter().flatten() {
+        if stop.is_stopped() {
+            d.interrupted = true;
+            break;
+        }
+        let start = *start.get_or_insert_with(|| Instant::now() + Duration::from_millis(2));
+        let recorded_at = item.origin.started_at_us;
+        let mut scheduled = match schedule.next(recorded_at) {
+            Some(off) => {
+                let due = start + off;
+                if !sleep_until_precise(due, stop) {
+                    d.interrupted = true;
+                    break;
+                }
+                due
+            }
+            None => Instant::now(),
+        };
+        let permit = match sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => match handle.block_on(sem.clone().acquire_owned()) {
+                Ok(p) => p,
+                Err(_) => break, // semaphore closed: cannot happen, we own it
+            },
+        };
+        let now = Instant::now();
+        if matches!(pace, Pace::Max { .. }) {
+            // Closed loop: a request is due when a slot frees up.
+            scheduled = now;
+        }
+        d.origins += 1;
+        d.first_sched.get_or_insert(scheduled);
+        d.last_sched = Some(scheduled);
+        d.first_sent.get_or_insert(now);
+        d.last_sent = Some(now);
+        ctx.counters.origins.fetch_add(1, Ordering::Relaxed);
+        ctx.counters.sent.fetch_add(n_targets, Ordering::Relaxed);
+        let ctx = ctx.clone();
+        handle.spawn(async move {
+            let group = replay_origin(item, scheduled, &ctx).await;
+            let errors = group.iter().filter(|e| e.error_kind.is_some()).count() as u64;
+            ctx.counters
+                .completed
+                .fetch_add(group.len() as u64, Ordering::Relaxed);
+            ctx.counters.errors.fetch_add(errors, Ordering::Relaxed);
+            // The writer thread only stops after every sender is gone, so this cannot fail
+            // while the run is alive.
+            let _ = ctx.results.send(group).await;
+            drop(permit);
+        });
+    }
+    drop(ctx);
+    // Wait for every in-flight origin.
+    let _ = handle.block_on(sem.acquire_many(u32::try_from(max_in_flight).unwrap_or(u32::MAX)));
+    d
+}
+
+/// Sends one origin to every target at the same scheduled instant; results in target order.
+async fn replay_origin(p: Item, scheduled: Instant, ctx: &Arc<Ctx>) -> Vec<Exchange> {
+    if let Some(msg) = &p.unsendable {
+        let at = ctx.clock.us(scheduled);
+        return ctx
+            .targets
+            .iter()
+            .map(|t| unsendable(&p.origin, &t.target.name, at, msg))
+            .collect();
+    }
+    let n = ctx.targets.len();
+    let mut group = Vec::with_capacity(n);
+    if n == 1 {
+        group.push(
+            ctx.targets[0]
+                .send_owned(p, scheduled, ctx.clock, ctx.timeout, ctx.max_body)
+                .await,
+        );
+        return group;
+    }
+    // Every target gets its own task, spawned in an order rotated per origin: no target is
+    // systematically sent first, so none carries a systematic share of the send lateness into
+    // its latency (measured from the scheduled time). Results are kept in target order.
+    let p = Arc::new(p);
+    let first = (p.origin.id.as_u128() % n as u128) as usize;
+    let mut handles: Vec<Option<tokio::task::JoinHandle<Exchange>>> =
+        (0..n).map(|_| None).collect();
+    for k in 0..n {
+        let i = (first + k) % n;
+        let (ctx, p) = (ctx.clone(), p.clone());
+        handles[i] = Some(tokio::spawn(async move {
+            ctx.targets[i]
+                .send(&p, scheduled, ctx.clock, ctx.timeout, ctx.max_body)
+                .await
+        }));
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        let joined = match h {
+            Some(h) => h.await.map_err(|e| e.to_string()),
+            None => Err("not started".to_owned()),
+        };
+        match joined {
+            Ok(ex) => group.push(ex),
+            Err(e) => group.push(unsendable(
+                &p.origin,
+                &ctx.targets[i].target.name,
+                ctx.clock.us(scheduled),
+                &format!("replay task failed: {e}"),
+            )),
+        }
+    }
+    // One `started_at` for the whole group (its earliest send; each target's exact send time
+    // is in `sent_at_us`): the tape is partitioned by the hour of `started_at`, so a group
+    // whose sends straddle an hour boundary would otherwise be split across files.
+    if let Some(first) = group.iter().map(|e| e.started_at_us).min() {
+        for e in &mut group {
+            e.started_at_us = first;
+        }
+    }
+    group
+}
+
+/// A result exchange for an origin that could not be sent at all.
+fn unsendable(origin: &Exchange, target: &str, at_us: i64, msg: &str) -> Exchange {
+    Exchange {
+        id: Exchange::new_id(),
+        source: origin.source.clone(),
+        started_at_us: at_us,
+        method: origin.method.clone(),
+        path: origin.path.clone(),
+        query: origin.query.clone(),
+        error_kind: Some(ErrorKind::Other),
+        error: Some(msg.to_owned()),
+        flags: origin.flags,
+        origin_id: Some(origin.id),
+        target: Some(target.to_owned()),
+        scheduled_at_us: Some(at_us),
+        sent_at_us: Some(at_us),
+        ..Exchange::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_schedule_scales_clamps_and_never_goes_back() {
+        let mut s = Schedule::new(Pace::Recorded {
+            speed: 2.0,
+            max_gap: Some(Duration::from_millis(100)),
+        });
+        let offs: Vec<u128> = [0i64, 10_000, 8_000, 30_000, 10_030_000]
+            .iter()
+            .map(|t| s.next(1_000_000 + t).expect("open loop").as_micros())
+            .collect();
+        // 0; +5 ms; out of order → same instant; +10 ms (from 10 ms, the max seen); clamped.
+        assert_eq!(offs, [0, 5_000, 5_000, 15_000, 115_000]);
+    }
+
+    #[test]
+    fn rate_schedule() {
+        let mut s = Schedule::new(Pace::Rate {
+            per_sec: 1000.0,
+            poisson: false,
+            seed: 1,
+        });
+        let offs: Vec<u128> = (0..4)
+            .map(|_| s.next(0).expect("open").as_micros())
+            .collect();
+        assert_eq!(offs, [0, 1000, 2000, 3000]);
+        let mut p = Schedule::new(Pace::Rate {
+            per_sec: 1000.0,
+            poisson: true,
+            seed: 7,
+        });
+        let last = (0..2001)
+            .map(|_| p.next(0).expect("open"))
+            .last()
+            .expect("some");
+        let secs = last.as_secs_f64();
+        assert!(
+            (1.6..2.4).contains(&secs),
+            "2000 Poisson gaps at 1k/s ≈ 2 s: {secs}"
+        );
+        assert!(
+            Schedule::new(Pace::Max { concurrency: 1 })
+                .next(0)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn precise_sleep_is_not_early() {
+        let d = Instant::now() + Duration::from_millis(3);
+        assert!(sleep_until_precise(d, &Stop::new()));
+        assert!(Instant::now() >= d);
+        let stop = Stop::new();
+        stop.stop();
+        let far = Instant::now() + Duration::from_secs(60);
+        assert!(!sleep_until_precise(far, &stop), "a stop ends the wait");
+    }
+}

@@ -1,0 +1,75 @@
+//! Errors of the replay engine. A misbehaving *target* is never an error here: its failures are
+//! recorded per exchange. These are the reasons a replay cannot start or cannot finish.
+
+use std::path::PathBuf;
+
+/// Why a replay could not be configured, started or completed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A setting is invalid; the message names the setting and the fix.
+    #[error("invalid setting `{setting}`: {reason}")]
+    Config {
+        /// The flag or config key, e.g. `target`.
+        setting: &'static str,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A target points at the host the tape was recorded from (production protection).
+    #[error(
+        "target `{target}` ({authority}) is the host the tape was recorded from; \
+         replaying against it could mutate production. Pass --allow-same-host if you mean it"
+    )]
+    SameHost {
+        /// Target label.
+        target: String,
+        /// The authority they share.
+        authority: String,
+    },
+    /// The input tape could not be opened or read.
+    #[error("reading tape {}: {source}", path.display())]
+    Tape {
+        /// The tape path (first path when several were given).
+        path: PathBuf,
+        /// The storage error, which names the file.
+        #[source]
+        source: tapedeck_storage::StorageError,
+    },
+    /// The output tape could not be opened or closed.
+    #[error("writing results to {}: {source}", path.display())]
+    Output {
+        /// The output tape directory.
+        path: PathBuf,
+        /// The storage error.
+        #[source]
+        source: tapedeck_storage::StorageError,
+    },
+    /// Results were lost on the way to the output tape (the writer failed).
+    #[error("{lost} result exchanges could not be written to {}", path.display())]
+    ResultsLost {
+        /// The output tape directory.
+        path: PathBuf,
+        /// How many.
+        lost: u64,
+    },
+    /// The async runtime or a worker thread failed.
+    #[error("replay runtime: {0}")]
+    Runtime(String),
+}
+
+impl ReplayError {
+    pub(crate) fn config(setting: &'static str, reason: impl Into<String>) -> Self {
+        ReplayError::Config {
+            setting,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the error is the user's input (bad settings, unreadable tape): exit code 2 in
+    /// the CLI. Everything else is also exit 2 today, but callers may want to tell them apart.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ReplayError::Config { .. } | ReplayError::SameHost { .. } | ReplayError::Tape { .. }
+        )
+    }
+}

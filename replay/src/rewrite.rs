@@ -1,0 +1,194 @@
+//! Turning a recorded request into the request that is sent: hop-by-hop headers dropped,
+//! `Host` left to the client (it writes the target's authority), `--drop-header` and
+//! `--set-header` applied. Also what is written back to the result tape (credentials injected by
+//! `--set-header 'X: ${VAR}'` are stored as the unexpanded template, never the secret).
+
+use bytes::Bytes;
+use http::Method;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use tapedeck_storage::{Exchange, Header};
+
+use crate::config::{DropSet, SetHeader};
+
+/// Headers that belong to one connection (RFC 9110 §7.6.1) or that the client computes itself.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "trailer",
+    "host",
+    "content-length",
+    "http2-settings",
+];
+
+/// A recorded exchange made ready to send to every target.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// The recorded exchange (request fields; its response is not used).
+    pub(crate) origin: Exchange,
+    /// Method to send.
+    pub(crate) method: Method,
+    /// Path and query as on the recorded request line.
+    pub(crate) path_and_query: String,
+    /// Headers to send (cloned per target).
+    pub(crate) headers: HeaderMap,
+    /// Headers as written to the result tape.
+    pub(crate) stored_headers: Vec<Header>,
+    /// Body to send.
+    pub(crate) body: Bytes,
+    /// Why this exchange cannot be sent (it then yields an error result per target).
+    pub(crate) unsendable: Option<String>,
+}
+
+/// Builds the request for `origin`; `unsendable` says why it cannot be sent (bad method).
+pub(crate) fn prepare(origin: Exchange, drop: &DropSet, set: &[SetHeader]) -> Prepared {
+    let mut origin = origin;
+    let (method, unsendable) = match Method::from_bytes(origin.method.as_bytes()) {
+        Ok(m) => (m, None),
+        Err(_) => (
+            Method::GET,
+            Some(format!(
+                "recorded method `{}` is not a valid HTTP method",
+                origin.method
+            )),
+        ),
+    };
+    let path_and_query = match &origin.query {
+        Some(q) => format!("{}?{}", origin.path, q),
+        None => origin.path.clone(),
+    };
+    let recorded = std::mem::take(&mut origin.req_headers);
+    // Names the recorded `Connection` header lists are hop-by-hop too.
+    let mut conn_listed: Vec<String> = Vec::new();
+    for h in &recorded {
+        if h.name.eq_ignore_ascii_case("connection") {
+            conn_listed.extend(
+                h.value_lossy()
+                    .split(',')
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .filter(|s| !s.is_empty()),
+            );
+        }
+    }
+    let mut headers = HeaderMap::with_capacity(recorded.len() + set.len());
+    let mut stored = Vec::with_capacity(recorded.len() + set.len());
+    for h in recorded {
+        if h.name.starts_with(':') || is_hop_by_hop(&h.name, &h.value) {
+            continue;
+        }
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            tracing::debug!(header = %h.name, id = %origin.id, "skipping invalid recorded header name");
+            continue;
+        };
+        if drop.contains(&name)
+            || set.iter().any(|s| s.name == name)
+            || conn_listed.iter().any(|c| c == name.as_str())
+        {
+            continue;
+        }
+        let Ok(value) = HeaderValue::from_maybe_shared(h.value.clone()) else {
+            tracing::debug!(header = %h.name, id = %origin.id, "skipping invalid recorded header value");
+            continue;
+        };
+        headers.append(name, value);
+        stored.push(h);
+    }
+    for s in set {
+        headers.append(s.name.clone(), s.value.clone());
+        stored.push(Header {
+            name: s.name.as_str().to_owned(),
+            value: s.stored.clone(),
+        });
+    }
+    let body = origin.req_body.clone();
+    Prepared {
+        origin,
+        method,
+        path_and_query,
+        headers,
+        stored_headers: stored,
+        body,
+        unsendable,
+    }
+}
+
+fn is_hop_by_hop(name: &str, value: &[u8]) -> bool {
+    if name.eq_ignore_ascii_case("te") {
+        // `te: trailers` is end-to-end in practice (gRPC needs it, HTTP/2 allows only it).
+        return !value.eq_ignore_ascii_case(b"trailers");
+    }
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(name: &str, value: &str, stored: &str) -> SetHeader {
+        SetHeader {
+            name: HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            value: HeaderValue::from_str(value).expect("value"),
+            stored: Bytes::copy_from_slice(stored.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn rewrites_headers() {
+        let ex = Exchange {
+            method: "POST".into(),
+            path: "/a".into(),
+            query: Some("x=1".into()),
+            req_headers: vec![
+                Header::new("Host", "prod.example"),
+                Header::new("Connection", "keep-alive, X-Hop"),
+                Header::new("X-Hop", "1"),
+                Header::new("Content-Length", "3"),
+                Header::new("Accept", "a"),
+                Header::new("accept", "b"),
+                Header::new("Authorization", "[REDACTED]"),
+                Header::new("X-Drop", "1"),
+                Header::new("te", "trailers"),
+                Header::new(":authority", "prod"),
+                Header::new("X-Bin", Bytes::from_static(b"\xff\xfe")),
+            ],
+            req_body: Bytes::from_static(b"abc"),
+            ..Exchange::default()
+        };
+        let drop = DropSet::new(vec![HeaderName::from_static("x-drop")]);
+        let p = prepare(
+            ex,
+            &drop,
+            &[set("authorization", "Bearer s3cret", "Bearer ${TOKEN}")],
+        );
+        assert!(p.unsendable.is_none());
+        assert_eq!(p.method, Method::POST);
+        assert_eq!(p.path_and_query, "/a?x=1");
+        let names: Vec<&str> = p.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["accept", "te", "x-bin", "authorization"]);
+        assert_eq!(p.headers.get_all("accept").iter().count(), 2);
+        assert_eq!(p.headers["authorization"], "Bearer s3cret");
+        let stored_auth = p
+            .stored_headers
+            .iter()
+            .find(|h| h.name == "authorization")
+            .expect("stored");
+        assert_eq!(&stored_auth.value[..], b"Bearer ${TOKEN}");
+        assert!(
+            !p.stored_headers
+                .iter()
+                .any(|h| h.value_lossy().contains("s3cret"))
+        );
+        assert_eq!(&p.body[..], b"abc");
+    }
+
+    #[test]
+    fn bad_method_is_reported() {
+        let ex = Exchange {
+            method: "GE T".into(),
+            ..Exchange::default()
+        };
+        assert!(prepare(ex, &DropSet::new(vec![]), &[]).unsendable.is_some());
+    }
+}

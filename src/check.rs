@@ -1,0 +1,267 @@
+//! `tapedeck check`: the whole judgement in one command — replay a tape against the baseline, the
+//! candidate (and a second baseline for noise) in one pass, diff the run, write the reports, and
+//! exit with the verdict's code. Made for CI jobs and canary analysis (Argo Rollouts Job provider).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tapedeck_diff::{DiffOptions, DiffOutcome, InconclusiveAs};
+use tapedeck_replay::{
+    BarProgress, LogProgress, NoProgress, PaceMode, ReplayOptions, ReplaySummary,
+};
+
+/// Replay a tape against baseline and candidate, judge the difference, exit 0 / 1 / 3.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:\n  \
+tapedeck check --tape ./tapes/svc --baseline http://127.0.0.1:9000 --candidate http://127.0.0.1:9001 \\\n      \
+--secondary http://127.0.0.1:9002 --report ./report\n  \
+tapedeck check --tape ./tapes/svc --baseline http://v1.svc:80 --candidate http://v2.svc:80 \\\n      \
+--slo 'GET /api/users: p95<300ms' --rate 200 --limit 5000 --report ./report\n\n\
+Exit codes: 0 pass (also marginal unless --strict), 1 fail (roll back), 2 usage or input error,\n\
+3 inconclusive (see --inconclusive-as).")]
+pub(crate) struct Args {
+    /// Recorded tape to replay: a directory or file (repeatable).
+    #[arg(long, required = true, value_name = "PATH")]
+    tape: Vec<PathBuf>,
+    /// URL of the baseline (the version in production).
+    #[arg(long, value_name = "URL")]
+    baseline: String,
+    /// URL of the candidate (the new version).
+    #[arg(long, value_name = "URL")]
+    candidate: String,
+    /// URL of a second baseline instance: replayed in the same pass, it measures noise.
+    #[arg(long, value_name = "URL")]
+    secondary: Option<String>,
+    /// Directory for verdict.json, report.md and junit.xml.
+    #[arg(long, default_value = "./tapedeck-report", value_name = "DIR")]
+    report: PathBuf,
+    /// Where the replay results (a tape) go [default: REPORT/run]. Must not exist yet.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Rules file (TOML) for the judge.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+    /// Latency objective for the candidate, e.g. 'GET /api/users: p95<300ms' (repeatable).
+    #[arg(long, value_name = "SLO")]
+    slo: Vec<String>,
+    /// Treat a marginal verdict as a failure.
+    #[arg(long)]
+    strict: bool,
+    /// Exit code for an inconclusive verdict, for systems that only read 0 / non-0.
+    #[arg(long, value_enum, value_name = "AS")]
+    inconclusive_as: Option<InconclusiveArg>,
+    /// Version labels for titles, e.g. v1.8.3.
+    #[arg(long, value_name = "LABEL")]
+    baseline_version: Option<String>,
+    /// Version label of the candidate.
+    #[arg(long, value_name = "LABEL")]
+    candidate_version: Option<String>,
+
+    /// Pacing: recorded inter-arrival times, a fixed rate (--rate), or closed loop (--max).
+    #[arg(long, value_enum, default_value_t = PaceArg::Max)]
+    pace: PaceArg,
+    /// Recorded pacing: speed factor.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Recorded pacing: clamp idle gaps (e.g. 1s).
+    #[arg(long, value_name = "DURATION")]
+    max_gap: Option<String>,
+    /// Open loop at N requests/s.
+    #[arg(long, value_name = "N")]
+    rate: Option<f64>,
+    /// Requests in flight for closed loop (default 16).
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
+    /// Per-request timeout.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    timeout: String,
+    /// Speak HTTP/2 (h2c prior knowledge) to http:// targets.
+    #[arg(long)]
+    http2: bool,
+    /// Set a header on every request: 'Name: value' (${VAR} reads the environment).
+    #[arg(long = "set-header", value_name = "HEADER")]
+    set_headers: Vec<String>,
+    /// Remove a header from every request.
+    #[arg(long = "drop-header", value_name = "NAME")]
+    drop_headers: Vec<String>,
+    /// Only these methods.
+    #[arg(long = "method", value_name = "METHOD")]
+    methods: Vec<String>,
+    /// Only paths matching this glob.
+    #[arg(long = "route", value_name = "GLOB")]
+    routes: Vec<String>,
+    /// Replay at most N recorded exchanges.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+    /// Replay this fraction of the tape.
+    #[arg(long, value_name = "F")]
+    sample: Option<f64>,
+    /// Also replay unsafe methods (POST, PUT, PATCH, DELETE).
+    #[arg(long)]
+    allow_writes: bool,
+    /// Allow a target that is the host the tape was recorded from.
+    #[arg(long)]
+    allow_same_host: bool,
+    /// Read on past damaged tape files.
+    #[arg(long)]
+    skip_corrupt: bool,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+    /// Print verdict.json on stdout instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum InconclusiveArg {
+    Pass,
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PaceArg {
+    Recorded,
+    Rate,
+    Max,
+}
+
+/// Target labels in the run that `check` writes.
+pub(crate) const BASELINE: &str = "baseline";
+pub(crate) const CANDIDATE: &str = "candidate";
+pub(crate) const SECONDARY: &str = "secondary";
+
+/// What one check produced.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub(crate) replay: ReplaySummary,
+    pub(crate) outcome: DiffOutcome,
+    pub(crate) run_dir: PathBuf,
+}
+
+impl Args {
+    fn replay_options(&self, out: &Path) -> ReplayOptions {
+        let mut targets = vec![
+            format!("{BASELINE}={}", self.baseline),
+            format!("{CANDIDATE}={}", self.candidate),
+        ];
+        if let Some(s) = &self.secondary {
+            targets.push(format!("{SECONDARY}={s}"));
+        }
+        let pace = if self.rate.is_some() {
+            PaceMode::Rate
+        } else {
+            match self.pace {
+                PaceArg::Recorded => PaceMode::Recorded,
+                PaceArg::Rate => PaceMode::Rate,
+                PaceArg::Max => PaceMode::Max,
+            }
+        };
+        ReplayOptions {
+            tape: self.tape.clone(),
+            out: Some(out.to_path_buf()),
+            targets,
+            http2: self.http2,
+            pace,
+            speed: self.speed,
+            max_gap: self.max_gap.clone(),
+            rate: self.rate,
+            concurrency: self.concurrency.or((pace == PaceMode::Max).then_some(16)),
+            timeout: self.timeout.clone(),
+            set_headers: self.set_headers.clone(),
+            drop_headers: self.drop_headers.clone(),
+            methods: self.methods.clone(),
+            routes: self.routes.clone(),
+            limit: self.limit,
+            sample: self.sample,
+            allow_writes: self.allow_writes,
+            allow_same_host: self.allow_same_host,
+            skip_corrupt: self.skip_corrupt,
+            ..ReplayOptions::default()
+        }
+    }
+
+    fn diff_options(&self, run: &Path) -> DiffOptions {
+        DiffOptions {
+            run: vec![run.to_path_buf()],
+            baseline: BASELINE.into(),
+            candidate: CANDIDATE.into(),
+            noise: self.secondary.as_ref().map(|_| SECONDARY.into()),
+            rules: self.rules.clone(),
+            slos: self.slo.clone(),
+            strict: self.strict,
+            inconclusive_as: match self.inconclusive_as {
+                None => InconclusiveAs::Inconclusive,
+                Some(InconclusiveArg::Pass) => InconclusiveAs::Pass,
+                Some(InconclusiveArg::Fail) => InconclusiveAs::Fail,
+            },
+            baseline_version: self.baseline_version.clone(),
+            candidate_version: self.candidate_version.clone(),
+            ..DiffOptions::new(run)
+        }
+    }
+}
+
+/// Replays and judges; writes the reports. Shared by `check` and `demo`.
+pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
+    let run_dir = args.out.clone().unwrap_or_else(|| args.report.join("run"));
+    if run_dir.exists() {
+        anyhow::bail!(
+            "{} already exists: choose another --out (or remove it) so results of two runs are not mixed",
+            run_dir.display()
+        );
+    }
+    let config = args
+        .replay_options(&run_dir)
+        .validate()
+        .context("invalid replay settings")?;
+    let replay = if args.quiet || args.json {
+        tapedeck_replay::run_blocking(&config, NoProgress)
+    } else if std::io::stderr().is_terminal() {
+        tapedeck_replay::run_blocking(&config, BarProgress::new())
+    } else {
+        tapedeck_replay::run_blocking(&config, LogProgress::default())
+    }
+    .context("replay failed")?;
+
+    let diff = args
+        .diff_options(&run_dir)
+        .validate()
+        .context("invalid judge settings")?;
+    let outcome = tapedeck_diff::run(&diff).context("diff failed")?;
+    tapedeck_diff::report::write_reports(&outcome, &args.report)
+        .with_context(|| format!("writing reports to {}", args.report.display()))?;
+    Ok(Checked {
+        replay,
+        outcome,
+        run_dir,
+    })
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
+    let checked = check(&args)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &checked.outcome)?;
+        writeln!(out)?;
+    } else {
+        if !args.quiet {
+            write!(out, "{}", tapedeck_replay::render_text(&checked.replay))?;
+            writeln!(out)?;
+        }
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        write!(
+            out,
+            "{}",
+            tapedeck_diff::report::summary(&checked.outcome, color)
+        )?;
+        writeln!(
+            out,
+            "reports: {}/verdict.json, report.md, junit.xml · run: {}",
+            args.report.display(),
+            checked.run_dir.display()
+        )?;
+    }
+    Ok(checked.outcome.exit_code)
+}

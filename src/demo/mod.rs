@@ -1,0 +1,340 @@
+//! `tapedeck demo`: the whole loop against an embedded sample API, in one command, no network.
+//!
+//! 1. Starts the sample JSON API in three instances on loopback: v1 (baseline), a second v1
+//!    (noise), and v2 (candidate; `bad` has three planted regressions, `good` none).
+//! 2. Starts the real `tapedeck record` (this binary, as a child process) in front of v1 and sends
+//!    synthetic traffic through it; stops it with SIGTERM so the tape is sealed.
+//! 3. Replays the tape against all three in one pass and judges the run (`check`).
+//! 4. Prints the verdict and checks itself: exit 0 only when exactly the planted regressions were
+//!    found (and, for `good`, nothing).
+
+mod app;
+mod traffic;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tapedeck_diff::{Classification, DiffOutcome, Verdict};
+
+use crate::check;
+
+/// Run the record → replay → diff loop against a built-in sample service.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Which v2 to compare against v1: `bad` has three planted regressions, `good` none.
+    #[arg(long, value_enum, default_value_t = CandidateBuild::Bad)]
+    candidate_build: CandidateBuild,
+    /// Where the tape, the run and the reports go.
+    #[arg(long, default_value = "./tapedeck-demo", value_name = "DIR")]
+    out: PathBuf,
+    /// Requests of synthetic traffic to record.
+    #[arg(long, default_value_t = 800, value_name = "N")]
+    requests: usize,
+    /// Seed of the traffic mix.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CandidateBuild {
+    Bad,
+    Good,
+}
+
+/// The planted regressions, as (route, what the judge must say).
+pub(crate) const PLANTED: [(&str, &str); 3] = [
+    ("GET /api/users?page&per_page", "latency"),
+    ("GET /api/users/{id}", "$.email"),
+    ("GET /api/search?q", "$.hits"),
+];
+
+pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    if args.out.exists() {
+        std::fs::remove_dir_all(&args.out)
+            .with_context(|| format!("clearing the previous demo in {}", args.out.display()))?;
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let tape = args.out.join("tape");
+    let report = args.out.join("report");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the demo runtime")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let candidate = match args.candidate_build {
+        CandidateBuild::Bad => app::Build::V2Bad,
+        CandidateBuild::Good => app::Build::V2Good,
+    };
+    let (v1, v1b, v2) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            app::start(app::Build::V1, stop_rx.clone()).await?,
+            app::start(app::Build::V1, stop_rx.clone()).await?,
+            app::start(candidate, stop_rx.clone()).await?,
+        ))
+    })?;
+    say(&format!(
+        "① sample API up: v1 on {v1} (baseline), v1 on {v1b} (noise), v2-{} on {v2} (candidate)",
+        if candidate == app::Build::V2Bad {
+            "bad"
+        } else {
+            "good"
+        }
+    ));
+
+    // ② Record through the real proxy, as a child process.
+    let recorded = record(&rt, &tape, v1, args.requests, args.seed)?;
+    say(&format!(
+        "② recorded {recorded} exchanges through `tapedeck record` into {}",
+        tape.display()
+    ));
+
+    // ③ + ④ Replay against all three in one pass, then judge.
+    let check_args = check_args(&tape, &report, v1, v1b, v2)?;
+    let checked = rt
+        .block_on(async { tokio::task::spawn_blocking(move || check::check(&check_args)).await })
+        .context("replay task")??;
+    let _ = stop_tx.send(true);
+    say(&format!(
+        "③ replayed {} exchanges against baseline, noise and candidate in one pass",
+        checked.replay.origins
+    ));
+    say("④ verdict:");
+    println!();
+    let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    print!(
+        "{}",
+        tapedeck_diff::report::summary(&checked.outcome, color)
+    );
+    println!();
+    println!(
+        "reports: {}  ·  run: {}  ·  took {:.1} s",
+        report.join("report.md").display(),
+        checked.run_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let problems = self_check(&checked.outcome, args.candidate_build);
+    if problems.is_empty() {
+        match args.candidate_build {
+            CandidateBuild::Bad => println!(
+                "\ndemo OK: the judge found exactly the {} planted regressions and said roll back.",
+                PLANTED.len()
+            ),
+            CandidateBuild::Good => println!("\ndemo OK: the good build passed with no findings."),
+        }
+        Ok(crate::EXIT_OK)
+    } else {
+        eprintln!("\ndemo FAILED: the judge did not find exactly what was planted:");
+        for p in &problems {
+            eprintln!("  - {p}");
+        }
+        Ok(crate::EXIT_ERROR)
+    }
+}
+
+fn say(s: &str) {
+    eprintln!("{s}");
+}
+
+fn check_args(
+    tape: &Path,
+    report: &Path,
+    v1: std::net::SocketAddr,
+    v1b: std::net::SocketAddr,
+    v2: std::net::SocketAddr,
+) -> anyhow::Result<check::Args> {
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: check::Args,
+    }
+    let argv = [
+        "check".to_owned(),
+        "--tape".into(),
+        tape.display().to_string(),
+        "--baseline".into(),
+        format!("http://{v1}"),
+        "--secondary".into(),
+        format!("http://{v1b}"),
+        "--candidate".into(),
+        format!("http://{v2}"),
+        "--report".into(),
+        report.display().to_string(),
+        "--baseline-version".into(),
+        "v1".into(),
+        "--candidate-version".into(),
+        "v2".into(),
+        "--concurrency".into(),
+        "8".into(),
+        "--allow-same-host".into(),
+        "--quiet".into(),
+    ];
+    Ok(Wrap::try_parse_from(argv)
+        .context("demo check arguments")?
+        .args)
+}
+
+/// Starts `tapedeck record` in front of `upstream`, drives traffic through it, stops it with
+/// SIGTERM and returns how many requests succeeded.
+fn record(
+    rt: &tokio::runtime::Runtime,
+    tape: &Path,
+    upstream: std::net::SocketAddr,
+    requests: usize,
+    seed: u64,
+) -> anyhow::Result<u64> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("picking a port for the recorder")?
+        .port();
+    let exe = std::env::current_exe().context("locating the tapedeck binary")?;
+    let log_path = tape.with_extension("record.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut child = Command::new(exe)
+        .args([
+            "record",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            &format!("http://{upstream}"),
+            "--tape",
+            &tape.display().to_string(),
+            "--admin",
+            "off",
+            "--flush-interval",
+            "200ms",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting tapedeck record")?;
+    let pid = child.id();
+    let guard = KillOnDrop(Some(pid));
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            bail!("tapedeck record did not start listening on {addr} within 20 s");
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("tapedeck record exited early ({status})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let paths = traffic::plan(requests, seed);
+    let sent = rt.block_on(traffic::drive(&format!("http://{addr}"), paths, 8))?;
+    if sent.failed > 0 {
+        bail!(
+            "{} of {requests} demo requests failed through the recorder",
+            sent.failed
+        );
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .context("sending SIGTERM to the recorder")?;
+    if !status.success() {
+        bail!("could not signal the recorder (pid {pid})");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            bail!("tapedeck record did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(guard.disarm());
+    if !exit.success() {
+        bail!(
+            "tapedeck record exited with {exit}; its log is {}",
+            log_path.display()
+        );
+    }
+    Ok(sent.ok)
+}
+
+struct KillOnDrop(Option<u32>);
+
+impl KillOnDrop {
+    fn disarm(mut self) -> Self {
+        self.0 = None;
+        self
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// What is wrong with the outcome for the build the demo compared; empty when it is right.
+pub(crate) fn self_check(o: &DiffOutcome, build: CandidateBuild) -> Vec<String> {
+    let mut problems = Vec::new();
+    let failing: BTreeSet<String> = o
+        .routes
+        .iter()
+        .filter(|r| r.verdict == Verdict::Fail)
+        .map(|r| r.route.clone())
+        .collect();
+    match build {
+        CandidateBuild::Good => {
+            if o.verdict != Verdict::Pass {
+                problems.push(format!("verdict is {:?}, expected pass", o.verdict));
+            }
+            if o.rollback {
+                problems.push("rollback was requested for the good build".into());
+            }
+            for r in &failing {
+                problems.push(format!("route {r} failed"));
+            }
+        }
+        CandidateBuild::Bad => {
+            if o.verdict != Verdict::Fail || !o.rollback {
+                problems.push(format!(
+                    "verdict is {:?} (rollback {}), expected fail with rollback",
+                    o.verdict, o.rollback
+                ));
+            }
+            let expected: BTreeSet<String> = PLANTED.iter().map(|(r, _)| (*r).to_owned()).collect();
+            for r in expected.difference(&failing) {
+                problems.push(format!("planted regression on {r} was not found"));
+            }
+            for r in failing.difference(&expected) {
+                problems.push(format!("route {r} failed but nothing was planted there"));
+            }
+            for (route, what) in PLANTED {
+                let Some(r) = o.routes.iter().find(|r| r.route == route) else {
+                    continue;
+                };
+                let named = r
+                    .checks
+                    .iter()
+                    .filter(|c| c.classification != Classification::Pass)
+                    .any(|c| c.name.contains(what) || c.reason.contains(what));
+                if !named {
+                    problems.push(format!("{route} failed, but no check names {what}"));
+                }
+            }
+        }
+    }
+    problems
+}

@@ -1,0 +1,218 @@
+//! `tapedeck record`: the recording sidecar proxy. Flags become a `RawConfig` layered over the
+//! `--config` file; `tapedeck-proxy` does the rest.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tapedeck_proxy::config::NumOrText;
+use tapedeck_proxy::{RawConfig, Recorder, RedactMode};
+
+use crate::util::thousands;
+
+/// Record the traffic to a service: a reverse proxy that forwards every request to the upstream
+/// unchanged and writes each exchange to a tape, with secrets redacted.
+///
+/// Every flag is also a key of the `--config` TOML file (same name without the dashes; list
+/// flags are arrays there); flags override the file. SIGTERM stops accepting, lets in-flight
+/// exchanges finish, seals the tape and exits 0.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+  tapedeck record --listen 127.0.0.1:8080 --upstream http://127.0.0.1:3000 --tape ./tapes/svc\n  \
+  tapedeck record --config tapedeck.toml --sample 0.1 --sample-key traceparent\n  \
+  TAPEDECK_REDACT_KEY=$(cat key) tapedeck record ... --redact-mode hash --redact-json '$.password'")]
+pub(crate) struct Args {
+    /// TOML file with any of the keys below (unknown keys are rejected).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Upstream to forward to: http://host:port or https://host:port.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Tape directory to record into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    tape: Option<PathBuf>,
+    /// `source` label stored with each exchange [default: the upstream's host:port].
+    #[arg(long)]
+    source: Option<String>,
+    /// Forward only, record nothing (pass-through; for comparisons).
+    #[arg(long)]
+    no_record: bool,
+    /// Body capture cap per direction (bodies are always forwarded whole) [default: 1MiB].
+    #[arg(long, value_name = "SIZE")]
+    max_body: Option<String>,
+    /// Proxy worker threads [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Admin listener for /metrics, /healthz, /readyz, or `off` [default: 127.0.0.1:9180].
+    #[arg(long, value_name = "ADDR|off")]
+    admin: Option<String>,
+    /// Time SIGTERM waits for in-flight exchanges [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    grace_period: Option<String>,
+    /// Tape spool flush interval: the most a crash can lose [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    flush_interval: Option<String>,
+    /// Records the writer queue holds before it drops (and counts) [default: 16384].
+    #[arg(long, value_name = "N")]
+    queue_capacity: Option<usize>,
+    /// Longest pause allowed while a client sends its request [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    header_timeout: Option<String>,
+    /// Idle keep-alive client connections are closed after this [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// Upstream connect timeout; past it the client gets 504 [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    connect_timeout: Option<String>,
+    /// Longest upstream silence; past it the client gets 504 [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    upstream_timeout: Option<String>,
+    /// Refuse HTTP/2 prior-knowledge (h2c) on the plaintext listener.
+    #[arg(long)]
+    no_h2c: bool,
+    /// Terminate TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Do not verify the certificate of an https:// upstream.
+    #[arg(long)]
+    insecure_upstream: bool,
+    /// Speak HTTP/2 prior knowledge (h2c) to a plaintext upstream (e.g. gRPC servers).
+    #[arg(long)]
+    upstream_h2c: bool,
+    /// Also redact this header (repeatable; authorization, cookie, set-cookie, x-api-key… always).
+    #[arg(long = "redact-header", value_name = "NAME")]
+    redact_headers: Vec<String>,
+    /// Redact this query parameter (repeatable; also in form bodies).
+    #[arg(long = "redact-query", value_name = "NAME")]
+    redact_query: Vec<String>,
+    /// Redact JSON body fields at this path (repeatable): $.password, $..card_number.
+    #[arg(long = "redact-json", value_name = "PATH")]
+    redact_json: Vec<String>,
+    /// Redact matches of this regex in bodies (repeatable).
+    #[arg(long = "redact-regex", value_name = "REGEX")]
+    redact_regex: Vec<String>,
+    /// `mask` (placeholder) or `hash` (keyed HMAC-SHA256 token) [default: mask].
+    #[arg(long, value_name = "MODE")]
+    redact_mode: Option<String>,
+    /// Environment variable with the hash key [default: TAPEDECK_REDACT_KEY].
+    #[arg(long, value_name = "VAR")]
+    redact_key_env: Option<String>,
+    /// File with the hash key.
+    #[arg(long, value_name = "FILE")]
+    redact_key_file: Option<PathBuf>,
+    /// Fraction of exchanges to record, 0.0–1.0 [default: 1.0].
+    #[arg(long, value_name = "RATE")]
+    sample: Option<f64>,
+    /// Header whose value keys sampling (e.g. traceparent): one decision per trace.
+    #[arg(long, value_name = "HEADER")]
+    sample_key: Option<String>,
+    /// Record only this method (repeatable).
+    #[arg(long = "include-method", value_name = "METHOD")]
+    include_methods: Vec<String>,
+    /// Never record this method (repeatable).
+    #[arg(long = "exclude-method", value_name = "METHOD")]
+    exclude_methods: Vec<String>,
+    /// Record only paths matching this glob (repeatable), e.g. '/api/**'.
+    #[arg(long = "include-path", value_name = "GLOB")]
+    include_paths: Vec<String>,
+    /// Never record paths matching this glob (repeatable), e.g. /healthz.
+    #[arg(long = "exclude-path", value_name = "GLOB")]
+    exclude_paths: Vec<String>,
+}
+
+fn list(v: Vec<String>) -> Option<Vec<String>> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn text(v: Option<String>) -> Option<NumOrText> {
+    v.map(NumOrText::Text)
+}
+
+impl Args {
+    fn into_raw(self) -> anyhow::Result<(Option<PathBuf>, RawConfig)> {
+        let redact_mode = match self.redact_mode.as_deref() {
+            None => None,
+            Some("mask") => Some(RedactMode::Mask),
+            Some("hash") => Some(RedactMode::Hash),
+            Some(other) => anyhow::bail!("invalid --redact-mode `{other}`: use mask or hash"),
+        };
+        let raw = RawConfig {
+            listen: self.listen,
+            upstream: self.upstream,
+            tape: self.tape,
+            source: self.source,
+            record: self.no_record.then_some(false),
+            max_body: text(self.max_body),
+            threads: self.threads,
+            admin: self.admin,
+            grace_period: text(self.grace_period),
+            flush_interval: text(self.flush_interval),
+            queue_capacity: self.queue_capacity,
+            header_timeout: text(self.header_timeout),
+            idle_timeout: text(self.idle_timeout),
+            connect_timeout: text(self.connect_timeout),
+            upstream_timeout: text(self.upstream_timeout),
+            h2c: self.no_h2c.then_some(false),
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            upstream_verify: self.insecure_upstream.then_some(false),
+            upstream_h2c: self.upstream_h2c.then_some(true),
+            redact_headers: list(self.redact_headers),
+            redact_query: list(self.redact_query),
+            redact_json: list(self.redact_json),
+            redact_regex: list(self.redact_regex),
+            redact_mode,
+            redact_key_env: self.redact_key_env,
+            redact_key_file: self.redact_key_file,
+            sample: self.sample,
+            sample_key: self.sample_key,
+            include_methods: list(self.include_methods),
+            exclude_methods: list(self.exclude_methods),
+            include_paths: list(self.include_paths),
+            exclude_paths: list(self.exclude_paths),
+        };
+        Ok((self.config, raw))
+    }
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
+    let (config, flags) = args.into_raw()?;
+    let raw = match config {
+        Some(path) => RawConfig::from_file(&path)?.merge(flags),
+        None => flags,
+    };
+    let settings = raw.validate()?;
+    let tape = settings.tape.clone();
+    let summary = Recorder::new(settings)
+        .run()
+        .context("running the recorder")?;
+    match (&summary.writer, tape) {
+        (Some(w), Some(dir)) => eprintln!(
+            "recorded {} of {} requests to {} ({} written, {} dropped, {} sealed files)",
+            thousands(summary.recorded),
+            thousands(summary.requests),
+            dir.display(),
+            thousands(w.written),
+            thousands(w.dropped()),
+            w.files_sealed
+        ),
+        _ => eprintln!(
+            "proxied {} requests (nothing recorded{})",
+            thousands(summary.requests),
+            if summary.dropped_unavailable > 0 {
+                format!(
+                    "; {} dropped: the tape could not be opened",
+                    thousands(summary.dropped_unavailable)
+                )
+            } else {
+                String::new()
+            }
+        ),
+    }
+    Ok(crate::EXIT_OK)
+}

@@ -1,0 +1,214 @@
+//! `tapedeck replay`: flags → [`tapedeck_replay::ReplayOptions`] → the engine; prints the summary.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tapedeck_replay::{
+    BarProgress, LogProgress, NoProgress, PaceMode, ReplayOptions, ReplaySummary, Stop,
+    render_text, run_blocking_until,
+};
+
+/// Replay a tape against one or more targets and write the results as a tape.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+tapedeck replay --tape ./tapes/svc --target candidate=http://127.0.0.1:9001 --out ./runs/r1\n  \
+tapedeck replay --tape ./tapes/svc --target baseline=http://127.0.0.1:9000 \\\n      \
+--target candidate=http://127.0.0.1:9001 --speed 2 --max-gap 1s --out ./runs/r2\n  \
+tapedeck replay --tape ./tapes/svc --target c=h2c://127.0.0.1:9001 --rate 500 --poisson --out ./runs/r3\n  \
+tapedeck replay --tape ./tapes/svc --target c=http://127.0.0.1:9001 --max --concurrency 64 --out ./runs/r4\n  \
+tapedeck replay --tape ./tapes/svc --dry-run --allow-writes\n\n\
+Latencies are measured from the scheduled send time (free of coordinated omission).\n\
+A target that fails (refused, reset, timeout) yields error results, never an abort: exit 0.")]
+pub(crate) struct Args {
+    /// Tape to replay: a directory, a .parquet file or a spool segment (repeatable).
+    #[arg(long, value_name = "PATH", required = true)]
+    tape: Vec<PathBuf>,
+    /// Output tape directory for the results (required unless --dry-run).
+    #[arg(long, value_name = "DIR", required_unless_present = "dry_run")]
+    out: Option<PathBuf>,
+    /// Target as NAME=URL, e.g. candidate=http://127.0.0.1:9001 (HTTP/1.1),
+    /// candidate=h2c://127.0.0.1:9001 (HTTP/2 prior knowledge) or candidate=https://host:8443 (TLS,
+    /// HTTP/2 or HTTP/1.1 by ALPN). Repeatable: every request goes to every target at the same
+    /// scheduled instant.
+    #[arg(
+        long = "target",
+        value_name = "NAME=URL",
+        required_unless_present = "dry_run"
+    )]
+    targets: Vec<String>,
+    /// Speak HTTP/2 (h2c, prior knowledge) to every http:// target; offer only h2 to https://
+    /// targets.
+    #[arg(long)]
+    http2: bool,
+    /// https:// targets: PEM file of extra trusted CA certificates (system roots are trusted).
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// https:// targets: accept any certificate (test environments only).
+    #[arg(long)]
+    insecure: bool,
+
+    /// Pacing: recorded inter-arrival times, a fixed rate (--rate), or closed loop (--max).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pace: Option<PaceArg>,
+    /// Recorded pacing: speed factor (2 = twice as fast).
+    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    speed: f64,
+    /// Recorded pacing: clamp idle gaps to this (e.g. 1s, 250ms).
+    #[arg(long, value_name = "DURATION")]
+    max_gap: Option<String>,
+    /// Open loop at N requests/s (implies --pace rate).
+    #[arg(long, value_name = "N", conflicts_with = "max")]
+    rate: Option<f64>,
+    /// With --rate: Poisson arrivals (exponential gaps) instead of constant gaps.
+    #[arg(long)]
+    poisson: bool,
+    /// Closed loop, as fast as possible with --concurrency requests in flight (= --pace max).
+    #[arg(long)]
+    max: bool,
+    /// Requests in flight: exact for --max (default 64); a safety cap for open loop (default 4096).
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
+    /// Seed for --poisson.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+
+    /// Per-request timeout, from the actual send to the end of the response body.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    timeout: String,
+    /// Connect timeout.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    connect_timeout: String,
+    /// Response body bytes kept per result (the true size is always recorded).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    max_body: usize,
+
+    /// Set a header on every request: 'Name: value'; ${VAR} reads an environment variable
+    /// (stored on the result tape unexpanded). Replaces recorded headers of that name.
+    #[arg(long = "set-header", value_name = "'NAME: VALUE'")]
+    set_headers: Vec<String>,
+    /// Remove a header from every request (repeatable).
+    #[arg(long = "drop-header", value_name = "NAME")]
+    drop_headers: Vec<String>,
+
+    /// Only these methods (repeatable or comma-separated).
+    #[arg(long = "method", value_name = "METHOD", value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Only paths matching this glob, e.g. '/api/users/*' (repeatable).
+    #[arg(long = "route", value_name = "GLOB")]
+    routes: Vec<String>,
+    /// Only exchanges recorded at or after this time (RFC 3339 or µs since the epoch).
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// Only exchanges recorded before this time (RFC 3339 or µs since the epoch).
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+    /// Replay at most N recorded exchanges.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+    /// Replay this fraction of exchanges (0 < F ≤ 1), chosen deterministically by id.
+    #[arg(long, value_name = "F")]
+    sample: Option<f64>,
+    /// Replay only shard K of N (by a stable hash of the exchange id): N workers split a tape.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<String>,
+    /// Also replay unsafe methods (POST, PUT, PATCH, DELETE…). Off by default: a replay must not
+    /// mutate a shared system by surprise.
+    #[arg(long)]
+    allow_writes: bool,
+    /// Allow a target that is the host the tape was recorded from.
+    #[arg(long)]
+    allow_same_host: bool,
+    /// Skip damaged tape files instead of stopping.
+    #[arg(long)]
+    skip_corrupt: bool,
+
+    /// Print what would be sent (counts per route and method, skipped writes); send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PaceArg {
+    /// Recorded inter-arrival times (scaled by --speed, clamped by --max-gap).
+    Recorded,
+    /// Fixed rate (--rate N).
+    Rate,
+    /// Closed loop (--concurrency N).
+    Max,
+}
+
+impl Args {
+    fn options(self) -> ReplayOptions {
+        let pace = match (self.max, self.pace, self.rate) {
+            (true, _, _) => PaceMode::Max,
+            (false, Some(PaceArg::Recorded), _) => PaceMode::Recorded,
+            (false, Some(PaceArg::Rate), _) => PaceMode::Rate,
+            (false, Some(PaceArg::Max), _) => PaceMode::Max,
+            (false, None, Some(_)) => PaceMode::Rate,
+            (false, None, None) => PaceMode::Recorded,
+        };
+        ReplayOptions {
+            tape: self.tape,
+            out: self.out,
+            targets: self.targets,
+            http2: self.http2,
+            ca_cert: self.ca_cert,
+            insecure: self.insecure,
+            pace,
+            speed: self.speed,
+            max_gap: self.max_gap,
+            rate: self.rate,
+            poisson: self.poisson,
+            concurrency: self.concurrency,
+            seed: self.seed,
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            max_body: self.max_body,
+            set_headers: self.set_headers,
+            drop_headers: self.drop_headers,
+            methods: self.methods,
+            routes: self.routes,
+            from: self.from,
+            to: self.to,
+            limit: self.limit,
+            sample: self.sample,
+            shard: self.shard,
+            allow_writes: self.allow_writes,
+            allow_same_host: self.allow_same_host,
+            skip_corrupt: self.skip_corrupt,
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
+    let (quiet, json) = (args.quiet, args.json);
+    let config = args.options().validate()?;
+    // SIGINT / SIGTERM: stop sending, finish what is in flight, write every result, summarize.
+    let stop = Stop::new();
+    stop.on_signals().context("installing signal handlers")?;
+    let summary: ReplaySummary = if quiet || config.dry_run() {
+        run_blocking_until(&config, NoProgress, stop)
+    } else if std::io::stderr().is_terminal() {
+        run_blocking_until(&config, BarProgress::new(), stop)
+    } else {
+        run_blocking_until(&config, LogProgress::default(), stop)
+    }
+    .context("replay failed")?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &summary).context("writing the summary")?;
+        writeln!(out)?;
+    } else {
+        out.write_all(render_text(&summary).as_bytes())?;
+    }
+    out.flush()?;
+    Ok(crate::EXIT_OK)
+}

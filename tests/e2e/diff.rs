@@ -1,0 +1,444 @@
+//! `tapedeck diff` on real tapes: exit codes, reports, learned rules, usage errors; and the whole
+//! loop replay → diff against in-test servers.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tapedeck_storage::{Exchange, Header, TapeWriter, WhenFull, now_us};
+
+use crate::util::{Reply, TestServer, run, stderr, stdout};
+
+const T: Duration = Duration::from_secs(120);
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Writes a run as replay does: for each of `n` origins on two routes, one result per target.
+/// `body(route, i, target)` gives the JSON body.
+fn write_run(dir: &Path, n: usize, targets: &[&str], body: &dyn Fn(&str, usize, &str) -> String) {
+    let w = TapeWriter::builder(dir)
+        .when_full(WhenFull::Block)
+        .open()
+        .expect("open run");
+    let t0 = now_us();
+    for i in 0..n {
+        for (k, path) in [format!("/api/users/{}", 100 + i), "/api/items".to_owned()]
+            .into_iter()
+            .enumerate()
+        {
+            let origin = Exchange::new_id();
+            let at = t0 + (i * 2 + k) as i64 * 1000;
+            for (j, t) in targets.iter().enumerate() {
+                let b = Bytes::from(body(&path, i, t));
+                w.append(Exchange {
+                    id: Exchange::new_id(),
+                    started_at_us: at,
+                    scheduled_at_us: Some(at),
+                    total_us: Some(9_000 + ((i * 7 + j * 3) % 11) as i64 * 300),
+                    path: path.clone(),
+                    authority: "127.0.0.1:8080".into(),
+                    req_headers: vec![Header::new("Authorization", "Bearer planted-secret-42")],
+                    status: Some(200),
+                    resp_headers: vec![Header::new("content-type", "application/json")],
+                    resp_body_size: b.len() as u64,
+                    resp_body: b,
+                    origin_id: Some(origin),
+                    target: Some((*t).into()),
+                    ..Exchange::default()
+                })
+                .expect("append");
+            }
+        }
+    }
+    w.close().expect("close run");
+}
+
+fn noisy(path: &str, i: usize, renamed: bool) -> String {
+    let id = Exchange::new_id();
+    if path.starts_with("/api/users/") {
+        let key = if renamed { "full_name" } else { "name" };
+        format!(
+            r#"{{"id":{},"{key}":"user {i}","request_id":"{id}"}}"#,
+            100 + i
+        )
+    } else {
+        format!(
+            r#"{{"items":[1,2,3],"request_id":"{id}","at":"2026-11-29T20:00:{:02}Z"}}"#,
+            i % 60
+        )
+    }
+}
+
+fn verdict(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("verdict.json")).expect("verdict.json");
+    serde_json::from_str(&text).expect("verdict.json is JSON")
+}
+
+#[test]
+fn a_renamed_field_fails_with_exit_1_and_reports_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (runp, report) = (dir.path().join("run"), dir.path().join("report"));
+    write_run(
+        &runp,
+        30,
+        &["baseline", "secondary", "candidate"],
+        &|p, i, t| noisy(p, i, t == "candidate"),
+    );
+    let out = run(
+        &[
+            "diff",
+            "--run",
+            s(&runp),
+            "--noise",
+            "secondary",
+            "--report",
+            s(&report),
+            "--baseline-version",
+            "v1",
+            "--candidate-version",
+            "v2",
+            "--color",
+            "never",
+        ],
+        T,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("FAIL") && text.contains("GET /api/users/{id}"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "no colors when not a TTY");
+
+    let v = verdict(&report);
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["verdict"], "fail");
+    assert_eq!(v["rollback"], true);
+    assert_eq!(v["exit_code"], 1);
+    assert_eq!(v["counts"]["paired"], 60);
+    let routes = v["routes"].as_array().expect("routes");
+    let users = routes
+        .iter()
+        .find(|r| r["route"] == "GET /api/users/{id}")
+        .expect("users route");
+    assert_eq!(users["verdict"], "fail");
+    let regressions: Vec<&str> = users["paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .filter(|p| p["status"] == "regression")
+        .map(|p| p["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(regressions, vec!["$.full_name", "$.name"]);
+    let items = routes
+        .iter()
+        .find(|r| r["route"] == "GET /api/items")
+        .expect("items route");
+    assert_eq!(items["verdict"], "pass");
+
+    let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
+    assert!(
+        md.starts_with("# GET /api/users/{id} $."),
+        "{}",
+        &md[..md.len().min(200)]
+    );
+    assert!(md.contains("(v1 → v2)"));
+    assert!(md.contains("rollback: **yes**"));
+    assert!(
+        md.contains("curl -sS -X GET 'http://127.0.0.1:8080/api/users/"),
+        "{md}"
+    );
+    assert!(md.contains("Authorization: REDACTED"));
+    assert!(md.len() <= 65_000);
+    let junit = std::fs::read_to_string(report.join("junit.xml")).expect("junit.xml");
+    assert!(
+        junit.contains(r#"<testcase classname="GET /api/users/{id}" name="responses">"#),
+        "{junit}"
+    );
+    assert!(junit.contains("<failure"));
+    for file in ["verdict.json", "report.md", "junit.xml"] {
+        let raw = std::fs::read(report.join(file)).expect("report file");
+        assert!(
+            !String::from_utf8_lossy(&raw).contains("planted-secret-42"),
+            "{file} leaks a secret"
+        );
+    }
+}
+
+#[test]
+fn noise_only_passes_and_learned_rules_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (runp, report, rules) = (
+        dir.path().join("run"),
+        dir.path().join("report"),
+        dir.path().join("learned.toml"),
+    );
+    write_run(&runp, 30, &["baseline", "candidate"], &|p, i, _| {
+        noisy(p, i, false)
+    });
+    let out = run(
+        &[
+            "diff",
+            "--run",
+            s(&runp),
+            "--report",
+            s(&report),
+            "--write-rules",
+            s(&rules),
+        ],
+        T,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let v = verdict(&report);
+    assert_eq!(v["verdict"], "pass");
+    assert_eq!(v["rollback"], false);
+    assert!(v["noise_candidates"].as_array().expect("noise").len() >= 2);
+    let learned = std::fs::read_to_string(&rules).expect("learned rules");
+    assert!(learned.contains("$.request_id"), "{learned}");
+
+    let out = run(
+        &["diff", "--run", s(&runp), "--rules", s(&rules), "--json"],
+        T,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("--json");
+    assert_eq!(v["noise_candidates"].as_array().expect("noise").len(), 0);
+    assert!(v["counts"]["ignored_findings"].as_u64().expect("ignored") >= 60);
+}
+
+#[test]
+fn too_few_samples_is_inconclusive_exit_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runp = dir.path().join("run");
+    write_run(&runp, 5, &["baseline", "candidate"], &|p, i, _| {
+        noisy(p, i, false)
+    });
+    let out = run(&["diff", "--run", s(&runp)], T);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("INCONCLUSIVE"));
+    let out = run(&["diff", "--run", s(&runp), "--inconclusive-as", "fail"], T);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&["diff", "--run", s(&runp), "--inconclusive-as", "pass"], T);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn usage_and_input_errors_exit_2_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runp = dir.path().join("run");
+    write_run(&runp, 3, &["baseline", "candidate"], &|p, i, _| {
+        noisy(p, i, false)
+    });
+
+    let out = run(&["diff", "--run", s(&runp), "--candidate", "canary"], T);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("\"canary\""), "{}", stderr(&out));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[settings]\nmin_sampels = 3\n").expect("write rules");
+    let out = run(&["diff", "--run", s(&runp), "--rules", s(&bad)], T);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("min_sampels"), "{}", stderr(&out));
+
+    let out = run(&["diff", "--run", s(&runp), "--slo", "GET /x p95 300"], T);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--slo"), "{}", stderr(&out));
+
+    let garbage = dir.path().join("garbage.parquet");
+    std::fs::write(&garbage, b"not a parquet file at all").expect("write garbage");
+    let out = run(&["diff", "--run", s(&garbage)], T);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("garbage.parquet"), "{}", stderr(&out));
+
+    let out = run(&["diff", "--run", s(&dir.path().join("missing"))], T);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The whole loop: a recorded tape replayed against a baseline, a second baseline (noise) and a
+/// candidate that renamed a field, then judged.
+#[test]
+fn replay_then_diff_finds_the_renamed_field_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tape, runp, report) = (
+        dir.path().join("tape"),
+        dir.path().join("run"),
+        dir.path().join("report"),
+    );
+    let w = TapeWriter::builder(&tape)
+        .when_full(WhenFull::Block)
+        .open()
+        .expect("open tape");
+    let t0 = now_us() - 60_000_000;
+    for i in 0..60i64 {
+        let path = if i % 2 == 0 {
+            format!("/api/users/{i}")
+        } else {
+            "/api/items".to_owned()
+        };
+        w.append(Exchange {
+            id: Exchange::new_id(),
+            started_at_us: t0 + i * 1000,
+            authority: "prod.example.test".into(),
+            path,
+            req_headers: vec![Header::new("Accept", "application/json")],
+            status: Some(200),
+            ..Exchange::default()
+        })
+        .expect("append");
+    }
+    w.close().expect("close tape");
+
+    let handler = |renamed: bool| {
+        move |r: &crate::util::Received| {
+            let id = Exchange::new_id();
+            let key = if renamed { "full_name" } else { "name" };
+            if r.uri.starts_with("/api/users/") {
+                Reply::json(format!(
+                    r#"{{"{key}":"x","uri":"{}","request_id":"{id}"}}"#,
+                    r.uri
+                ))
+            } else {
+                Reply::json(format!(r#"{{"items":[1,2],"request_id":"{id}"}}"#))
+            }
+        }
+    };
+    let (base, sec, cand) = (
+        TestServer::start(handler(false)),
+        TestServer::start(handler(false)),
+        TestServer::start(handler(true)),
+    );
+    let targets = [
+        format!("baseline={}", base.url()),
+        format!("secondary={}", sec.url()),
+        format!("candidate={}", cand.url()),
+    ];
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&runp),
+            "--target",
+            &targets[0],
+            "--target",
+            &targets[1],
+            "--target",
+            &targets[2],
+            "--speed",
+            "20",
+            "--quiet",
+        ],
+        T,
+    );
+    assert!(
+        out.status.success(),
+        "replay: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    let out = run(
+        &[
+            "diff",
+            "--run",
+            s(&runp),
+            "--noise",
+            "secondary",
+            "--report",
+            s(&report),
+        ],
+        T,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let v = verdict(&report);
+    assert_eq!(v["counts"]["paired"], 60);
+    assert_eq!(v["counts"]["with_noise"], 60);
+    let regressions: Vec<(String, String)> = v["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .flat_map(|r| {
+            r["paths"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(move |p| {
+                    (p["status"] == "regression").then(|| {
+                        (
+                            r["route"].as_str().unwrap_or("").to_owned(),
+                            p["path"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                })
+        })
+        .collect();
+    assert_eq!(
+        regressions,
+        vec![
+            ("GET /api/users/{id}".to_owned(), "$.full_name".to_owned()),
+            ("GET /api/users/{id}".to_owned(), "$.name".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn canary_mode_compares_two_tapes_without_pairing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, report) = (dir.path().join("a"), dir.path().join("report"));
+    write_run(&a, 30, &["baseline", "candidate"], &|p, i, _| {
+        noisy(p, i, false)
+    });
+    let out = run(
+        &[
+            "diff",
+            "--baseline-tape",
+            s(&a),
+            "--candidate-tape",
+            s(&a),
+            "--report",
+            s(&report),
+        ],
+        T,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let v = verdict(&report);
+    assert_eq!(v["verdict"], "pass");
+    assert_eq!(v["counts"]["paired"], 0);
+    assert_eq!(v["counts"]["rows"], 120);
+    let out = run(&["diff", "--candidate-tape", s(&a)], T);
+    assert_eq!(out.status.code(), Some(2), "needs --baseline-tape");
+}

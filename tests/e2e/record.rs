@@ -1,0 +1,1411 @@
+//! `tapedeck record`: the real binary as a proxy between real clients (curl, hyper) and a real
+//! upstream (`TestServer`), then the tape read back with `tapedeck_storage::Tape`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tapedeck_storage::{ErrorKind, Exchange, Filter, Tape, find_header, flags};
+
+use crate::util::{Proc, Reply, TestServer, free_port, run, stderr, wait_for_port, wait_until};
+
+const STARTUP: Duration = Duration::from_secs(30);
+const STOP: Duration = Duration::from_secs(60);
+
+/// A running `tapedeck record` with its ports and tape.
+struct Recorder {
+    proc: Proc,
+    port: u16,
+    admin: u16,
+    tape: PathBuf,
+}
+
+impl Recorder {
+    fn start(upstream: &str, tape: &Path, logs: &Path, extra: &[&str]) -> Recorder {
+        let port = free_port();
+        let admin = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let admin_addr = format!("127.0.0.1:{admin}");
+        let mut args = vec![
+            "record",
+            "--listen",
+            &listen,
+            "--upstream",
+            upstream,
+            "--tape",
+            tape.to_str().expect("utf-8 path"),
+            "--admin",
+            &admin_addr,
+            "--grace-period",
+            "1s",
+            "--threads",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let proc = Proc::start(&args, logs);
+        let rec = Recorder {
+            proc,
+            port,
+            admin,
+            tape: tape.to_owned(),
+        };
+        let addr: SocketAddr = listen.parse().expect("addr");
+        let admin_sock: SocketAddr = admin_addr.parse().expect("addr");
+        assert!(
+            wait_for_port(addr, STARTUP) && wait_for_port(admin_sock, STARTUP),
+            "recorder did not start; stderr:\n{}",
+            std::fs::read_to_string(logs.join("tapedeck.stderr")).unwrap_or_default()
+        );
+        rec
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn admin_get(&self, path: &str) -> (u16, String) {
+        curl(&[&format!("http://127.0.0.1:{}{path}", self.admin)])
+    }
+
+    /// SIGTERM, wait for a clean exit, return the tape's exchanges.
+    fn stop(mut self) -> Vec<Exchange> {
+        self.proc.signal("TERM");
+        let status = self
+            .proc
+            .wait_timeout(STOP)
+            .expect("recorder did not exit after SIGTERM");
+        assert!(status.success(), "recorder exited with {status}");
+        read_tape(&self.tape)
+    }
+}
+
+fn read_tape(dir: &Path) -> Vec<Exchange> {
+    let tape = Tape::open(&[dir]).expect("open tape");
+    let mut v: Vec<Exchange> = tape
+        .exchanges(Filter::default())
+        .collect::<Result<_, _>>()
+        .expect("read tape");
+    v.sort_by_key(|e| e.started_at_us);
+    v
+}
+
+/// Runs curl with `args` (plus a time limit); returns (HTTP status, body).
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("/usr/bin/curl")
+        .args(["-sS", "--max-time", "30", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+type HyperClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn client(h2: bool) -> HyperClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(h2)
+        .build_http()
+}
+
+/// One request with a hyper client; returns (status, version, body).
+async fn send(
+    c: &HyperClient,
+    method: &str,
+    url: &str,
+    body: Bytes,
+) -> (u16, hyper::Version, Bytes) {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(body))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(30), c.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = resp.status().as_u16();
+    let version = resp.version();
+    let body = tokio::time::timeout(Duration::from_secs(30), resp.into_body().collect())
+        .await
+        .expect("body timed out")
+        .expect("body")
+        .to_bytes();
+    (status, version, body)
+}
+
+fn header_text(h: &[tapedeck_storage::Header], name: &str) -> Option<String> {
+    find_header(h, name).map(|h| h.value_lossy().into_owned())
+}
+
+fn upstream_handler(r: &crate::util::Received) -> Reply {
+    let path = r.uri.split('?').next().unwrap_or("/");
+    match path {
+        "/chunked" => Reply {
+            status: 200,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            chunks: vec![
+                Bytes::from_static(b"one,"),
+                Bytes::from_static(b"two,"),
+                Bytes::from_static(b"three"),
+            ],
+            delay: Duration::ZERO,
+        },
+        "/echo" => Reply {
+            status: 201,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("x-upstream".into(), "yes".into()),
+            ],
+            chunks: vec![r.body.clone()],
+            delay: Duration::ZERO,
+        },
+        _ => {
+            let mut reply = Reply::json(format!("{{\"path\":\"{path}\"}}"));
+            reply.headers.push(("x-upstream".into(), "yes".into()));
+            reply
+        }
+    }
+}
+
+#[test]
+fn records_get_post_chunked_and_h2c_exchanges() {
+    let up = TestServer::start(upstream_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(&up.url(), &dir.path().join("tape"), dir.path(), &[]);
+
+    // curl: a GET with a query, and a POST with a body.
+    let (status, body) = curl(&[&rec.url("/api/users/17?verbose=1"), "-H", "x-req: a"]);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "{\"path\":\"/api/users/17\"}")
+    );
+    let (status, body) = curl(&[
+        &rec.url("/echo"),
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        "{\"name\":\"ada\"}",
+    ]);
+    assert_eq!((status, body.as_str()), (201, "{\"name\":\"ada\"}"));
+
+    // hyper: three chunked responses on one keep-alive connection, then one h2c request.
+    let rt = rt();
+    rt.block_on(async {
+        let c = client(false);
+        for _ in 0..3 {
+            let (status, version, body) = send(&c, "GET", &rec.url("/chunked"), Bytes::new()).await;
+            assert_eq!(status, 200);
+            assert_eq!(version, hyper::Version::HTTP_11);
+            assert_eq!(body, Bytes::from_static(b"one,two,three"));
+        }
+        let h2 = client(true);
+        let (status, version, body) = send(&h2, "GET", &rec.url("/h2"), Bytes::new()).await;
+        assert_eq!((status, version), (200, hyper::Version::HTTP_2));
+        assert_eq!(body, Bytes::from_static(b"{\"path\":\"/h2\"}"));
+    });
+    let (_, metrics) = rec.admin_get("/metrics");
+    assert!(metrics.contains("tapedeck_requests_total 6\n"), "{metrics}");
+    let (code, ready) = rec.admin_get("/readyz");
+    assert_eq!(code, 200, "{ready}");
+
+    let port = rec.port;
+    let tape = rec.stop();
+    assert_eq!(tape.len(), 6, "{tape:#?}");
+    assert_eq!(up.requests().len(), 6);
+
+    let get = &tape[0];
+    assert_eq!(get.method, "GET");
+    assert_eq!(get.path, "/api/users/17");
+    assert_eq!(get.query.as_deref(), Some("verbose=1"));
+    assert_eq!(get.http_version, "HTTP/1.1");
+    assert_eq!(get.status, Some(200));
+    assert_eq!(get.scheme, "http");
+    assert_eq!(get.authority, format!("127.0.0.1:{port}"));
+    assert_eq!(header_text(&get.req_headers, "x-req").as_deref(), Some("a"));
+    assert_eq!(
+        header_text(&get.resp_headers, "x-upstream").as_deref(),
+        Some("yes")
+    );
+    assert_eq!(
+        get.resp_body,
+        Bytes::from_static(b"{\"path\":\"/api/users/17\"}")
+    );
+    assert_eq!(get.resp_body_size, get.resp_body.len() as u64);
+    assert!(
+        get.client_addr
+            .as_deref()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    );
+    assert!(get.error_kind.is_none() && get.flags == 0);
+    for ex in &tape {
+        let (t, d, total) = (
+            ex.ttfb_us.expect("ttfb"),
+            ex.duration_us.expect("duration"),
+            ex.total_us.expect("total"),
+        );
+        assert!(
+            0 <= t && t <= d && d <= total,
+            "timings out of order: {t} {d} {total}"
+        );
+        assert!(ex.started_at_us > 0);
+    }
+
+    let post = &tape[1];
+    assert_eq!((post.method.as_str(), post.status), ("POST", Some(201)));
+    assert_eq!(post.req_body, Bytes::from_static(b"{\"name\":\"ada\"}"));
+    assert_eq!(post.req_body_size, 14);
+    assert_eq!(post.resp_body, post.req_body);
+
+    for chunked in &tape[2..5] {
+        assert_eq!(chunked.path, "/chunked");
+        assert_eq!(chunked.resp_body, Bytes::from_static(b"one,two,three"));
+        assert_eq!(chunked.resp_body_size, 13);
+        assert!(!chunked.resp_body_truncated);
+        // Captured from the upstream side: its framing header, not pingora's.
+        assert_eq!(
+            header_text(&chunked.resp_headers, "transfer-encoding").as_deref(),
+            Some("chunked")
+        );
+    }
+    let h2 = &tape[5];
+    assert_eq!(
+        (h2.path.as_str(), h2.http_version.as_str()),
+        ("/h2", "HTTP/2")
+    );
+    assert_eq!(h2.resp_body, Bytes::from_static(b"{\"path\":\"/h2\"}"));
+}
+
+#[test]
+fn large_bodies_are_forwarded_whole_and_stored_truncated() {
+    const TEN_MB: usize = 10 * 1024 * 1024;
+    let big: Bytes = (0..TEN_MB)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let reply_body = big.clone();
+    let up = TestServer::start(move |_| Reply {
+        status: 200,
+        headers: vec![("content-type".into(), "application/octet-stream".into())],
+        chunks: reply_body
+            .chunks(256 * 1024)
+            .map(Bytes::copy_from_slice)
+            .collect(),
+        delay: Duration::ZERO,
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(
+        &up.url(),
+        &dir.path().join("tape"),
+        dir.path(),
+        &["--max-body", "64KiB"],
+    );
+    let upload: Bytes = big.slice(..3 * 1024 * 1024);
+    rt().block_on(async {
+        let c = client(false);
+        let (status, _, body) = send(&c, "POST", &rec.url("/blob"), upload.clone()).await;
+        assert_eq!(status, 200);
+        assert_eq!(body.len(), TEN_MB, "client must receive the whole body");
+        assert!(body == big, "body corrupted in transit");
+    });
+    let (_, metrics) = rec.admin_get("/metrics");
+    assert!(
+        metrics.contains("tapedeck_truncated_total 1\n"),
+        "{metrics}"
+    );
+    let tape = rec.stop();
+    assert_eq!(
+        up.requests()[0].body.len(),
+        upload.len(),
+        "upstream got the whole upload"
+    );
+    assert_eq!(tape.len(), 1);
+    let ex = &tape[0];
+    assert_eq!(ex.resp_body_size, TEN_MB as u64);
+    assert!(ex.resp_body_truncated);
+    assert_eq!(ex.resp_body, big.slice(..64 * 1024));
+    assert_eq!(ex.req_body_size, upload.len() as u64);
+    assert!(ex.req_body_truncated);
+    assert_eq!(ex.req_body, upload.slice(..64 * 1024));
+}
+
+#[test]
+fn upstream_down_gives_502_and_an_error_exchange() {
+    let dead = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(
+        &format!("http://127.0.0.1:{dead}"),
+        &dir.path().join("tape"),
+        dir.path(),
+        &[],
+    );
+    let (status, _) = curl(&[&rec.url("/down")]);
+    assert_eq!(status, 502);
+    // The proxy stays up and answers the next request the same way.
+    let (status, _) = curl(&[&rec.url("/down-again")]);
+    assert_eq!(status, 502);
+    let (_, metrics) = rec.admin_get("/metrics");
+    assert!(
+        metrics.contains("tapedeck_upstream_errors_total{kind=\"connect-refused\"} 2\n"),
+        "{metrics}"
+    );
+    let tape = rec.stop();
+    assert_eq!(tape.len(), 2);
+    for ex in &tape {
+        assert_eq!(ex.error_kind, Some(ErrorKind::ConnectRefused), "{ex:?}");
+        assert_eq!(ex.status, None);
+        assert!(
+            ex.error.as_deref().is_some_and(|e| e.contains("502")),
+            "{ex:?}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_after_n_requests_leaves_exactly_n_exchanges() {
+    const N: usize = 120;
+    let up = TestServer::start(upstream_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(&up.url(), &dir.path().join("tape"), dir.path(), &[]);
+    let ok = rt().block_on(async {
+        let c = client(false);
+        let mut tasks = Vec::new();
+        for t in 0..4 {
+            let c = c.clone();
+            let url = rec.url("/");
+            tasks.push(tokio::spawn(async move {
+                let mut ok = 0;
+                for i in 0..N / 4 {
+                    let (s, _, _) = send(&c, "GET", &format!("{url}n/{t}/{i}"), Bytes::new()).await;
+                    if s == 200 {
+                        ok += 1;
+                    }
+                }
+                ok
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            ok += t.await.expect("task");
+        }
+        ok
+    });
+    assert_eq!(ok, N);
+    let tape = rec.stop();
+    assert_eq!(tape.len(), N);
+    let mut paths: Vec<&str> = tape.iter().map(|e| e.path.as_str()).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), N, "every exchange recorded once");
+    // The tape is sealed: no spool segment is left behind.
+    let out = run(
+        &[
+            "inspect",
+            "--json",
+            dir.path().join("tape").to_str().expect("utf-8"),
+        ],
+        STOP,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["exchanges"], N as u64);
+    assert_eq!(v["files"]["spool"], 0, "{v}");
+}
+
+/// Every file under `dir`, as raw bytes.
+fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.push((p, b));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn secrets_never_reach_the_tape_files() {
+    const SECRETS: [&str; 6] = [
+        "BEARERSECRET0001",
+        "COOKIESECRET0002",
+        "PASSWORDSECRET0003",
+        "4111222233334444",
+        "QUERYSECRET0005",
+        "SETCOOKIESECRET0006",
+    ];
+    const CANARY: &str = "CANARYNOTSECRET0007";
+    let up = TestServer::start(|_| {
+        let mut r = Reply::json("{\"ok\":true,\"card_number\":\"4111222233334444\"}");
+        r.headers.push((
+            "set-cookie".into(),
+            "sid=SETCOOKIESECRET0006; HttpOnly".into(),
+        ));
+        r
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape_dir = dir.path().join("tape");
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "a-test-key-of-sufficient-length").expect("key");
+    let rec = Recorder::start(
+        &up.url(),
+        &tape_dir,
+        dir.path(),
+        &[
+            "--redact-json",
+            "$.password",
+            "--redact-json",
+            "$..card_number",
+            "--redact-query",
+            "token",
+            "--redact-mode",
+            "hash",
+            "--redact-key-file",
+            key_file.to_str().expect("utf-8"),
+            "--flush-interval",
+            "200ms",
+        ],
+    );
+    for _ in 0..2 {
+        let (status, _) = curl(&[
+            &rec.url("/login?user=ada&token=QUERYSECRET0005"),
+            "-H",
+            "authorization: Bearer BEARERSECRET0001",
+            "-H",
+            "cookie: session=COOKIESECRET0002",
+            "-H",
+            &format!("x-canary: {CANARY}"),
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            "{\"user\":\"ada\",\"password\":\"PASSWORDSECRET0003\",\"card\":{\"card_number\":\"4111222233334444\"}}",
+        ]);
+        assert_eq!(status, 200);
+    }
+    // The upstream got the request unchanged: redaction is for the tape only.
+    let got = up.requests();
+    assert_eq!(
+        got[0].header("authorization").as_deref(),
+        Some("Bearer BEARERSECRET0001")
+    );
+    assert!(String::from_utf8_lossy(&got[0].body).contains("PASSWORDSECRET0003"));
+
+    // While running: the spool has been flushed (the canary is visible in raw bytes) and holds
+    // no secret.
+    let flushed = wait_until(Duration::from_secs(20), || {
+        all_bytes(&tape_dir)
+            .iter()
+            .any(|(_, b)| contains(b, CANARY))
+    });
+    assert!(
+        flushed,
+        "the spool never showed the canary: the grep would prove nothing"
+    );
+    for (path, bytes) in all_bytes(&tape_dir) {
+        for s in SECRETS {
+            assert!(!contains(&bytes, s), "{s} found in {}", path.display());
+        }
+    }
+
+    let tape = rec.stop();
+    for (path, bytes) in all_bytes(&tape_dir) {
+        for s in SECRETS {
+            assert!(!contains(&bytes, s), "{s} found in {}", path.display());
+        }
+    }
+    assert_eq!(tape.len(), 2);
+    for ex in &tape {
+        let text = format!(
+            "{ex:?}{}{}",
+            String::from_utf8_lossy(&ex.req_body),
+            String::from_utf8_lossy(&ex.resp_body)
+        );
+        for s in SECRETS {
+            assert!(!text.contains(s), "{s} in decoded exchange {text}");
+        }
+        assert!(text.contains(CANARY));
+        assert!(ex.has_flag(flags::REDACTED));
+        let auth = header_text(&ex.req_headers, "authorization").expect("kept, redacted");
+        assert!(auth.starts_with("hmac-sha256:"), "{auth}");
+    }
+    // Hash mode: the same secret gives the same token in both exchanges.
+    assert_eq!(
+        header_text(&tape[0].req_headers, "authorization"),
+        header_text(&tape[1].req_headers, "authorization")
+    );
+    assert_eq!(tape[0].query, tape[1].query);
+    assert_eq!(tape[0].req_body, tape[1].req_body);
+    let body: serde_json::Value = serde_json::from_slice(&tape[0].req_body).expect("json");
+    assert_eq!(body["user"], "ada");
+    assert!(
+        body["password"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("hmac-sha256:"))
+    );
+}
+
+/// A directory nobody can write, even root: a read-only tmpfs when we may mount one, else a
+/// chmod'ed directory (enough for a non-root user), else a path under a regular file.
+struct Unwritable {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl Unwritable {
+    fn new(base: &Path) -> Unwritable {
+        let path = base.join("ro");
+        std::fs::create_dir_all(&path).expect("mkdir");
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        if root {
+            let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
+            let p = path.to_str().expect("utf-8");
+            if ok(Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", p])) {
+                if ok(Command::new("mount").args(["-o", "remount,ro", p])) {
+                    return Unwritable {
+                        path,
+                        mounted: true,
+                    };
+                }
+                let _ = Command::new("umount").arg(p).status();
+            }
+            // Root ignores permissions: put the tape under a regular file instead.
+            let file = base.join("not-a-dir");
+            std::fs::write(&file, b"x").expect("file");
+            return Unwritable {
+                path: file.join("tape"),
+                mounted: false,
+            };
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+        Unwritable {
+            path,
+            mounted: false,
+        }
+    }
+}
+
+impl Unwritable {
+    /// Makes the place writable again (remount rw, remove the blocking file, chmod).
+    fn heal(&mut self) {
+        if self.mounted {
+            let ok = Command::new("mount")
+                .args(["-o", "remount,rw"])
+                .arg(&self.path)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "remount rw failed");
+        } else if let Some(parent) = self.path.parent().filter(|p| p.is_file()) {
+            std::fs::remove_file(parent).expect("remove blocking file");
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.path).status();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
+#[test]
+fn read_only_tape_dir_keeps_traffic_flowing() {
+    let up = TestServer::start(upstream_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ro = Unwritable::new(dir.path());
+    let rec = Recorder::start(&up.url(), &ro.path, dir.path(), &[]);
+    for i in 0..5 {
+        let (status, body) = curl(&[&rec.url(&format!("/ro/{i}"))]);
+        assert_eq!(status, 200);
+        assert_eq!(body, format!("{{\"path\":\"/ro/{i}\"}}"));
+    }
+    let (_, metrics) = rec.admin_get("/metrics");
+    assert!(metrics.contains("tapedeck_requests_total 5\n"), "{metrics}");
+    assert!(
+        metrics.contains("tapedeck_dropped_total{reason=\"unavailable\"} 5\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tapedeck_writer_degraded 1\n"),
+        "{metrics}"
+    );
+    let (code, health) = rec.admin_get("/healthz");
+    assert_eq!(code, 200, "fail-open: liveness must not restart the proxy");
+    let h: serde_json::Value = serde_json::from_str(&health).expect("json");
+    assert_eq!(h["status"], "degraded", "{health}");
+    assert!(
+        h["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot open tape")),
+        "{health}"
+    );
+    let (code, _) = rec.admin_get("/healthz?strict");
+    assert_eq!(code, 503);
+
+    // The disk comes back: the recorder notices by itself and records again.
+    let mut ro = ro;
+    ro.heal();
+    let mut health = String::new();
+    let healed = wait_until(Duration::from_secs(30), || {
+        health = rec.admin_get("/healthz").1;
+        health.contains("\"ok\"")
+    });
+    assert!(healed, "recording never resumed: {health}");
+    for i in 0..2 {
+        assert_eq!(curl(&[&rec.url(&format!("/back/{i}"))]).0, 200);
+    }
+    let tape_dir = ro.path.clone();
+    let tape = rec.stop();
+    assert_eq!(up.requests().len(), 7);
+    let paths: Vec<&str> = tape.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/back/0", "/back/1"],
+        "only what came after the disk healed"
+    );
+    assert!(tape_dir.join("spool").is_dir());
+    drop(ro);
+}
+
+#[test]
+fn websocket_upgrade_is_passed_through_and_only_the_handshake_recorded() {
+    // A raw upstream: answers the upgrade with 101, then echoes bytes.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_addr = listener.local_addr().expect("addr");
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        let _ = s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+              sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+        );
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(
+        &format!("http://{up_addr}"),
+        &dir.path().join("tape"),
+        dir.path(),
+        &[],
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", rec.port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    c.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: test\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+    )
+    .expect("write");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+        assert_eq!(c.read(&mut b).expect("read head"), 1, "closed early");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    c.write_all(b"ping-frame-bytes").expect("write frame");
+    let mut echo = [0u8; 16];
+    c.read_exact(&mut echo).expect("echo through the proxy");
+    assert_eq!(&echo, b"ping-frame-bytes");
+    drop(c);
+    let _ = upstream.join();
+    // The exchange is logged when the tunnel closes.
+    let tape = rec.stop();
+    assert_eq!(tape.len(), 1, "{tape:#?}");
+    let ex = &tape[0];
+    assert_eq!(ex.status, Some(101));
+    assert!(ex.has_flag(flags::UPGRADE));
+    assert_eq!(ex.path, "/ws");
+    assert!(
+        ex.resp_body.is_empty() && ex.req_body.is_empty(),
+        "frames must not be recorded"
+    );
+}
+
+#[test]
+fn config_file_keys_and_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "upstream = \"http://127.0.0.1:1\"\nmax-bodyy = 5\n").expect("write");
+    let out = run(&["record", "--config", bad.to_str().expect("utf-8")], STOP);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("max-bodyy"), "{}", stderr(&out));
+
+    let out = run(
+        &["record", "--upstream", "127.0.0.1:1", "--tape", "x"],
+        STOP,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("upstream"), "{}", stderr(&out));
+
+    // A good file; the --admin flag overrides the file's `admin` key.
+    let up = TestServer::start(upstream_handler);
+    let port = free_port();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nupstream = \"{}\"\ntape = \"{}\"\n\
+             admin = \"127.0.0.1:1\"\ngrace-period = \"1s\"\nexclude-paths = [\"/skip/**\"]\n",
+            up.url(),
+            dir.path().join("tape").display()
+        ),
+    )
+    .expect("write");
+    let admin = free_port();
+    let admin_s = format!("127.0.0.1:{admin}");
+    let mut p = Proc::start(
+        &[
+            "record",
+            "--config",
+            good.to_str().expect("utf-8"),
+            "--admin",
+            &admin_s,
+        ],
+        dir.path(),
+    );
+    assert!(wait_for_port(([127, 0, 0, 1], port).into(), STARTUP));
+    assert!(wait_for_port(([127, 0, 0, 1], admin).into(), STARTUP));
+    assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/skip/me")]).0, 200);
+    assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/keep")]).0, 200);
+    let (_, metrics) = curl(&[&format!("http://{admin_s}/metrics")]);
+    assert!(
+        metrics.contains("tapedeck_skipped_total{reason=\"filter\"} 1\n"),
+        "{metrics}"
+    );
+    p.signal("TERM");
+    assert!(p.wait_timeout(STOP).expect("exit").success());
+    let tape = read_tape(&dir.path().join("tape"));
+    assert_eq!(tape.len(), 1);
+    assert_eq!(tape[0].path, "/keep");
+}
+
+fn slow_handler(r: &crate::util::Received) -> Reply {
+    let mut reply = upstream_handler(r);
+    if r.uri.starts_with("/slow") {
+        reply.delay = Duration::from_secs(5);
+    }
+    reply
+}
+
+#[test]
+fn slow_upstream_gives_504_and_a_timeout_exchange() {
+    let up = TestServer::start(slow_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(
+        &up.url(),
+        &dir.path().join("tape"),
+        dir.path(),
+        &["--upstream-timeout", "300ms"],
+    );
+    let (status, _) = curl(&[&rec.url("/slow")]);
+    assert_eq!(status, 504);
+    let (status, _) = curl(&[&rec.url("/fast")]);
+    assert_eq!(status, 200, "the proxy serves the next request normally");
+    let tape = rec.stop();
+    let slow: Vec<&Exchange> = tape.iter().filter(|e| e.path == "/slow").collect();
+    assert!(!slow.is_empty());
+    for ex in slow {
+        assert_eq!(ex.error_kind, Some(ErrorKind::Timeout), "{ex:?}");
+        assert_eq!(ex.status, None);
+    }
+    let fast = tape
+        .iter()
+        .find(|e| e.path == "/fast")
+        .expect("fast recorded");
+    assert_eq!(fast.status, Some(200));
+}
+
+/// Reads from `s` until EOF or error, bounded by `limit`; true when the peer closed.
+fn closed_by_peer(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(200))).ok();
+    let deadline = std::time::Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn idle_and_stalled_clients_are_cut_off() {
+    let up = TestServer::start(upstream_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(
+        &up.url(),
+        &dir.path().join("tape"),
+        dir.path(),
+        &["--idle-timeout", "1s", "--header-timeout", "1s"],
+    );
+    // An idle keep-alive connection after one request.
+    let mut idle = TcpStream::connect(("127.0.0.1", rec.port)).expect("connect");
+    idle.write_all(b"GET /idle HTTP/1.1\r\nhost: t\r\n\r\n")
+        .expect("write");
+    assert!(
+        closed_by_peer(&mut idle, Duration::from_secs(20)),
+        "idle keep-alive connection never closed"
+    );
+    // A client that announces a body and stalls half-way.
+    let mut stalled = TcpStream::connect(("127.0.0.1", rec.port)).expect("connect");
+    stalled
+        .write_all(b"POST /stall HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\nonly-ten-b")
+        .expect("write");
+    assert!(
+        closed_by_peer(&mut stalled, Duration::from_secs(20)),
+        "stalled upload never cut off"
+    );
+    // The proxy is healthy.
+    assert_eq!(curl(&[&rec.url("/after")]).0, 200);
+    let tape = rec.stop();
+    assert!(
+        tape.iter()
+            .any(|e| e.path == "/idle" && e.status == Some(200))
+    );
+    assert!(
+        tape.iter()
+            .any(|e| e.path == "/after" && e.status == Some(200))
+    );
+    if let Some(st) = tape.iter().find(|e| e.path == "/stall") {
+        assert!(st.error_kind.is_some(), "{st:?}");
+        assert_eq!(st.req_body_size, 10);
+    }
+}
+
+#[test]
+fn sampling_is_decided_per_trace_and_filters_apply() {
+    let up = TestServer::start(upstream_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(
+        &up.url(),
+        &dir.path().join("tape"),
+        dir.path(),
+        &[
+            "--sample",
+            "0.5",
+            "--sample-key",
+            "traceparent",
+            "--exclude-method",
+            "DELETE",
+        ],
+    );
+    rt().block_on(async {
+        let c = client(false);
+        for trace in 0..20u32 {
+            for span in 0..3u32 {
+                let req = hyper::Request::builder()
+                    .uri(rec.url(&format!("/t/{trace}/{span}")))
+                    .header("traceparent", format!("00-{trace:032x}-{span:016x}-01"))
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                let resp = c.request(req).await.expect("request");
+                assert_eq!(resp.status(), 200);
+                let _ = resp.into_body().collect().await;
+            }
+        }
+        for _ in 0..2 {
+            let (s, _, _) = send(&c, "DELETE", &rec.url("/gone"), Bytes::new()).await;
+            assert_eq!(s, 200);
+        }
+    });
+    let (_, metrics) = rec.admin_get("/metrics");
+    assert!(
+        metrics.contains("tapedeck_skipped_total{reason=\"filter\"} 2\n"),
+        "{metrics}"
+    );
+    let tape = rec.stop();
+    assert!(tape.iter().all(|e| e.method != "DELETE"));
+    let n = tape.len();
+    assert!(n > 0 && n < 60, "0.5 sampling kept {n} of 60");
+    assert_eq!(n % 3, 0, "whole traces are kept or skipped");
+    let mut per_trace = std::collections::BTreeMap::<String, usize>::new();
+    for e in &tape {
+        let trace = e.path.split('/').nth(2).unwrap_or_default().to_owned();
+        *per_trace.entry(trace).or_default() += 1;
+    }
+    assert!(per_trace.values().all(|&c| c == 3), "{per_trace:?}");
+    assert!(
+        metrics.contains(&format!(
+            "tapedeck_skipped_total{{reason=\"sample\"}} {}\n",
+            60 - n
+        )),
+        "{metrics}"
+    );
+}
+
+/// A body of prepared frames (data then trailers).
+struct Frames(std::collections::VecDeque<hyper::body::Frame<Bytes>>);
+
+impl hyper::body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+/// A minimal gRPC-shaped h2c server: echoes the request message and ends with trailers.
+struct GrpcServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GrpcServer {
+    fn start() -> GrpcServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        acc = l.accept() => {
+                            let Ok((s, _)) = acc else { continue };
+                            tokio::spawn(async move {
+                                let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                                    let msg = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                                    let mut trailers = hyper::HeaderMap::new();
+                                    trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                                    trailers.insert("grpc-message", hyper::header::HeaderValue::from_static("ok"));
+                                    let frames = Frames(
+                                        vec![hyper::body::Frame::data(msg), hyper::body::Frame::trailers(trailers)].into(),
+                                    );
+                                    let resp = hyper::Response::builder()
+                                        .header("content-type", "application/grpc")
+                                        .body(frames)
+                                        .expect("response");
+                                    Ok::<_, std::convert::Infallible>(resp)
+                                });
+                                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        GrpcServer {
+            addr,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn grpc_over_h2c_keeps_body_and_trailers() {
+    let up = GrpcServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(
+        &format!("http://{}", up.addr),
+        &dir.path().join("tape"),
+        dir.path(),
+        &["--upstream-h2c"],
+    );
+    // A length-prefixed gRPC message: flag 0, length 5, payload.
+    let msg = Bytes::from_static(b"\x00\x00\x00\x00\x05hello");
+    rt().block_on(async {
+        let c = client(true);
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri(rec.url("/echo.Echo/Say"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(msg.clone()))
+            .expect("request");
+        let resp = tokio::time::timeout(Duration::from_secs(30), c.request(req))
+            .await
+            .expect("in time")
+            .expect("response");
+        assert_eq!(resp.status(), 200);
+        let collected = resp.into_body().collect().await.expect("body");
+        let trailers = collected
+            .trailers()
+            .cloned()
+            .expect("trailers reach the client");
+        assert_eq!(
+            trailers.get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"0"[..])
+        );
+        assert_eq!(collected.to_bytes(), msg);
+    });
+    let tape = rec.stop();
+    assert_eq!(tape.len(), 1);
+    let ex = &tape[0];
+    assert!(ex.has_flag(flags::GRPC), "{ex:?}");
+    assert_eq!(ex.http_version, "HTTP/2");
+    assert_eq!(ex.req_body, msg);
+    assert_eq!(ex.resp_body, msg);
+    let names: Vec<&str> = ex.resp_headers.iter().map(|h| h.name.as_str()).collect();
+    let marker = names
+        .iter()
+        .position(|n| *n == tapedeck_storage::TRAILER_MARKER)
+        .expect("trailer marker");
+    assert!(names[marker + 1..].contains(&"grpc-status"), "{names:?}");
+    assert!(!names[..marker].contains(&"grpc-status"), "{names:?}");
+}
+
+#[test]
+fn tls_termination_and_https_upstream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    match made {
+        Ok(o) if o.status.success() => {}
+        other => panic!("openssl could not make a test certificate: {other:?}"),
+    }
+    let up = TestServer::start(upstream_handler);
+    let logs_a = dir.path().join("a");
+    let logs_b = dir.path().join("b");
+    std::fs::create_dir_all(&logs_a).expect("mkdir");
+    std::fs::create_dir_all(&logs_b).expect("mkdir");
+    // A terminates TLS in front of the plaintext upstream.
+    let a = Recorder::start(
+        &up.url(),
+        &dir.path().join("tape-a"),
+        &logs_a,
+        &[
+            "--tls-cert",
+            cert.to_str().expect("utf-8"),
+            "--tls-key",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    let (status, body) = curl(&["-k", &format!("https://127.0.0.1:{}/secure", a.port)]);
+    assert_eq!((status, body.as_str()), (200, "{\"path\":\"/secure\"}"));
+    // B forwards plaintext clients to A over TLS.
+    let b = Recorder::start(
+        &format!("https://localhost:{}", a.port),
+        &dir.path().join("tape-b"),
+        &logs_b,
+        &["--insecure-upstream"],
+    );
+    let (status, body) = curl(&[&b.url("/via-b")]);
+    assert_eq!((status, body.as_str()), (200, "{\"path\":\"/via-b\"}"));
+    let tape_b = b.stop();
+    let tape_a = a.stop();
+    assert_eq!(tape_b.len(), 1);
+    assert_eq!(tape_b[0].status, Some(200));
+    assert_eq!(tape_b[0].scheme, "http");
+    assert_eq!(tape_a.len(), 2);
+    assert!(
+        tape_a
+            .iter()
+            .all(|e| e.scheme == "https" && e.status == Some(200))
+    );
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A small tmpfs mounted for one test; unmounted on drop.
+struct TinyFs(PathBuf);
+
+impl TinyFs {
+    fn mount(path: &Path, size: &str) -> Option<TinyFs> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then(|| TinyFs(path.to_owned()))
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn full_disk_drops_and_counts_while_traffic_flows() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tiny tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(fs) = TinyFs::mount(&dir.path().join("small"), "2m") else {
+        eprintln!("skipped: cannot mount tmpfs here");
+        return;
+    };
+    // ~600 KB of poorly compressible bytes per response.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let body: Bytes = (0..600_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect::<Vec<u8>>()
+        .into();
+    let reply = body.clone();
+    let up = TestServer::start(move |_| Reply {
+        status: 200,
+        headers: vec![("content-type".into(), "application/octet-stream".into())],
+        chunks: vec![reply.clone()],
+        delay: Duration::ZERO,
+    });
+    let rec = Recorder::start(
+        &up.url(),
+        &fs.0.join("tape"),
+        dir.path(),
+        &["--flush-interval", "100ms"],
+    );
+    rt().block_on(async {
+        let c = client(false);
+        for i in 0..12 {
+            let (s, _, got) = send(&c, "GET", &rec.url(&format!("/fill/{i}")), Bytes::new()).await;
+            assert_eq!(s, 200);
+            assert!(got == body, "response {i} corrupted");
+        }
+    });
+    let mut metrics = String::new();
+    let dropped = wait_until(Duration::from_secs(20), || {
+        metrics = rec.admin_get("/metrics").1;
+        metric(&metrics, "tapedeck_dropped_total{reason=\"io\"}") > 0
+    });
+    assert!(dropped, "no io drops counted on a full disk:\n{metrics}");
+    assert_eq!(metric(&metrics, "tapedeck_requests_total"), 12);
+    assert_eq!(metric(&metrics, "tapedeck_writer_degraded"), 1, "{metrics}");
+    let (_, health) = rec.admin_get("/healthz");
+    let h: serde_json::Value = serde_json::from_str(&health).expect("json");
+    assert_eq!(h["status"], "degraded", "{health}");
+    assert!(
+        h["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{health}"
+    );
+    // Still serving after the disk filled up.
+    assert_eq!(curl(&[&rec.url("/after")]).0, 200);
+    let mut rec = rec;
+    rec.proc.signal("TERM");
+    let status = rec.proc.wait_timeout(STOP).expect("exit after SIGTERM");
+    assert!(status.success(), "{status}");
+    drop(rec);
+    drop(fs);
+}
+
+#[test]
+fn bodiless_responses_have_complete_timings() {
+    let up = TestServer::start(|r| {
+        if r.uri == "/empty" {
+            Reply {
+                status: 204,
+                headers: vec![],
+                chunks: vec![Bytes::new()],
+                delay: Duration::ZERO,
+            }
+        } else {
+            Reply::json("{\"a\":1}")
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(&up.url(), &dir.path().join("tape"), dir.path(), &[]);
+    assert_eq!(curl(&["-I", &rec.url("/head")]).0, 200);
+    assert_eq!(curl(&[&rec.url("/empty")]).0, 204);
+    let tape = rec.stop();
+    assert_eq!(tape.len(), 2);
+    for ex in &tape {
+        assert!(
+            ex.ttfb_us.is_some() && ex.duration_us.is_some() && ex.total_us.is_some(),
+            "{ex:?}"
+        );
+        assert!(ex.resp_body.is_empty());
+    }
+    assert_eq!(tape[0].method, "HEAD");
+    assert_eq!(tape[1].status, Some(204));
+}
+
+#[test]
+fn every_request_is_recorded_or_counted_as_dropped() {
+    let up = TestServer::start(upstream_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A one-record queue: under concurrent load some records must be dropped (never blocked).
+    let rec = Recorder::start(
+        &up.url(),
+        &dir.path().join("tape"),
+        dir.path(),
+        &["--queue-capacity", "1"],
+    );
+    let ok = rt().block_on(async {
+        let c = client(false);
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let c = c.clone();
+            let url = rec.url(&format!("/q/{t}/"));
+            tasks.push(tokio::spawn(async move {
+                let mut ok = 0;
+                for i in 0..25 {
+                    let (s, _, _) = send(&c, "GET", &format!("{url}{i}"), Bytes::new()).await;
+                    ok += usize::from(s == 200);
+                }
+                ok
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            ok += t.await.expect("task");
+        }
+        ok
+    });
+    assert_eq!(ok, 200, "a full queue never fails a request");
+    // Once the queues are empty, every request is either written or counted as dropped.
+    let mut m = String::new();
+    let settled = wait_until(Duration::from_secs(20), || {
+        m = rec.admin_get("/metrics").1;
+        metric(&m, "tapedeck_tape_written_total")
+            + metric(&m, "tapedeck_dropped_total{reason=\"queue_full\"}")
+            == 200
+    });
+    assert!(settled, "requests unaccounted for:\n{m}");
+    assert_eq!(metric(&m, "tapedeck_requests_total"), 200, "{m}");
+    let written = metric(&m, "tapedeck_tape_written_total");
+    let tape = rec.stop();
+    assert_eq!(tape.len() as u64, written, "{m}");
+}
+
+#[test]
+fn a_taken_port_is_a_clear_startup_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        &[
+            "record",
+            "--listen",
+            &addr,
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--tape",
+            dir.path().join("t").to_str().expect("utf-8"),
+            "--admin",
+            "off",
+        ],
+        STOP,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot listen on") && stderr(&out).contains(&addr),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,1134 @@
+//! `tapedeck replay` end to end: the real binary, real tapes, real HTTP servers on loopback.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tapedeck_storage::{ErrorKind, Exchange, Header, Tape, TapeWriter, WhenFull, now_us};
+
+use crate::util::{Reply, TestServer, free_port, run, stderr, stdout, tapedeck};
+
+const T: Duration = Duration::from_secs(120);
+
+/// Runs `tapedeck` with extra environment variables, bounded by `timeout`.
+fn run_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
+    let mut cmd = tapedeck();
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn tapedeck");
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("tapedeck {args:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn get(path: &str, t_us: i64) -> Exchange {
+    Exchange {
+        id: Exchange::new_id(),
+        source: "e2e".into(),
+        started_at_us: t_us,
+        method: "GET".into(),
+        authority: "prod.example.test".into(),
+        path: path.into(),
+        req_headers: vec![
+            Header::new("Host", "prod.example.test"),
+            Header::new("Accept", "application/json"),
+        ],
+        status: Some(200),
+        ..Exchange::default()
+    }
+}
+
+fn write_tape(dir: &Path, exchanges: &[Exchange]) {
+    let w = TapeWriter::builder(dir)
+        .when_full(WhenFull::Block)
+        .open()
+        .expect("open tape");
+    for ex in exchanges {
+        w.append(ex.clone()).expect("append");
+    }
+    w.close().expect("close tape");
+}
+
+fn read_tape(dir: &Path) -> Vec<Exchange> {
+    Tape::open(&[dir])
+        .expect("open results")
+        .exchanges(Default::default())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("read results")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "replay failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    );
+    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+}
+
+/// Every file under `dir`, as raw bytes, joined.
+fn raw_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.extend(std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn replays_requests_faithfully_to_two_targets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
+    let t0 = now_us() - 60_000_000;
+    let mut recorded = Vec::new();
+    for i in 0..6i64 {
+        let mut ex = get(&format!("/api/users/{i}"), t0 + i * 1000);
+        ex.query = (i % 2 == 0).then(|| format!("page={i}&sort=name"));
+        ex.req_headers.extend([
+            Header::new("X-Custom", "one"),
+            Header::new("X-Custom", "two"),
+            Header::new("Connection", "keep-alive"),
+            Header::new("X-Drop", "secret-ish"),
+            Header::new("Authorization", "[REDACTED]"),
+        ]);
+        recorded.push(ex);
+    }
+    let mut post = get("/api/orders", t0 + 7000);
+    post.method = "POST".into();
+    post.req_headers
+        .push(Header::new("Content-Type", "application/json"));
+    post.req_body = Bytes::from_static(br#"{"sku":"kelp-7","qty":2}"#);
+    post.req_body_size = post.req_body.len() as u64;
+    recorded.push(post);
+    write_tape(&tape, &recorded);
+
+    let a = TestServer::start(|_| Reply::json(r#"{"ok":true}"#));
+    let b = TestServer::start(|_| Reply::json(r#"{"ok":true,"v":2}"#));
+    let (ta, tb) = (
+        format!("baseline={}", a.url()),
+        format!("candidate={}", b.url()),
+    );
+    let out = run_env(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &ta,
+            "--target",
+            &tb,
+            "--speed",
+            "10",
+            "--allow-writes",
+            "--set-header",
+            "Authorization: Bearer ${REPLAY_TOKEN}",
+            "--drop-header",
+            "x-drop",
+            "--json",
+        ],
+        &[("REPLAY_TOKEN", "tok-8c1f2e")],
+        T,
+    );
+    let summary = json(&out);
+    assert_eq!(summary["origins"], 7);
+    assert_eq!(summary["results_written"], 14);
+    for t in 0..2 {
+        assert_eq!(summary["targets"][t]["requests"], 7, "{summary}");
+        assert_eq!(summary["targets"][t]["errors"], 0, "{summary}");
+        assert_eq!(summary["targets"][t]["status_classes"]["2xx"], 7);
+    }
+
+    // Each target received every request as recorded, after the rewrites.
+    for (server, name) in [(&a, "baseline"), (&b, "candidate")] {
+        let got = server.requests();
+        assert_eq!(got.len(), 7, "{name} received {}", got.len());
+        for ex in &recorded {
+            let uri = ex.path_and_query();
+            let r = got
+                .iter()
+                .find(|r| r.uri == uri && r.method == ex.method)
+                .unwrap_or_else(|| panic!("{name} never received {} {uri}", ex.method));
+            assert_eq!(r.body, ex.req_body, "{uri}");
+            assert_eq!(r.header("host").as_deref(), Some(&*server.addr.to_string()));
+            assert_eq!(
+                r.header("authorization").as_deref(),
+                Some("Bearer tok-8c1f2e")
+            );
+            assert!(r.header("x-drop").is_none(), "dropped header arrived");
+            assert_eq!(r.header("accept").as_deref(), Some("application/json"));
+            if ex.method == "GET" {
+                let custom: Vec<&[u8]> = r
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| n == "x-custom")
+                    .map(|(_, v)| v.as_slice())
+                    .collect();
+                assert_eq!(custom, [b"one".as_slice(), b"two".as_slice()]);
+            } else {
+                assert_eq!(
+                    r.header("content-type").as_deref(),
+                    Some("application/json")
+                );
+            }
+        }
+    }
+
+    // Results: one per (origin, target), adjacent per origin, timings from the schedule.
+    let results = read_tape(&out_dir);
+    assert_eq!(results.len(), 14);
+    let ids: HashSet<_> = recorded.iter().map(|e| e.id).collect();
+    let mut seen = HashSet::new();
+    for pair in results.chunks(2) {
+        let o = pair[0].origin_id.expect("origin id");
+        assert_eq!(
+            pair[1].origin_id,
+            Some(o),
+            "results of one origin are adjacent"
+        );
+        assert!(ids.contains(&o));
+        assert!(seen.insert(o), "origin replayed twice");
+        let labels: Vec<_> = pair.iter().map(|e| e.target.as_deref()).collect();
+        assert_eq!(labels, [Some("baseline"), Some("candidate")]);
+        for r in pair {
+            assert_eq!(r.status, Some(200));
+            let (sched, sent) = (
+                r.scheduled_at_us.expect("sched"),
+                r.sent_at_us.expect("sent"),
+            );
+            assert!(sent >= sched && r.started_at_us <= sent && r.started_at_us >= sched);
+            let (ttfb, total) = (r.ttfb_us.expect("ttfb"), r.total_us.expect("total"));
+            assert!(ttfb <= total && total >= sent - sched);
+            let auth = r
+                .req_headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                .expect("authorization stored");
+            assert_eq!(&auth.value[..], b"Bearer ${REPLAY_TOKEN}");
+        }
+        assert_eq!(
+            pair[0].scheduled_at_us, pair[1].scheduled_at_us,
+            "same instant"
+        );
+        assert_eq!(
+            pair[0].started_at_us, pair[1].started_at_us,
+            "one hour partition"
+        );
+        assert_eq!(&pair[1].resp_body[..], br#"{"ok":true,"v":2}"#);
+    }
+    assert_eq!(seen, ids);
+    let raw = raw_bytes(&out_dir);
+    assert!(
+        !raw.windows(10).any(|w| w == b"tok-8c1f2e"),
+        "the injected token reached the result tape"
+    );
+}
+
+#[test]
+fn shards_cover_the_tape_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let out = run(
+        &[
+            "synth",
+            "--out",
+            s(&tape),
+            "--count",
+            "300",
+            "--mean-gap-us",
+            "20",
+        ],
+        T,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recorded: HashSet<_> = read_tape(&tape).iter().map(|e| e.id).collect();
+    assert_eq!(recorded.len(), 300);
+
+    let server = TestServer::start(|_| Reply::json("{}"));
+    let target = format!("t={}", server.url());
+    let mut union = Vec::new();
+    let mut origins = 0;
+    for k in 0..3 {
+        let out_dir = dir.path().join(format!("run-{k}"));
+        let shard = format!("{k}/3");
+        let out = run(
+            &[
+                "replay",
+                "--tape",
+                s(&tape),
+                "--out",
+                s(&out_dir),
+                "--target",
+                &target,
+                "--shard",
+                &shard,
+                "--max",
+                "--concurrency",
+                "8",
+                "--allow-writes",
+                "--json",
+            ],
+            T,
+        );
+        let v = json(&out);
+        let n = v["origins"].as_u64().expect("origins");
+        assert!(
+            n > 50,
+            "shard {k} has {n} of 300: the hash should spread ids"
+        );
+        assert_eq!(v["shard"]["index"], k);
+        origins += n;
+        union.extend(
+            read_tape(&out_dir)
+                .into_iter()
+                .map(|e| e.origin_id.expect("origin")),
+        );
+    }
+    assert_eq!(origins, 300);
+    assert_eq!(union.len(), 300, "each shard result once");
+    assert_eq!(union.into_iter().collect::<HashSet<_>>(), recorded);
+    assert_eq!(server.requests().len(), 300);
+}
+
+#[test]
+fn unsafe_methods_are_skipped_without_allow_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let out = run(
+        &[
+            "synth",
+            "--out",
+            s(&tape),
+            "--count",
+            "200",
+            "--mean-gap-us",
+            "10",
+            "--seed",
+            "3",
+        ],
+        T,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recorded = read_tape(&tape);
+    let unsafe_n = recorded
+        .iter()
+        .filter(|e| !matches!(e.method.as_str(), "GET" | "HEAD" | "OPTIONS"))
+        .count() as u64;
+    assert!(unsafe_n > 0, "synth should include writes");
+
+    // Dry run: counts, nothing sent.
+    let server = TestServer::start(|_| Reply::json("{}"));
+    let target = format!("t={}", server.url());
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--target",
+            &target,
+            "--dry-run",
+            "--json",
+        ],
+        T,
+    );
+    let v = json(&out);
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["selection"]["read"], 200);
+    assert_eq!(v["selection"]["skipped_writes"], unsafe_n);
+    assert_eq!(v["selection"]["selected"], 200 - unsafe_n);
+    let by_route: u64 = v["selection"]["skipped_writes_by_route"]
+        .as_object()
+        .expect("by route")
+        .values()
+        .map(|n| n.as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(by_route, unsafe_n);
+    let out = run(&["replay", "--tape", s(&tape), "--dry-run"], T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("skipped writes by route") && text.contains("GET /api/users/{id}"),
+        "{text}"
+    );
+    assert!(server.requests().is_empty(), "a dry run sent requests");
+
+    // Real run: only safe methods arrive.
+    let out_dir = dir.path().join("run");
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &target,
+            "--max",
+            "--json",
+        ],
+        T,
+    );
+    let v = json(&out);
+    assert_eq!(v["origins"], 200 - unsafe_n);
+    assert_eq!(v["selection"]["skipped_writes"], unsafe_n);
+    let got = server.requests();
+    assert_eq!(got.len() as u64, 200 - unsafe_n);
+    assert!(
+        got.iter().all(|r| r.method == "GET"),
+        "an unsafe method was replayed"
+    );
+
+    // Filters: method, route glob and limit.
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--dry-run",
+            "--json",
+            "--allow-writes",
+            "--route",
+            "/api/users/*",
+            "--limit",
+            "5",
+        ],
+        T,
+    );
+    let v = json(&out);
+    assert_eq!(v["selection"]["selected"], 5);
+    let routes = v["selection"]["routes"].as_object().expect("routes");
+    assert!(
+        routes.keys().all(|r| r.contains("/api/users/")),
+        "{routes:?}"
+    );
+
+    // Time range and method filters, and deterministic sampling.
+    let mut times: Vec<i64> = recorded.iter().map(|e| e.started_at_us).collect();
+    times.sort_unstable();
+    let (from, to) = (times[50].to_string(), times[150].to_string());
+    let gets = recorded[..]
+        .iter()
+        .filter(|e| e.method == "GET" && (times[50]..times[150]).contains(&e.started_at_us))
+        .count();
+    let v = json(&run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--dry-run",
+            "--json",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--method",
+            "get",
+        ],
+        T,
+    ));
+    assert_eq!(v["selection"]["selected"], gets as u64, "{v:#}");
+    let sampled = |_: ()| {
+        json(&run(
+            &[
+                "replay",
+                "--tape",
+                s(&tape),
+                "--dry-run",
+                "--json",
+                "--allow-writes",
+                "--sample",
+                "0.5",
+            ],
+            T,
+        ))["selection"]["selected"]
+            .as_u64()
+            .expect("selected")
+    };
+    let (a, b) = (sampled(()), sampled(()));
+    assert_eq!(a, b, "sampling is deterministic");
+    assert!((60..140).contains(&a), "about half of 200: {a}");
+}
+
+#[test]
+fn a_down_target_yields_error_exchanges_and_a_summary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
+    let t0 = now_us() - 10_000_000;
+    let recorded: Vec<_> = (0..5).map(|i| get(&format!("/x/{i}"), t0 + i)).collect();
+    write_tape(&tape, &recorded);
+    let up = TestServer::start(|_| Reply::json("{}"));
+    let down = format!("down=http://127.0.0.1:{}", free_port());
+    let up_t = format!("up={}", up.url());
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &down,
+            "--target",
+            &up_t,
+            "--timeout",
+            "5s",
+        ],
+        T,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("connect-refused 5"), "{text}");
+    let results = read_tape(&out_dir);
+    assert_eq!(results.len(), 10);
+    for r in &results {
+        match r.target.as_deref() {
+            Some("down") => {
+                assert_eq!(
+                    r.error_kind,
+                    Some(ErrorKind::ConnectRefused),
+                    "{:?}",
+                    r.error
+                );
+                assert_eq!(r.status, None);
+            }
+            Some("up") => assert_eq!(r.status, Some(200)),
+            other => panic!("unexpected target {other:?}"),
+        }
+    }
+    assert_eq!(up.requests().len(), 5);
+}
+
+#[test]
+fn a_slow_target_shows_its_delay_in_latency_from_the_scheduled_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
+    let t0 = now_us() - 10_000_000;
+    let recorded: Vec<_> = (0..6).map(|i| get(&format!("/slow/{i}"), t0 + i)).collect();
+    write_tape(&tape, &recorded);
+    let slow = TestServer::start(|_| {
+        let mut r = Reply::json("{}");
+        r.delay = Duration::from_millis(100);
+        r
+    });
+    let target = format!("slow={}", slow.url());
+    // 50 requests/s but only one in flight: later requests leave late, and that wait must
+    // count as latency (no coordinated omission).
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &target,
+            "--rate",
+            "50",
+            "--concurrency",
+            "1",
+            "--json",
+        ],
+        T,
+    );
+    let v = json(&out);
+    assert!(
+        v["targets"][0]["latency_us"]["p50"].as_u64().expect("p50") >= 100_000,
+        "{v:#}"
+    );
+    let results = read_tape(&out_dir);
+    assert_eq!(results.len(), 6);
+    let mut max_late = 0;
+    for r in &results {
+        let late = r.sent_at_us.expect("sent") - r.scheduled_at_us.expect("sched");
+        let total = r.total_us.expect("total");
+        assert!(total >= 100_000, "the server's delay shows: {total}");
+        assert!(
+            total >= late + 90_000,
+            "latency counts from the schedule: {total} vs late {late}"
+        );
+        max_late = max_late.max(late);
+    }
+    assert!(
+        max_late >= 100_000,
+        "sends queued behind the slow target: {max_late}"
+    );
+    assert!(v["pacing"]["lateness_us"]["max"].as_u64().expect("max") >= 100_000);
+}
+
+#[test]
+fn speed_2_halves_recorded_gaps_and_keeps_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
+    let t0 = now_us() - 10_000_000;
+    let recorded: Vec<_> = (0..21i64)
+        .map(|i| get(&format!("/p/{i}"), t0 + i * 10_000))
+        .collect();
+    write_tape(&tape, &recorded);
+    let server = TestServer::start(|_| Reply::json("{}"));
+    let target = format!("t={}", server.url());
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &target,
+            "--speed",
+            "2",
+            "--json",
+        ],
+        T,
+    );
+    let v = json(&out);
+    assert_eq!(v["origins"], 21);
+
+    let results = read_tape(&out_dir);
+    let by_origin: HashMap<_, _> = results
+        .iter()
+        .map(|r| (r.origin_id.expect("origin"), r))
+        .collect();
+    let sched: Vec<i64> = recorded
+        .iter()
+        .map(|e| by_origin[&e.id].scheduled_at_us.expect("sched"))
+        .collect();
+    assert!(
+        sched.windows(2).all(|w| w[1] > w[0]),
+        "order kept: {sched:?}"
+    );
+    let span = sched[20] - sched[0];
+    assert!(
+        (95_000..=105_000).contains(&span),
+        "200 ms recorded at 2x ≈ 100 ms: {span}"
+    );
+
+    // Sends are dispatched in recorded order; when the machine stalls the dispatcher, a burst
+    // of due requests runs on several runtime threads and may leave a few hundred µs apart in
+    // either order. Arrival order is the network's business (the first requests race their
+    // connection set-ups). Both are checked loosely.
+    let sent: Vec<i64> = recorded
+        .iter()
+        .map(|e| by_origin[&e.id].sent_at_us.expect("sent"))
+        .collect();
+    assert!(
+        sent.windows(2).all(|w| w[1] >= w[0] - 2_000),
+        "send order: {sent:?}"
+    );
+    let got = server.requests();
+    assert_eq!(got.len(), 21);
+    let index = |r: &crate::util::Received| -> usize {
+        r.uri.trim_start_matches("/p/").parse().expect("index")
+    };
+    let inversions = got
+        .windows(2)
+        .filter(|w| index(&w[1]) < index(&w[0]))
+        .count();
+    assert!(
+        inversions <= 5,
+        "arrival order mostly kept: {:?}",
+        got.iter().map(index).collect::<Vec<_>>()
+    );
+    let first = got.iter().find(|r| index(r) == 0).expect("first").at;
+    let last = got.iter().find(|r| index(r) == 20).expect("last").at;
+    let arrived = last.duration_since(first);
+    assert!(
+        arrived > Duration::from_millis(50) && arrived < Duration::from_millis(190),
+        "about half of the recorded 200 ms: {arrived:?}"
+    );
+}
+
+#[test]
+fn refuses_a_target_on_the_recorded_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
+    let server = TestServer::start(|_| Reply::json("{}"));
+    let mut ex = get("/a", now_us() - 1_000_000);
+    ex.authority = server.addr.to_string();
+    write_tape(&tape, &[ex]);
+    let target = format!("prod={}", server.url());
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &target,
+        ],
+        T,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--allow-same-host"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(server.requests().is_empty());
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &target,
+            "--allow-same-host",
+        ],
+        T,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(server.requests().len(), 1);
+    // The output tape says what was replayed where.
+    let md = Tape::open(&[&out_dir])
+        .expect("open results")
+        .metadata()
+        .expect("metadata");
+    assert_eq!(md.get("tapedeck.run.targets"), Some(&target));
+    assert_eq!(
+        md.get("tapedeck.kind").map(String::as_str),
+        Some("replay-results")
+    );
+    assert_eq!(
+        md.get("tapedeck.run.source_tape").map(String::as_str),
+        Some(s(&tape))
+    );
+
+    // The recorder's upstream (file metadata) is protected too, whatever the Host clients used.
+    let tape2 = dir.path().join("tape2");
+    let w = TapeWriter::builder(&tape2)
+        .when_full(WhenFull::Block)
+        .metadata("tapedeck.recorder.upstream", server.addr.to_string())
+        .open()
+        .expect("open tape");
+    w.append(get("/b", now_us() - 1_000_000)).expect("append");
+    w.close().expect("close");
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape2),
+            "--out",
+            s(&dir.path().join("run2")),
+            "--target",
+            &target,
+        ],
+        T,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(server.requests().len(), 1, "nothing more was sent");
+}
+
+#[test]
+fn h2c_targets_and_timeouts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
+    let t0 = now_us() - 10_000_000;
+    let recorded: Vec<_> = (0..4).map(|i| get(&format!("/h2/{i}"), t0 + i)).collect();
+    write_tape(&tape, &recorded);
+    let fast = TestServer::start(|_| Reply::json(r#"{"h2":true}"#));
+    let stuck = TestServer::start(|_| {
+        let mut r = Reply::json("{}");
+        r.delay = Duration::from_secs(20);
+        r
+    });
+    let h2 = format!("fast=h2c://{}", fast.addr);
+    let slow = format!("stuck={}", stuck.url());
+    let started = Instant::now();
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &h2,
+            "--target",
+            &slow,
+            "--timeout",
+            "300ms",
+            "--json",
+        ],
+        T,
+    );
+    let v = json(&out);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the timeout bounds the run"
+    );
+    assert_eq!(v["targets"][0]["protocol"], "h2c");
+    assert_eq!(v["targets"][0]["responses"], 4);
+    assert_eq!(v["targets"][1]["errors_by_kind"]["timeout"], 4);
+    let got = fast.requests();
+    assert_eq!(got.len(), 4);
+    assert!(
+        got.iter().all(|r| r.version == "HTTP/2.0"),
+        "{:?}",
+        got[0].version
+    );
+    for r in read_tape(&out_dir) {
+        match r.target.as_deref() {
+            Some("fast") => {
+                assert_eq!(r.http_version, "HTTP/2");
+                assert_eq!(&r.resp_body[..], br#"{"h2":true}"#);
+            }
+            _ => {
+                assert_eq!(r.error_kind, Some(ErrorKind::Timeout));
+                let total = r.ttfb_us.or(r.total_us);
+                assert!(total.is_none(), "no response, no latency: {total:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn sigterm_stops_cleanly_with_every_sent_request_recorded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
+    let t0 = now_us() - 60_000_000;
+    let recorded: Vec<_> = (0..50i64)
+        .map(|i| get(&format!("/t/{i}"), t0 + i * 100_000))
+        .collect();
+    write_tape(&tape, &recorded);
+    let server = TestServer::start(|_| Reply::json("{}"));
+    let target = format!("t={}", server.url());
+    let mut p = crate::util::Proc::start(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &target,
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        crate::util::wait_until(Duration::from_secs(20), || server.requests().len() >= 3),
+        "replay never started sending"
+    );
+    p.signal("TERM");
+    let status = p
+        .wait_timeout(Duration::from_secs(20))
+        .expect("replay stops after SIGTERM");
+    assert!(status.success(), "exit {status:?}");
+    let out = std::fs::read_to_string(dir.path().join("tapedeck.stdout")).expect("stdout");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("summary JSON");
+    assert_eq!(v["interrupted"], true);
+    let origins = v["origins"].as_u64().expect("origins");
+    assert!((3..50).contains(&origins), "{origins}");
+    assert_eq!(read_tape(&out_dir).len() as u64, origins);
+    assert_eq!(server.requests().len() as u64, origins);
+}
+
+/// `openssl s_server` on a run-time port, killed by PID on drop.
+struct OpensslServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for OpensslServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the openssl program (Debian package `openssl`) is needed for the TLS test");
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+/// A test CA and a leaf certificate for 127.0.0.1 signed by it, in `dir`.
+fn make_certs(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tapedeck test CA",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext file");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+}
+
+fn start_tls_server(dir: &Path) -> OpensslServer {
+    let port = free_port();
+    let child = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-alpn", "http/1.1", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-cert", "leaf.pem", "-key", "leaf.key"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start openssl s_server");
+    let server = OpensslServer { child, port };
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    assert!(
+        crate::util::wait_for_port(addr, Duration::from_secs(10)),
+        "s_server did not listen"
+    );
+    server
+}
+
+#[test]
+fn https_targets_verify_certificates_and_classify_tls_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_certs(dir.path());
+    let tape = dir.path().join("tape");
+    let t0 = now_us() - 10_000_000;
+    let recorded: Vec<_> = (0..3).map(|i| get(&format!("/tls/{i}"), t0 + i)).collect();
+    write_tape(&tape, &recorded);
+    let server = start_tls_server(dir.path());
+    let target = format!("secure=https://127.0.0.1:{}", server.port);
+    let ca = dir.path().join("ca.pem");
+    let replay = |out: &str, extra: &[&str]| {
+        let out_dir = dir.path().join(out);
+        let mut args = vec![
+            "replay",
+            "--tape",
+            s(&tape),
+            "--target",
+            &target,
+            "--max",
+            "--concurrency",
+            "1",
+            "--timeout",
+            "10s",
+            "--json",
+            "--out",
+        ];
+        args.push(s(&out_dir));
+        args.extend(extra);
+        let v = json(&run(&args, T));
+        (v, read_tape(&out_dir))
+    };
+
+    // Trusted through --ca-cert.
+    let (v, results) = replay("trusted", &["--ca-cert", s(&ca)]);
+    assert_eq!(v["targets"][0]["protocol"], "https");
+    assert_eq!(v["targets"][0]["status_classes"]["2xx"], 3, "{v:#}");
+    assert_eq!(results.len(), 3);
+    for r in &results {
+        assert_eq!(r.scheme, "https");
+        assert_eq!(r.status, Some(200), "{:?}", r.error);
+        assert!(!r.resp_body.is_empty());
+    }
+
+    // Unknown CA: every exchange is a TLS error; the run still completes.
+    let (v, results) = replay("untrusted", &[]);
+    assert_eq!(v["targets"][0]["errors_by_kind"]["tls"], 3, "{v:#}");
+    assert!(results.iter().all(|r| r.error_kind == Some(ErrorKind::Tls)));
+
+    // --insecure accepts it.
+    let (v, _) = replay("insecure", &["--insecure"]);
+    assert_eq!(v["targets"][0]["status_classes"]["2xx"], 3, "{v:#}");
+}
+
+/// A hyper HTTP/1.1 + HTTP/2 server behind rustls (ALPN `h2`, `http/1.1`) on a run-time port,
+/// recording the protocol version of each request. Stops when dropped.
+struct TlsTestServer {
+    port: u16,
+    versions: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for TlsTestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start_rustls_server(dir: &Path) -> TlsTestServer {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("leaf.pem"))
+        .expect("leaf.pem")
+        .collect::<Result<_, _>>()
+        .expect("certs");
+    let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).expect("leaf.key");
+    let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server cert");
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let versions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    let seen = versions.clone();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                tokio::select! {
+                    _ = &mut rx => break,
+                    accepted = listener.accept() => {
+                        let Ok((tcp, _)) = accepted else { continue };
+                        let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                        tokio::spawn(async move {
+                            let Ok(tls) = acceptor.accept(tcp).await else { return };
+                            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                                seen.lock().expect("lock").push(format!("{:?}", req.version()));
+                                async {
+                                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                        http_body_util::Full::new(Bytes::from_static(b"{\"tls\":true}")),
+                                    ))
+                                }
+                            });
+                            let _ = hyper_util::server::conn::auto::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                            .await;
+                        });
+                    }
+                }
+            }
+        });
+    });
+    TlsTestServer {
+        port,
+        versions,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    }
+}
+
+#[test]
+fn https_targets_negotiate_http2_by_alpn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_certs(dir.path());
+    let tape = dir.path().join("tape");
+    let t0 = now_us() - 10_000_000;
+    let recorded: Vec<_> = (0..4).map(|i| get(&format!("/alpn/{i}"), t0 + i)).collect();
+    write_tape(&tape, &recorded);
+    let server = start_rustls_server(dir.path());
+    let target = format!("secure=https://127.0.0.1:{}", server.port);
+    let out_dir = dir.path().join("run");
+    let ca = dir.path().join("ca.pem");
+    let v = json(&run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--target",
+            &target,
+            "--ca-cert",
+            s(&ca),
+            "--out",
+            s(&out_dir),
+            "--json",
+        ],
+        T,
+    ));
+    assert_eq!(v["targets"][0]["status_classes"]["2xx"], 4, "{v:#}");
+    let versions = server.versions.lock().expect("lock").clone();
+    assert_eq!(versions, ["HTTP/2.0"; 4], "ALPN picked h2");
+    for r in read_tape(&out_dir) {
+        assert_eq!(r.http_version, "HTTP/2");
+        assert_eq!(r.scheme, "https");
+        assert_eq!(&r.resp_body[..], b"{\"tls\":true}");
+    }
+}

@@ -16,10 +16,16 @@ use crate::util::thousands;
 /// flags are arrays there); flags override the file. SIGTERM stops accepting, lets in-flight
 /// exchanges finish, seals the tape and exits 0.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  \
+#[command(
+    after_help = "Every flag is also a key of the --config TOML file (flags win): the flag's name without \
+the dashes, e.g. max-body = \"1MiB\"; repeatable flags take arrays \
+(redact-json = [\"$.password\"], exclude-path = [\"/healthz\"]); --no-record is record = false, \
+--no-h2c is h2c = false, --insecure-upstream is upstream-verify = false. Unknown keys are errors.\n\n\
+Examples:\n  \
   tapedeck record --listen 127.0.0.1:8080 --upstream http://127.0.0.1:3000 --tape ./tapes/svc\n  \
   tapedeck record --config tapedeck.toml --sample 0.1 --sample-key traceparent\n  \
-  TAPEDECK_REDACT_KEY=$(cat key) tapedeck record ... --redact-mode hash --redact-json '$.password'")]
+  TAPEDECK_REDACT_KEY=$(cat key) tapedeck record ... --redact-mode hash --redact-json '$.password'"
+)]
 pub(crate) struct Args {
     /// TOML file with any of the keys below (unknown keys are rejected).
     #[arg(long, value_name = "FILE")]

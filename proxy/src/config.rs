@@ -82,6 +82,7 @@ pub struct RawConfig {
     pub upstream_h2c: Option<bool>,
 
     /// Extra header names to redact, on top of the default sensitive list.
+    #[serde(alias = "redact-header")]
     pub redact_headers: Option<Vec<String>>,
     /// Query parameter names to redact (also applied to form-encoded bodies).
     pub redact_query: Option<Vec<String>>,
@@ -102,12 +103,16 @@ pub struct RawConfig {
     /// of one trace are recorded or skipped together.
     pub sample_key: Option<String>,
     /// Record only these methods (default: all).
+    #[serde(alias = "include-method")]
     pub include_methods: Option<Vec<String>>,
     /// Never record these methods.
+    #[serde(alias = "exclude-method")]
     pub exclude_methods: Option<Vec<String>>,
     /// Record only paths matching one of these globs (default: all), e.g. `/api/**`.
+    #[serde(alias = "include-path")]
     pub include_paths: Option<Vec<String>>,
     /// Never record paths matching one of these globs, e.g. `/healthz`.
+    #[serde(alias = "exclude-path")]
     pub exclude_paths: Option<Vec<String>>,
 }
 
@@ -574,6 +579,53 @@ mod tests {
             tape: Some("/tmp/x".into()),
             ..RawConfig::default()
         }
+    }
+
+    /// The example in the README; keep them in sync.
+    const README_EXAMPLE: &str = r#"
+listen = "0.0.0.0:8080"
+upstream = "http://127.0.0.1:3000"
+tape = "/var/lib/tapedeck/svc"
+source = "users-api"
+max-body = "1MiB"
+threads = 2
+admin = "127.0.0.1:9180"
+grace-period = "5s"
+flush-interval = "1s"
+header-timeout = "30s"
+idle-timeout = "60s"
+upstream-timeout = "30s"
+redact-headers = ["x-session-id"]
+redact-query = ["token", "api_key"]
+redact-json = ["$.password", "$..card_number"]
+redact-regex = ['\b[0-9]{13,16}\b']
+redact-mode = "mask"
+sample = 0.25
+sample-key = "traceparent"
+exclude-paths = ["/healthz", "/metrics"]
+exclude-methods = ["OPTIONS"]
+"#;
+
+    #[test]
+    fn readme_example_is_valid() {
+        let s = RawConfig::from_toml(README_EXAMPLE)
+            .expect("parses")
+            .validate()
+            .expect("valid");
+        assert_eq!(s.source, "users-api");
+        assert_eq!(s.threads, 2);
+        assert_eq!(s.header_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn repeatable_flag_names_work_as_keys() {
+        let r = RawConfig::from_toml(
+            "exclude-path = [\"/a\"]\ninclude-method = [\"GET\"]\nredact-header = [\"x-s\"]\n",
+        )
+        .expect("aliases");
+        assert_eq!(r.exclude_paths, Some(vec!["/a".to_owned()]));
+        assert_eq!(r.include_methods, Some(vec!["GET".to_owned()]));
+        assert_eq!(r.redact_headers, Some(vec!["x-s".to_owned()]));
     }
 
     #[test]

@@ -325,18 +325,42 @@ fn large_bodies_are_forwarded_whole_and_stored_truncated() {
         assert_eq!(body.len(), TEN_MB, "client must receive the whole body");
         assert!(body == big, "body corrupted in transit");
     });
+    // curl sends `Expect: 100-continue` for a body this large.
+    let file = dir.path().join("upload.bin");
+    std::fs::write(&file, &big[..2 * 1024 * 1024]).expect("write");
+    let (status, _) = curl(&[
+        &rec.url("/curl-upload"),
+        "-o",
+        "/dev/null",
+        "--data-binary",
+        &format!("@{}", file.display()),
+    ]);
+    assert_eq!(status, 200);
     let (_, metrics) = rec.admin_get("/metrics");
     assert!(
-        metrics.contains("tapedeck_truncated_total 1\n"),
+        metrics.contains("tapedeck_truncated_total 2\n"),
         "{metrics}"
     );
     let tape = rec.stop();
+    let got = up.requests();
     assert_eq!(
-        up.requests()[0].body.len(),
+        got[0].body.len(),
         upload.len(),
         "upstream got the whole upload"
     );
-    assert_eq!(tape.len(), 1);
+    assert_eq!(
+        got[1].body.len(),
+        2 * 1024 * 1024,
+        "upstream got the whole curl upload"
+    );
+    assert_eq!(tape.len(), 2);
+    let curl_ex = &tape[1];
+    assert_eq!(curl_ex.req_body_size, 2 * 1024 * 1024);
+    assert!(
+        curl_ex.req_body_truncated && curl_ex.error_kind.is_none(),
+        "{:?}",
+        curl_ex.error
+    );
     let ex = &tape[0];
     assert_eq!(ex.resp_body_size, TEN_MB as u64);
     assert!(ex.resp_body_truncated);
@@ -1198,6 +1222,10 @@ fn tls_termination_and_https_upstream() {
             .iter()
             .all(|e| e.scheme == "https" && e.status == Some(200))
     );
+    // B reached A over TLS and negotiated HTTP/2 by ALPN; curl spoke HTTP/1.1 to B.
+    let via_b = tape_a.iter().find(|e| e.path == "/via-b").expect("via b");
+    assert_eq!(via_b.http_version, "HTTP/2");
+    assert_eq!(tape_b[0].http_version, "HTTP/1.1");
 }
 
 fn is_root() -> bool {

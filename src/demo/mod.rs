@@ -212,6 +212,9 @@ fn record(
             "off",
             "--flush-interval",
             "200ms",
+            // Nothing is in flight when the demo stops the recorder: don't wait the default 5 s.
+            "--grace-period",
+            "1s",
         ])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

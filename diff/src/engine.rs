@@ -220,6 +220,10 @@ fn unreachable_histogram() -> Histogram<u64> {
 struct LatencyAcc {
     base: Side,
     cand: Side,
+    /// The secondary (noise) target's latencies, when one was replayed.
+    sec: Option<Side>,
+    seed: u64,
+    cap: usize,
 }
 
 impl LatencyAcc {
@@ -227,7 +231,17 @@ impl LatencyAcc {
         Self {
             base: Side::new(seed, cap),
             cand: Side::new(seed ^ 0x5bd1_e995, cap),
+            sec: None,
+            seed,
+            cap,
         }
+    }
+
+    fn record_secondary(&mut self, us: u64) {
+        let (seed, cap) = (self.seed ^ 0x2545_f491, self.cap);
+        self.sec
+            .get_or_insert_with(|| Side::new(seed, cap))
+            .record(us);
     }
 }
 
@@ -282,6 +296,11 @@ impl RouteAcc {
         }
         self.latency.base.merge(other.latency.base);
         self.latency.cand.merge(other.latency.cand);
+        match (&mut self.latency.sec, other.latency.sec) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (mine @ None, Some(theirs)) => *mine = Some(theirs),
+            _ => {}
+        }
     }
 }
 
@@ -576,6 +595,9 @@ impl Judge<'_> {
         if let Some(sec) = g.secondary {
             acc.with_noise += 1;
             counts.with_noise += 1;
+            if let Some(us) = latency_us(&sec) {
+                acc.latency.record_secondary(us);
+            }
             if is_error(&sec).is_some() {
                 *acc.errors.secondary.get_or_insert(0) += 1;
             } else {
@@ -685,6 +707,7 @@ fn eval_latency(
         candidate: percentiles(&acc.cand.hist, s),
         mann_whitney: None,
         hodges_lehmann: None,
+        noise_shift: None,
         ratios: Vec::new(),
         ks: None,
     };
@@ -703,6 +726,20 @@ fn eval_latency(
         &stats::thin(b, 1000),
         s.hl_confidence,
     );
+    // Environment drift: how far a second baseline instance moved from the baseline.
+    report.noise_shift = acc
+        .sec
+        .as_ref()
+        .map(|sec| sec.res.values())
+        .filter(|v| v.len() >= s.min_samples)
+        .and_then(|v| {
+            stats::hodges_lehmann(
+                &stats::thin(v, 1000),
+                &stats::thin(b, 1000),
+                s.hl_confidence,
+            )
+        });
+    let drift = report.noise_shift.map_or(0.0, |n| n.shift.abs());
     let qs: Vec<f64> = RATIO_QUANTILES
         .iter()
         .copied()
@@ -756,13 +793,21 @@ fn eval_latency(
         })
         .collect();
     let shift = format!(
-        "shift {} (98 % CI {} .. {}), Mann-Whitney p={:.2e}",
+        "shift {} (98 % CI {} .. {}), Mann-Whitney p={:.2e}{}",
         fmt_signed_us(hl.shift),
         fmt_signed_us(hl.ci_low),
         fmt_signed_us(hl.ci_high),
-        mw.p_greater
+        mw.p_greater,
+        report
+            .noise_shift
+            .map(|n| format!(", noise shift {}", fmt_signed_us(n.shift)))
+            .unwrap_or_default()
     );
-    if mw.p_greater < s.alpha && hl.ci_low > 0.0 && hl.shift >= floor && !slower.is_empty() {
+    if mw.p_greater < s.alpha
+        && hl.ci_low > drift
+        && hl.shift - drift >= floor
+        && !slower.is_empty()
+    {
         let worst = [0.95, 0.99, 0.5]
             .iter()
             .find_map(|&q| slower.iter().find(|r| r.q == q))
@@ -782,7 +827,11 @@ fn eval_latency(
         }
         why.push_str(&shift);
         (report, Classification::High, why)
-    } else if mw.p_less < s.alpha && hl.ci_high < 0.0 && -hl.shift >= floor && !faster.is_empty() {
+    } else if mw.p_less < s.alpha
+        && hl.ci_high < -drift
+        && -hl.shift - drift >= floor
+        && !faster.is_empty()
+    {
         (report, Classification::Low, format!("faster: {shift}"))
     } else {
         (
@@ -1323,17 +1372,26 @@ fn headline_ratio<'r>(
 /// The ticket title: the worst finding, e.g. `GET /api/users p95 +1,540 % (v1 → v2)`.
 fn title(routes: &[RouteReport], verdict: Verdict, cfg: &DiffConfig) -> String {
     let versions = format!("({} → {})", cfg.baseline_version, cfg.candidate_version);
-    for r in routes.iter().filter(|r| r.verdict == Verdict::Fail) {
-        // Latency first: its title carries a number.
-        if r.checks
+    let failing = || routes.iter().filter(|r| r.verdict == Verdict::Fail);
+    let high = |r: &RouteReport, name: &str| {
+        r.checks
             .iter()
-            .any(|c| c.name == "latency" && c.classification == Classification::High)
-            && let Some(w) = headline_ratio(&r.latency.ratios, cfg)
-        {
-            let label = crate::config::Percentile(w.q).label();
-            let change = hdr_change(&r.latency, w.q).unwrap_or(w.ratio - 1.0);
-            return format!("{} {label} {} {versions}", r.route, fmt_pct(change));
-        }
+            .any(|c| c.name == name && c.classification == Classification::High)
+    };
+    // The largest latency regression first (its title carries a number), then grown error
+    // rates, then response differences, then anything else that failed.
+    let latency = failing()
+        .filter(|r| high(r, "latency"))
+        .filter_map(|r| {
+            let w = headline_ratio(&r.latency.ratios, cfg)?;
+            Some((r, w.q, hdr_change(&r.latency, w.q).unwrap_or(w.ratio - 1.0)))
+        })
+        .max_by(|a, b| a.2.total_cmp(&b.2));
+    if let Some((r, q, change)) = latency {
+        let label = crate::config::Percentile(q).label();
+        return format!("{} {label} {} {versions}", r.route, fmt_pct(change));
+    }
+    for r in failing() {
         if let Some(c) = r
             .checks
             .iter()
@@ -1341,6 +1399,8 @@ fn title(routes: &[RouteReport], verdict: Verdict, cfg: &DiffConfig) -> String {
         {
             return format!("{} {} {versions}", r.route, c.reason);
         }
+    }
+    for r in failing() {
         if let Some(p) = r.paths.iter().find(|p| p.status == PathStatus::Regression) {
             return format!(
                 "{} {} {} in {} {versions}",
@@ -1350,6 +1410,8 @@ fn title(routes: &[RouteReport], verdict: Verdict, cfg: &DiffConfig) -> String {
                 fmt_rate(p.raw_rate)
             );
         }
+    }
+    for r in failing() {
         if let Some(c) = r
             .checks
             .iter()
@@ -1454,6 +1516,59 @@ mod tests {
         assert_eq!(status_of(&o), None);
     }
 
+    #[test]
+    fn latency_drift_seen_by_the_secondary_is_not_a_regression() {
+        // Candidate and secondary are both 40 % slower than the baseline instance: the
+        // environment, not the build.
+        let mk = |with_secondary: bool| -> Vec<Exchange> {
+            (0..200u128)
+                .flat_map(|i| {
+                    let jitter = (i * 7919 % 1000) as i64;
+                    let mut out = vec![];
+                    let mut b = row(i, "baseline", "/a", "{}".into());
+                    b.total_us = Some(10_000 + jitter);
+                    out.push(b);
+                    let mut c = row(i, "candidate", "/a", "{}".into());
+                    c.total_us = Some(14_000 + (i * 104_729 % 1000) as i64);
+                    out.push(c);
+                    if with_secondary {
+                        let mut s = row(i, "secondary", "/a", "{}".into());
+                        s.total_us = Some(14_000 + (i * 1_299_709 % 1000) as i64);
+                        out.push(s);
+                    }
+                    out
+                })
+                .collect()
+        };
+        let latency = |o: &DiffOutcome| {
+            o.routes[0]
+                .checks
+                .iter()
+                .find(|c| c.name == "latency")
+                .map(|c| c.classification)
+        };
+        let alone = Differ::new(
+            DiffOptions::new("/mem")
+                .validate_with(RulesFile::default())
+                .expect("valid"),
+        )
+        .run_exchanges(mk(false))
+        .expect("judged");
+        assert_eq!(latency(&alone), Some(Classification::High));
+        let with_noise = judge(mk(true), RulesFile::default());
+        assert_eq!(
+            latency(&with_noise),
+            Some(Classification::Pass),
+            "{:#?}",
+            with_noise.reasons
+        );
+        let drift = with_noise.routes[0]
+            .latency
+            .noise_shift
+            .expect("noise shift");
+        assert!(drift.shift > 3_000.0, "{drift:?}");
+    }
+
     #[derive(Debug)]
     struct AlwaysDiffers;
 
@@ -1514,5 +1629,59 @@ mod tests {
             .run_exchanges(rows)
             .expect("judged");
         assert_eq!(out.exit_code, 1);
+    }
+}
+
+#[cfg(test)]
+mod report_size_tests {
+    use super::*;
+    use crate::config::{DiffOptions, RulesFile};
+    use bytes::Bytes;
+    use tapedeck_storage::Header;
+
+    #[test]
+    fn report_md_stays_under_the_limit_with_many_findings() {
+        // 150 routes, each with 40 renamed fields and long values: far more than fits.
+        let mut rows = Vec::new();
+        let mut origin = 0u128;
+        for r in 0..150 {
+            for _ in 0..10 {
+                origin += 1;
+                for (t, prefix) in [("baseline", "a"), ("candidate", "b")] {
+                    let fields: Vec<String> = (0..40)
+                        .map(|k| format!(r#""{prefix}{k}":"{}""#, "x`|".repeat(100)))
+                        .collect();
+                    rows.push(Exchange {
+                        path: format!("/r{r}/items"),
+                        status: Some(200),
+                        total_us: Some(1000),
+                        resp_headers: vec![Header::new("content-type", "application/json")],
+                        resp_body: Bytes::from(format!("{{{}}}", fields.join(","))),
+                        origin_id: Some(uuid::Uuid::from_u128(origin)),
+                        target: Some(t.into()),
+                        ..Exchange::default()
+                    });
+                }
+            }
+        }
+        let mut rules = RulesFile::default();
+        rules.settings.route_cardinality = 0; // keep 150 routes
+        let cfg = DiffOptions::new("/mem")
+            .validate_with(rules)
+            .expect("valid");
+        let o = Differ::new(cfg).run_exchanges(rows).expect("judged");
+        assert_eq!(o.verdict, Verdict::Fail);
+        assert_eq!(o.routes.len(), 150);
+        let md = crate::report::markdown(&o);
+        assert!(
+            md.chars().count() <= crate::report::MAX_REPORT_CHARS,
+            "{}",
+            md.len()
+        );
+        assert!(md.starts_with("# GET /r"));
+        // Fences stay balanced even though values contain backticks.
+        let junit = crate::report::junit(&o);
+        // responses, errors, latency (nodata: 10 samples) per route.
+        assert_eq!(junit.matches("<testcase ").count(), 150 * 3);
     }
 }

@@ -125,6 +125,9 @@ pub struct LatencyReport {
     pub mann_whitney: Option<crate::stats::MannWhitney>,
     /// Hodges-Lehmann shift (µs) with its interval.
     pub hodges_lehmann: Option<crate::stats::HodgesLehmann>,
+    /// Hodges-Lehmann shift of the secondary (noise) target against the baseline: environment
+    /// drift. A slowdown must exceed its magnitude (when a noise target was replayed).
+    pub noise_shift: Option<crate::stats::HodgesLehmann>,
     /// Bootstrap intervals of candidate/baseline at p50 / p95 / p99 (those with enough data).
     pub ratios: Vec<crate::stats::RatioCi>,
     /// Kolmogorov-Smirnov shape comparison (informational).

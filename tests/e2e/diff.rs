@@ -442,3 +442,54 @@ fn canary_mode_compares_two_tapes_without_pairing() {
     let out = run(&["diff", "--candidate-tape", s(&a)], T);
     assert_eq!(out.status.code(), Some(2), "needs --baseline-tape");
 }
+
+#[test]
+fn a_damaged_file_in_the_run_is_an_error_unless_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (runp, report) = (dir.path().join("run"), dir.path().join("report"));
+    write_run(&runp, 25, &["baseline", "candidate"], &|p, i, _| {
+        noisy(p, i, false)
+    });
+    std::fs::write(runp.join("zz-damaged.parquet"), b"PAR1 this is not parquet").expect("write");
+    let out = run(&["diff", "--run", s(&runp)], T);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("zz-damaged.parquet"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &[
+            "diff",
+            "--run",
+            s(&runp),
+            "--skip-corrupt",
+            "--report",
+            s(&report),
+        ],
+        T,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let v = verdict(&report);
+    assert_eq!(v["counts"]["paired"], 50);
+    let skipped = v["skipped_files"].as_array().expect("skipped");
+    assert_eq!(skipped.len(), 1);
+    assert!(
+        skipped[0]
+            .as_str()
+            .expect("text")
+            .contains("zz-damaged.parquet")
+    );
+}

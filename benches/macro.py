@@ -284,8 +284,9 @@ def run_proxy_case(args, tmp, kind, up_port, path, conns, rep):
 # added latency at half of nginx's max rate
 
 
-def replay_json(args, argv, timeout):
-    out = subprocess.run([args.bin] + argv + ["--json", "--quiet"], capture_output=True, text=True, timeout=timeout)
+def replay_json(args, argv, timeout, cpu=None):
+    out = subprocess.run(pin(cpu) + [args.bin] + argv + ["--json", "--quiet"], capture_output=True, text=True,
+                         timeout=timeout)
     if out.returncode != 0:
         raise RuntimeError(f"tapedeck {' '.join(argv)} failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout)
@@ -341,7 +342,7 @@ def bench_latency_at_half_rate(args, tmp, lines, proxy_results):
                     out = tempfile.mkdtemp(prefix="half-out-", dir=tmp)
                     s = replay_json(args, ["replay", "--tape", tape, "--target", f"t=http://127.0.0.1:{port}",
                                            "--out", out, "--rate", str(rate), "--limit", str(rate * args.seconds),
-                                           "--allow-same-host"], args.seconds * 4 + 60)
+                                           "--allow-same-host"], args.seconds * 4 + 60, cpu=1)
                     t0 = s["targets"][0]
                     res.setdefault(kind, []).append(t0["latency_us"]["p99"] / 1000)
                     print(f"half-rate {rate}/s rep{rep} {kind}: p99 {t0['latency_us']['p99'] / 1000:.2f} ms", flush=True)
@@ -353,7 +354,8 @@ def bench_latency_at_half_rate(args, tmp, lines, proxy_results):
     direct = median(res.get("direct", []))
     lines.append(f"## Added p99 latency at half of nginx's max rate ({rate:,} req/s, open loop)\n")
     lines.append("Load: `tapedeck replay --rate R` of a recorded tape of `GET /small` (latency measured from "
-                 "the scheduled send time, so queueing shows). Proxies pinned as above.\n")
+                 "the scheduled send time, so queueing shows), pinned to CPU 1 with the upstream; proxies "
+                 "on CPU 0 as above. The load generator's own lateness is in the direct row.\n")
     lines.append("| target | p99 ms | added p99 vs direct, ms |")
     lines.append("|---|---|---|")
     for kind in ("direct", "nginx", "record"):
@@ -378,7 +380,7 @@ def bench_replay(args, tmp, lines):
             rows["wrk"].append(wrk(f"http://127.0.0.1:{up_port}/small", 64, args.seconds, 0)["rps"])
             out = tempfile.mkdtemp(prefix="max-", dir=tmp)
             s = replay_json(args, ["replay", "--tape", tape, "--target", f"t=http://127.0.0.1:{up_port}",
-                                   "--out", out, "--max", "--concurrency", "64", "--allow-same-host"], 600)
+                                   "--out", out, "--max", "--concurrency", "64", "--allow-same-host"], 600, cpu=0)
             rows["replay"].append(s["pacing"]["achieved_rate"])
             print(f"replay max rep{rep}: wrk {rows['wrk'][-1]:.0f}/s replay {rows['replay'][-1]:.0f}/s", flush=True)
         w, r = median(rows["wrk"]), median(rows["replay"])
@@ -400,7 +402,7 @@ def bench_replay(args, tmp, lines):
                 out = tempfile.mkdtemp(prefix="rate-", dir=tmp)
                 s = replay_json(args, ["replay", "--tape", tape, "--target", f"t=http://127.0.0.1:{up_port}",
                                        "--out", out, "--rate", str(rate), "--limit", str(rate * args.seconds),
-                                       "--allow-same-host"], args.seconds * 4 + 60)
+                                       "--allow-same-host"], args.seconds * 4 + 60, cpu=0)
                 got.append(s["pacing"])
                 print(f"rate {rate} rep{rep}: {s['pacing']['achieved_rate']:.1f}/s lateness p99 {s['pacing']['lateness_us']['p99']}us", flush=True)
             ach = median([g["achieved_rate"] for g in got])
@@ -447,11 +449,16 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="a few seconds per section")
     ap.add_argument("--sections", default="proxy,half,replay,memory")
+    ap.add_argument("--reps", type=int, help="override repetitions")
+    ap.add_argument("--seconds", type=int, help="override seconds per load run")
     args = ap.parse_args()
     if args.smoke:
         args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 2, 1, [16], ["/small"], [1000], 20_000
     else:
         args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 10, 3, [16, 64, 256], ["/small", "/large"], [1000, 10000], 5_000_000
+    over = ap.parse_args()
+    args.reps = over.reps or args.reps
+    args.seconds = over.seconds or args.seconds
     sections = args.sections.split(",")
     lines = []
     with tempfile.TemporaryDirectory(prefix="tapedeck-bench-") as tmp:

@@ -112,6 +112,9 @@ pub(crate) struct Args {
     /// Print verdict.json on stdout instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Also write a bug-ticket bundle here when the verdict is not a pass (see `tapedeck ticket`).
+    #[arg(long, value_name = "DIR")]
+    ticket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -262,6 +265,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
             args.report.display(),
             checked.run_dir.display()
         )?;
+    }
+    if let Some(dir) = &args.ticket {
+        let mut opts = crate::ticket::TicketOptions::new(&args.report, dir);
+        opts.run = Some(checked.run_dir.clone());
+        match crate::ticket::write_ticket(&opts) {
+            // Keep stdout pure JSON with --json.
+            Ok(outcome) if args.json => eprintln!("{}", crate::ticket::describe(&outcome, dir)),
+            Ok(outcome) => writeln!(out, "{}", crate::ticket::describe(&outcome, dir))?,
+            // The verdict decides the exit code; a ticket that could not be written does not
+            // turn a fail or an inconclusive into something else.
+            Err(e) => eprintln!(
+                "tapedeck: error: writing the ticket to {}: {e:#}",
+                dir.display()
+            ),
+        }
     }
     Ok(checked.outcome.exit_code)
 }

@@ -14,7 +14,9 @@ mod diff;
 mod inspect;
 mod record;
 mod replay;
+mod serve;
 mod synth;
+mod ticket;
 mod util;
 
 /// Exit code: success (and, for judgements, a pass).
@@ -51,8 +53,12 @@ enum Command {
     Record(Box<record::Args>),
     /// Replay a tape against one or more targets (paced, multi-target) and write the results as a tape.
     Replay(replay::Args),
+    /// Serve check runs over HTTP: an Argo Rollouts Web provider and Flagger webhooks.
+    Serve(Box<serve::Args>),
     /// Write a tape of synthetic JSON API traffic (to try tapedeck, and for tests and benchmarks).
     Synth(synth::Args),
+    /// Write a redacted bug-ticket bundle (ticket.md, ticket.json, the failing exchanges) from a report.
+    Ticket(Box<ticket::Args>),
 }
 
 fn main() -> ExitCode {
@@ -71,7 +77,9 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Record(args) => record::run(*args),
         Command::Replay(args) => replay::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Synth(args) => synth::run(args),
+        Command::Ticket(args) => ticket::run(*args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -9,3 +9,5 @@ mod diff;
 mod inspect;
 mod record;
 mod replay;
+mod serve;
+mod ticket;

@@ -1,0 +1,598 @@
+//! `tapedeck serve`: the Argo Rollouts Web provider and Flagger webhook contracts, real binary,
+//! real baseline/candidate servers on loopback.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::util::{Proc, Reply, TestServer, free_port, run, stderr, wait_for_port, wait_until};
+
+const TOKEN: &str = "test-token-5521";
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body. Bounded by timeouts.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to serve");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A JSON API; `renamed` renames a field on `/api/users/{id}`; the first `slow_first` requests
+/// are answered after 3 s.
+fn api(renamed: bool, slow_first: usize) -> TestServer {
+    let seen = Arc::new(AtomicUsize::new(0));
+    TestServer::start(move |req| {
+        let field = if renamed && req.uri.starts_with("/api/users/") {
+            "okay"
+        } else {
+            "ok"
+        };
+        let mut r =
+            Reply::json(serde_json::json!({"path": req.uri.clone(), field: true}).to_string());
+        if seen.fetch_add(1, Ordering::SeqCst) < slow_first {
+            r.delay = Duration::from_secs(3);
+        }
+        r
+    })
+}
+
+fn flagger(name: &str, checksum: &str, metadata: serde_json::Value) -> String {
+    serde_json::json!({
+        "name": name,
+        "namespace": "shop",
+        "phase": "Progressing",
+        "checksum": checksum,
+        "metadata": metadata,
+    })
+    .to_string()
+}
+
+/// Polls the run until its status is no longer `pending` (bounded); returns the document.
+fn wait_done(addr: SocketAddr, id: &str) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let done = wait_until(Duration::from_secs(180), || {
+        let (code, body) = http(
+            addr,
+            "GET",
+            &format!("/v1/runs/{id}/verdict"),
+            Some(TOKEN),
+            "",
+        );
+        assert_eq!(code, 200, "{body}");
+        last = json(&body);
+        last["status"] != "pending"
+    });
+    assert!(done, "run {id} still pending: {last:#}");
+    last
+}
+
+fn start_serve(
+    dir: &Path,
+    runs: &Path,
+    tape: &Path,
+    baseline: &str,
+    candidate: &str,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let logs = dir.join(format!("serve-{port}"));
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let listen = addr.to_string();
+    let mut args = vec![
+        "serve",
+        "--listen",
+        &listen,
+        "--runs",
+        s(runs),
+        "--token",
+        TOKEN,
+        "--tape",
+        s(tape),
+        "--baseline",
+        baseline,
+        "--candidate",
+        candidate,
+        "--tickets",
+    ];
+    args.extend(extra);
+    args.extend(["--", "--concurrency", "8"]);
+    let proc = Proc::start(&args, &logs);
+    assert!(
+        wait_for_port(addr, Duration::from_secs(30)),
+        "serve did not listen: {}",
+        std::fs::read_to_string(logs.join("tapedeck.stderr")).unwrap_or_default()
+    );
+    (proc, addr)
+}
+
+#[test]
+fn serve_answers_the_argo_and_flagger_contracts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let o = run(
+        &["synth", "--out", s(&tape), "--count", "400", "--seed", "3"],
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let baseline = api(false, 0);
+    let same = api(false, 0);
+    let renamed = api(true, 0);
+    let slow = api(false, 16);
+    let runs = dir.path().join("runs");
+    let (mut serve, addr) =
+        start_serve(dir.path(), &runs, &tape, &baseline.url(), &same.url(), &[]);
+
+    // Bearer token: required on every endpoint.
+    assert_eq!(http(addr, "GET", "/v1/runs", None, "").0, 401);
+    assert_eq!(http(addr, "GET", "/v1/runs", Some("wrong"), "").0, 401);
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            "/flagger/rollout",
+            None,
+            &flagger("web", "c1", serde_json::json!({}))
+        )
+        .0,
+        401
+    );
+    assert_eq!(http(addr, "GET", "/v1/runs", Some(TOKEN), "").0, 200);
+
+    // Argo Web provider: start a run, poll its verdict.
+    let (code, body) = http(
+        addr,
+        "POST",
+        "/v1/runs",
+        Some(TOKEN),
+        r#"{"id":"argo-same"}"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(json(&body)["status"], "pending");
+    let done = wait_done(addr, "argo-same");
+    assert_eq!(done["status"], "pass", "{done:#}");
+    assert_eq!(done["verdict"], "pass");
+    assert_eq!(done["rollback"], false);
+    assert!(done["routes"].as_array().is_some_and(|r| !r.is_empty()));
+    assert!(runs.join("argo-same/report/verdict.json").is_file());
+    assert!(runs.join("argo-same/state.json").is_file());
+    // The id is an idempotency key.
+    let (code, body) = http(
+        addr,
+        "POST",
+        "/v1/runs",
+        Some(TOKEN),
+        r#"{"id":"argo-same"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["status"], "pass");
+    assert_eq!(
+        http(addr, "GET", "/v1/runs/nope/verdict", Some(TOKEN), "").0,
+        404
+    );
+    let (code, body) = http(addr, "POST", "/v1/runs", Some(TOKEN), r#"{"bogus":1}"#);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("bogus"), "{body}");
+
+    // A candidate that renames a field: fail, over both APIs.
+    let meta = serde_json::json!({"candidate": renamed.url(), "candidate_version": "v2"});
+    let (code, body) = http(
+        addr,
+        "POST",
+        "/flagger/pre-rollout",
+        Some(TOKEN),
+        &flagger("web", "c-renamed", meta.clone()),
+    );
+    assert_eq!(code, 200, "{body}");
+    // Same checksum, same run.
+    let (code, _) = http(
+        addr,
+        "POST",
+        "/flagger/pre-rollout",
+        Some(TOKEN),
+        &flagger("web", "c-renamed", meta.clone()),
+    );
+    assert_eq!(code, 200);
+    let mut last = (0, String::new());
+    assert!(
+        wait_until(Duration::from_secs(180), || {
+            last = http(
+                addr,
+                "POST",
+                "/flagger/rollout",
+                Some(TOKEN),
+                &flagger("web", "c-renamed", meta.clone()),
+            );
+            assert!(last.0 == 200 || last.0 == 412, "rollout answered {last:?}");
+            last.0 == 412
+        }),
+        "rollout never failed: {last:?}"
+    );
+    assert!(last.1.contains("fail"), "{last:?}");
+    assert_eq!(
+        last.1.trim().lines().count(),
+        1,
+        "one-line reason: {last:?}"
+    );
+    let id = "flagger-shop-web-c-renamed";
+    let doc = json(
+        &http(
+            addr,
+            "GET",
+            &format!("/v1/runs/{id}/verdict"),
+            Some(TOKEN),
+            "",
+        )
+        .1,
+    );
+    assert_eq!(doc["status"], "fail", "{doc:#}");
+    assert_eq!(doc["rollback"], true);
+    assert_eq!(doc["candidate_version"], "v2");
+    // --tickets: a failing run gets a bug-ticket bundle; a passing one does not.
+    let ticket = doc["ticket"]
+        .as_str()
+        .expect("ticket path in the run document");
+    let ticket: serde_json::Value = json(&std::fs::read_to_string(ticket).expect("ticket.json"));
+    assert_eq!(ticket["verdict"], "fail");
+    assert!(runs.join(id).join("ticket/tape").is_dir());
+    assert!(!runs.join("argo-same/ticket").exists());
+    let (code, md) = http(
+        addr,
+        "GET",
+        &format!("/v1/runs/{id}/ticket.md"),
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(code, 200);
+    assert!(md.contains("**Verdict: FAIL**"), "{md}");
+    let (code, md) = http(addr, "GET", "/v1/runs/argo-same/report.md", Some(TOKEN), "");
+    assert_eq!(code, 200);
+    assert!(md.contains("PASS"), "{md}");
+    assert_eq!(
+        http(addr, "GET", "/v1/runs/argo-same/ticket.md", Some(TOKEN), "").0,
+        404
+    );
+    let payload = flagger("web", "c-renamed", meta.clone());
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            "/flagger/confirm-promotion",
+            Some(TOKEN),
+            &payload
+        )
+        .0,
+        412
+    );
+    assert_eq!(
+        http(addr, "POST", "/flagger/rollback", Some(TOKEN), &payload).0,
+        200
+    );
+    assert_eq!(
+        renamed.requests().len(),
+        same.requests().len(),
+        "every request reached the candidate"
+    );
+
+    // A slow candidate: pending first (rollout 200, promotion and rollback refused), then judged.
+    let meta = serde_json::json!({"candidate": slow.url()});
+    let payload = flagger("api", "c-slow", meta);
+    let (code, body) = http(addr, "POST", "/flagger/pre-rollout", Some(TOKEN), &payload);
+    assert_eq!(code, 200, "{body}");
+    let doc = json(
+        &http(
+            addr,
+            "GET",
+            "/v1/runs/flagger-shop-api-c-slow/verdict",
+            Some(TOKEN),
+            "",
+        )
+        .1,
+    );
+    assert_eq!(doc["status"], "pending", "{doc:#}");
+    let (code, body) = http(addr, "POST", "/flagger/rollout", Some(TOKEN), &payload);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("pending"), "{body}");
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            "/flagger/confirm-promotion",
+            Some(TOKEN),
+            &payload
+        )
+        .0,
+        412
+    );
+    assert_eq!(
+        http(addr, "POST", "/flagger/rollback", Some(TOKEN), &payload).0,
+        412
+    );
+    let done = wait_done(addr, "flagger-shop-api-c-slow");
+    assert_ne!(done["status"], "error", "{done:#}");
+    let expect_promote = if done["status"] == "pass" { 200 } else { 412 };
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            "/flagger/confirm-promotion",
+            Some(TOKEN),
+            &payload
+        )
+        .0,
+        expect_promote
+    );
+
+    // An identical candidate through Flagger: promotion confirmed, rollback refused.
+    let payload = flagger("api", "c-same", serde_json::json!({}));
+    assert_eq!(
+        http(addr, "POST", "/flagger/pre-rollout", Some(TOKEN), &payload).0,
+        200
+    );
+    let done = wait_done(addr, "flagger-shop-api-c-same");
+    assert_eq!(done["status"], "pass", "{done:#}");
+    assert_eq!(
+        http(addr, "POST", "/flagger/rollout", Some(TOKEN), &payload).0,
+        200
+    );
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            "/flagger/confirm-promotion",
+            Some(TOKEN),
+            &payload
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        http(addr, "POST", "/flagger/rollback", Some(TOKEN), &payload).0,
+        412
+    );
+
+    // A run that cannot run: status error with a message; rollout refuses with 412, not 5xx.
+    let missing = dir.path().join("no-such-tape");
+    let payload = flagger("api", "c-broken", serde_json::json!({"tape": s(&missing)}));
+    assert_eq!(
+        http(addr, "POST", "/flagger/pre-rollout", Some(TOKEN), &payload).0,
+        200
+    );
+    let done = wait_done(addr, "flagger-shop-api-c-broken");
+    assert_eq!(done["status"], "error", "{done:#}");
+    assert!(
+        done["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{done:#}"
+    );
+    let (code, body) = http(addr, "POST", "/flagger/rollout", Some(TOKEN), &payload);
+    assert_eq!(code, 412, "{body}");
+    assert!(body.contains("error"), "{body}");
+
+    // A run interrupted by a stop starts again at the next start-up.
+    let slow2 = api(false, 16);
+    let body = serde_json::json!({"id": "interrupted", "candidate": slow2.url()}).to_string();
+    let (code, _) = http(addr, "POST", "/v1/runs", Some(TOKEN), &body);
+    assert_eq!(code, 202);
+    assert!(
+        wait_until(Duration::from_secs(30), || !slow2.requests().is_empty()),
+        "the run never reached the candidate"
+    );
+
+    // A restart answers for finished runs from RUNS/.
+    serve.signal("TERM");
+    assert!(
+        serve.wait_timeout(Duration::from_secs(20)).is_some(),
+        "serve did not stop on SIGTERM"
+    );
+    let state = json(&std::fs::read_to_string(runs.join("interrupted/state.json")).expect("state"));
+    assert_eq!(state["status"], "running", "{state:#}");
+    let (_serve2, addr2) = start_serve(dir.path(), &runs, &tape, &baseline.url(), &same.url(), &[]);
+    let doc = json(&http(addr2, "GET", "/v1/runs/argo-same/verdict", Some(TOKEN), "").1);
+    assert_eq!(doc["status"], "pass", "{doc:#}");
+    let payload = flagger("web", "c-renamed", serde_json::json!({}));
+    assert_eq!(
+        http(addr2, "POST", "/flagger/rollback", Some(TOKEN), &payload).0,
+        200
+    );
+    assert_eq!(
+        http(addr2, "POST", "/flagger/rollout", Some(TOKEN), &payload).0,
+        412
+    );
+    let done = wait_done(addr2, "interrupted");
+    assert_eq!(done["status"], "pass", "{done:#}");
+}
+
+/// Every YAML under `deploy/` parses, and every `tapedeck` command line in it uses flags the real
+/// binary accepts (placeholders such as `{{args.canary-url}}` are just strings to clap).
+/// Needs `python3` with PyYAML (`pip install pyyaml`).
+#[test]
+fn deploy_examples_parse_and_use_real_flags() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    const EXTRACT: &str = r#"
+import json, pathlib, shlex, sys, yaml
+out = []
+def walk(node, file):
+    if isinstance(node, dict):
+        if "image" in node and "tapedeck" in str(node["image"]):
+            cmd, args = node.get("command") or [], [str(a) for a in node.get("args") or []]
+            if cmd[:2] == ["/bin/sh", "-c"]:
+                line = args[0].replace("$JOB_COMPLETION_INDEX", "0")
+                argv = shlex.split(line)
+                argv = argv[2:] if argv[:2] == ["exec", "tapedeck"] else argv
+            else:
+                argv = args
+            out.append({"file": file, "argv": argv})
+        for v in node.values():
+            walk(v, file)
+    elif isinstance(node, list):
+        for v in node:
+            walk(v, file)
+for p in sorted(pathlib.Path(sys.argv[1]).rglob("*.yaml")):
+    docs = list(yaml.safe_load_all(p.read_text()))
+    assert docs and all(isinstance(d, dict) and "kind" in d for d in docs), p
+    walk(docs, str(p))
+print(json.dumps(out))
+"#;
+    let o = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(EXTRACT)
+        .arg(&deploy)
+        .output()
+        .expect("python3 is needed to check deploy/*.yaml");
+    assert!(
+        o.status.success(),
+        "deploy/*.yaml did not parse (is PyYAML installed? pip install pyyaml):\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let commands: Vec<serde_json::Value> =
+        serde_json::from_slice(&o.stdout).expect("extractor output");
+    let files: std::collections::BTreeSet<&str> =
+        commands.iter().filter_map(|c| c["file"].as_str()).collect();
+    assert!(commands.len() >= 5, "{commands:?}");
+    for needed in [
+        "argo/analysis-template-job.yaml",
+        "k8s/sidecar.yaml",
+        "k8s/serve.yaml",
+        "replay-job.yaml",
+    ] {
+        assert!(
+            files.iter().any(|f| f.ends_with(needed)),
+            "no tapedeck container in {needed}"
+        );
+    }
+    for c in &commands {
+        let argv: Vec<String> = c["argv"]
+            .as_array()
+            .expect("argv")
+            .iter()
+            .map(|a| a.as_str().expect("string arg").to_owned())
+            .collect();
+        // serve: flags before `--` are serve's, after it check's.
+        let (own, check) = match argv.iter().position(|a| a == "--") {
+            Some(i) => (argv[..i].to_vec(), Some(argv[i + 1..].to_vec())),
+            None => (argv.clone(), None),
+        };
+        let mut with_help: Vec<&str> = own.iter().map(String::as_str).collect();
+        with_help.push("--help");
+        let o = run(&with_help, Duration::from_secs(30));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}: {own:?}: {}",
+            c["file"],
+            stderr(&o)
+        );
+        if let Some(check) = check {
+            let mut argv = vec![
+                "check",
+                "--tape",
+                "t",
+                "--baseline",
+                "b",
+                "--candidate",
+                "c",
+            ];
+            argv.extend(check.iter().map(String::as_str));
+            argv.push("--help");
+            let o = run(&argv, Duration::from_secs(30));
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{}: {check:?}: {}",
+                c["file"],
+                stderr(&o)
+            );
+        }
+    }
+}
+
+#[test]
+fn serve_keeps_only_the_newest_finished_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let o = run(
+        &["synth", "--out", s(&tape), "--count", "60", "--seed", "4"],
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let baseline = api(false, 0);
+    let candidate = api(false, 0);
+    let runs = dir.path().join("runs");
+    let (_serve, addr) = start_serve(
+        dir.path(),
+        &runs,
+        &tape,
+        &baseline.url(),
+        &candidate.url(),
+        &["--keep-runs", "2"],
+    );
+    for id in ["r1", "r2", "r3"] {
+        let body = serde_json::json!({ "id": id }).to_string();
+        assert_eq!(http(addr, "POST", "/v1/runs", Some(TOKEN), &body).0, 202);
+        let done = wait_done(addr, id);
+        assert_ne!(done["status"], "error", "{done:#}");
+    }
+    // r1 finished first: deleted once r3 finished (bounded wait: pruning follows the state
+    // update, and the directory goes after the entry).
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            http(addr, "GET", "/v1/runs/r1/verdict", Some(TOKEN), "").0 == 404
+                && !runs.join("r1").exists()
+        }),
+        "r1 was not pruned"
+    );
+    for id in ["r2", "r3"] {
+        assert_eq!(
+            http(
+                addr,
+                "GET",
+                &format!("/v1/runs/{id}/verdict"),
+                Some(TOKEN),
+                ""
+            )
+            .0,
+            200
+        );
+        assert!(runs.join(id).join("state.json").is_file());
+    }
+}

@@ -1,0 +1,585 @@
+//! `tapedeck ticket` and `tapedeck check --ticket`: the bug-ticket bundle, real binary, real
+//! servers on loopback.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tapedeck_storage::{Filter, Tape, flags};
+
+use crate::util::{Reply, TestServer, run, stderr, stdout};
+
+const T: Duration = Duration::from_secs(240);
+
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn demo(dir: &Path, build: &str) -> std::path::PathBuf {
+    let out = dir.join(format!("demo-{build}"));
+    let o = run(
+        &[
+            "demo",
+            "--out",
+            s(&out),
+            "--requests",
+            "400",
+            "--candidate-build",
+            build,
+        ],
+        T,
+    );
+    assert!(o.status.success(), "demo: {}\n{}", stdout(&o), stderr(&o));
+    out.join("report")
+}
+
+#[test]
+fn ticket_bundles_the_demo_regressions_and_posts_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = demo(dir.path(), "bad");
+    let out = dir.path().join("ticket");
+    let hook = TestServer::start(|_| Reply::json(r#"{"id":42}"#));
+    let url = format!("{}/hooks/tickets", hook.url());
+    let o = run(
+        &[
+            "ticket",
+            "--report",
+            s(&report),
+            "--out",
+            s(&out),
+            "--post",
+            &url,
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("HTTP 200"), "{}", stdout(&o));
+
+    // ticket.json: shaped for trackers.
+    let t = read_json(&out.join("ticket.json"));
+    assert_eq!(t["verdict"], "fail");
+    assert_eq!(t["rollback"], true);
+    assert_eq!(t["severity"], "critical");
+    assert_eq!(t["baseline_version"], "v1");
+    assert_eq!(t["candidate_version"], "v2");
+    let fp = t["fingerprint"].as_str().expect("fingerprint");
+    assert_eq!(fp.len(), 64);
+    assert!(fp.chars().all(|c| c.is_ascii_hexdigit()));
+    let labels: Vec<&str> = t["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    for l in [
+        "regression",
+        "tapedeck",
+        "GET /api/search?q",
+        "GET /api/users/{id}",
+        "GET /api/users?page&per_page",
+    ] {
+        assert!(labels.contains(&l), "labels {labels:?} lack {l}");
+    }
+    assert!(!labels.contains(&"GET /api/products/{id}"), "{labels:?}");
+    let verdict = read_json(&report.join("verdict.json"));
+    assert_eq!(t["title"], verdict["title"]);
+
+    // ticket.md: the body, with the per-route table and curl repros.
+    let md = std::fs::read_to_string(out.join("ticket.md")).expect("ticket.md");
+    assert_eq!(t["body"].as_str(), Some(md.as_str()));
+    for needle in [
+        "**Verdict: FAIL**",
+        "rolled back to `v1`",
+        "traffic window",
+        "| `GET /api/users/{id}` | fail |",
+        "| `GET /api/products/{id}` | pass |",
+        "$.email",
+        "$.hits",
+        "```sh\ncurl ",
+        "tapedeck diff --run ./tape",
+        // The latency regression has no response example: its slowest exchange is the repro.
+        "slowest candidate exchange",
+        "/api/users?page=",
+    ] {
+        assert!(md.contains(needle), "ticket.md lacks {needle:?}:\n{md}");
+    }
+
+    // The tape: every row (three targets) of the failing origins, none of a passing route.
+    let tape = Tape::open(&[out.join("tape")]).expect("open the ticket tape");
+    let rows: Vec<_> = tape
+        .exchanges(Filter::default())
+        .collect::<Result<_, _>>()
+        .expect("read the ticket tape");
+    assert_eq!(
+        rows.len() as u64,
+        t["exchanges"].as_u64().expect("exchanges")
+    );
+    assert_eq!(
+        rows.len() as u64,
+        3 * t["origins"].as_u64().expect("origins")
+    );
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|e| !e.path.starts_with("/api/products")));
+    for prefix in ["/api/search", "/api/users"] {
+        assert!(rows.iter().any(|e| e.path.starts_with(prefix)), "{prefix}");
+    }
+    // Origins named as examples in verdict.json are in it.
+    let example = verdict["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .flat_map(|r| r["paths"].as_array().cloned().unwrap_or_default())
+        .find(|p| p["status"] == "regression")
+        .and_then(|p| p["example"]["origin_id"].as_str().map(str::to_owned))
+        .expect("an example");
+    assert!(
+        rows.iter()
+            .any(|e| e.origin_id.map(|o| o.to_string()) == Some(example.clone()))
+    );
+
+    // The webhook received exactly ticket.json.
+    let got = hook.requests();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(got[0].uri, "/hooks/tickets");
+    assert_eq!(
+        got[0].header("content-type").as_deref(),
+        Some("application/json")
+    );
+    let posted: serde_json::Value = serde_json::from_slice(&got[0].body).expect("JSON body");
+    assert_eq!(posted, t);
+
+    // A webhook that refuses → exit 2 with the status in the message.
+    let refusing = TestServer::start(|_| Reply::text(503, "tracker down"));
+    let o = run(
+        &[
+            "ticket",
+            "--report",
+            s(&report),
+            "--out",
+            s(&dir.path().join("ticket2")),
+            "--post",
+            &refusing.url(),
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("503"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tracker down"), "{}", stderr(&o));
+
+    // Nobody listening → exit 2.
+    let port = crate::util::free_port();
+    let o = run(
+        &[
+            "ticket",
+            "--report",
+            s(&report),
+            "--out",
+            s(&dir.path().join("ticket3")),
+            "--post",
+            &format!("http://127.0.0.1:{port}/"),
+            "--post-timeout",
+            "5s",
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("could not deliver"), "{}", stderr(&o));
+
+    // https with a private CA and an auth header read from the environment.
+    let tls_dir = dir.path().join("tls");
+    std::fs::create_dir_all(&tls_dir).expect("tls dir");
+    make_certs(&tls_dir);
+    let tls = TlsHook::start(&tls_dir);
+    let hook_url = format!("https://127.0.0.1:{}/api/issues", tls.port);
+    let o = run_env(
+        &[
+            "ticket",
+            "--report",
+            s(&report),
+            "--out",
+            s(&dir.path().join("ticket-tls")),
+            "--post",
+            &hook_url,
+            "--post-ca-cert",
+            s(&tls_dir.join("ca.pem")),
+            "--post-header",
+            "Authorization: Bearer ${TD_TEST_TRACKER_TOKEN}",
+        ],
+        ("TD_TEST_TRACKER_TOKEN", "tok-8812"),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("HTTP 201"), "{}", stdout(&o));
+    let got = tls.received.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (uri, auth, body) = &got[0];
+    assert_eq!(uri, "/api/issues");
+    assert_eq!(auth, "Bearer tok-8812");
+    let posted: serde_json::Value = serde_json::from_slice(body).expect("JSON");
+    assert_eq!(posted["fingerprint"], t["fingerprint"]);
+    // Without the private CA the server is not trusted: exit 2, nothing delivered.
+    let o = run(
+        &[
+            "ticket",
+            "--report",
+            s(&report),
+            "--out",
+            s(&dir.path().join("ticket-tls2")),
+            "--post",
+            &hook_url,
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(tls.received.lock().expect("lock").len(), 1);
+
+    // Body and query rules: the planted e-mail addresses and search terms leave no trace.
+    assert!(
+        md.contains("@example.test"),
+        "the unredacted ticket shows the values"
+    );
+    let out = dir.path().join("ticket-redacted");
+    let o = run(
+        &[
+            "ticket",
+            "--report",
+            s(&report),
+            "--out",
+            s(&out),
+            "--redact-json",
+            "$..email",
+            "--redact-json",
+            "$..email_address",
+            "--redact-query",
+            "q",
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("ticket.md")).expect("ticket.md");
+    assert!(!md.contains("@example.test"), "{md}");
+    assert!(md.contains("search?q=REDACTED"), "{md}");
+    let json = std::fs::read_to_string(out.join("ticket.json")).expect("ticket.json");
+    assert!(!json.contains("@example.test"));
+    let rows: Vec<_> = Tape::open(&[out.join("tape")])
+        .expect("open")
+        .exchanges(Filter::default())
+        .collect::<Result<_, _>>()
+        .expect("read");
+    assert!(!rows.is_empty());
+    for e in &rows {
+        assert!(!String::from_utf8_lossy(&e.resp_body).contains("@example.test"));
+        if e.path == "/api/search" {
+            assert_eq!(e.query.as_deref(), Some("q=REDACTED"));
+        }
+    }
+}
+
+#[test]
+fn a_passing_report_makes_no_ticket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = demo(dir.path(), "good");
+    let out = dir.path().join("ticket");
+    let hook = TestServer::start(|_| Reply::json("{}"));
+    let o = run(
+        &[
+            "ticket",
+            "--report",
+            s(&report),
+            "--out",
+            s(&out),
+            "--post",
+            &hook.url(),
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("no ticket"), "{}", stdout(&o));
+    assert!(!out.join("ticket.json").exists());
+    assert!(hook.requests().is_empty());
+}
+
+#[test]
+fn check_ticket_writes_a_redacted_bundle_and_keeps_the_exit_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let o = run(
+        &["synth", "--out", s(&tape), "--count", "300", "--seed", "5"],
+        T,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let server = |renamed: bool| {
+        TestServer::start(move |req| {
+            let field = if renamed && req.uri.starts_with("/api/users/") {
+                "okay"
+            } else {
+                "ok"
+            };
+            Reply::json(serde_json::json!({"path": req.uri.clone(), field: true}).to_string())
+        })
+    };
+    let baseline = server(false);
+    let candidate = server(true);
+    let report = dir.path().join("report");
+    let out = dir.path().join("ticket");
+    let o = run(
+        &[
+            "check",
+            "--tape",
+            s(&tape),
+            "--baseline",
+            &baseline.url(),
+            "--candidate",
+            &candidate.url(),
+            "--report",
+            s(&report),
+            "--ticket",
+            s(&out),
+            "--set-header",
+            "x-api-key: planted-secret-7731",
+            "--quiet",
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("ticket: "), "{}", stdout(&o));
+    let t = read_json(&out.join("ticket.json"));
+    assert_eq!(t["verdict"], "fail");
+    assert!(
+        t["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .any(|r| r == "GET /api/users/{id}"),
+        "{t:#}"
+    );
+    // The secret reached the targets…
+    assert!(
+        candidate
+            .requests()
+            .iter()
+            .any(|r| { r.header("x-api-key").as_deref() == Some("planted-secret-7731") })
+    );
+    // …and the run tape (replay stores literal --set-header values)…
+    let run_rows: Vec<_> = Tape::open(&[report.join("run")])
+        .expect("open the run")
+        .exchanges(Filter::default())
+        .collect::<Result<_, _>>()
+        .expect("read the run");
+    assert!(run_rows.iter().any(|e| {
+        e.req_headers
+            .iter()
+            .any(|h| h.value.as_ref() == b"planted-secret-7731")
+    }));
+    // …but not the bundle: not in ticket.md / ticket.json, masked in the tape.
+    let md = std::fs::read_to_string(out.join("ticket.md")).expect("ticket.md");
+    assert!(!md.contains("planted-secret-7731"));
+    let json = std::fs::read_to_string(out.join("ticket.json")).expect("ticket.json");
+    assert!(!json.contains("planted-secret-7731"));
+    let rows: Vec<_> = Tape::open(&[out.join("tape")])
+        .expect("open")
+        .exchanges(Filter::default())
+        .collect::<Result<_, _>>()
+        .expect("read");
+    assert!(!rows.is_empty());
+    for e in &rows {
+        assert!(e.path.starts_with("/api/users/"), "{}", e.path);
+        let key = e
+            .req_headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("x-api-key"))
+            .expect("x-api-key kept, masked");
+        assert_ne!(key.value.as_ref(), b"planted-secret-7731");
+        assert!(e.has_flag(flags::REDACTED));
+    }
+}
+
+/// Runs `tapedeck` with one extra environment variable, bounded like `util::run`.
+fn run_env(args: &[&str], env: (&str, &str)) -> std::process::Output {
+    let mut child = crate::util::tapedeck()
+        .args(args)
+        .env(env.0, env.1)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tapedeck");
+    let ok = crate::util::wait_until(T, || matches!(child.try_wait(), Ok(Some(_))));
+    if !ok {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("collect output");
+    assert!(ok, "tapedeck {args:?} did not finish: {}", stderr(&out));
+    out
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the openssl program (Debian package `openssl`) is needed for the TLS test");
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+/// A test CA and a leaf certificate for 127.0.0.1 signed by it, in `dir`.
+fn make_certs(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tapedeck test CA",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext file");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ],
+    );
+}
+
+type Got = std::sync::Arc<std::sync::Mutex<Vec<(String, String, bytes::Bytes)>>>;
+
+/// An HTTPS webhook (rustls + hyper HTTP/1.1) on a run-time port that answers 201 and records
+/// (path, authorization, body). Stops when dropped.
+struct TlsHook {
+    port: u16,
+    received: Got,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for TlsHook {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl TlsHook {
+    fn start(dir: &Path) -> TlsHook {
+        use http_body_util::BodyExt;
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join("leaf.pem"))
+                .expect("leaf.pem")
+                .collect::<Result<_, _>>()
+                .expect("certs");
+        let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).expect("leaf.key");
+        let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server cert");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let received: Got = Default::default();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let rec = received.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        accepted = listener.accept() => {
+                            let Ok((tcp, _)) = accepted else { continue };
+                            let (acceptor, rec) = (acceptor.clone(), rec.clone());
+                            tokio::spawn(async move {
+                                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                                    let rec = rec.clone();
+                                    async move {
+                                        let uri = req.uri().to_string();
+                                        let auth = req
+                                            .headers()
+                                            .get("authorization")
+                                            .and_then(|v| v.to_str().ok())
+                                            .unwrap_or_default()
+                                            .to_owned();
+                                        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                                        rec.lock().expect("lock").push((uri, auth, body));
+                                        let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"{\"number\":7}")));
+                                        *resp.status_mut() = hyper::StatusCode::CREATED;
+                                        Ok::<_, std::convert::Infallible>(resp)
+                                    }
+                                });
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        TlsHook {
+            port,
+            received,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}

@@ -41,6 +41,9 @@ pub struct Settings {
     /// Diffy's absolute rule: and only when `raw - noise` exceeds this fraction of the route's
     /// exchanges (0.0003 = 0.03 %).
     pub noise_absolute: f64,
+    /// A route whose baseline got no response at all (refused, reset, timeout…) for more than this
+    /// fraction of its requests is inconclusive: an unreachable baseline is no reference.
+    pub max_baseline_unanswered: f64,
     /// Significance level of the one-sided Mann-Whitney U test (candidate slower).
     pub alpha: f64,
     /// Confidence of the Hodges-Lehmann shift interval (0.98 = 98 %); its low end must be > 0.
@@ -101,6 +104,7 @@ impl Default for Settings {
             min_samples: 20,
             noise_relative: 0.20,
             noise_absolute: 0.0003,
+            max_baseline_unanswered: 0.5,
             alpha: 0.01,
             hl_confidence: 0.98,
             bootstrap_confidence: 0.95,
@@ -146,6 +150,11 @@ impl Settings {
         };
         unit("noise_relative", self.noise_relative, false)?;
         unit("noise_absolute", self.noise_absolute, false)?;
+        unit(
+            "max_baseline_unanswered",
+            self.max_baseline_unanswered,
+            true,
+        )?;
         unit("alpha", self.alpha, true)?;
         unit("hl_confidence", self.hl_confidence, true)?;
         unit("bootstrap_confidence", self.bootstrap_confidence, true)?;

@@ -287,6 +287,7 @@ impl RouteAcc {
             }
         }
         self.errors.baseline += other.errors.baseline;
+        self.errors.baseline_unanswered += other.errors.baseline_unanswered;
         self.errors.candidate += other.errors.candidate;
         if let Some(s) = other.errors.secondary {
             *self.errors.secondary.get_or_insert(0) += s;
@@ -485,6 +486,9 @@ impl Judge<'_> {
             if err.is_some() {
                 acc.errors.baseline += 1;
             }
+            if ex.status.is_none() {
+                acc.errors.baseline_unanswered += 1;
+            }
             if let Some(us) = lat {
                 acc.latency.base.record(us);
                 self.overall.base.record(us);
@@ -521,6 +525,9 @@ impl Judge<'_> {
         acc.n_cand += 1;
         if is_error(&b).is_some() {
             acc.errors.baseline += 1;
+        }
+        if b.status.is_none() {
+            acc.errors.baseline_unanswered += 1;
         }
         if let Some(kind) = is_error(&c) {
             acc.errors.candidate += 1;
@@ -1131,7 +1138,27 @@ fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<String>) -> Diff
         let critical_fail = checks
             .iter()
             .any(|c| c.critical && c.classification == Classification::High);
+        // A baseline that mostly did not answer is no reference: whatever the candidate did, the
+        // route cannot be judged (both targets down must never read as "no difference").
+        let unanswered = acc.errors.baseline_unanswered as f64 / acc.n_base.max(1) as f64;
+        let baseline_down = acc.n_base > 0 && unanswered > s.max_baseline_unanswered;
+        if baseline_down {
+            checks.push(Check {
+                name: "baseline".to_owned(),
+                classification: Classification::Error,
+                critical: false,
+                weight: 0.0,
+                reason: format!(
+                    "the baseline did not answer {} of {} requests ({}): nothing to compare against",
+                    acc.errors.baseline_unanswered,
+                    acc.n_base,
+                    fmt_rate(unanswered)
+                ),
+            });
+        }
+        let score = if baseline_down { None } else { score };
         let verdict = match score {
+            _ if baseline_down => Verdict::Inconclusive,
             _ if critical_fail => Verdict::Fail,
             None => Verdict::Inconclusive,
             Some(x) if x >= s.pass_score => Verdict::Pass,
@@ -1253,9 +1280,22 @@ fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<String>) -> Diff
             ));
         }
     }
+    let baseline_down = |r: &RouteReport| r.checks.iter().any(|c| c.name == "baseline");
+    let down: Vec<&RouteReport> = routes.iter().filter(|r| baseline_down(r)).collect();
+    if !down.is_empty() {
+        let unanswered: u64 = down.iter().map(|r| r.errors.baseline_unanswered).sum();
+        let asked: u64 = down.iter().map(|r| r.baseline_count).sum();
+        let names: Vec<&str> = down.iter().take(5).map(|r| r.route.as_str()).collect();
+        reasons.push(format!(
+            "The baseline did not answer {unanswered} of {asked} requests on {} route(s) ({}{}): nothing to compare against — is it up?",
+            down.len(),
+            names.join(", "),
+            if down.len() > 5 { ", …" } else { "" }
+        ));
+    }
     let nodata: Vec<&RouteReport> = routes
         .iter()
-        .filter(|r| r.verdict == Verdict::Inconclusive)
+        .filter(|r| r.verdict == Verdict::Inconclusive && !baseline_down(r))
         .collect();
     if !nodata.is_empty() {
         let names: Vec<String> = nodata

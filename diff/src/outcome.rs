@@ -139,6 +139,9 @@ pub struct LatencyReport {
 pub struct ErrorCounts {
     /// Baseline responses that were 5xx or missing.
     pub baseline: u64,
+    /// Baseline requests that got no response at all (refused, reset, timeout…): a baseline that
+    /// does not answer cannot serve as the reference.
+    pub baseline_unanswered: u64,
     /// Candidate responses that were 5xx or missing.
     pub candidate: u64,
     /// Secondary responses that were 5xx or missing (when a noise target was replayed).

@@ -185,3 +185,58 @@ fn check_exits_1_on_a_regression_and_0_on_an_identical_candidate() {
     assert!(junit.contains("<failure"), "{junit}");
     assert!(junit.contains("GET /api/users/{id}"), "{junit}");
 }
+
+/// Regression: with both targets unreachable every exchange failed the same way on both sides and
+/// the judge saw "no difference" — a rollout gate must never pass on that.
+#[test]
+fn check_is_inconclusive_when_the_baseline_does_not_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let tape_s = tape.to_str().expect("utf-8");
+    let o = run(
+        &["synth", "--out", tape_s, "--count", "300", "--seed", "5"],
+        T,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let down = |_: ()| format!("http://127.0.0.1:{}", crate::util::free_port());
+    let up = json_server("same");
+
+    for (name, baseline, candidate) in [
+        ("both-down", down(()), down(())),
+        ("baseline-down", down(()), up.url()),
+    ] {
+        let report = dir.path().join(name);
+        let o = run(
+            &[
+                "check",
+                "--tape",
+                tape_s,
+                "--baseline",
+                &baseline,
+                "--candidate",
+                &candidate,
+                "--report",
+                report.to_str().expect("utf-8"),
+                "--quiet",
+                "--timeout",
+                "5s",
+            ],
+            T,
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{name}:\n{}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        let v = read_json(&report.join("verdict.json"));
+        assert_eq!(v["verdict"], "inconclusive", "{name}");
+        assert_eq!(v["rollback"], false, "{name}");
+        let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
+        assert!(
+            md.contains("did not answer"),
+            "{name}: report.md does not say why"
+        );
+    }
+}

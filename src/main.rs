@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod demo;
 mod diff;
+mod har;
 mod inspect;
 mod record;
 mod replay;
@@ -47,6 +48,10 @@ enum Command {
     Demo(demo::Args),
     /// Judge a replay run: response diffs beyond noise, latency regressions, error rates.
     Diff(diff::Args),
+    /// Export a tape (or part of it) as a HAR 1.2 file for browser DevTools and HAR viewers.
+    ExportHar(har::ExportArgs),
+    /// Import a HAR 1.2 file (browser DevTools, proxies) into a tape.
+    ImportHar(har::ImportArgs),
     /// Summarize a tape: exchanges, time range, size and compression, routes, statuses, errors.
     Inspect(inspect::Args),
     /// Record traffic to a service through a reverse proxy into a tape (redacted, fail-open).
@@ -74,6 +79,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::ExportHar(args) => har::run_export(args),
+        Command::ImportHar(args) => har::run_import(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Record(args) => record::run(*args),
         Command::Replay(args) => replay::run(args),
@@ -85,8 +92,24 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) if util::is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            eprintln!("tapedeck: error: {e:#}");
+            eprintln!("tapedeck: error: {}", error_text(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// The error and its causes joined by `: ` (like `{:#}`), leaving out a cause whose text the
+/// message already contains (many errors repeat their source in their own message).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
 }

@@ -42,8 +42,9 @@ pub(crate) struct Args {
     /// `source` label stored with each exchange [default: the upstream's host:port].
     #[arg(long)]
     source: Option<String>,
-    /// Forward only, record nothing (pass-through; for comparisons).
-    #[arg(long)]
+    /// Forward only, record nothing (pass-through; for comparisons). Conflicts with `--tape`
+    /// (a config file's `tape` is overridden instead).
+    #[arg(long, conflicts_with = "tape")]
     no_record: bool,
     /// Body capture cap per direction (bodies are always forwarded whole) [default: 1MiB].
     #[arg(long, value_name = "SIZE")]

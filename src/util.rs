@@ -13,11 +13,29 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Crates whose debug/trace logs contain request or response headers.
+const HEADER_DUMPING_CRATES: [&str; 7] = [
+    "pingora",
+    "pingora_core",
+    "pingora_proxy",
+    "pingora_http",
+    "hyper",
+    "hyper_util",
+    "h2",
+];
+
 /// Structured logs to stderr; `RUST_LOG` overrides the default level (`info` for tapedeck crates,
 /// `warn` for the rest).
 pub(crate) fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,tapedeck=info,tapedeck_proxy=info,tapedeck_replay=info,tapedeck_diff=info,tapedeck_storage=info"));
+    // HTTP stacks that print whole header maps (cookies, tokens) at debug/trace level are capped
+    // at info whatever RUST_LOG says: secrets never reach the logs (issue 8, security).
+    for target in HEADER_DUMPING_CRATES {
+        if let Ok(d) = format!("{target}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

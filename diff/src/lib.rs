@@ -34,6 +34,7 @@ pub mod json;
 pub mod outcome;
 mod pair;
 pub mod report;
+pub mod report_html;
 pub mod route;
 pub mod stats;
 

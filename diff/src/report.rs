@@ -1,6 +1,6 @@
 //! Reports: `verdict.json` (schema in `docs/verdict.md`), `report.md` (a bug ticket, at most
-//! [`MAX_REPORT_CHARS`]), `junit.xml` (one testcase per route check), the terminal summary, and
-//! the learned rules file.
+//! [`MAX_REPORT_CHARS`]), `junit.xml` (one testcase per route check), `report.html`
+//! ([`crate::report_html`]), the terminal summary, and the learned rules file.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -158,7 +158,8 @@ fn write_file(path: PathBuf, data: &[u8]) -> Result<(), DiffError> {
     std::fs::write(&path, data).map_err(|e| DiffError::Write { path, source: e })
 }
 
-/// Writes `verdict.json`, `report.md` and `junit.xml` into `dir` (created if needed).
+/// Writes `verdict.json`, `report.md`, `junit.xml` and `report.html` into `dir` (created if
+/// needed).
 pub fn write_reports(outcome: &DiffOutcome, dir: &Path) -> Result<(), DiffError> {
     std::fs::create_dir_all(dir).map_err(|e| DiffError::Write {
         path: dir.to_owned(),
@@ -171,6 +172,10 @@ pub fn write_reports(outcome: &DiffOutcome, dir: &Path) -> Result<(), DiffError>
     write_file(dir.join("verdict.json"), &json)?;
     write_file(dir.join("report.md"), markdown(outcome).as_bytes())?;
     write_file(dir.join("junit.xml"), junit(outcome).as_bytes())?;
+    write_file(
+        dir.join("report.html"),
+        crate::report_html::html(outcome).as_bytes(),
+    )?;
     Ok(())
 }
 

@@ -27,13 +27,28 @@ use pingora::protocols::ALPN;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use tapedeck_storage::{ErrorKind, Exchange, Header, TRAILER_MARKER, TapeSender, flags, now_us};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::batch::Batcher;
 use crate::config::Upstream;
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
 use crate::sample::{Sampler, Skip};
+
+/// Largest request head (target plus header names and values) that is forwarded; a larger one is
+/// answered `431` and never reaches the upstream. pingora alone accepts heads up to 1 MiB; common
+/// servers refuse far less (nginx: 32 KiB by default).
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// The size of a request head as counted against [`MAX_REQUEST_HEAD`].
+fn request_head_len(req: &pingora::http::RequestHeader) -> usize {
+    let target = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    req.headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + target
+}
 
 /// A body captured up to a cap, as clones of the chunks that passed through.
 #[derive(Debug, Default)]
@@ -385,6 +400,11 @@ pub fn error_kind(e: &Error) -> ErrorKind {
         TLSWantX509Lookup | TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert
         | HandshakeError => ErrorKind::Tls,
         InvalidHTTPHeader | H1Error | H2Error | H2Downgrade | InvalidH2 => ErrorKind::Protocol,
+        // pingora's HTTP/1 body errors are custom types, known only by name.
+        Custom("InvalidChunk" | "InvalidTrailerEnd") => ErrorKind::Protocol,
+        Custom("PrematureBodyEnd") if downstream => ErrorKind::ClientAbort,
+        Custom("PrematureBodyEnd") => ErrorKind::Reset,
+        Custom("PingTimedout") => ErrorKind::Timeout,
         ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout if downstream => {
             ErrorKind::ClientAbort
         }
@@ -423,6 +443,17 @@ impl ProxyHttp for RecordingProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let head_len = request_head_len(session.req_header());
+        if head_len > MAX_REQUEST_HEAD {
+            warn!(
+                bytes = head_len,
+                limit = MAX_REQUEST_HEAD,
+                "request head too large; answered 431"
+            );
+            session.set_keepalive(None);
+            session.respond_error(431).await?;
+            return Ok(true);
+        }
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         if matches!(self.sink, Sink::Off) {
             self.metrics.skipped_off.fetch_add(1, Ordering::Relaxed);
@@ -675,6 +706,19 @@ mod tests {
         assert_eq!(
             error_kind(&Error::new_up(ErrorType::InvalidHTTPHeader)),
             ErrorKind::Protocol
+        );
+        // pingora's body errors (found by tests/e2e/faults.rs: a bad chunk size was `other`).
+        assert_eq!(
+            error_kind(&Error::new_up(ErrorType::Custom("InvalidChunk"))),
+            ErrorKind::Protocol
+        );
+        assert_eq!(
+            error_kind(&Error::new_up(ErrorType::Custom("PrematureBodyEnd"))),
+            ErrorKind::Reset
+        );
+        assert_eq!(
+            error_kind(&Error::new_down(ErrorType::Custom("PrematureBodyEnd"))),
+            ErrorKind::ClientAbort
         );
     }
 }

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::tls::Connector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tapedeck_storage::{ErrorKind, Exchange, Header, TRAILER_MARKER};
+use tapedeck_storage::{ErrorKind, Exchange, Header, TRAILER_MARKER, flags};
 
 use crate::config::{Protocol, Target};
 use crate::rewrite::Prepared;
@@ -182,6 +182,9 @@ impl TargetClient {
             out.http_version = version_str(st.version).to_owned();
         }
         out.resp_headers = st.headers;
+        if mask_sensitive(&mut out.resp_headers) {
+            out.flags |= flags::REDACTED;
+        }
         out.resp_body = join(st.chunks, st.kept);
         out.resp_body_size = st.size;
         out.resp_body_truncated = st.truncated;
@@ -284,6 +287,36 @@ async fn fetch(
         }
     }
     Ok(())
+}
+
+/// Response headers masked before a result is written: the recorder's default sensitive list
+/// (`tapedeck_proxy::redact::DEFAULT_SENSITIVE_HEADERS`), so a target's session cookies and
+/// tokens never reach the run tape (issue 8, security).
+const SENSITIVE_HEADERS: [&str; 6] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+];
+
+/// The placeholder written instead of a sensitive header's value (as the recorder's mask).
+const MASK: &[u8] = b"[REDACTED]";
+
+/// Masks the values of [`SENSITIVE_HEADERS`] (trailers included); `true` when any was masked.
+fn mask_sensitive(headers: &mut [Header]) -> bool {
+    let mut masked = false;
+    for h in headers.iter_mut() {
+        if SENSITIVE_HEADERS
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(&h.name))
+        {
+            h.value = Bytes::from_static(MASK);
+            masked = true;
+        }
+    }
+    masked
 }
 
 fn headers_of(h: &http::HeaderMap) -> Vec<Header> {
@@ -401,6 +434,21 @@ pub(crate) fn classify(e: &(dyn std::error::Error + 'static), connect: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_set_cookie_is_masked_in_results() {
+        let mut h = vec![
+            Header::new("Set-Cookie", "session=s3cret"),
+            Header::new("x-auth-token", "t0ken"),
+            Header::new("content-type", "application/json"),
+        ];
+        assert!(mask_sensitive(&mut h));
+        assert_eq!(&h[0].value[..], MASK);
+        assert_eq!(&h[1].value[..], MASK);
+        assert_eq!(&h[2].value[..], b"application/json");
+        let mut plain = vec![Header::new("etag", "1")];
+        assert!(!mask_sensitive(&mut plain));
+    }
 
     #[test]
     fn classifies_io_errors() {

@@ -407,6 +407,10 @@ impl TapeScan {
 
     fn open_parquet(&mut self, path: &Path) -> Result<Option<Source>> {
         let file = File::open(path).map_err(|e| StorageError::io("open", path, e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| StorageError::io("stat", path, e))?
+            .len();
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
             StorageError::corrupt(path, format!("not a readable Parquet file: {e}"))
         })?;
@@ -418,6 +422,8 @@ impl TapeScan {
         });
         check_version(path, version.as_ref())?;
         schema::check_schema(builder.schema()).map_err(|e| StorageError::corrupt(path, e))?;
+        check_chunk_ranges(builder.metadata().row_groups(), file_len)
+            .map_err(|e| StorageError::corrupt(path, e))?;
 
         let leaf = |name: &str| {
             builder
@@ -582,6 +588,34 @@ fn bytes_range(stats: Option<&Statistics>) -> Option<(&[u8], &[u8])> {
         Statistics::ByteArray(s) => Some((s.min_opt()?.data(), s.max_opt()?.data())),
         _ => None,
     }
+}
+
+/// Checks that every column chunk of every row group lies inside the file. The parquet crate
+/// panics on a negative offset or size when it reads such a chunk (found by fuzzing: issue 8,
+/// `fuzz/` target `tape_reader`), so a damaged footer must be rejected here, as corrupt.
+fn check_chunk_ranges(
+    row_groups: &[RowGroupMetaData],
+    file_len: u64,
+) -> std::result::Result<(), String> {
+    for (g, rg) in row_groups.iter().enumerate() {
+        for (c, col) in rg.columns().iter().enumerate() {
+            let start = col
+                .dictionary_page_offset()
+                .unwrap_or_else(|| col.data_page_offset());
+            let len = col.compressed_size();
+            let inside = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(len).ok())
+                .and_then(|(s, l)| s.checked_add(l))
+                .is_some_and(|end| end <= file_len);
+            if !inside {
+                return Err(format!(
+                    "row group {g}, column {c}: chunk at offset {start} of {len} bytes is outside the file ({file_len} bytes)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether a row group's statistics allow any row to pass the filter (`true` when unsure).

@@ -423,7 +423,7 @@ fn crash_child() {
     }) {
         w.append(e).unwrap();
         n += 1;
-        if n % 50 == 0 {
+        if n.is_multiple_of(50) {
             w.flush().unwrap();
             println!("flushed {n}");
         }

@@ -6,8 +6,12 @@ mod util;
 
 mod check;
 mod diff;
+mod faults;
+mod har;
 mod inspect;
 mod record;
 mod replay;
+mod security;
 mod serve;
+mod shards;
 mod ticket;

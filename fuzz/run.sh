@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target for a bounded time (default 60 s each), in parallel, niced, and
+# prints the executions and result per target. Usage: fuzz/run.sh [SECONDS] [TARGET...]
+#
+# Needs cargo-fuzz (`cargo install cargo-fuzz`). On a stable toolchain it sets RUSTC_BOOTSTRAP=1
+# (cargo-fuzz passes nightly-only flags); it builds without a sanitizer (safe Rust: the findings
+# we look for are panics, overflows (debug assertions on), timeouts and runaway memory).
+# Crashes land in fuzz/artifacts/<target>/; turn each into a regression test in the crate.
+set -euo pipefail
+cd "$(dirname "$0")"
+SECONDS_EACH="${1:-60}"
+shift || true
+TARGETS=("$@")
+if [ ${#TARGETS[@]} -eq 0 ]; then
+  TARGETS=(json_diff route redact tape_reader rules_file)
+fi
+export RUSTC_BOOTSTRAP=1
+FLAGS=(-a --sanitizer none)
+cargo fuzz build "${FLAGS[@]}"
+
+# Seed corpora: a real tape (sealed Parquet + spool segment) for the reader, small examples for
+# the others. Seeds are regenerated each run; the corpus directories keep what the fuzzer found.
+mkdir -p corpus/tape_reader corpus/json_diff corpus/route corpus/redact corpus/rules_file logs
+BIN="../target/debug/tapedeck"
+if [ -x "$BIN" ] && [ -z "$(ls -A corpus/tape_reader)" ]; then
+  tmp="$(mktemp -d)"
+  "$BIN" synth --out "$tmp/tape" --count 3 >/dev/null 2>&1 || true
+  find "$tmp/tape" -type f \( -name '*.parquet' -o -name '*.arrows' \) -exec cp {} corpus/tape_reader/ \;
+  rm -rf "$tmp"
+fi
+printf '\x08{"a":[1,2,{"b":"x"}],"c":null}\xff{"a":[2,1,{"b":"y"}],"d":1.5e3}' > corpus/json_diff/seed1
+printf '/api/users/{id}\nGET /api/users/17?fields=a&page=2\nPOST /products/blue-shirt\nGET /products/red-shirt\nGET /products/green-hat\n' > corpus/route/seed1
+printf '\x00x-api-key\xffsecret\xfftoken=abc&x=1\xff{"password":"hunter2","items":[{"pan":"4111"}],"e":"a@b.io"}' > corpus/redact/seed1
+printf '\x05authorization\xffBearer t\xff\xff{"password": "cut-off' > corpus/redact/seed2
+printf 'slo = ["GET /api/users/{id}: p95<300ms"]\n[settings]\nalpha = 0.05\n[[routes]]\ntemplate = "/api/users/{id}"\n[[ignore]]\nroute = "*"\npath = "$.ts"\n' > corpus/rules_file/seed1
+
+pids=()
+for t in "${TARGETS[@]}"; do
+  mkdir -p "artifacts/$t"
+  nice -n 10 cargo fuzz run "${FLAGS[@]}" "$t" "corpus/$t" -- \
+    -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
+    -print_final_stats=1 >"logs/$t.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for i in "${!TARGETS[@]}"; do
+  if ! wait "${pids[$i]}"; then status=1; fi
+done
+printf '%-12s %14s %8s  %s\n' target executions exec/s result
+for t in "${TARGETS[@]}"; do
+  execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo '?')"
+  rate="$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo '?')"
+  if grep -q 'ERROR: libFuzzer\|panicked at\|SUMMARY: libFuzzer' "logs/$t.log"; then
+    result="FINDING (see fuzz/logs/$t.log, fuzz/artifacts/$t/)"
+  else
+    result=ok
+  fi
+  printf '%-12s %14s %8s  %s\n' "$t" "$execs" "$rate" "$result"
+done
+exit $status

@@ -261,7 +261,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         )?;
         writeln!(
             out,
-            "reports: {}/verdict.json, report.md, junit.xml · run: {}",
+            "reports: {}/verdict.json, report.md, report.html, junit.xml · run: {}",
             args.report.display(),
             checked.run_dir.display()
         )?;

@@ -148,7 +148,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         if let Some(dir) = &args.report {
             writeln!(
                 out,
-                "\nreports: {}/verdict.json, report.md, junit.xml",
+                "\nreports: {}/verdict.json, report.md, report.html, junit.xml",
                 dir.display()
             )?;
         }

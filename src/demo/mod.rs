@@ -115,8 +115,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     );
     println!();
     println!(
-        "reports: {}  ·  run: {}  ·  took {:.1} s",
-        report.join("report.md").display(),
+        "reports: {} (and report.md, verdict.json, junit.xml)  ·  run: {}  ·  took {:.1} s",
+        report.join("report.html").display(),
         checked.run_dir.display(),
         started.elapsed().as_secs_f64()
     );

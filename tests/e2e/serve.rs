@@ -288,6 +288,18 @@ fn serve_answers_the_argo_and_flagger_contracts() {
     let (code, md) = http(addr, "GET", "/v1/runs/argo-same/report.md", Some(TOKEN), "");
     assert_eq!(code, 200);
     assert!(md.contains("PASS"), "{md}");
+    let (code, html) = http(
+        addr,
+        "GET",
+        "/v1/runs/argo-same/report.html",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(code, 200);
+    assert!(
+        html.contains("<svg") && html.contains("PASS"),
+        "report.html: {html:.200}"
+    );
     assert_eq!(
         http(addr, "GET", "/v1/runs/argo-same/ticket.md", Some(TOKEN), "").0,
         404

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tapedeck_storage::{ErrorKind, Exchange, Header, Tape, TapeWriter, WhenFull, now_us};
 
-use crate::util::{Reply, TestServer, free_port, run, stderr, stdout, tapedeck};
+use crate::util::{Reply, TestServer, free_port, make_certs, run, stderr, stdout, tapedeck};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -862,76 +862,6 @@ impl Drop for OpensslServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the openssl program (Debian package `openssl`) is needed for the TLS test");
-    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-}
-
-/// A test CA and a leaf certificate for 127.0.0.1 signed by it, in `dir`.
-fn make_certs(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=tapedeck test CA",
-    ]);
-    openssl(dir, &ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(dir, &csr);
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .expect("ext file");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
 }
 
 fn start_tls_server(dir: &Path) -> OpensslServer {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tapedeck_storage::{Filter, Tape, flags};
 
-use crate::util::{Reply, TestServer, run, stderr, stdout};
+use crate::util::{Reply, TestServer, make_certs, run, stderr, stdout};
 
 const T: Duration = Duration::from_secs(240);
 
@@ -414,76 +414,6 @@ fn run_env(args: &[&str], env: (&str, &str)) -> std::process::Output {
     let out = child.wait_with_output().expect("collect output");
     assert!(ok, "tapedeck {args:?} did not finish: {}", stderr(&out));
     out
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("the openssl program (Debian package `openssl`) is needed for the TLS test");
-    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-}
-
-/// A test CA and a leaf certificate for 127.0.0.1 signed by it, in `dir`.
-fn make_certs(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=tapedeck test CA",
-    ]);
-    openssl(dir, &ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(dir, &csr);
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .expect("ext file");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
 }
 
 type Got = std::sync::Arc<std::sync::Mutex<Vec<(String, String, bytes::Bytes)>>>;

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -15,10 +14,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tapedeck_storage::{ErrorKind, Exchange, Filter, Tape, now_us};
+use tapedeck_storage::{ErrorKind, Exchange, now_us};
 
 use crate::util::{
-    Proc, Reply, TestServer, free_port, run, stderr, stdout, wait_for_port, wait_until,
+    Proc, Reply, TestServer, curl, free_port, read_tape, rt, run, stderr, stdout, wait_for_port,
+    wait_until,
 };
 
 const STARTUP: Duration = Duration::from_secs(30);
@@ -84,36 +84,6 @@ impl Recorder {
         assert!(status.success(), "recorder exited with {status}");
         read_tape(&self.tape)
     }
-}
-
-fn read_tape(dir: &Path) -> Vec<Exchange> {
-    let tape = Tape::open(&[dir]).expect("open tape");
-    let mut v: Vec<Exchange> = tape
-        .exchanges(Filter::default())
-        .collect::<Result<_, _>>()
-        .expect("read tape");
-    v.sort_by_key(|e| e.started_at_us);
-    v
-}
-
-/// Runs curl; returns (HTTP status, body). Status 0 when no response arrived.
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("/usr/bin/curl")
-        .args(["-sS", "--max-time", "30", "-o", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 fn inspect_json(tape: &Path) -> serde_json::Value {

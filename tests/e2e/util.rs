@@ -427,3 +427,36 @@ pub fn make_certs(dir: &Path) {
         ],
     );
 }
+
+/// Every exchange of the tape at `dir`, sorted by start time.
+pub fn read_tape(dir: &Path) -> Vec<tapedeck_storage::Exchange> {
+    let tape = tapedeck_storage::Tape::open(&[dir]).expect("open tape");
+    let mut v: Vec<tapedeck_storage::Exchange> = tape
+        .exchanges(tapedeck_storage::Filter::default())
+        .collect::<Result<_, _>>()
+        .expect("read tape");
+    v.sort_by_key(|e| e.started_at_us);
+    v
+}
+
+/// Runs curl with `args` (and a 30 s limit); returns (HTTP status, body). Status 0 when no
+/// response arrived.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("/usr/bin/curl")
+        .args(["-sS", "--max-time", "30", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// A small multi-threaded tokio runtime for a test's clients.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

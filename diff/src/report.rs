@@ -15,14 +15,7 @@ use crate::outcome::*;
 pub const MAX_REPORT_CHARS: usize = 65_000;
 
 /// Request headers whose values never appear in a report.
-pub const SENSITIVE_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-    "x-auth-token",
-];
+pub use tapedeck_storage::SENSITIVE_HEADERS;
 
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {

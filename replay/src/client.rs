@@ -289,29 +289,16 @@ async fn fetch(
     Ok(())
 }
 
-/// Response headers masked before a result is written: the recorder's default sensitive list
-/// (`tapedeck_proxy::redact::DEFAULT_SENSITIVE_HEADERS`), so a target's session cookies and
-/// tokens never reach the run tape (issue 8, security).
-const SENSITIVE_HEADERS: [&str; 6] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-    "x-auth-token",
-];
-
 /// The placeholder written instead of a sensitive header's value (as the recorder's mask).
 const MASK: &[u8] = b"[REDACTED]";
 
-/// Masks the values of [`SENSITIVE_HEADERS`] (trailers included); `true` when any was masked.
+/// Masks the values of the default sensitive headers ([`tapedeck_storage::SENSITIVE_HEADERS`]),
+/// trailers included, so a target's session cookies and tokens never reach the run tape; `true`
+/// when any was masked.
 fn mask_sensitive(headers: &mut [Header]) -> bool {
     let mut masked = false;
     for h in headers.iter_mut() {
-        if SENSITIVE_HEADERS
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(&h.name))
-        {
+        if tapedeck_storage::is_sensitive_header(&h.name) {
             h.value = Bytes::from_static(MASK);
             masked = true;
         }

@@ -28,6 +28,24 @@ impl Header {
     }
 }
 
+/// Headers whose values never reach disk by default: the recorder redacts them, the replayer masks
+/// them in results, and reports never print them. Lower-case; compare ASCII case-insensitively.
+pub const SENSITIVE_HEADERS: [&str; 6] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+];
+
+/// Whether `name` is one of [`SENSITIVE_HEADERS`] (ASCII case-insensitive).
+pub fn is_sensitive_header(name: &str) -> bool {
+    SENSITIVE_HEADERS
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(name))
+}
+
 /// Finds the first header named `name` (ASCII case-insensitive) in a header list.
 pub fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a Header> {
     headers.iter().find(|h| h.name.eq_ignore_ascii_case(name))

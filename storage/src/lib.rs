@@ -28,7 +28,10 @@ pub mod synth;
 mod writer;
 
 pub use error::{Result, StorageError};
-pub use exchange::{ErrorKind, Exchange, Header, TRAILER_MARKER, find_header, flags, now_us};
+pub use exchange::{
+    ErrorKind, Exchange, Header, SENSITIVE_HEADERS, TRAILER_MARKER, find_header, flags,
+    is_sensitive_header, now_us,
+};
 pub use reader::{
     ExchangeIter, FileKind, Filter, ReadOptions, ReadReport, SkippedFile, Tape, TapeFile, TapeScan,
 };

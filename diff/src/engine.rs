@@ -6,7 +6,7 @@ use std::path::Path;
 
 use hdrhistogram::Histogram;
 use tapedeck_storage::{Exchange, ReadOptions, Tape};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::body;
 use crate::compare::{Comparator, Finding, FindingKind, StandardComparator};
@@ -671,7 +671,7 @@ impl Engine<'_> {
                 }
             }
         }
-        info!(
+        debug!(
             rows = self.counts.rows,
             paired = self.counts.paired,
             routes = self.judge.routes.len(),

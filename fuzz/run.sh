@@ -6,6 +6,8 @@
 # (cargo-fuzz passes nightly-only flags); it builds without a sanitizer (safe Rust: the findings
 # we look for are panics, overflows (debug assertions on), timeouts and runaway memory).
 # Crashes land in fuzz/artifacts/<target>/; turn each into a regression test in the crate.
+# FUZZ_TIMEOUT (default 30 s) is the per-input limit: tape_reader legitimately spends seconds on a
+# small Parquet file that declares many rows when 5 targets share 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH="${1:-60}"
@@ -38,7 +40,7 @@ pids=()
 for t in "${TARGETS[@]}"; do
   mkdir -p "artifacts/$t"
   nice -n 10 cargo fuzz run "${FLAGS[@]}" "$t" "corpus/$t" -- \
-    -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
+    -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout="${FUZZ_TIMEOUT:-30}" -max_len=65536 \
     -print_final_stats=1 >"logs/$t.log" 2>&1 &
   pids+=($!)
 done

@@ -13,7 +13,9 @@ use tapedeck_diff::compare::{Comparator, StandardComparator};
 use tapedeck_diff::json;
 use tapedeck_storage::{Exchange, Header};
 
-const ENCODINGS: [&str; 8] = ["", "gzip", "deflate", "br", "zstd", "identity", "bogus", "gzip, br"];
+const ENCODINGS: [&str; 8] = [
+    "", "gzip", "deflate", "br", "zstd", "identity", "bogus", "gzip, br",
+];
 
 fuzz_target!(|data: &[u8]| {
     let selector = data.first().copied().unwrap_or(0);
@@ -61,10 +63,15 @@ fuzz_target!(|data: &[u8]| {
             resp_body_truncated: selector & 0x40 != 0,
             ..Exchange::default()
         };
-        let ct = if selector & 0x08 != 0 { "application/json" } else { "text/plain" };
+        let ct = if selector & 0x08 != 0 {
+            "application/json"
+        } else {
+            "text/plain"
+        };
         ex.resp_headers.push(Header::new("content-type", ct));
         if !encoding.is_empty() {
-            ex.resp_headers.push(Header::new("content-encoding", encoding));
+            ex.resp_headers
+                .push(Header::new("content-encoding", encoding));
         }
         ex
     };

@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
             None => (target, None),
         };
         let t = template_path(path);
-        assert_eq!(template_path(&t), t, "template_path is not idempotent on {path:?}");
+        assert_eq!(
+            template_path(&t),
+            t,
+            "template_path is not idempotent on {path:?}"
+        );
         let key = keyer.key(method, path, query);
         assert!(
             key.starts_with(&method.to_ascii_uppercase()),

@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     let rules = match RulesFile::parse(text, path) {
         Ok(r) => r,
         Err(e) => {
-            assert!(e.to_string().contains("fuzz-rules.toml"), "error without file: {e}");
+            assert!(
+                e.to_string().contains("fuzz-rules.toml"),
+                "error without file: {e}"
+            );
             return;
         }
     };

@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(dir) = tempfile::tempdir() else {
         return;
     };
-    for name in ["00000000-0000-7000-8000-000000000000.parquet", "fuzz.arrows"] {
+    for name in [
+        "00000000-0000-7000-8000-000000000000.parquet",
+        "fuzz.arrows",
+    ] {
         let path = dir.path().join(name);
         if std::fs::write(&path, data).is_err() {
             return;

@@ -168,7 +168,9 @@ impl RedactorBuilder {
             None
         } else {
             let pattern = format!(
-                r#"("(?:{})"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\]\s]+)"#,
+                // `(?-u)`: values are matched as bytes, so a byte that is not UTF-8 cannot end a
+                // value early and leave its tail unmasked (found by fuzzing, issue 8).
+                r#"(?-u)("(?:{})"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\]\s]+)"#,
                 names.join("|")
             );
             regex::bytes::Regex::new(&pattern).ok()

@@ -477,11 +477,26 @@ impl TapeScan {
                 continue;
             };
             let next = match src {
-                Source::Parquet(r, path) => r.next().map(|b| {
-                    b.map_err(|e| {
-                        StorageError::corrupt(path.as_path(), format!("reading row data: {e}"))
-                    })
-                }),
+                Source::Parquet(r, path) => {
+                    // The parquet crate panics on some damaged pages (a dictionary-encoded page
+                    // without its dictionary page; found by fuzzing, issue 8): a damaged file is
+                    // an error naming it, never a crash. The reader is dropped after it.
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.next())) {
+                        Ok(next) => next.map(|b| {
+                            b.map_err(|e| {
+                                StorageError::corrupt(
+                                    path.as_path(),
+                                    format!("reading row data: {e}"),
+                                )
+                            })
+                        }),
+                        Err(_) => Some(Err(StorageError::corrupt(
+                            path.as_path(),
+                            "reading row data: the Parquet decoder failed on damaged pages"
+                                .to_owned(),
+                        ))),
+                    }
+                }
                 Source::Spool(r, path) => {
                     let b = r.next_batch();
                     if b.is_none()

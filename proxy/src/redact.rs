@@ -29,14 +29,7 @@ use sha2::Sha256;
 use tapedeck_storage::{Exchange, Header, find_header, flags};
 
 /// Headers redacted by default, whatever the configuration says.
-pub const DEFAULT_SENSITIVE_HEADERS: [&str; 6] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-    "x-auth-token",
-];
+pub const DEFAULT_SENSITIVE_HEADERS: [&str; 6] = tapedeck_storage::SENSITIVE_HEADERS;
 
 /// The placeholder written in [`RedactMode::Mask`] (in query strings: `REDACTED`).
 pub const MASK: &str = "[REDACTED]";

@@ -257,12 +257,13 @@ def run_proxy_case(args, tmp, kind, up_port, path, conns, rep):
     if kind == "nginx":
         proc = start_nginx(NGINX_PROXY.format(dir=tmp, port=port, up=up_port, workers=1), f"proxy-{rep}", tmp, 0)
     else:
-        tape = tempfile.mkdtemp(prefix="tape-", dir=tmp)
         argv = pin(0) + [args.bin, "record", "--listen", f"127.0.0.1:{port}",
-                         "--upstream", f"http://127.0.0.1:{up_port}", "--tape", tape,
+                         "--upstream", f"http://127.0.0.1:{up_port}",
                          "--threads", "1", "--admin", f"127.0.0.1:{admin}"]
         if kind == "passthrough":
             argv.append("--no-record")
+        else:
+            argv += ["--tape", tempfile.mkdtemp(prefix="tape-", dir=tmp)]
         proc = Proc(argv, os.path.join(tmp, f"{kind}-{rep}.log"))
     try:
         assert wait_port(port), f"{kind} did not start"

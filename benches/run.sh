@@ -5,6 +5,7 @@
 #   benches/run.sh            full run (≈ 30 min on 2 cores), writes benches/results-macro.md
 #   benches/run.sh --smoke    a few seconds per section, to check the harness works
 #   SECTIONS=proxy,half benches/run.sh    only some sections (proxy, half, replay, memory)
+#   TAPEDECK=target/debug/tapedeck benches/run.sh --smoke   use this binary, skip the release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +23,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need[@]}"
 fi
 
-cargo build --release --bin tapedeck
+if [ -z "${TAPEDECK:-}" ]; then
+  cargo build --release --bin tapedeck
+  TAPEDECK=target/release/tapedeck
+fi
 out=benches/results-macro.md
 [ -n "$smoke" ] && out=$(mktemp --suffix=.md)
 {
@@ -31,10 +35,10 @@ out=benches/results-macro.md
   echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
   echo "- nginx: $(nginx -v 2>&1 | sed 's/.*nginx\///'), wrk: $(wrk --version 2>&1 | head -1 | awk '{print $2}')"
-  echo "- command: benches/run.sh ${smoke}"
+  echo "- command: benches/run.sh ${smoke} (binary: $TAPEDECK)"
   echo
 } > "$out.head"
-python3 benches/macro.py --bin target/release/tapedeck --out "$out.body" ${smoke} \
+python3 benches/macro.py --bin "$TAPEDECK" --out "$out.body" ${smoke} \
   ${SECTIONS:+--sections "$SECTIONS"}
 cat "$out.head" "$out.body" > "$out"
 rm -f "$out.head" "$out.body"

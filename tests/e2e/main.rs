@@ -4,11 +4,13 @@
 
 mod util;
 
+mod bench;
 mod check;
 mod diff;
 mod faults;
 mod har;
 mod inspect;
+mod objstore;
 mod record;
 mod replay;
 mod security;

@@ -1,0 +1,114 @@
+//! The side-by-side benchmark harness (`benches/run.sh`, issue 7) runs to completion in smoke mode.
+//!
+//! It measures nothing here: a smoke run takes a few seconds per section on a loaded machine, with
+//! the debug binary. What it proves is that the harness still drives today's CLI (flags, output
+//! formats, admin metrics) and produces every table, so a full run on an idle machine does not fail
+//! half-way. Needs `nginx`, `wrk` and `taskset` (`.ci/run` installs them).
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The programs the harness drives besides tapedeck.
+const NEEDS: [&str; 3] = ["nginx", "wrk", "taskset"];
+
+fn on_path(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The cells of the markdown table row whose first cells are `key` (trimmed).
+fn row<'a>(report: &'a str, key: &[&str]) -> Vec<&'a str> {
+    report
+        .lines()
+        .map(|l| {
+            l.trim()
+                .trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+        })
+        .find(|cells| cells.len() > key.len() && cells.iter().zip(key).all(|(c, k)| c == k))
+        .unwrap_or_else(|| panic!("no row {key:?} in the report:\n{report}"))
+}
+
+fn number(cell: &str) -> f64 {
+    cell.replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("not a number: {cell:?}"))
+}
+
+#[test]
+fn harness_smoke_run_produces_every_table() {
+    let missing: Vec<_> = NEEDS.iter().filter(|p| !on_path(p)).collect();
+    assert!(
+        missing.is_empty(),
+        "the benchmark harness needs {missing:?} (apt-get install nginx wrk util-linux; .ci/run does)"
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Its own process group, so that a hung run is stopped with everything it started.
+    let mut child = Command::new("bash")
+        .arg(root.join("benches/run.sh"))
+        .arg("--smoke")
+        .env("TAPEDECK", env!("CARGO_BIN_EXE_tapedeck"))
+        .env("SECTIONS", "proxy,replay")
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start benches/run.sh");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().expect("wait for run.sh").is_none() {
+        if Instant::now() >= deadline {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+            panic!("benches/run.sh --smoke did not finish within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("collect run.sh output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "benches/run.sh --smoke failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let path = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("results: "))
+        .unwrap_or_else(|| panic!("run.sh did not say where the results are:\n{stdout}"));
+    let report = std::fs::read_to_string(path.trim()).expect("read the smoke results");
+    let _ = std::fs::remove_file(path.trim());
+
+    // Proxy section: every target answered, the recorder dropped nothing.
+    for target in ["direct", "nginx", "record", "passthrough"] {
+        let cells = row(&report, &["/small", "16", target]);
+        assert!(
+            number(cells[3]) > 0.0,
+            "{target} served no requests:\n{report}"
+        );
+    }
+    for target in ["record", "passthrough"] {
+        let cells = row(&report, &["/small", "16", target]);
+        assert_eq!(number(cells[8]), 0.0, "{target} dropped records:\n{report}");
+    }
+    // Replay sections: the closed-loop pair and the open-loop accuracy row.
+    assert!(number(row(&report, &["wrk"])[1]) > 0.0, "{report}");
+    assert!(
+        number(row(&report, &["tapedeck replay --max"])[1]) > 0.0,
+        "{report}"
+    );
+    let open = row(&report, &["1,000"]);
+    assert!(number(open[1]) > 0.0, "open loop sent nothing:\n{report}");
+}

@@ -431,15 +431,19 @@ def bench_replay_memory(args, tmp, lines):
         t0 = time.time()
         p = subprocess.Popen(["/usr/bin/time", "-v", args.bin, "replay", "--tape", tape, "--target",
                               f"t=http://127.0.0.1:{up_port}", "--out", out, "--max", "--concurrency", "64",
-                              "--quiet", "--allow-writes"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _, err = p.communicate(timeout=7200)
+                              "--quiet", "--allow-writes", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        summary_text, err = p.communicate(timeout=7200)
+        if p.returncode != 0:
+            raise RuntimeError(f"replay of the large tape failed ({p.returncode}): {err[-2000:]}")
+        written = json.loads(summary_text)["results_written"]
         peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
         peak_mib = int(peak.group(1)) / 1024 if peak else None
         lines.append("## Replay: memory on a large tape\n")
         lines.append(f"`tapedeck replay --max --concurrency 64` of a {count:,}-exchange synthetic tape against nginx, "
                      f"writing all results; peak RSS from `/usr/bin/time -v`; took {time.time() - t0:.0f} s.\n")
-        lines.append(f"| exchanges | peak RSS MiB |\n|---|---|\n| {count:,} | {fmt(peak_mib, 1)} |\n")
+        lines.append(f"| exchanges | results written | peak RSS MiB |\n|---|---|---|\n"
+                     f"| {count:,} | {written:,} | {fmt(peak_mib, 1)} |\n")
     finally:
         upstream.stop()
 

@@ -82,8 +82,10 @@ pub fn diff_bytes(baseline: &[u8], candidate: &[u8]) -> Result<Vec<JsonDiff>, Pa
     tree_diff_bytes(baseline, candidate)
 }
 
-/// The tree diff of two documents (the reference the lockstep walk must agree with).
-fn tree_diff_bytes(baseline: &[u8], candidate: &[u8]) -> Result<Vec<JsonDiff>, ParseFailure> {
+/// The tree diff of two documents: what [`diff_bytes`] returns, computed without its lockstep
+/// fast path (both documents parsed whole). The reference the fast path must agree with, on
+/// valid and invalid input alike; slower, for tests and fuzzing.
+pub fn tree_diff_bytes(baseline: &[u8], candidate: &[u8]) -> Result<Vec<JsonDiff>, ParseFailure> {
     let a: Node<'_> =
         serde_json::from_slice(baseline).map_err(|e| ParseFailure::Baseline(e.to_string()))?;
     let b: Node<'_> =
@@ -536,19 +538,33 @@ fn push_key(path: &mut String, key: &str) {
 
 /// Lockstep walk over two JSON texts of (mostly) the same shape.
 ///
-/// Equal regions are compared as raw bytes and never parsed. At the first difference inside an
-/// array, or when an object's keys diverge, that container is parsed on both sides and handed to
-/// the tree walk (which knows about reordering, missing keys and numeric equality); differing
-/// scalars are parsed and compared the same way. Findings emitted inside a container that falls
-/// back are discarded first, so the result equals the tree diff.
+/// Equal regions are compared as raw bytes and never parsed into values. At the first difference
+/// inside an array, or when an object's keys diverge, that container is parsed on both sides and
+/// handed to the tree walk (which knows about reordering, missing keys and numeric equality);
+/// differing scalars are parsed and compared the same way. Findings emitted inside a container
+/// that falls back are discarded first, so the result equals the tree diff.
+///
+/// Validity: the walk must accept exactly the documents serde_json accepts (the tree diff is the
+/// reference, and a malformed body must be reported undecodable). A region that is equal on both
+/// sides is validated once, on the baseline side, by a single validating scan ([`check`]) that
+/// also finds its end: `b` holds the same bytes, so it holds the same valid value. Regions that
+/// differ are parsed by serde_json on both sides; separators, whitespace and the document's end
+/// are checked on both sides. Whenever the scan is unsure (a surrogate escape, a number with an
+/// exponent, deep nesting) it asks serde_json or gives up (`Bail`), and the tree diff decides.
 mod lockstep {
-    use super::{JsonDiff, MAX_DIFFS, Node, push_key, walk};
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
-    /// Malformed input or nesting too deep: use the tree diff instead.
+    use super::{JsonDiff, Node, push_key, walk};
+
+    /// Malformed input, nesting too deep or a case the walk leaves to the tree: use the tree diff
+    /// instead (which also gives serde_json's verdict on validity).
     #[derive(Debug)]
     pub(super) struct Bail;
 
-    const MAX_DEPTH: usize = 128;
+    /// Deepest nesting (containers around a value, plus its own) the walk handles: serde_json
+    /// refuses 128 levels, and every region parsed on its own starts with a fresh budget, so the
+    /// walk leaves documents anywhere near that to the tree diff.
+    const MAX_DEPTH: usize = 100;
 
     pub(super) fn diff(a: &[u8], b: &[u8]) -> Result<Vec<JsonDiff>, Bail> {
         let mut out = Vec::new();
@@ -572,7 +588,12 @@ mod lockstep {
         s.get(i).copied().ok_or(Bail)
     }
 
-    /// End (exclusive) of the string starting at `i` (which holds `"`).
+    /// Whether `c` may follow a value (what ends a number or a literal).
+    fn is_delimiter(c: u8) -> bool {
+        matches!(c, b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
+    }
+
+    /// End (exclusive) of the string starting at `i` (which holds `"`). Does not validate.
     fn string_end(s: &[u8], i: usize) -> Result<usize, Bail> {
         let mut j = i + 1;
         loop {
@@ -584,12 +605,13 @@ mod lockstep {
         }
     }
 
-    /// End (exclusive) of the value starting at `i`.
-    fn value_end(s: &[u8], i: usize) -> Result<usize, Bail> {
+    /// End (exclusive) of the value starting at `i`, without validating it; `Bail` when its
+    /// nesting (plus `depth` around it) is beyond [`MAX_DEPTH`].
+    fn value_end(s: &[u8], i: usize, depth: usize) -> Result<usize, Bail> {
         match at(s, i)? {
             b'"' => string_end(s, i),
             b'{' | b'[' => {
-                let mut depth = 0usize;
+                let mut level = depth;
                 let mut j = i;
                 loop {
                     match at(s, j)? {
@@ -597,10 +619,15 @@ mod lockstep {
                             j = string_end(s, j)?;
                             continue;
                         }
-                        b'{' | b'[' => depth += 1,
+                        b'{' | b'[' => {
+                            level += 1;
+                            if level > MAX_DEPTH {
+                                return Err(Bail);
+                            }
+                        }
                         b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
+                            level -= 1;
+                            if level == depth {
                                 return Ok(j + 1);
                             }
                         }
@@ -611,9 +638,7 @@ mod lockstep {
             }
             _ => {
                 let mut j = i;
-                while j < s.len()
-                    && !matches!(s[j], b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
-                {
+                while j < s.len() && !is_delimiter(s[j]) {
                     j += 1;
                 }
                 if j == i { Err(Bail) } else { Ok(j) }
@@ -621,12 +646,259 @@ mod lockstep {
         }
     }
 
-    /// Parses `a[ia..ea]` and `b[ib..eb]` and runs the tree walk on them at `path`.
+    /// End (exclusive) of the valid JSON value starting at `i`, found by one validating scan;
+    /// `Bail` when it is not valid (or the scan is unsure). `depth`: containers around it.
+    fn check(s: &[u8], i: usize, depth: usize) -> Result<usize, Bail> {
+        match at(s, i)? {
+            b'"' => check_string(s, i),
+            b'{' => {
+                if depth >= MAX_DEPTH {
+                    return Err(Bail);
+                }
+                let mut j = ws(s, i + 1);
+                if at(s, j)? == b'}' {
+                    return Ok(j + 1);
+                }
+                loop {
+                    if at(s, j)? != b'"' {
+                        return Err(Bail);
+                    }
+                    j = ws(s, check_string(s, j)?);
+                    if at(s, j)? != b':' {
+                        return Err(Bail);
+                    }
+                    j = ws(s, check(s, ws(s, j + 1), depth + 1)?);
+                    match at(s, j)? {
+                        b',' => j = ws(s, j + 1),
+                        b'}' => return Ok(j + 1),
+                        _ => return Err(Bail),
+                    }
+                }
+            }
+            b'[' => {
+                if depth >= MAX_DEPTH {
+                    return Err(Bail);
+                }
+                let mut j = ws(s, i + 1);
+                if at(s, j)? == b']' {
+                    return Ok(j + 1);
+                }
+                loop {
+                    j = ws(s, check(s, j, depth + 1)?);
+                    match at(s, j)? {
+                        b',' => j = ws(s, j + 1),
+                        b']' => return Ok(j + 1),
+                        _ => return Err(Bail),
+                    }
+                }
+            }
+            b't' => literal(s, i, b"true"),
+            b'f' => literal(s, i, b"false"),
+            b'n' => literal(s, i, b"null"),
+            b'-' | b'0'..=b'9' => check_number(s, i),
+            _ => Err(Bail),
+        }
+    }
+
+    fn literal(s: &[u8], i: usize, lit: &[u8]) -> Result<usize, Bail> {
+        if s.get(i..i + lit.len()) == Some(lit) {
+            Ok(i + lit.len())
+        } else {
+            Err(Bail)
+        }
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`; a long number or one with an exponent
+    /// (which may be out of an f64's range) is also parsed by serde_json.
+    fn check_number(s: &[u8], i: usize) -> Result<usize, Bail> {
+        fn digits(s: &[u8], mut j: usize) -> Result<usize, Bail> {
+            let start = j;
+            while s.get(j).is_some_and(u8::is_ascii_digit) {
+                j += 1;
+            }
+            if j == start { Err(Bail) } else { Ok(j) }
+        }
+        let mut j = i;
+        if s.get(j) == Some(&b'-') {
+            j += 1;
+        }
+        j = match at(s, j)? {
+            b'0' => j + 1,
+            _ => digits(s, j)?,
+        };
+        if s.get(j) == Some(&b'.') {
+            j = digits(s, j + 1)?;
+        }
+        let mut simple = true;
+        if matches!(s.get(j), Some(b'e' | b'E')) {
+            j += 1;
+            if matches!(s.get(j), Some(b'+' | b'-')) {
+                j += 1;
+            }
+            j = digits(s, j)?;
+            simple = false;
+        }
+        if !simple || j - i > 24 {
+            serde_json::from_slice::<Valid>(&s[i..j]).map_err(|_| Bail)?;
+        }
+        Ok(j)
+    }
+
+    /// A string: no control characters, valid escapes, valid UTF-8. A `\u` escape of a
+    /// surrogate (valid only in a well-formed pair) is left to serde_json.
+    fn check_string(s: &[u8], i: usize) -> Result<usize, Bail> {
+        let mut j = i + 1;
+        let (mut non_ascii, mut surrogate) = (false, false);
+        loop {
+            j = skip_plain(s, j);
+            match at(s, j)? {
+                b'"' => break,
+                b'\\' => match at(s, j + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j += 2,
+                    b'u' => {
+                        let mut v = 0u32;
+                        for &h in s.get(j + 2..j + 6).ok_or(Bail)? {
+                            v = v * 16 + char::from(h).to_digit(16).ok_or(Bail)?;
+                        }
+                        surrogate |= (0xD800..0xE000).contains(&v);
+                        j += 6;
+                    }
+                    _ => return Err(Bail),
+                },
+                0x00..=0x1f => return Err(Bail),
+                0x80..=0xff => {
+                    non_ascii = true;
+                    j += 1;
+                }
+                _ => j += 1,
+            }
+        }
+        if non_ascii {
+            std::str::from_utf8(&s[i + 1..j]).map_err(|_| Bail)?;
+        }
+        if surrogate {
+            serde_json::from_slice::<Valid>(&s[i..=j]).map_err(|_| Bail)?;
+        }
+        Ok(j + 1)
+    }
+
+    /// The first index at or after `j` that holds `"`, `\\`, a control character or a non-ASCII
+    /// byte (or `s.len()`): eight bytes at a time, then byte by byte.
+    fn skip_plain(s: &[u8], mut j: usize) -> usize {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        // High bit of each byte of `v` that is zero (exact for "any", which is all we ask).
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        while let Some(chunk) = s.get(j..j + 8) {
+            let Ok(w) = <[u8; 8]>::try_from(chunk) else {
+                break;
+            };
+            let x = u64::from_le_bytes(w);
+            let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+            let special = zero(x ^ (ONES * u64::from(b'"')))
+                | zero(x ^ (ONES * u64::from(b'\\')))
+                | below_space
+                | (x & HIGH);
+            if special != 0 {
+                break;
+            }
+            j += 8;
+        }
+        while let Some(&c) = s.get(j) {
+            if c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c) {
+                break;
+            }
+            j += 1;
+        }
+        j
+    }
+
+    /// Accepts what [`Node`] accepts (every value through `deserialize_any`, so numbers are
+    /// range-checked and strings decoded), building nothing.
+    struct Valid;
+
+    impl<'de> Deserialize<'de> for Valid {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(ValidVisitor)
+        }
+    }
+
+    struct ValidVisitor;
+
+    impl<'de> Visitor<'de> for ValidVisitor {
+        type Value = Valid;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_unit<E>(self) -> Result<Valid, E> {
+            Ok(Valid)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+            Ok(Valid)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+            Ok(Valid)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+            Ok(Valid)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+            Ok(Valid)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+            Ok(Valid)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+            while seq.next_element::<Valid>()?.is_some() {}
+            Ok(Valid)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+            while map.next_key::<Valid>()?.is_some() {
+                map.next_value::<Valid>()?;
+            }
+            Ok(Valid)
+        }
+    }
+
+    /// When the value at `a[ia..]` is valid and `b` holds the same bytes at `ib` (ending where a
+    /// value may end), the ends of both. `Bail` when `a`'s value is not valid.
+    fn same(
+        a: &[u8],
+        ia: usize,
+        b: &[u8],
+        ib: usize,
+        depth: usize,
+    ) -> Result<Option<(usize, usize)>, Bail> {
+        let ea = check(a, ia, depth)?;
+        let eb = ib + (ea - ia);
+        let equal = b.get(ib..eb) == Some(&a[ia..ea]) && b.get(eb).is_none_or(|&c| is_delimiter(c));
+        Ok(equal.then_some((ea, eb)))
+    }
+
+    /// Parses `a` and `b` (each one value) and runs the tree walk on them at `path`.
     fn tree(a: &[u8], b: &[u8], path: &mut String, out: &mut Vec<JsonDiff>) -> Result<(), Bail> {
         let na: Node<'_> = serde_json::from_slice(a).map_err(|_| Bail)?;
         let nb: Node<'_> = serde_json::from_slice(b).map_err(|_| Bail)?;
         walk(&na, &nb, path, out);
         Ok(())
+    }
+
+    /// Two values that differ (or may): parsed by serde_json and compared by the tree walk. Once
+    /// the findings are capped they are still parsed, for their validity.
+    #[allow(clippy::too_many_arguments)]
+    fn differing(
+        a: &[u8],
+        ia: usize,
+        b: &[u8],
+        ib: usize,
+        path: &mut String,
+        out: &mut Vec<JsonDiff>,
+        depth: usize,
+    ) -> Result<(usize, usize), Bail> {
+        let (ea, eb) = (value_end(a, ia, depth)?, value_end(b, ib, depth)?);
+        tree(&a[ia..ea], &b[ib..eb], path, out)?;
+        Ok((ea, eb))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -639,23 +911,21 @@ mod lockstep {
         out: &mut Vec<JsonDiff>,
         depth: usize,
     ) -> Result<(usize, usize), Bail> {
-        if depth > MAX_DEPTH {
+        if depth >= MAX_DEPTH {
             return Err(Bail);
         }
         match (at(a, ia)?, at(b, ib)?) {
             (b'{', b'{') => object(a, ia, b, ib, path, out, depth),
             (b'[', b'[') => array(a, ia, b, ib, path, out, depth),
-            _ => {
-                let (ea, eb) = (value_end(a, ia)?, value_end(b, ib)?);
-                if a[ia..ea] != b[ib..eb] && out.len() < MAX_DIFFS {
-                    tree(&a[ia..ea], &b[ib..eb], path, out)?;
-                }
-                Ok((ea, eb))
-            }
+            _ => match same(a, ia, b, ib, depth)? {
+                Some(ends) => Ok(ends),
+                None => differing(a, ia, b, ib, path, out, depth),
+            },
         }
     }
 
     /// Re-does a whole container with the tree walk (after discarding what it emitted).
+    #[allow(clippy::too_many_arguments)]
     fn fall_back(
         a: &[u8],
         sa: usize,
@@ -664,19 +934,10 @@ mod lockstep {
         path: &mut String,
         out: &mut Vec<JsonDiff>,
         mark: usize,
+        depth: usize,
     ) -> Result<(usize, usize), Bail> {
         out.truncate(mark);
-        let (ea, eb) = (value_end(a, sa)?, value_end(b, sb)?);
-        tree(&a[sa..ea], &b[sb..eb], path, out)?;
-        Ok((ea, eb))
-    }
-
-    fn key(s: &[u8], i: usize) -> Result<(&[u8], usize), Bail> {
-        if at(s, i)? != b'"' {
-            return Err(Bail);
-        }
-        let end = string_end(s, i)?;
-        Ok((&s[i + 1..end - 1], end))
+        differing(a, sa, b, sb, path, out, depth)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -692,34 +953,41 @@ mod lockstep {
         let mark = out.len();
         let len = path.len();
         let (mut ia, mut ib) = (ws(a, sa + 1), ws(b, sb + 1));
+        match (at(a, ia)?, at(b, ib)?) {
+            (b'}', b'}') => return Ok((ia + 1, ib + 1)),
+            (b'}', _) | (_, b'}') => return fall_back(a, sa, b, sb, path, out, mark, depth),
+            _ => {}
+        }
         loop {
-            match (at(a, ia)?, at(b, ib)?) {
-                (b'}', b'}') => return Ok((ia + 1, ib + 1)),
-                (b'}', _) | (_, b'}') => return fall_back(a, sa, b, sb, path, out, mark),
-                _ => {}
+            // After a comma a key must follow (`{"a":1,}` is not JSON): both sides need `"`.
+            if at(a, ia)? != b'"' || at(b, ib)? != b'"' {
+                return Err(Bail);
             }
-            let (ka, ea) = key(a, ia)?;
-            let (kb, eb) = key(b, ib)?;
+            let ea = check_string(a, ia)?;
+            let eb = string_end(b, ib)?;
+            let (ka, kb) = (&a[ia + 1..ea - 1], &b[ib + 1..eb - 1]);
             if ka != kb {
-                return fall_back(a, sa, b, sb, path, out, mark);
+                return fall_back(a, sa, b, sb, path, out, mark, depth);
             }
             let (ca, cb) = (ws(a, ea), ws(b, eb));
             if at(a, ca)? != b':' || at(b, cb)? != b':' {
                 return Err(Bail);
             }
             let (va, vb) = (ws(a, ca + 1), ws(b, cb + 1));
-            let (ea, eb) = (value_end(a, va)?, value_end(b, vb)?);
-            if a[va..ea] != b[vb..eb] {
-                let name = if ka.contains(&b'\\') {
-                    serde_json::from_slice::<String>(&a[ia..ca]).map_err(|_| Bail)?
-                } else {
-                    std::str::from_utf8(ka).map_err(|_| Bail)?.to_owned()
-                };
-                push_key(path, &name);
-                let r = value(a, va, b, vb, path, out, depth + 1);
-                path.truncate(len);
-                r?;
-            }
+            let (ea, eb) = match same(a, va, b, vb, depth + 1)? {
+                Some(ends) => ends,
+                None => {
+                    let name = if ka.contains(&b'\\') {
+                        serde_json::from_slice::<String>(&a[ia..ca]).map_err(|_| Bail)?
+                    } else {
+                        std::str::from_utf8(ka).map_err(|_| Bail)?.to_owned()
+                    };
+                    push_key(path, &name);
+                    let r = value(a, va, b, vb, path, out, depth + 1);
+                    path.truncate(len);
+                    r?
+                }
+            };
             ia = ws(a, ea);
             ib = ws(b, eb);
             match (at(a, ia)?, at(b, ib)?) {
@@ -728,7 +996,9 @@ mod lockstep {
                     ib = ws(b, ib + 1);
                 }
                 (b'}', b'}') => return Ok((ia + 1, ib + 1)),
-                (b',' | b'}', b',' | b'}') => return fall_back(a, sa, b, sb, path, out, mark),
+                (b',' | b'}', b',' | b'}') => {
+                    return fall_back(a, sa, b, sb, path, out, mark, depth);
+                }
                 _ => return Err(Bail),
             }
         }
@@ -742,21 +1012,20 @@ mod lockstep {
         sb: usize,
         path: &mut String,
         out: &mut Vec<JsonDiff>,
-        _depth: usize,
+        depth: usize,
     ) -> Result<(usize, usize), Bail> {
         let mark = out.len();
         let (mut ia, mut ib) = (ws(a, sa + 1), ws(b, sb + 1));
+        match (at(a, ia)?, at(b, ib)?) {
+            (b']', b']') => return Ok((ia + 1, ib + 1)),
+            (b']', _) | (_, b']') => return fall_back(a, sa, b, sb, path, out, mark, depth),
+            _ => {}
+        }
         loop {
-            match (at(a, ia)?, at(b, ib)?) {
-                (b']', b']') => return Ok((ia + 1, ib + 1)),
-                (b']', _) | (_, b']') => return fall_back(a, sa, b, sb, path, out, mark),
-                _ => {}
-            }
-            let (ea, eb) = (value_end(a, ia)?, value_end(b, ib)?);
-            if a[ia..ea] != b[ib..eb] {
+            let Some((ea, eb)) = same(a, ia, b, ib, depth + 1)? else {
                 // Elements differ: the tree walk decides between order, length and elements.
-                return fall_back(a, sa, b, sb, path, out, mark);
-            }
+                return fall_back(a, sa, b, sb, path, out, mark, depth);
+            };
             ia = ws(a, ea);
             ib = ws(b, eb);
             match (at(a, ia)?, at(b, ib)?) {
@@ -765,7 +1034,9 @@ mod lockstep {
                     ib = ws(b, ib + 1);
                 }
                 (b']', b']') => return Ok((ia + 1, ib + 1)),
-                (b',' | b']', b',' | b']') => return fall_back(a, sa, b, sb, path, out, mark),
+                (b',' | b']', b',' | b']') => {
+                    return fall_back(a, sa, b, sb, path, out, mark, depth);
+                }
                 _ => return Err(Bail),
             }
         }
@@ -1002,6 +1273,205 @@ mod tests {
             prop_assert_eq!(found.len(), 1, "{:?}", found);
             prop_assert_eq!(&found[0].path, &path);
             prop_assert!(matches!(found[0].kind, JsonDiffKind::ValueChanged | JsonDiffKind::TypeChanged));
+        }
+    }
+
+    /// Asserts that `diff_bytes` gives the tree diff's answer (the fast path's contract).
+    fn agrees(a: &[u8], b: &[u8]) -> Result<Vec<JsonDiff>, ParseFailure> {
+        let got = diff_bytes(a, b);
+        assert_eq!(
+            got,
+            tree_diff_bytes(a, b),
+            "{:?} vs {:?}",
+            String::from_utf8_lossy(a),
+            String::from_utf8_lossy(b)
+        );
+        got
+    }
+
+    /// Fuzz finding (issue 8, `fuzz/` target `json_diff`): the lockstep fast path did not validate
+    /// regions that are byte-identical on both sides, so two bodies malformed in the same place
+    /// compared as JSON instead of being reported undecodable.
+    #[test]
+    fn fuzz_identical_malformed_regions_are_undecodable() {
+        let bad: &[&str] = &[
+            r#"{"a":tru,"b":1}"#,
+            r#"{"a":nul,"b":1}"#,
+            r#"{"a":"x\qy","b":1}"#,
+            "{\"a\":\"x\u{1}y\",\"b\":1}",
+            r#"{"a":"\u12G4","b":1}"#,
+            r#"{"a":"\ud800","b":1}"#,
+            r#"{"a":"\udc00\ud800","b":1}"#,
+            r#"{"a":01,"b":1}"#,
+            r#"{"a":1.,"b":1}"#,
+            r#"{"a":-,"b":1}"#,
+            r#"{"a":+1,"b":1}"#,
+            r#"{"a":.5,"b":1}"#,
+            r#"{"a":1e,"b":1}"#,
+            r#"{"a":1e400,"b":1}"#,
+            r#"{"a":-1e400,"b":1}"#,
+            r#"{"a":[1,2,],"b":1}"#,
+            r#"{"a":{"x":1,},"b":1}"#,
+            r#"{"a":[1 2],"b":1}"#,
+            r#"{"a":{"x" 1},"b":1}"#,
+            r#"{"a":{x:1},"b":1}"#,
+            r#"{"a":{"x":1 "y":2},"b":1}"#,
+            r#"{"a":[,1],"b":1}"#,
+            "{\"a\u{1}\":1,\"b\":1}",
+            r#"{"a":1,"b":1,}"#,
+            r#"{"a":'x',"b":1}"#,
+            r#"{"a":NaN,"b":1}"#,
+            r#"{"a":[1]],"b":1}"#,
+            r#"{"a":1,,"b":1}"#,
+        ];
+        for doc in bad {
+            let other = doc.replace("\"b\":1", "\"b\":2");
+            assert!(
+                serde_json::from_str::<Value>(doc).is_err(),
+                "{doc} is valid JSON"
+            );
+            let got = agrees(doc.as_bytes(), other.as_bytes());
+            assert!(
+                matches!(got, Err(ParseFailure::Baseline(_))),
+                "{doc}: {got:?}"
+            );
+            // The same region in an array, and a whole document that is one bad scalar.
+            let arr = format!("[{doc},1]");
+            assert!(agrees(arr.as_bytes(), format!("[{doc},2]").as_bytes()).is_err());
+        }
+        // Invalid UTF-8 inside an identical string, and bytes that are not JSON at all.
+        let mut a = br#"{"a":"x"#.to_vec();
+        a.extend_from_slice(&[0xff, 0xfe]);
+        a.extend_from_slice(br#"y","b":1}"#);
+        let b: Vec<u8> = String::from_utf8_lossy(&a)
+            .replace("\"b\":1", "\"b\":2")
+            .into();
+        let mut b_bad = a.clone();
+        let at = b_bad.len() - 2;
+        b_bad[at] = b'2';
+        assert!(agrees(&a, &b_bad).is_err());
+        assert!(agrees(&b, &b).is_ok(), "the lossy text is valid");
+        for (x, y) in [
+            (&b"tru"[..], &b"tru"[..]),
+            (b"", b""),
+            (b"  ", b"  "),
+            (b"\xef\xbb\xbf{}", b"\xef\xbb\xbf{}"),
+            (b"{} x", b"{} x"),
+            (b"1 2", b"1 2"),
+            (b"\"x", b"\"x"),
+        ] {
+            assert!(agrees(x, y).is_err(), "{:?}", String::from_utf8_lossy(x));
+        }
+        // One malformed side is reported as that side.
+        assert!(matches!(
+            agrees(br#"{"a":1,"b":1}"#, br#"{"a":1,"b":1,}"#),
+            Err(ParseFailure::Candidate(_))
+        ));
+    }
+
+    /// The fast path still takes valid documents with escapes, non-ASCII text, surrogate pairs
+    /// and exponents (it asks serde_json about the unusual parts instead of giving up), and
+    /// agrees with the tree on them.
+    #[test]
+    fn lockstep_accepts_valid_unusual_regions() {
+        let a = r#"{"e":"\ud83d\ude00 \" \\ \/ \b\f\n\r\t \u00e9","s":"héllo wörld ✓","n":[1e5,-2.5E-3,0,-0,1.0e+2,123456789012345678901234567890],"x":1}"#;
+        let b = a.replace("\"x\":1", "\"x\":2");
+        let fast =
+            lockstep::diff(a.as_bytes(), b.as_bytes()).expect("valid input stays on the fast path");
+        assert_eq!(fast.len(), 1, "{fast:?}");
+        assert_eq!(fast[0].path, "$.x");
+        agrees(a.as_bytes(), b.as_bytes()).expect("valid");
+        assert!(
+            agrees(a.as_bytes(), a.as_bytes())
+                .expect("valid")
+                .is_empty()
+        );
+    }
+
+    /// Around serde_json's recursion limit the fast path and the tree agree, wherever the
+    /// difference is (the walk leaves deep documents to the tree).
+    #[test]
+    fn nesting_near_the_recursion_limit_agrees_with_the_tree() {
+        for n in [1, 50, 98, 99, 100, 101, 102, 126, 127, 128, 129, 140] {
+            let a = format!("{}1{}", "[".repeat(n), "]".repeat(n));
+            let b = format!("{}2{}", "[".repeat(n), "]".repeat(n));
+            agrees(a.as_bytes(), a.as_bytes()).ok();
+            agrees(a.as_bytes(), b.as_bytes()).ok();
+            let wrap = |inner: &str| format!(r#"{{"k":{inner},"z":1}}"#);
+            agrees(wrap(&a).as_bytes(), wrap(&b).as_bytes()).ok();
+            let deep_b = format!(r#"{{"k":{b},"z":2}}"#);
+            agrees(wrap(&a).as_bytes(), deep_b.as_bytes()).ok();
+            let flat = r#"{"k":0,"z":1}"#;
+            agrees(flat.as_bytes(), wrap(&b).as_bytes()).ok();
+        }
+    }
+
+    /// A JSON value with the unusual parts real bodies have: escapes, non-ASCII text, floats.
+    fn arb_rich_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,6}".prop_map(Value::String),
+            "[a-z\"\\\\/\n\té✓😀]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(".{1,4}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// One edit of a JSON text (its bytes most likely to matter), applied at `at` (a fraction).
+    fn mutate(text: &mut Vec<u8>, at: f64, op: u8, byte: u8) {
+        const BYTES: &[u8] = b"\"\\,:[]{}0-.eE+ tnuf\x01\x1f\x7f\x80\xc3\xff";
+        let i = ((text.len() as f64) * at) as usize;
+        let c = BYTES[usize::from(byte) % BYTES.len()];
+        match op % 3 {
+            0 if i < text.len() => text[i] = c,
+            1 if i < text.len() => {
+                text.remove(i);
+            }
+            _ => text.insert(i.min(text.len()), c),
+        }
+    }
+
+    proptest! {
+        /// The fast path agrees with the tree diff on arbitrary input, valid or not: documents
+        /// damaged identically on both sides (the fuzz finding), on one side, or differently.
+        #[test]
+        fn lockstep_agrees_with_the_tree_on_arbitrary_input(
+            v in arb_rich_json(),
+            w in arb_rich_json(),
+            same_doc in any::<bool>(),
+            edits in prop::collection::vec((0.0..1.0f64, any::<u8>(), any::<u8>(), 0u8..3), 0..4),
+        ) {
+            let a = v.to_string().into_bytes();
+            let mut b = if same_doc { a.clone() } else { w.to_string().into_bytes() };
+            let mut a = a;
+            for &(at, op, byte, side) in &edits {
+                // 0: both sides (the same place when the documents are the same), 1: a, 2: b.
+                if side != 2 {
+                    mutate(&mut a, at, op, byte);
+                }
+                if side != 1 {
+                    mutate(&mut b, at, op, byte);
+                }
+            }
+            prop_assert_eq!(diff_bytes(&a, &b), tree_diff_bytes(&a, &b));
+            prop_assert_eq!(diff_bytes(&a, &a), tree_diff_bytes(&a, &a));
+        }
+
+        #[test]
+        fn lockstep_agrees_with_the_tree_on_arbitrary_bytes(
+            a in prop::collection::vec(any::<u8>(), 0..64),
+            b in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            prop_assert_eq!(diff_bytes(&a, &b), tree_diff_bytes(&a, &b));
+            prop_assert_eq!(diff_bytes(&a, &a), tree_diff_bytes(&a, &a));
         }
     }
 }

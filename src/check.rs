@@ -33,7 +33,7 @@ pub(crate) struct Args {
     /// URL of a second baseline instance: replayed in the same pass, it measures noise.
     #[arg(long, value_name = "URL")]
     secondary: Option<String>,
-    /// Directory for verdict.json, report.md and junit.xml.
+    /// Directory (or object-store URL) for verdict.json, report.md and junit.xml.
     #[arg(long, default_value = "./tapedeck-report", value_name = "DIR")]
     report: PathBuf,
     /// Where the replay results (a tape) go [default: REPORT/run]. Must not exist yet.
@@ -233,8 +233,13 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
         .validate()
         .context("invalid judge settings")?;
     let outcome = tapedeck_diff::run(&diff).context("diff failed")?;
-    tapedeck_diff::report::write_reports(&outcome, &args.report)
+    let reports =
+        tapedeck_storage::object::OutputDir::new(&args.report).context("report location")?;
+    tapedeck_diff::report::write_reports(&outcome, reports.path())
         .with_context(|| format!("writing reports to {}", args.report.display()))?;
+    reports
+        .finish()
+        .with_context(|| format!("uploading the reports to {}", args.report.display()))?;
     Ok(Checked {
         replay,
         outcome,

@@ -50,7 +50,7 @@ pub(crate) struct Args {
     /// Latency objective for the candidate, e.g. 'GET /api/users: p95<300ms' (repeatable).
     #[arg(long, value_name = "SLO")]
     slo: Vec<String>,
-    /// Write verdict.json, report.md and junit.xml into this directory.
+    /// Write verdict.json, report.md and junit.xml into this directory (or object-store URL).
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
     /// Write the learned ignore rules (noise) to this file, for review and `--rules`.
@@ -127,7 +127,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         .context("invalid diff configuration")?;
     let outcome = tapedeck_diff::run(&config).context("diff failed")?;
     if let Some(dir) = &args.report {
-        tapedeck_diff::report::write_reports(&outcome, dir)?;
+        let out = tapedeck_storage::object::OutputDir::new(dir).context("report location")?;
+        tapedeck_diff::report::write_reports(&outcome, out.path())?;
+        out.finish()
+            .with_context(|| format!("uploading the reports to {}", dir.display()))?;
     }
     if let Some(path) = &args.write_rules {
         tapedeck_diff::report::write_learned_rules(&outcome, path)?;

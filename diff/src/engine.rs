@@ -64,6 +64,11 @@ impl Differ {
             what: "run",
             source: e,
         })?;
+        // Issue 8: a damaged file is found before hours of reading, not at the end.
+        run_tape.verify(&read).map_err(|e| DiffError::Tape {
+            what: "run",
+            source: e,
+        })?;
         let mut run_rows = run_tape.scan(read.clone()).exchanges();
         let mut engine = Engine::new(&self.config, self.comparator.as_ref());
         let mut skipped = Vec::new();
@@ -79,6 +84,10 @@ impl Differ {
             }
             Some(paths) => {
                 let tape = Tape::open(paths).map_err(|e| DiffError::Tape {
+                    what: "baseline",
+                    source: e,
+                })?;
+                tape.verify(&read).map_err(|e| DiffError::Tape {
                     what: "baseline",
                     source: e,
                 })?;
@@ -141,6 +150,8 @@ impl Differ {
         let mut skipped = Vec::new();
         for (paths, what, candidate) in [(base, "baseline", false), (cand, "candidate", true)] {
             let tape = Tape::open(paths).map_err(|e| DiffError::Tape { what, source: e })?;
+            tape.verify(read)
+                .map_err(|e| DiffError::Tape { what, source: e })?;
             let mut rows = tape.scan(read.clone()).exchanges();
             for row in rows.by_ref() {
                 let ex = row.map_err(|e| DiffError::Tape { what, source: e })?;

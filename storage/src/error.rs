@@ -55,6 +55,41 @@ pub enum StorageError {
     /// A setting is out of range.
     #[error("invalid writer setting: {0}")]
     InvalidConfig(String),
+    /// An object-store URL that cannot be used (unknown scheme, no bucket, bad settings), or an
+    /// object that is not what it should be.
+    #[error("{url}: {reason}")]
+    BadLocation {
+        /// The URL.
+        url: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
+    /// A writer to an object store closed with sealed files it could not upload (within its
+    /// close timeout). Nothing is lost: they stay in `dir`, and the next writer to the same URL
+    /// with the same spool directory uploads them when it opens.
+    #[error(
+        "{files} sealed file(s) could not be uploaded to {url} before close; they are kept in {} and uploaded by the next writer to this URL with this spool directory",
+        dir.display()
+    )]
+    UploadIncomplete {
+        /// The destination.
+        url: String,
+        /// The local directory holding the files.
+        dir: PathBuf,
+        /// How many sealed files stay there.
+        files: u64,
+    },
+    /// An object-store request failed.
+    #[error("{op} {url}: {source}")]
+    Remote {
+        /// What was being done (`list`, `get`, `put`, `head`, `delete`).
+        op: &'static str,
+        /// The object (or prefix) URL.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: Box<object_store::Error>,
+    },
 }
 
 impl StorageError {
@@ -80,7 +115,10 @@ impl StorageError {
             | StorageError::Corrupt { path, .. }
             | StorageError::FutureSchema { path, .. }
             | StorageError::NoTape { path } => Some(path),
-            StorageError::InUse { dir } => Some(dir),
+            StorageError::InUse { dir } | StorageError::UploadIncomplete { dir, .. } => Some(dir),
+            StorageError::BadLocation { url, .. } | StorageError::Remote { url, .. } => {
+                Some(std::path::Path::new(url.as_str()))
+            }
             StorageError::Closed | StorageError::InvalidConfig(_) => None,
         }
     }

@@ -12,6 +12,11 @@
 //! [`Tape`] reads both tiers alike, with projection, filters pushed down to partitions and
 //! row-group statistics, and memory bounded whatever the tape's size.
 //!
+//! A tape may also live in an object store (`s3://bucket/prefix`, `gs://…`, `az://…`,
+//! `file:///…`; see [`object`]): [`TapeWriter`] then spools and seals on local disk and uploads
+//! each sealed file to the same relative key, and [`Tape`] lists and reads the objects with the
+//! same pruning and projection (ranged GETs).
+//!
 //! The schema ([`schema::tape_schema`], version [`SCHEMA_VERSION`]) serves recorded traffic and
 //! replay results alike; it is documented column by column in `docs/tape-format.md`.
 #![forbid(unsafe_code)]
@@ -19,12 +24,14 @@
 mod error;
 mod exchange;
 pub mod layout;
+pub mod object;
 mod reader;
 pub mod route;
 pub mod schema;
 mod seal;
 mod spool;
 pub mod synth;
+mod upload;
 mod writer;
 
 pub use error::{Result, StorageError};

@@ -9,7 +9,10 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderBuilder, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::file::metadata::RowGroupMetaData;
 use parquet::file::statistics::Statistics;
 use serde::Serialize;
@@ -17,6 +20,7 @@ use serde::Serialize;
 use crate::error::{Result, StorageError};
 use crate::exchange::Exchange;
 use crate::layout::{self, SEALED_EXT, SEGMENT_EXT, SPOOL_DIR};
+use crate::object::{self, Remote};
 use crate::schema::{self, META_SCHEMA_VERSION, col};
 use crate::spool::{SegmentReader, check_version};
 
@@ -96,8 +100,18 @@ pub struct TapeFile {
     pub path: PathBuf,
     /// What it is.
     pub kind: FileKind,
-    /// Its size on disk.
+    /// Its size on disk (or in the object store).
     pub bytes: u64,
+    /// The store and key, for a file in an object store (its `path` is then its URL).
+    #[serde(skip)]
+    pub(crate) remote: Option<RemoteFile>,
+}
+
+/// Where a tape file in an object store is.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteFile {
+    pub(crate) remote: Remote,
+    pub(crate) key: object_store::path::Path,
 }
 
 /// A file that was not (fully) read, and why.
@@ -140,12 +154,22 @@ impl Tape {
     /// Finds the tape files at `paths`: each a sealed `.parquet` file, a spool `.arrows` segment,
     /// or a directory searched recursively. Sealed files made from a segment that is still in
     /// the spool are left out (the segment is the truth; see the writer's invariants).
+    ///
+    /// A path may also be an object-store URL (`s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// `file:///abs/path`; see [`object`](crate::object)): the sealed `.parquet` objects under
+    /// the prefix (or the one object the URL names) are part of the tape, read with the same
+    /// pruning and projection as local files.
     pub fn open<P: AsRef<Path>>(paths: &[P]) -> Result<Tape> {
         let mut sealed = Vec::new();
         let mut spool = Vec::new();
         let mut quarantined = Vec::new();
+        let mut remote_files = Vec::new();
         for p in paths {
             let p = p.as_ref();
+            if object::path_is_url(p) {
+                list_remote(p, &mut remote_files)?;
+                continue;
+            }
             let md = fs::metadata(p).map_err(|e| StorageError::io("open", p, e))?;
             if md.is_dir() {
                 let before = sealed.len() + spool.len();
@@ -170,12 +194,25 @@ impl Tape {
         sealed.dedup();
         spool.sort();
         spool.dedup();
-        let mut files = Vec::with_capacity(sealed.len() + spool.len());
-        for (list, kind) in [(sealed, FileKind::Sealed), (spool, FileKind::Spool)] {
-            for path in list {
-                let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                files.push(TapeFile { path, kind, bytes });
-            }
+        let mut files = Vec::with_capacity(sealed.len() + spool.len() + remote_files.len());
+        for path in sealed {
+            let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            files.push(TapeFile {
+                path,
+                kind: FileKind::Sealed,
+                bytes,
+                remote: None,
+            });
+        }
+        files.append(&mut remote_files);
+        for path in spool {
+            let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            files.push(TapeFile {
+                path,
+                kind: FileKind::Spool,
+                bytes,
+                remote: None,
+            });
         }
         Ok(Tape { files, quarantined })
     }
@@ -226,6 +263,46 @@ impl Tape {
         .exchanges()
     }
 
+    /// Checks, before anything is streamed, every file a [`scan`](Tape::scan) with `options`
+    /// would open (partitions outside the filter's time range are left out, as the scan leaves
+    /// them): a sealed file's Parquet footer (readable, schema version, schema, column chunks
+    /// inside the file) and a spool segment's stream header (schema version, schema). Reads no
+    /// row data, so it costs one footer or header read per file, and damage inside data pages
+    /// is still only found (and reported the same way) by the scan itself.
+    ///
+    /// Without `options.skip_corrupt` the first damaged file is the error (it names the file);
+    /// with it, the damaged files are returned (the scan will skip them again and list them in
+    /// its [`ReadReport`]). Errors that are not damage (a file that cannot be opened) are
+    /// always errors.
+    pub fn verify(&self, options: &ReadOptions) -> Result<Vec<SkippedFile>> {
+        let mut damaged = Vec::new();
+        for file in &self.files {
+            if file.kind == FileKind::Sealed
+                && let Some((lo, hi)) = layout::partition_range(&file.path)
+                && !options.filter.time_overlaps(lo, hi - 1)
+            {
+                continue;
+            }
+            let checked = match (&file.remote, file.kind) {
+                (Some(r), _) => open_remote_footer(r, file).map(drop),
+                (None, FileKind::Sealed) => open_parquet_footer(&file.path).map(drop),
+                (None, FileKind::Spool) => SegmentReader::open(&file.path, None).map(drop),
+            };
+            match checked {
+                Ok(()) => {}
+                Err(e) if options.skip_corrupt && e.is_file_damage() => {
+                    tracing::warn!(error = %e, "damaged tape file will be skipped");
+                    damaged.push(SkippedFile {
+                        path: file.path.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(damaged)
+    }
+
     /// Key-value metadata of the tape's first non-empty file (a sealed file's Parquet footer or
     /// a spool segment's schema): what its writer was given with
     /// [`TapeWriterBuilder::metadata`](crate::TapeWriterBuilder::metadata), plus
@@ -233,6 +310,10 @@ impl Tape {
     /// Empty when the tape has no readable file. Reads only a footer or a stream header.
     pub fn metadata(&self) -> Result<std::collections::BTreeMap<String, String>> {
         for f in &self.files {
+            if let Some(r) = &f.remote {
+                let builder = open_remote_footer(r, f)?;
+                return Ok(footer_kv(builder.metadata()));
+            }
             match f.kind {
                 FileKind::Sealed => {
                     let file =
@@ -264,6 +345,122 @@ impl Tape {
         }
         Ok(std::collections::BTreeMap::new())
     }
+}
+
+/// Opens a sealed file and checks its footer: a readable Parquet footer, a schema version this
+/// build reads, the tape schema, and every column chunk inside the file. Reads no row data.
+fn open_parquet_footer(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).map_err(|e| StorageError::io("open", path, e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| StorageError::io("stat", path, e))?
+        .len();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| StorageError::corrupt(path, format!("not a readable Parquet file: {e}")))?;
+    check_footer(path, &builder, file_len)?;
+    Ok(builder)
+}
+
+/// The checks of [`open_parquet_footer`] on a footer already read (local or remote).
+fn check_footer<T>(path: &Path, builder: &ArrowReaderBuilder<T>, file_len: u64) -> Result<()> {
+    let kv = builder.metadata().file_metadata().key_value_metadata();
+    let version = kv.and_then(|kv| {
+        kv.iter()
+            .find(|e| e.key == META_SCHEMA_VERSION)
+            .and_then(|e| e.value.clone())
+    });
+    check_version(path, version.as_ref())?;
+    schema::check_schema(builder.schema()).map_err(|e| StorageError::corrupt(path, e))?;
+    check_chunk_ranges(builder.metadata().row_groups(), file_len)
+        .map_err(|e| StorageError::corrupt(path, e))
+}
+
+type RemoteBuilder =
+    ArrowReaderBuilder<parquet::arrow::async_reader::AsyncReader<object::ObjectReader>>;
+type RemoteStream = ParquetRecordBatchStream<object::ObjectReader>;
+
+/// Reads (ranged GETs: the footer only) and checks the footer of a sealed file in an object
+/// store. Errors name the object's URL.
+fn open_remote_footer(r: &RemoteFile, file: &TapeFile) -> Result<RemoteBuilder> {
+    let reader = object::ObjectReader::new(r.remote.store().clone(), r.key.clone(), file.bytes);
+    let built = object::block_on(async move {
+        parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader).await
+    })
+    .map_err(|e| StorageError::corrupt(&file.path, format!("reading the footer: {e}")))?;
+    let builder = built.map_err(|e| match e {
+        parquet::errors::ParquetError::External(source) => match source
+            .downcast::<object_store::Error>()
+        {
+            Ok(os) => StorageError::Remote {
+                op: "get",
+                url: file.path.to_string_lossy().into_owned(),
+                source: os,
+            },
+            Err(other) => {
+                StorageError::corrupt(&file.path, format!("not a readable Parquet file: {other}"))
+            }
+        },
+        e => StorageError::corrupt(&file.path, format!("not a readable Parquet file: {e}")),
+    })?;
+    check_footer(&file.path, &builder, file.bytes)?;
+    Ok(builder)
+}
+
+fn footer_kv(
+    md: &parquet::file::metadata::ParquetMetaData,
+) -> std::collections::BTreeMap<String, String> {
+    md.file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .filter(|e| e.key != "ARROW:schema")
+                .filter_map(|e| Some((e.key.clone(), e.value.clone()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Lists the sealed `.parquet` objects at a URL (a prefix, or one object).
+fn list_remote(p: &Path, out: &mut Vec<TapeFile>) -> Result<()> {
+    let url = p.to_string_lossy();
+    let remote = Remote::parse(&url)?;
+    let before = out.len();
+    let mut push = |key: object_store::path::Path, size: u64| {
+        out.push(TapeFile {
+            path: PathBuf::from(remote.object_url(&key)),
+            kind: FileKind::Sealed,
+            bytes: size,
+            remote: Some(RemoteFile {
+                remote: remote.clone(),
+                key,
+            }),
+        });
+    };
+    if remote
+        .prefix()
+        .filename()
+        .is_some_and(|f| f.ends_with(&format!(".{SEALED_EXT}")))
+    {
+        if let Some(size) = remote.head(remote.prefix())? {
+            push(remote.prefix().clone(), size);
+        }
+    } else {
+        for meta in remote.list()? {
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            if name.starts_with('.') || !name.ends_with(&format!(".{SEALED_EXT}")) {
+                continue; // spool segments are never uploaded; temp files of uploads
+            }
+            push(meta.location, meta.size);
+        }
+    }
+    if out.len() == before {
+        return Err(StorageError::NoTape {
+            path: PathBuf::from(remote.url()),
+        });
+    }
+    Ok(())
 }
 
 fn filter_columns(f: &Filter) -> Vec<&'static str> {
@@ -313,6 +510,8 @@ fn walk(
 
 enum Source {
     Parquet(Box<ParquetRecordBatchReader>, PathBuf),
+    /// A sealed file in an object store; the stream is moved to the runtime for each batch.
+    Remote(Option<Box<RemoteStream>>, PathBuf),
     Spool(Box<SegmentReader>, PathBuf),
 }
 
@@ -362,9 +561,10 @@ impl TapeScan {
                 self.report.files_pruned += 1;
                 continue;
             }
-            let opened = match file.kind {
-                FileKind::Sealed => self.open_parquet(&file.path),
-                FileKind::Spool => self.open_spool(&file.path),
+            let opened = match (&file.remote, file.kind) {
+                (Some(r), _) => self.open_remote_parquet(r, &file),
+                (None, FileKind::Sealed) => self.open_parquet(&file.path),
+                (None, FileKind::Spool) => self.open_spool(&file.path),
             };
             match opened {
                 Ok(Some(src)) => {
@@ -406,25 +606,31 @@ impl TapeScan {
     }
 
     fn open_parquet(&mut self, path: &Path) -> Result<Option<Source>> {
-        let file = File::open(path).map_err(|e| StorageError::io("open", path, e))?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| StorageError::io("stat", path, e))?
-            .len();
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
-            StorageError::corrupt(path, format!("not a readable Parquet file: {e}"))
-        })?;
-        let kv = builder.metadata().file_metadata().key_value_metadata();
-        let version = kv.and_then(|kv| {
-            kv.iter()
-                .find(|e| e.key == META_SCHEMA_VERSION)
-                .and_then(|e| e.value.clone())
-        });
-        check_version(path, version.as_ref())?;
-        schema::check_schema(builder.schema()).map_err(|e| StorageError::corrupt(path, e))?;
-        check_chunk_ranges(builder.metadata().row_groups(), file_len)
+        let Some(builder) = self.plan(open_parquet_footer(path)?) else {
+            return Ok(None);
+        };
+        let reader = builder
+            .build()
             .map_err(|e| StorageError::corrupt(path, e))?;
+        Ok(Some(Source::Parquet(Box::new(reader), path.to_owned())))
+    }
 
+    fn open_remote_parquet(&mut self, r: &RemoteFile, file: &TapeFile) -> Result<Option<Source>> {
+        let Some(builder) = self.plan(open_remote_footer(r, file)?) else {
+            return Ok(None);
+        };
+        let stream = builder
+            .build()
+            .map_err(|e| StorageError::corrupt(&file.path, e))?;
+        Ok(Some(Source::Remote(
+            Some(Box::new(stream)),
+            file.path.clone(),
+        )))
+    }
+
+    /// Prunes row groups by their statistics and applies the projection; `None` when no row
+    /// group can match.
+    fn plan<T>(&mut self, builder: ArrowReaderBuilder<T>) -> Option<ArrowReaderBuilder<T>> {
         let leaf = |name: &str| {
             builder
                 .parquet_schema()
@@ -444,7 +650,7 @@ impl TapeScan {
             }
         }
         if keep.is_empty() {
-            return Ok(None);
+            return None;
         }
         self.report.row_groups_read += keep.len();
         let mut builder = builder
@@ -459,10 +665,7 @@ impl TapeScan {
             let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
             builder = builder.with_projection(mask);
         }
-        let reader = builder
-            .build()
-            .map_err(|e| StorageError::corrupt(path, e))?;
-        Ok(Some(Source::Parquet(Box::new(reader), path.to_owned())))
+        Some(builder)
     }
 
     fn next_raw(&mut self) -> Option<Result<RecordBatch>> {
@@ -497,6 +700,25 @@ impl TapeScan {
                         ))),
                     }
                 }
+                Source::Remote(slot, path) => match slot.take() {
+                    None => None,
+                    Some(mut stream) => {
+                        let got = object::block_on(async move {
+                            let next = futures_util::StreamExt::next(&mut stream).await;
+                            (stream, next)
+                        });
+                        match got {
+                            Ok((stream, next)) => {
+                                *slot = Some(stream);
+                                next.map(|b| b.map_err(|e| remote_read_error(path.as_path(), e)))
+                            }
+                            Err(e) => Some(Err(StorageError::corrupt(
+                                path.as_path(),
+                                format!("reading row data: {e}"),
+                            ))),
+                        }
+                    }
+                },
                 Source::Spool(r, path) => {
                     let b = r.next_batch();
                     if b.is_none()
@@ -588,6 +810,24 @@ impl Iterator for ExchangeIter {
                 Err(e) => return Some(Err(e)),
             }
         }
+    }
+}
+
+/// A failed remote read is damage when the data is bad, and a request error (not skipped as
+/// damage) when the store failed.
+fn remote_read_error(path: &Path, e: parquet::errors::ParquetError) -> StorageError {
+    match e {
+        parquet::errors::ParquetError::External(source) => {
+            match source.downcast::<object_store::Error>() {
+                Ok(os) => StorageError::Remote {
+                    op: "get",
+                    url: path.to_string_lossy().into_owned(),
+                    source: os,
+                },
+                Err(other) => StorageError::corrupt(path, format!("reading row data: {other}")),
+            }
+        }
+        e => StorageError::corrupt(path, format!("reading row data: {e}")),
     }
 }
 

@@ -21,6 +21,11 @@
 //! - On [`TapeWriter::open`], segments left by an earlier process are sealed first. One writer per
 //!   tape directory at a time (an exclusive lock on `.lock`).
 //! - Files are created `0600`, directories `0700`.
+//!
+//! The tape may also be an object-store URL (`s3://bucket/prefix`…, see [`crate::object`]): the
+//! spool and the sealing then stay on a local directory ([`TapeWriterBuilder::spool_dir`],
+//! default [`crate::object::spool_dir_for`]) and an uploader thread moves each sealed file to the
+//! same relative key under the prefix (see the `upload` module for its invariants).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -41,8 +46,10 @@ use tracing::{debug, error, info, warn};
 use crate::error::{Result, StorageError};
 use crate::exchange::{Exchange, now_us};
 use crate::layout::{self, SEGMENT_EXT, SPOOL_DIR};
+use crate::object::{self, Remote};
 use crate::schema::{self, META_HOST, META_SCHEMA_VERSION, META_WRITER_VERSION, SCHEMA_VERSION};
 use crate::seal::{SealSettings, seal_segment};
+use crate::upload::{UploadCounters, UploadSettings, Uploader};
 
 /// Name of the lock file inside a tape directory.
 pub const LOCK_FILE: &str = ".lock";
@@ -74,9 +81,31 @@ pub struct TapeWriterBuilder {
     fsync: bool,
     seal: SealSettings,
     metadata: BTreeMap<String, String>,
+    spool_dir: Option<PathBuf>,
+    upload: UploadSettings,
 }
 
 impl TapeWriterBuilder {
+    /// For a tape at an object-store URL: the local directory that holds the spool and the
+    /// sealed files until they are uploaded (default [`object::spool_dir_for`] the URL, under
+    /// `$TAPEDECK_SPOOL_DIR` or the system temp dir). Put it on a persistent volume: files not
+    /// yet uploaded live only there. Ignored for a local tape.
+    pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = Some(dir.into());
+        self
+    }
+    /// For a tape at an object-store URL: how long [`TapeWriter::close`] keeps trying to upload
+    /// what is left (default 30 s); the rest stays in the spool directory.
+    pub fn upload_close_timeout(mut self, d: Duration) -> Self {
+        self.upload.close_timeout = d;
+        self
+    }
+    /// For a tape at an object-store URL: the longest wait between upload retries (default
+    /// 10 s; the wait starts at 250 ms and doubles per failure).
+    pub fn upload_retry_max(mut self, d: Duration) -> Self {
+        self.upload.retry_max = d.max(self.upload.retry_min);
+        self
+    }
     /// Capacity of the queue in front of the writer (default 16384 records).
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n;
@@ -205,6 +234,14 @@ pub struct WriterStats {
     pub recovered_segments: u64,
     /// Records waiting in the queue.
     pub queue_depth: u64,
+    /// Sealed files uploaded to the object store (and deleted locally); 0 for a local tape.
+    pub files_uploaded: u64,
+    /// Bytes of the sealed files uploaded.
+    pub bytes_uploaded: u64,
+    /// Failed upload attempts (each is retried; the file stays local meanwhile).
+    pub upload_failures: u64,
+    /// Sealed files waiting in the local directory to be uploaded (after close: what stays).
+    pub upload_pending: u64,
 }
 
 impl WriterStats {
@@ -229,6 +266,7 @@ struct Shared {
     spool_error: Mutex<Option<String>>,
     seal_error: Mutex<Option<String>>,
     closed: AtomicBool,
+    upload: Arc<UploadCounters>,
 }
 
 impl Shared {
@@ -248,6 +286,10 @@ impl Shared {
             seal_errors: l(&c.seal_errors),
             recovered_segments: l(&c.recovered_segments),
             queue_depth: l(&c.queue_depth),
+            files_uploaded: l(&self.upload.files),
+            bytes_uploaded: l(&self.upload.bytes),
+            upload_failures: l(&self.upload.failures),
+            upload_pending: l(&self.upload.pending),
         }
     }
 
@@ -361,6 +403,7 @@ pub struct TapeWriter {
     sender: TapeSender,
     spool_thread: Option<JoinHandle<()>>,
     seal_thread: Option<JoinHandle<()>>,
+    uploader: Option<Uploader>,
     dir: PathBuf,
     _lock: File,
 }
@@ -380,12 +423,23 @@ impl TapeWriter {
             fsync: false,
             seal: SealSettings::default(),
             metadata: BTreeMap::new(),
+            spool_dir: None,
+            upload: UploadSettings::default(),
         }
     }
 
     fn start(b: TapeWriterBuilder) -> Result<TapeWriter> {
         b.validate()?;
-        let dir = b.dir.clone();
+        let remote = if object::path_is_url(&b.dir) {
+            Some(Remote::parse(&b.dir.to_string_lossy())?)
+        } else {
+            None
+        };
+        let dir = match (&remote, &b.spool_dir) {
+            (None, _) => b.dir.clone(),
+            (Some(_), Some(d)) => d.clone(),
+            (Some(r), None) => object::spool_dir_for(r.url()),
+        };
         let spool = dir.join(SPOOL_DIR);
         layout::create_private_dir(&spool).map_err(|e| StorageError::io("create", &spool, e))?;
         let lock_path = dir.join(LOCK_FILE);
@@ -463,6 +517,19 @@ impl TapeWriter {
             .spawn(move || spooler.run(rx))
             .map_err(|e| StorageError::io("spawn spool thread for", &dir, e))?;
 
+        let uploader = match remote {
+            Some(r) => {
+                crate::upload::log_start(&dir, r.url());
+                Some(Uploader::start(
+                    dir.clone(),
+                    r,
+                    b.upload.clone(),
+                    shared.upload.clone(),
+                )?)
+            }
+            None => None,
+        };
+
         Ok(TapeWriter {
             sender: TapeSender {
                 tx,
@@ -471,6 +538,7 @@ impl TapeWriter {
             },
             spool_thread: Some(spool_thread),
             seal_thread: Some(seal_thread),
+            uploader,
             dir,
             _lock: lock,
         })
@@ -486,9 +554,14 @@ impl TapeWriter {
         self.sender.append(exchange)
     }
 
-    /// The tape directory.
+    /// The tape directory (for a tape at an object-store URL: the local spool directory).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The object-store URL sealed files are uploaded to, when the tape is remote.
+    pub fn remote_url(&self) -> Option<&str> {
+        self.sender.shared.upload.url.get().map(String::as_str)
     }
 
     /// A snapshot of the counters.
@@ -513,9 +586,24 @@ impl TapeWriter {
 
     /// Writes everything queued, seals every segment into Parquet, and stops the threads.
     /// Returns the final counters. Records appended after this are dropped and counted.
+    /// For a remote tape it then uploads what is left for at most the upload close timeout;
+    /// [`WriterStats::upload_pending`] counts the sealed files that stay in [`dir`](Self::dir).
+    ///
+    /// # Errors
+    /// [`StorageError::UploadIncomplete`] when sealed files of a remote tape stay local.
     pub fn close(mut self) -> Result<WriterStats> {
         self.shutdown();
-        Ok(self.stats())
+        let stats = self.stats();
+        if stats.upload_pending > 0
+            && let Some(url) = self.remote_url()
+        {
+            return Err(StorageError::UploadIncomplete {
+                url: url.to_owned(),
+                dir: self.dir.clone(),
+                files: stats.upload_pending,
+            });
+        }
+        Ok(stats)
     }
 
     fn shutdown(&mut self) {
@@ -527,6 +615,9 @@ impl TapeWriter {
         self.sender.shared.closed.store(true, Ordering::Relaxed);
         if let Some(t) = self.seal_thread.take() {
             let _ = t.join();
+        }
+        if let Some(mut u) = self.uploader.take() {
+            u.finish();
         }
     }
 }

@@ -504,3 +504,103 @@ fn crash_recovery_loses_at_most_the_last_flush() {
         "recovered rows are not a prefix of the written sequence"
     );
 }
+
+/// Issue 8: `Tape::verify` finds a damaged later file before anything is streamed, names it,
+/// honours `skip_corrupt`, reads no row data, and leaves out partitions the filter rules out.
+#[test]
+fn verify_finds_damaged_files_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex: Vec<Exchange> = generate(&SynthConfig {
+        count: 50,
+        ..SynthConfig::default()
+    })
+    .collect();
+    write_all(&dir.path().join("good"), &ex);
+    let good = first_sealed(&dir.path().join("good"));
+    assert!(
+        Tape::open(&[good.as_path()])
+            .unwrap()
+            .verify(&ReadOptions::default())
+            .unwrap()
+            .is_empty()
+    );
+    let bytes = std::fs::read(&good).unwrap();
+    // Damage inside the row data only (footer intact): verify does not read it, the scan does.
+    let mut pages = bytes.clone();
+    for b in &mut pages[8..bytes.len() / 3] {
+        *b = 0x5a;
+    }
+    let paged = dir.path().join("paged.parquet");
+    std::fs::write(&paged, &pages).unwrap();
+    assert!(
+        Tape::open(&[&paged])
+            .unwrap()
+            .verify(&ReadOptions::default())
+            .unwrap()
+            .is_empty()
+    );
+
+    let truncated = dir.path().join("zz-truncated.parquet");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let garbage_spool = dir.path().join("garbage.arrows");
+    std::fs::write(&garbage_spool, vec![0xab; 4096]).unwrap();
+    let empty_spool = dir.path().join("empty.arrows");
+    std::fs::write(&empty_spool, b"").unwrap();
+
+    let tape = Tape::open(&[good.as_path(), &truncated]).unwrap();
+    let err = tape.verify(&ReadOptions::default()).unwrap_err();
+    assert!(err.is_file_damage(), "{err}");
+    assert_eq!(err.path(), Some(truncated.as_path()), "{err}");
+    assert!(err.to_string().contains("zz-truncated.parquet"), "{err}");
+
+    let tape = Tape::open(&[good.as_path(), &truncated, &garbage_spool, &empty_spool]).unwrap();
+    let skipped = tape
+        .verify(&ReadOptions {
+            skip_corrupt: true,
+            ..ReadOptions::default()
+        })
+        .unwrap();
+    let mut paths: Vec<&Path> = skipped.iter().map(|s| s.path.as_path()).collect();
+    paths.sort();
+    assert_eq!(paths, vec![garbage_spool.as_path(), truncated.as_path()]);
+    assert!(skipped.iter().all(|s| !s.reason.is_empty()));
+
+    // A file that cannot be opened is an error even with skip_corrupt (not damage).
+    let tape = Tape::open(&[good.as_path()]).unwrap();
+    std::fs::remove_file(&good).unwrap();
+    let err = tape
+        .verify(&ReadOptions {
+            skip_corrupt: true,
+            ..ReadOptions::default()
+        })
+        .unwrap_err();
+    assert!(!err.is_file_damage(), "{err}");
+}
+
+/// `verify` checks what the scan would open: a damaged sealed file in an hour partition that the
+/// time filter rules out is never opened by the scan, so it is not an error either.
+#[test]
+fn verify_leaves_out_partitions_the_filter_rules_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex: Vec<Exchange> = generate(&SynthConfig {
+        count: 20,
+        ..SynthConfig::default()
+    })
+    .collect();
+    write_all(dir.path(), &ex);
+    let good = first_sealed(dir.path());
+    let bytes = std::fs::read(&good).unwrap();
+    let bad = good.with_file_name("zz-damaged.parquet");
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let tape = Tape::open(&[dir.path()]).unwrap();
+    assert!(tape.verify(&ReadOptions::default()).is_err());
+    let after_everything = ReadOptions {
+        filter: Filter {
+            from_us: Some(i64::MAX - 1),
+            ..Filter::default()
+        },
+        ..ReadOptions::default()
+    };
+    assert!(tape.verify(&after_everything).unwrap().is_empty());
+    assert_eq!(tape.scan(after_everything).count(), 0);
+}

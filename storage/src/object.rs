@@ -1,0 +1,917 @@
+//! Object storage: tapes, runs and reports at `s3://`, `gs://`, `az://` and `file://` URLs.
+//!
+//! A *location* is either a plain local path (the tape directory, exactly as before) or an
+//! object-store URL: `scheme://bucket/prefix`. The tape's files live under the prefix with the
+//! same relative keys they have in a local tape (`date=YYYY-MM-DD/hour=HH/part-<id>.parquet`), so
+//! partition pruning, projection and row-group statistics work alike, and DuckDB / Spark / Trino
+//! read the prefix directly. Only sealed Parquet files are ever stored remotely: the spool stays
+//! on local disk (see [`spool_dir_for`]).
+//!
+//! Stores are built from the URL and the environment, as `object_store`'s builders read it:
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
+//! `AWS_ALLOW_HTTP`, … for `s3://`; `GOOGLE_SERVICE_ACCOUNT`, … for `gs://`;
+//! `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, … for `az://`. `file:///abs/path`
+//! goes through the same object-store code path on the local file system (handy for tests and
+//! mounted buckets).
+//!
+//! The public API of the storage crate stays synchronous: requests run on one private,
+//! lazily started tokio runtime (two worker threads named `tapedeck-objstore`) and the calling
+//! thread waits on a plain channel. That is safe from any thread, including a worker thread of
+//! the caller's own tokio runtime (which is blocked meanwhile, as by any synchronous file read).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use object_store::path::Path as ObjPath;
+use object_store::{
+    BackoffConfig, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
+
+use crate::error::{Result, StorageError};
+
+/// Environment variable naming the directory under which writers to a remote location keep
+/// their local spool and sealed files until they are uploaded (default: the system temp dir's
+/// `tapedeck-spool`). Each remote location gets its own subdirectory, named after its URL.
+pub const SPOOL_ROOT_ENV: &str = "TAPEDECK_SPOOL_DIR";
+
+/// Whether `s` is written as a URL (`scheme://…`) rather than a local path.
+pub fn is_url(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// Whether a path argument is really an object-store URL (see [`is_url`]).
+pub fn path_is_url(p: &Path) -> bool {
+    p.to_str().is_some_and(is_url)
+}
+
+/// Where a tape, run or report lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A local directory or file.
+    Local(PathBuf),
+    /// A prefix in an object store.
+    Remote(Remote),
+}
+
+impl Location {
+    /// A plain path is [`Location::Local`]; `scheme://…` is parsed as an object-store URL
+    /// (errors name the URL: unknown scheme, missing bucket, bad credentials settings).
+    pub fn parse(s: &str) -> Result<Location> {
+        if is_url(s) {
+            Remote::parse(s).map(Location::Remote)
+        } else {
+            Ok(Location::Local(PathBuf::from(s)))
+        }
+    }
+
+    /// [`Location::parse`] for a path argument (a non-UTF-8 path is always local).
+    pub fn from_path(p: &Path) -> Result<Location> {
+        match p.to_str() {
+            Some(s) => Location::parse(s),
+            None => Ok(Location::Local(p.to_owned())),
+        }
+    }
+}
+
+/// A prefix in an object store, with the store to reach it.
+#[derive(Clone)]
+pub struct Remote {
+    url: String,
+    base: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjPath,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("url", &self.url).finish()
+    }
+}
+
+fn bad(url: &str, reason: impl Into<String>) -> StorageError {
+    StorageError::BadLocation {
+        url: url.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Retries inside one request are few and short: the uploader retries whole files itself, with
+/// its own backoff, and a reader should fail in seconds, not minutes, when the store is down.
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(20),
+    }
+}
+
+impl Remote {
+    /// Parses `scheme://bucket/prefix` and builds the store from the URL and the environment.
+    pub fn parse(url: &str) -> Result<Remote> {
+        let parsed = url::Url::parse(url).map_err(|e| bad(url, format!("not a URL: {e}")))?;
+        let scheme = parsed.scheme();
+        let host = parsed.host_str().unwrap_or("");
+        let needs_bucket = || {
+            if host.is_empty() {
+                Err(bad(
+                    url,
+                    format!("no bucket in the URL (expected {scheme}://BUCKET/PREFIX)"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let built = |r: object_store::Result<Arc<dyn ObjectStore>>| {
+            r.map_err(|e| bad(url, format!("cannot set up the object store: {e}")))
+        };
+        let store: Arc<dyn ObjectStore> = match scheme {
+            "s3" | "s3a" => {
+                needs_bucket()?;
+                built(
+                    object_store::aws::AmazonS3Builder::from_env()
+                        .with_url(url)
+                        .with_retry(retry_config())
+                        .build()
+                        .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+                )?
+            }
+            "gs" => {
+                needs_bucket()?;
+                built(
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_url(url)
+                        .with_retry(retry_config())
+                        .build()
+                        .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+                )?
+            }
+            "az" | "azure" | "abfs" | "abfss" => {
+                needs_bucket()?;
+                built(
+                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                        .with_url(url)
+                        .with_retry(retry_config())
+                        .build()
+                        .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+                )?
+            }
+            "file" => {
+                if !host.is_empty() && host != "localhost" {
+                    return Err(bad(
+                        url,
+                        "a file:// URL must name a local absolute path (file:///abs/path)",
+                    ));
+                }
+                Arc::new(object_store::local::LocalFileSystem::new())
+            }
+            other => {
+                return Err(bad(
+                    url,
+                    format!(
+                        "unknown URL scheme `{other}://` (expected s3://, gs://, az://, file://, or a plain path)"
+                    ),
+                ));
+            }
+        };
+        let prefix = ObjPath::from_url_path(parsed.path())
+            .map_err(|e| bad(url, format!("bad object key prefix: {e}")))?;
+        let base = parsed[..url::Position::BeforePath].to_owned();
+        let url = if prefix.as_ref().is_empty() {
+            base.clone()
+        } else {
+            format!("{base}/{prefix}")
+        };
+        Ok(Remote {
+            url,
+            base,
+            store,
+            prefix,
+        })
+    }
+
+    /// The normalized URL (no trailing slash).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The key prefix inside the store (may be empty: the whole bucket).
+    pub fn prefix(&self) -> &ObjPath {
+        &self.prefix
+    }
+
+    /// The key of `relative` (slash-separated, e.g. `date=…/hour=…/part-x.parquet`) under the
+    /// prefix.
+    pub fn key(&self, relative: &str) -> ObjPath {
+        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_owned()).collect();
+        parts.extend(
+            relative
+                .split('/')
+                .filter(|s| !s.is_empty() && *s != ".")
+                .map(str::to_owned),
+        );
+        ObjPath::from_iter(parts)
+    }
+
+    /// The URL of an object of this store.
+    pub fn object_url(&self, key: &ObjPath) -> String {
+        format!("{}/{}", self.base, key)
+    }
+
+    /// A location under this one (`relative` is slash-separated).
+    pub fn child(&self, relative: &str) -> Remote {
+        let prefix = self.key(relative);
+        Remote {
+            url: self.object_url(&prefix),
+            base: self.base.clone(),
+            store: self.store.clone(),
+            prefix,
+        }
+    }
+
+    /// Every object under the prefix (recursively), in key order.
+    pub fn list(&self) -> Result<Vec<ObjectMeta>> {
+        let store = self.store.clone();
+        let prefix = self.prefix.clone();
+        let mut objects = block_on(async move {
+            let mut out = Vec::new();
+            let mut stream = store.list(Some(&prefix));
+            while let Some(meta) = stream.next().await {
+                out.push(meta?);
+            }
+            Ok::<_, object_store::Error>(out)
+        })
+        .map_err(|e| bad(&self.url, e))?
+        .map_err(|e| self.remote_err("list", &self.prefix, e))?;
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(objects)
+    }
+
+    /// The size of one object, `None` when it does not exist.
+    pub fn head(&self, key: &ObjPath) -> Result<Option<u64>> {
+        let store = self.store.clone();
+        let k = key.clone();
+        match block_on(async move { store.head(&k).await }).map_err(|e| bad(&self.url, e))? {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.remote_err("head", key, e)),
+        }
+    }
+
+    /// Reads a whole object.
+    pub fn read(&self, key: &ObjPath) -> Result<Bytes> {
+        let store = self.store.clone();
+        let k = key.clone();
+        block_on(async move { store.get(&k).await?.bytes().await })
+            .map_err(|e| bad(&self.url, e))?
+            .map_err(|e| self.remote_err("get", key, e))
+    }
+
+    /// Uploads a local file to `relative` under the prefix and confirms it: the `PUT` succeeded
+    /// and a `HEAD` reports the file's size. Returns the bytes uploaded.
+    pub fn upload_file(&self, local: &Path, relative: &str) -> Result<u64> {
+        let data = std::fs::read(local).map_err(|e| StorageError::io("read", local, e))?;
+        let len = data.len() as u64;
+        let key = self.key(relative);
+        let store = self.store.clone();
+        let k = key.clone();
+        block_on(async move { store.put(&k, PutPayload::from(Bytes::from(data))).await })
+            .map_err(|e| bad(&self.url, e))?
+            .map_err(|e| self.remote_err("put", &key, e))?;
+        match self.head(&key)? {
+            Some(n) if n == len => Ok(len),
+            Some(n) => Err(bad(
+                &self.object_url(&key),
+                format!("uploaded {len} bytes but the store holds {n}"),
+            )),
+            None => Err(bad(
+                &self.object_url(&key),
+                "uploaded but the store does not list the object",
+            )),
+        }
+    }
+
+    /// Uploads every file under a local directory (recursively) to the same relative keys under
+    /// the prefix. Returns the object URLs written, in order.
+    pub fn upload_dir(&self, local: &Path) -> Result<Vec<String>> {
+        let mut files = Vec::new();
+        collect_files(local, local, &mut files)?;
+        files.sort();
+        let mut urls = Vec::with_capacity(files.len());
+        for rel in files {
+            let path = local.join(&rel);
+            self.upload_file(&path, &rel)?;
+            urls.push(self.object_url(&self.key(&rel)));
+        }
+        Ok(urls)
+    }
+
+    fn remote_err(&self, op: &'static str, key: &ObjPath, e: object_store::Error) -> StorageError {
+        StorageError::Remote {
+            op,
+            url: self.object_url(key),
+            source: Box::new(e),
+        }
+    }
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+        let path = entry.path();
+        let ft = entry
+            .file_type()
+            .map_err(|e| StorageError::io("stat", &path, e))?;
+        if ft.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if ft.is_file()
+            && let Ok(rel) = path.strip_prefix(root)
+            && let Some(rel) = rel.to_str()
+        {
+            out.push(rel.replace(std::path::MAIN_SEPARATOR, "/"));
+        }
+    }
+    Ok(())
+}
+
+/// A directory that output files (reports, rules) are written into, for a local path or an
+/// object-store URL: for a URL the files are written to a private local staging directory and
+/// uploaded, under the same names, by [`OutputDir::finish`].
+#[derive(Debug)]
+pub struct OutputDir {
+    local: PathBuf,
+    remote: Option<Remote>,
+}
+
+impl OutputDir {
+    /// A local path is used as it is (its creation is left to the writer of the files); a URL
+    /// gets a fresh staging directory under the system temp dir.
+    pub fn new(target: &Path) -> Result<OutputDir> {
+        match Location::from_path(target)? {
+            Location::Local(p) => Ok(OutputDir {
+                local: p,
+                remote: None,
+            }),
+            Location::Remote(r) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                let local = std::env::temp_dir()
+                    .join(format!("tapedeck-out-{}-{nanos}", std::process::id()));
+                crate::layout::create_private_dir(&local)
+                    .map_err(|e| StorageError::io("create", &local, e))?;
+                Ok(OutputDir {
+                    local,
+                    remote: Some(r),
+                })
+            }
+        }
+    }
+
+    /// Where to write the files now.
+    pub fn path(&self) -> &Path {
+        &self.local
+    }
+
+    /// The URL the files go to, when remote.
+    pub fn remote_url(&self) -> Option<&str> {
+        self.remote.as_ref().map(Remote::url)
+    }
+
+    /// Uploads the staged files (for a URL) and removes the staging directory. Returns the
+    /// object URLs written (empty for a local directory).
+    pub fn finish(mut self) -> Result<Vec<String>> {
+        let Some(remote) = self.remote.take() else {
+            return Ok(Vec::new());
+        };
+        let urls = remote.upload_dir(&self.local);
+        let _ = std::fs::remove_dir_all(&self.local);
+        urls
+    }
+}
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        if self.remote.is_some() {
+            let _ = std::fs::remove_dir_all(&self.local);
+        }
+    }
+}
+
+/// The local directory a writer to `url` spools into: `$TAPEDECK_SPOOL_DIR/<name>` (or the system
+/// temp dir's `tapedeck-spool/<name>`), where `<name>` is the URL made file-name safe plus a
+/// short hash, so that every remote location has its own spool and a restarted writer finds
+/// (and uploads) what an earlier one left.
+pub fn spool_dir_for(url: &str) -> PathBuf {
+    let root = std::env::var_os(SPOOL_ROOT_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("tapedeck-spool"));
+    let mut safe: String = url
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    // FNV-1a: stable across builds, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in url.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    safe.push_str(&format!("-{:08x}", h as u32));
+    root.join(safe)
+}
+
+/// An [`AsyncFileReader`](parquet::arrow::async_reader::AsyncFileReader) over one object of
+/// known size: ranged GETs for the footer and for the column chunks a scan needs (projection and
+/// row-group pruning decide which), coalesced by the store.
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectReader {
+    store: Arc<dyn ObjectStore>,
+    key: ObjPath,
+    size: u64,
+}
+
+impl ObjectReader {
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, key: ObjPath, size: u64) -> Self {
+        Self { store, key, size }
+    }
+}
+
+fn parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl parquet::arrow::async_reader::AsyncFileReader for ObjectReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.key, range)
+                .await
+                .map_err(parquet_err)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.key, &ranges)
+                .await
+                .map_err(parquet_err)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let md = parquet::file::metadata::ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(md))
+        }
+        .boxed()
+    }
+}
+
+/// The private runtime object-store requests run on.
+fn runtime() -> std::result::Result<&'static tokio::runtime::Runtime, String> {
+    static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tapedeck-objstore")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the object-store runtime: {e}"))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// Runs `fut` on the private runtime and waits for it on the calling thread. `Err` when the
+/// runtime cannot start or the future panicked (the parquet decoder does on some damaged pages).
+pub(crate) fn block_on<F>(fut: F) -> std::result::Result<F::Output, String>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let rt = runtime()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let task = rt.spawn(fut);
+    rt.spawn(async move {
+        let _ = tx.send(task.await);
+    });
+    match rx.recv() {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if e.is_panic() => Err("the request panicked (damaged data?)".to_owned()),
+        Ok(Err(e)) => Err(format!("the request was cancelled: {e}")),
+        Err(_) => Err("the object-store runtime stopped".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_paths() {
+        assert!(is_url("s3://b/p"));
+        assert!(is_url("file:///tmp/x"));
+        assert!(!is_url("./tapes/x"));
+        assert!(!is_url("/abs/x"));
+        assert!(!is_url("weird dir/://x"));
+        assert!(matches!(
+            Location::parse("tapes/a").expect("local"),
+            Location::Local(p) if p == Path::new("tapes/a")
+        ));
+    }
+
+    #[test]
+    fn bad_urls_name_the_url() {
+        let e = Location::parse("ftp://b/p").expect_err("unknown scheme");
+        assert!(e.to_string().contains("ftp://b/p"), "{e}");
+        assert!(e.to_string().contains("unknown URL scheme"), "{e}");
+        let e = Location::parse("s3:///only-prefix").expect_err("no bucket");
+        assert!(e.to_string().contains("no bucket"), "{e}");
+        let e = Location::parse("file://otherhost/x").expect_err("remote file host");
+        assert!(e.to_string().contains("local absolute path"), "{e}");
+    }
+
+    #[test]
+    fn keys_and_urls() {
+        let r = Remote::parse("file:///tmp/some-dir/tape/").expect("file url");
+        assert_eq!(r.url(), "file:///tmp/some-dir/tape");
+        let k = r.key("date=2026-11-29/hour=20/part-x.parquet");
+        assert_eq!(
+            r.object_url(&k),
+            "file:///tmp/some-dir/tape/date=2026-11-29/hour=20/part-x.parquet"
+        );
+        assert_eq!(r.child("runs/a").url(), "file:///tmp/some-dir/tape/runs/a");
+    }
+
+    #[test]
+    fn output_dir_uploads_and_cleans_up() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let url = format!("file://{}/reports/r1", tmp.path().display());
+        let out = OutputDir::new(Path::new(&url)).expect("stage");
+        let staged = out.path().to_owned();
+        std::fs::write(staged.join("verdict.json"), b"{}").expect("write");
+        let urls = out.finish().expect("upload");
+        assert_eq!(urls, vec![format!("{url}/verdict.json")]);
+        assert!(!staged.exists());
+        assert!(tmp.path().join("reports/r1/verdict.json").is_file());
+        let local = OutputDir::new(&tmp.path().join("plain")).expect("local");
+        assert_eq!(local.path(), tmp.path().join("plain"));
+        assert!(local.finish().expect("noop").is_empty());
+    }
+
+    #[test]
+    fn spool_dirs_differ_per_url() {
+        let a = spool_dir_for("s3://b/x");
+        let b = spool_dir_for("s3://b/y");
+        assert_ne!(a, b);
+        assert_eq!(a, spool_dir_for("s3://b/x"));
+    }
+
+    #[test]
+    fn upload_list_read_round_trip() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("a/b")).expect("mkdir");
+        std::fs::write(src.join("a/b/one.txt"), b"hello").expect("write");
+        std::fs::write(src.join("two.txt"), b"hi").expect("write");
+        let url = format!("file://{}/dst/pre", dir.path().display());
+        let r = Remote::parse(&url).expect("parse");
+        let urls = r.upload_dir(&src).expect("upload");
+        assert_eq!(
+            urls,
+            vec![format!("{url}/a/b/one.txt"), format!("{url}/two.txt")]
+        );
+        let listed = r.list().expect("list");
+        assert_eq!(listed.len(), 2);
+        assert_eq!(r.read(&r.key("a/b/one.txt")).expect("read"), "hello");
+        assert_eq!(r.head(&r.key("nope")).expect("head"), None);
+    }
+
+    use crate::synth::{SynthConfig, generate};
+    use crate::{Filter, ReadOptions, Tape, TapeWriter, WhenFull};
+
+    const HOUR_US: i64 = 3_600_000_000;
+
+    fn write_remote(url: &str, spool: &Path, n: u64) -> crate::WriterStats {
+        let w = TapeWriter::builder(url)
+            .spool_dir(spool)
+            .when_full(WhenFull::Block)
+            .open()
+            .expect("open remote writer");
+        assert_eq!(w.remote_url(), Some(url));
+        let cfg = SynthConfig {
+            count: n,
+            mean_gap_us: 3 * HOUR_US / n as i64,
+            ..SynthConfig::default()
+        };
+        for ex in generate(&cfg) {
+            w.append(ex).expect("append");
+        }
+        w.close().expect("close")
+    }
+
+    fn local_parquet(dir: &Path) -> usize {
+        let mut n = 0;
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn remote_tape_round_trip_with_pruning_and_projection() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let spool = tmp.path().join("spool-here");
+        let url = format!("file://{}/bucket/tapes/svc", tmp.path().display());
+        let stats = write_remote(&url, &spool, 3000);
+        assert_eq!(stats.written, 3000);
+        assert!(stats.files_uploaded >= 3, "{stats:?}");
+        assert_eq!(stats.upload_pending, 0);
+        assert_eq!(stats.files_uploaded, stats.files_sealed);
+        assert_eq!(stats.bytes_uploaded, stats.bytes_sealed);
+        assert_eq!(
+            local_parquet(&spool),
+            0,
+            "uploaded files are deleted locally"
+        );
+        let left: Vec<_> = std::fs::read_dir(&spool)
+            .expect("spool dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            left.iter().all(|n| n == "spool" || n == ".lock"),
+            "empty partition dirs are removed at close: {left:?}"
+        );
+
+        let tape = Tape::open(&[url.as_str()]).expect("open remote tape");
+        assert!(
+            tape.files()
+                .iter()
+                .all(|f| f.path.to_string_lossy().starts_with(&url))
+        );
+        assert!(tape.files().iter().any(|f| {
+            f.path
+                .to_string_lossy()
+                .contains("/date=2026-01-01/hour=01/")
+        }));
+        let all: Vec<_> = tape
+            .exchanges(Filter::default())
+            .collect::<crate::Result<_>>()
+            .expect("read all");
+        assert_eq!(all.len(), 3000);
+        assert_eq!(
+            tape.metadata()
+                .expect("md")
+                .get("tapedeck.schema_version")
+                .map(String::as_str),
+            Some(crate::SCHEMA_VERSION.to_string().as_str())
+        );
+
+        // One hour: the other partitions are pruned by their keys, as local directories are.
+        let start = SynthConfig::default().start_us;
+        let filter = Filter {
+            from_us: Some(start + HOUR_US),
+            to_us: Some(start + 2 * HOUR_US),
+            ..Filter::default()
+        };
+        let expected = all.iter().filter(|e| filter.matches(e)).count();
+        let mut scan = tape.scan(ReadOptions {
+            columns: Some(vec!["id".into(), "path".into()]),
+            filter,
+            ..ReadOptions::default()
+        });
+        let mut rows = 0;
+        for b in scan.by_ref() {
+            let b = b.expect("batch");
+            assert!(b.num_columns() <= 3, "projection: {:?}", b.schema());
+            rows += b.num_rows();
+        }
+        assert_eq!(rows, expected);
+        assert!(expected > 0);
+        assert!(scan.report().files_pruned >= 2, "{:?}", scan.report());
+    }
+
+    #[test]
+    fn damaged_object_names_its_url_and_can_be_skipped() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let url = format!("file://{}/b/t", tmp.path().display());
+        write_remote(&url, &tmp.path().join("s"), 500);
+        let r = Remote::parse(&url).expect("parse");
+        let bad_key = r.key("date=2026-01-01/hour=00/part-zzzz.parquet");
+        let store = r.store().clone();
+        let k = bad_key.clone();
+        block_on(async move {
+            store
+                .put(&k, PutPayload::from_static(b"not parquet at all"))
+                .await
+        })
+        .expect("rt")
+        .expect("put");
+        let tape = Tape::open(&[url.as_str()]).expect("open");
+        let err = tape
+            .exchanges(Filter::default())
+            .find_map(|r| r.err())
+            .expect("damaged object is an error");
+        assert!(err.to_string().contains(&r.object_url(&bad_key)), "{err}");
+        assert!(err.is_file_damage());
+        let mut it = tape
+            .scan(ReadOptions {
+                skip_corrupt: true,
+                ..ReadOptions::default()
+            })
+            .exchanges();
+        let mut n = 0;
+        for r in it.by_ref() {
+            r.expect("damaged object skipped");
+            n += 1;
+        }
+        assert_eq!(n, 500);
+        assert_eq!(it.report().files_skipped.len(), 1);
+    }
+
+    #[test]
+    fn sealed_files_left_locally_are_uploaded_at_open() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        // A local tape stands for what an earlier writer sealed but did not upload.
+        let local = tmp.path().join("spool");
+        let w = TapeWriter::builder(&local)
+            .when_full(WhenFull::Block)
+            .open()
+            .expect("open");
+        for ex in generate(&SynthConfig {
+            count: 200,
+            ..SynthConfig::default()
+        }) {
+            w.append(ex).expect("append");
+        }
+        w.close().expect("close");
+        let left = local_parquet(&local);
+        assert!(left >= 1);
+        let url = format!("file://{}/remote", tmp.path().display());
+        let stats = write_remote(&url, &local, 100);
+        assert_eq!(stats.upload_pending, 0);
+        assert_eq!(
+            stats.files_uploaded as usize,
+            left + stats.files_sealed as usize
+        );
+        assert_eq!(local_parquet(&local), 0);
+        let n = Tape::open(&[url.as_str()])
+            .expect("open")
+            .exchanges(Filter::default())
+            .count();
+        assert_eq!(n, 300);
+    }
+
+    #[test]
+    fn failed_uploads_keep_files_local_retry_mid_run_and_lose_nothing() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        // A regular file where the destination's directory should be: every PUT fails.
+        let blocker = tmp.path().join("blocker");
+        std::fs::write(&blocker, b"x").expect("blocker");
+        let url = format!("file://{}/tape", blocker.display());
+        let spool = tmp.path().join("spool");
+        let open = || {
+            TapeWriter::builder(&url)
+                .spool_dir(&spool)
+                .when_full(WhenFull::Block)
+                .flush_interval(Duration::from_millis(20))
+                .segment_max_age(Duration::from_millis(100))
+                .upload_retry_max(Duration::from_millis(200))
+                .upload_close_timeout(Duration::from_millis(500))
+                .open()
+                .expect("open")
+        };
+        let mut batches = generate(&SynthConfig {
+            count: 600,
+            ..SynthConfig::default()
+        });
+        let w = open();
+        let wait = |w: &TapeWriter, what: &str, f: &dyn Fn(&crate::WriterStats) -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !f(&w.stats()) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what}: {:?}",
+                    w.stats()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        // Segments rotate while recording; their uploads fail and the files stay local.
+        for ex in batches.by_ref().take(200) {
+            w.append(ex).expect("append");
+        }
+        wait(&w, "a failed upload", &|s| {
+            s.upload_failures >= 2 && s.upload_pending >= 1
+        });
+        assert_eq!(w.stats().files_uploaded, 0);
+        assert!(local_parquet(&spool) >= 1);
+        // Recording goes on meanwhile.
+        for ex in batches.by_ref().take(200) {
+            w.append(ex).expect("append while the store fails");
+        }
+        w.flush().expect("flush");
+        // The store recovers mid-run: the retries upload everything and delete local copies.
+        std::fs::remove_file(&blocker).expect("unblock");
+        wait(&w, "uploads after recovery", &|s| {
+            s.files_uploaded >= 1 && s.upload_pending == 0 && s.files_uploaded == s.files_sealed
+        });
+        // The store fails again at close: close reports what stays local, and where.
+        let (dest, aside) = (blocker.join("tape"), blocker.join("tape-aside"));
+        std::fs::rename(&dest, &aside).expect("move the uploaded objects aside");
+        std::fs::write(&dest, b"x").expect("block again");
+        for ex in batches.by_ref().take(200) {
+            w.append(ex).expect("append");
+        }
+        let err = w.close().expect_err("uploads incomplete at close");
+        match &err {
+            StorageError::UploadIncomplete { dir, files, .. } => {
+                assert_eq!(dir, &spool);
+                assert!(*files >= 1);
+                assert_eq!(local_parquet(&spool) as u64, *files);
+            }
+            other => panic!("unexpected {other}"),
+        }
+        // The next writer to the same URL and spool directory uploads the leftovers at open.
+        std::fs::remove_file(&dest).expect("unblock");
+        std::fs::rename(&aside, &dest).expect("objects back");
+        let stats = open().close().expect("close");
+        assert_eq!(stats.upload_pending, 0);
+        assert_eq!(local_parquet(&spool), 0);
+        let n = Tape::open(&[url.as_str()])
+            .expect("open remote")
+            .exchanges(Filter::default())
+            .count();
+        assert_eq!(n, 600, "no exchange lost");
+    }
+
+    #[test]
+    fn missing_remote_tape_is_no_tape() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let url = format!("file://{}/nothing-here", tmp.path().display());
+        let e = Tape::open(&[url.as_str()]).expect_err("empty");
+        assert!(matches!(e, StorageError::NoTape { .. }), "{e}");
+    }
+
+    #[test]
+    fn block_on_works_inside_a_tokio_runtime() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        let v = rt.block_on(async { block_on(async { 7 }) });
+        assert_eq!(v, Ok(7));
+    }
+}

@@ -1,0 +1,509 @@
+//! Object storage (issue 9): tapes, runs and reports at `s3://` URLs, against a real
+//! S3-compatible server (moto, `pip install "moto[server]"`) started on a loopback port picked at
+//! run time, with the real `tapedeck` binary recording through its real proxy.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::util::{Proc, Reply, TestServer, curl, free_port, tapedeck, wait_for_port, wait_until};
+
+const STARTUP: Duration = Duration::from_secs(60);
+const STOP: Duration = Duration::from_secs(90);
+const BUCKET: &str = "tapes";
+
+/// A moto S3 server, killed by PID on drop.
+struct Moto {
+    _proc: Proc,
+    port: u16,
+}
+
+impl Moto {
+    fn start(logs: &Path) -> Moto {
+        let port = free_port();
+        let log = std::fs::File::create(logs.join("moto.log")).expect("moto log");
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn python3 -m moto.server (pip install \"moto[server]\")");
+        let moto = Moto {
+            _proc: Proc { child },
+            port,
+        };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        assert!(
+            wait_for_port(addr, STARTUP),
+            "moto did not start (is moto[server] installed?):\n{}",
+            std::fs::read_to_string(logs.join("moto.log")).unwrap_or_default()
+        );
+        let (code, body) = curl(&["-X", "PUT", &format!("{}/{BUCKET}", moto.url())]);
+        assert_eq!(code, 200, "create bucket: {body}");
+        moto
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Keys and sizes of the objects under `prefix`, from a ListObjectsV2 request.
+    fn list(&self, prefix: &str) -> Vec<(String, u64)> {
+        let (code, xml) = curl(&[&format!(
+            "{}/{BUCKET}?list-type=2&max-keys=1000&prefix={prefix}",
+            self.url()
+        )]);
+        assert_eq!(code, 200, "list: {xml}");
+        xml.split("<Contents>")
+            .skip(1)
+            .map(|c| {
+                let field = |name: &str| {
+                    c.split(&format!("<{name}>"))
+                        .nth(1)
+                        .and_then(|r| r.split(&format!("</{name}>")).next())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                (field("Key"), field("Size").parse().unwrap_or(0))
+            })
+            .collect()
+    }
+}
+
+/// `tapedeck` with the S3 settings of a test (endpoint, fake credentials, spool root).
+fn td(endpoint: &str, spool_root: &Path) -> Command {
+    let mut c = tapedeck();
+    c.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("TAPEDECK_SPOOL_DIR", spool_root);
+    c
+}
+
+/// Runs a command to completion (bounded), capturing its output.
+fn run_cmd(mut cmd: Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tapedeck");
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "tapedeck did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A running `tapedeck record` whose tape is an object-store URL.
+struct Recorder {
+    proc: Proc,
+    port: u16,
+    admin: u16,
+}
+
+impl Recorder {
+    fn start(endpoint: &str, spool_root: &Path, upstream: &str, tape: &str, logs: &Path) -> Self {
+        let port = free_port();
+        let admin = free_port();
+        let err = std::fs::File::create(logs.join("record.stderr")).expect("log");
+        let child = td(endpoint, spool_root)
+            .env("RUST_LOG", "info")
+            .args([
+                "record",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                upstream,
+                "--tape",
+                tape,
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+                "--grace-period",
+                "1s",
+                "--threads",
+                "2",
+            ])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn record");
+        let rec = Recorder {
+            proc: Proc { child },
+            port,
+            admin,
+        };
+        for p in [port, admin] {
+            let addr: SocketAddr = format!("127.0.0.1:{p}").parse().expect("addr");
+            assert!(
+                wait_for_port(addr, STARTUP),
+                "recorder did not start:\n{}",
+                std::fs::read_to_string(logs.join("record.stderr")).unwrap_or_default()
+            );
+        }
+        rec
+    }
+
+    fn get(&self, path: &str) -> u16 {
+        curl(&[&format!("http://127.0.0.1:{}{path}", self.port)]).0
+    }
+
+    fn metric(&self, name: &str) -> Option<u64> {
+        let (_, m) = curl(&[&format!("http://127.0.0.1:{}/metrics", self.admin)]);
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+fn upstream() -> TestServer {
+    TestServer::start(|r| {
+        let path = r.uri.split('?').next().unwrap_or("/");
+        Reply::json(format!("{{\"path\":\"{path}\",\"ok\":true}}"))
+    })
+}
+
+/// Parquet files (anywhere) under a local directory.
+fn local_parquet(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    for _ in 0..10_000 {
+        let Some(d) = stack.pop() else { break };
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn inspect_count(endpoint: &str, spool: &Path, url: &str) -> u64 {
+    let mut c = td(endpoint, spool);
+    c.args(["inspect", url, "--json"]);
+    let out = run_cmd(c, STOP);
+    assert!(out.status.success(), "inspect {url}: {}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect json");
+    v["exchanges"].as_u64().expect("exchanges count")
+}
+
+#[test]
+fn record_replay_diff_through_s3() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let moto = Moto::start(tmp.path());
+    let endpoint = moto.url();
+    let spool = tmp.path().join("spool");
+    let up = upstream();
+    let tape = format!("s3://{BUCKET}/svc/tape");
+
+    let rec = Recorder::start(&endpoint, &spool, &up.url(), &tape, tmp.path());
+    let paths = ["/api/users/1", "/api/users/2", "/api/items?q=a", "/healthz"];
+    let n = 40;
+    for i in 0..n {
+        assert_eq!(rec.get(paths[i % paths.len()]), 200);
+    }
+    let mut proc = rec.proc;
+    proc.signal("TERM");
+    let status = proc
+        .wait_timeout(STOP)
+        .expect("recorder exits after SIGTERM");
+    assert!(
+        status.success(),
+        "recorder: {status}\n{}",
+        std::fs::read_to_string(tmp.path().join("record.stderr")).unwrap_or_default()
+    );
+
+    // Sealed Parquet objects are in the bucket, under hour partitions; nothing stays local.
+    let objects = moto.list("svc/tape/");
+    assert!(!objects.is_empty(), "no objects uploaded");
+    for (key, size) in &objects {
+        assert!(
+            key.contains("/date=") && key.contains("/hour=") && key.ends_with(".parquet"),
+            "{key}"
+        );
+        assert!(*size > 0);
+    }
+    assert!(
+        local_parquet(&spool).is_empty(),
+        "{:?}",
+        local_parquet(&spool)
+    );
+    assert_eq!(inspect_count(&endpoint, &spool, &tape), n as u64);
+
+    // Replay from s3:// into an s3:// run, against two targets that answer alike.
+    let base = upstream();
+    let cand = upstream();
+    let run_url = format!("s3://{BUCKET}/svc/runs/r1");
+    let mut c = td(&endpoint, &spool);
+    c.args([
+        "replay",
+        "--tape",
+        &tape,
+        "--target",
+        &format!("baseline={}", base.url()),
+        "--target",
+        &format!("candidate={}", cand.url()),
+        "--max",
+        "--out",
+        &run_url,
+    ]);
+    let out = run_cmd(c, STOP);
+    assert!(out.status.success(), "replay: {}", text(&out));
+    assert_eq!(base.requests().len(), n);
+    assert_eq!(cand.requests().len(), n);
+    assert!(!moto.list("svc/runs/r1/").is_empty());
+    assert_eq!(inspect_count(&endpoint, &spool, &run_url), 2 * n as u64);
+
+    // Diff reads the run from s3:// and writes its reports to s3://.
+    let report_url = format!("s3://{BUCKET}/svc/reports/r1");
+    let mut c = td(&endpoint, &spool);
+    c.args(["diff", "--run", &run_url, "--report", &report_url, "--json"]);
+    let out = run_cmd(c, STOP);
+    let verdict: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    // Identical targets: never a failure (too few samples may make it inconclusive, exit 3).
+    let code = out.status.code().unwrap_or(-1);
+    assert!(code == 0 || code == 3, "diff: {}", text(&out));
+    assert!(verdict["verdict"].is_string(), "{verdict}");
+    assert_ne!(verdict["verdict"], "fail", "{verdict}");
+    assert_eq!(verdict["rollback"], false, "{verdict}");
+    assert_eq!(verdict["counts"]["paired"], n as u64, "{verdict}");
+    let reports: Vec<String> = moto
+        .list("svc/reports/r1/")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    for name in ["verdict.json", "report.md", "report.html", "junit.xml"] {
+        assert!(
+            reports
+                .iter()
+                .any(|k| k == &format!("svc/reports/r1/{name}")),
+            "{name} missing: {reports:?}"
+        );
+    }
+
+    // Sharded, as deploy/replay-job.yaml does it: two workers each write their shard's run to
+    // its own prefix; one diff reads both runs as one and pairs every exchange.
+    for k in 0..2 {
+        let mut c = td(&endpoint, &spool);
+        c.args([
+            "replay",
+            "--tape",
+            &tape,
+            "--shard",
+            &format!("{k}/2"),
+            "--target",
+            &format!("baseline={}", base.url()),
+            "--target",
+            &format!("candidate={}", cand.url()),
+            "--max",
+            "--out",
+            &format!("s3://{BUCKET}/svc/runs/r2/shard-{k}"),
+        ]);
+        let out = run_cmd(c, STOP);
+        assert!(out.status.success(), "replay shard {k}: {}", text(&out));
+    }
+    let mut c = td(&endpoint, &spool);
+    c.args(["diff", "--json"]);
+    for k in 0..2 {
+        c.args(["--run", &format!("s3://{BUCKET}/svc/runs/r2/shard-{k}")]);
+    }
+    let out = run_cmd(c, STOP);
+    let merged: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(merged["counts"]["paired"], n as u64, "{merged}");
+    assert_eq!(merged["verdict"], verdict["verdict"]);
+}
+
+/// A TCP forwarder the test can close (the endpoint is then refused) and reopen on the same
+/// port. A restarted moto would lose its in-memory buckets; this keeps moto's state.
+struct Forwarder {
+    port: u16,
+    target: u16,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Forwarder {
+    fn start(target: u16) -> Forwarder {
+        let mut f = Forwarder {
+            port: free_port(),
+            target,
+            stop: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+            accept: None,
+        };
+        f.open();
+        f
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn open(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("bind forwarder");
+        listener.set_nonblocking(true).expect("nonblocking");
+        self.stop.store(false, Ordering::SeqCst);
+        let (stop, conns, target) = (self.stop.clone(), self.conns.clone(), self.target);
+        self.accept = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let _ = client.set_nonblocking(false);
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                            continue;
+                        };
+                        if let Ok(mut g) = conns.lock() {
+                            g.extend(
+                                [client.try_clone(), server.try_clone()]
+                                    .into_iter()
+                                    .flatten(),
+                            );
+                        }
+                        pipe(client.try_clone(), server.try_clone());
+                        pipe(server.try_clone(), client.try_clone());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }));
+    }
+
+    /// Stops listening and cuts every open connection: the endpoint is unreachable.
+    fn close(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        if let Ok(mut g) = self.conns.lock() {
+            for s in g.drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn pipe(from: std::io::Result<TcpStream>, to: std::io::Result<TcpStream>) {
+    let (Ok(mut from), Ok(mut to)) = (from, to) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        // Ends when either side closes or is shut down by `Forwarder::close`.
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+#[test]
+fn upload_outage_keeps_recording_and_loses_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let moto = Moto::start(tmp.path());
+    let mut fwd = Forwarder::start(moto.port);
+    let spool = tmp.path().join("spool");
+    let up = upstream();
+    let tape = format!("s3://{BUCKET}/outage/tape");
+
+    let rec = Recorder::start(&fwd.url(), &spool, &up.url(), &tape, tmp.path());
+    for i in 0..20 {
+        assert_eq!(rec.get(&format!("/before/{i}")), 200);
+    }
+    // The store goes away: recording goes on, unaffected.
+    fwd.close();
+    for i in 0..20 {
+        assert_eq!(rec.get(&format!("/during/{i}")), 200);
+    }
+    assert_eq!(rec.metric("tapedeck_dropped_total{reason=\"io\"}"), Some(0));
+
+    // SIGTERM while the store is down: sealing happens, uploads fail and are retried.
+    let mut proc = rec.proc;
+    proc.signal("TERM");
+    let stderr = || std::fs::read_to_string(tmp.path().join("record.stderr")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || stderr()
+            .contains("upload failed")),
+        "no failed upload while the endpoint was down:\n{}",
+        stderr()
+    );
+    assert!(
+        proc.wait_timeout(Duration::ZERO).is_none(),
+        "gave up too early:\n{}",
+        stderr()
+    );
+    let waiting = local_parquet(&spool);
+    assert!(
+        !waiting.is_empty(),
+        "sealed files must stay local until uploaded"
+    );
+    assert!(moto.list("outage/tape/").is_empty());
+
+    // The store comes back: the retries upload everything, then the local copies go.
+    fwd.open();
+    let status = proc.wait_timeout(STOP).expect("recorder exits");
+    assert!(status.success(), "recorder: {status}\n{}", stderr());
+    assert!(
+        local_parquet(&spool).is_empty(),
+        "{:?}",
+        local_parquet(&spool)
+    );
+    let objects = moto.list("outage/tape/");
+    assert_eq!(objects.len(), waiting.len(), "{objects:?}");
+    assert_eq!(
+        inspect_count(&moto.url(), &spool, &tape),
+        40,
+        "no exchange lost"
+    );
+}

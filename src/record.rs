@@ -20,7 +20,7 @@ use crate::util::thousands;
     after_help = "Every flag is also a key of the --config TOML file (flags win): the flag's name without \
 the dashes, e.g. max-body = \"1MiB\"; repeatable flags take arrays \
 (redact-json = [\"$.password\"], exclude-path = [\"/healthz\"]); --no-record is record = false, \
---no-h2c is h2c = false, --insecure-upstream is upstream-verify = false. Unknown keys are errors.\n\n\
+--no-h2c is h2c = false, --upstream-insecure is upstream-insecure = true. Unknown keys are errors.\n\n\
 Examples:\n  \
   tapedeck record --listen 127.0.0.1:8080 --upstream http://127.0.0.1:3000 --tape ./tapes/svc\n  \
   tapedeck record --config tapedeck.toml --sample 0.1 --sample-key traceparent\n  \
@@ -64,10 +64,13 @@ pub(crate) struct Args {
     /// Records the writer queue holds before it drops (and counts) [default: 16384].
     #[arg(long, value_name = "N")]
     queue_capacity: Option<usize>,
-    /// Longest pause allowed while a client sends its request [default: 60s].
+    /// Time a client has to send a whole request head (from accept for a connection's first
+    /// request, else from its first byte; past it: 408 and close), and the longest pause while
+    /// it sends a request body [default: 60s].
     #[arg(long, value_name = "DURATION")]
     header_timeout: Option<String>,
-    /// Idle keep-alive client connections are closed after this [default: 60s].
+    /// Idle keep-alive client connections (no request in progress; HTTP/2: no open stream)
+    /// are closed after this [default: 60s].
     #[arg(long, value_name = "DURATION")]
     idle_timeout: Option<String>,
     /// Upstream connect timeout; past it the client gets 504 [default: 5s].
@@ -85,9 +88,24 @@ pub(crate) struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
-    /// Do not verify the certificate of an https:// upstream.
-    #[arg(long)]
-    insecure_upstream: bool,
+    /// Trust only the CA certificates of this PEM bundle for an https:// upstream (instead of
+    /// the system roots).
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
+    /// PEM certificate chain to present to an https:// upstream that asks for one (mutual TLS;
+    /// needs --upstream-client-key).
+    #[arg(long, value_name = "FILE")]
+    upstream_client_cert: Option<PathBuf>,
+    /// PEM private key for --upstream-client-cert.
+    #[arg(long, value_name = "FILE")]
+    upstream_client_key: Option<PathBuf>,
+    /// Server name to send (SNI) to an https:// upstream and verify its certificate against
+    /// [default: the upstream's host].
+    #[arg(long, value_name = "NAME")]
+    upstream_sni: Option<String>,
+    /// Do not verify the certificate of an https:// upstream (tests only; logged as a warning).
+    #[arg(long, alias = "insecure-upstream")]
+    upstream_insecure: bool,
     /// Speak HTTP/2 prior knowledge (h2c) to a plaintext upstream (e.g. gRPC servers).
     #[arg(long)]
     upstream_h2c: bool,
@@ -167,7 +185,12 @@ impl Args {
             h2c: self.no_h2c.then_some(false),
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
-            upstream_verify: self.insecure_upstream.then_some(false),
+            upstream_verify: None,
+            upstream_ca: self.upstream_ca,
+            upstream_client_cert: self.upstream_client_cert,
+            upstream_client_key: self.upstream_client_key,
+            upstream_sni: self.upstream_sni,
+            upstream_insecure: self.upstream_insecure.then_some(true),
             upstream_h2c: self.upstream_h2c.then_some(true),
             redact_headers: list(self.redact_headers),
             redact_query: list(self.redact_query),

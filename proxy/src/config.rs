@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::redact::{RedactMode, RedactorBuilder, RuleRedactor};
 use crate::sample::{Sampler, SamplerBuilder};
+use crate::upstream_tls::{UpstreamTls, UpstreamTlsKeys};
 
 /// A size (`1048576`, `"1MiB"`) or a duration (`5`, `"5s"`) as written in the config.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -48,7 +49,7 @@ pub struct RawConfig {
     /// Record exchanges (default true); `false` makes a pure pass-through proxy.
     pub record: Option<bool>,
     /// Body capture cap per direction (default 1 MiB); longer bodies are forwarded whole and
-    /// stored truncated.
+    /// stored truncated. A compressed body is decoded for redaction up to 8 × this.
     pub max_body: Option<NumOrText>,
     /// Worker threads of the proxy (default: the number of CPUs).
     pub threads: Option<usize>,
@@ -60,9 +61,14 @@ pub struct RawConfig {
     pub flush_interval: Option<NumOrText>,
     /// Records the writer queue holds before it drops (default 16384).
     pub queue_capacity: Option<usize>,
-    /// Time allowed between bytes of a client's request head or body (default 60 s).
+    /// Time a client has to send a whole request head (default 60 s): from accept for the first
+    /// request of a connection, from the request's first byte for later ones. Past it the
+    /// connection is closed, with a `408` if part of a head had arrived (slowloris). Also the
+    /// longest pause between reads of a request body (pingora's per-read timeout).
     pub header_timeout: Option<NumOrText>,
-    /// Time an idle keep-alive client connection is kept open (default 60 s).
+    /// Time an idle keep-alive client connection is kept open (default 60 s): HTTP/1.1 from the
+    /// end of a response to the first byte of the next request (whole seconds, at least 1);
+    /// HTTP/2 while no stream is open.
     pub idle_timeout: Option<NumOrText>,
     /// Time to connect to the upstream (default 5 s); past it the client gets 504.
     pub connect_timeout: Option<NumOrText>,
@@ -75,11 +81,25 @@ pub struct RawConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls-cert`.
     pub tls_key: Option<PathBuf>,
-    /// Verify the upstream's TLS certificate for `https://` upstreams (default true).
+    /// Verify the upstream's TLS certificate for `https://` upstreams (default true); the older
+    /// spelling of `upstream-insecure` (`upstream-verify = false` is `upstream-insecure = true`).
     pub upstream_verify: Option<bool>,
     /// Speak HTTP/2 with prior knowledge (h2c) to a plaintext upstream, e.g. a gRPC server
     /// (default false: HTTP/1.1; `https://` upstreams negotiate h2 by ALPN).
     pub upstream_h2c: Option<bool>,
+    /// PEM bundle of the CA certificates that an `https://` upstream's certificate must chain
+    /// to, instead of the system roots.
+    pub upstream_ca: Option<PathBuf>,
+    /// PEM certificate chain presented to an `https://` upstream that asks for one (mutual TLS,
+    /// with `upstream-client-key`).
+    pub upstream_client_cert: Option<PathBuf>,
+    /// PEM private key for `upstream-client-cert`.
+    pub upstream_client_key: Option<PathBuf>,
+    /// Server name sent (SNI) to an `https://` upstream and verified against its certificate
+    /// (default: the upstream URL's host).
+    pub upstream_sni: Option<String>,
+    /// Do not verify an `https://` upstream's certificate (tests only; logged as a warning).
+    pub upstream_insecure: Option<bool>,
 
     /// Extra header names to redact, on top of the default sensitive list.
     #[serde(alias = "redact-header")]
@@ -170,6 +190,8 @@ pub struct Upstream {
     pub host: String,
     /// `host:port` as written.
     pub authority: String,
+    /// TLS options for an `https://` upstream (CA, client certificate, SNI, verification).
+    pub tls_options: UpstreamTls,
 }
 
 /// TLS termination on the listener.
@@ -204,9 +226,9 @@ pub struct Settings {
     pub flush_interval: Duration,
     /// Writer queue capacity.
     pub queue_capacity: usize,
-    /// Client read timeout (request head and body).
+    /// Deadline of a whole request head; per-read timeout of a request body.
     pub header_timeout: Duration,
-    /// Idle keep-alive timeout.
+    /// Idle keep-alive timeout (HTTP/1.1 between requests, HTTP/2 with no open stream).
     pub idle_timeout: Duration,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
@@ -272,6 +294,11 @@ impl RawConfig {
             tls_key,
             upstream_verify,
             upstream_h2c,
+            upstream_ca,
+            upstream_client_cert,
+            upstream_client_key,
+            upstream_sni,
+            upstream_insecure,
             redact_headers,
             redact_query,
             redact_json,
@@ -291,11 +318,21 @@ impl RawConfig {
     /// Checks every value and builds the runtime [`Settings`].
     pub fn validate(self) -> Result<Settings, ConfigError> {
         let listen = resolve_one("listen", self.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
-        let upstream = parse_upstream(
+        let mut upstream = parse_upstream(
             self.upstream
                 .as_deref()
                 .ok_or(ConfigError::Missing { key: "upstream" })?,
         )?;
+        upstream.tls_options = UpstreamTlsKeys {
+            ca: self.upstream_ca,
+            client_cert: self.upstream_client_cert,
+            client_key: self.upstream_client_key,
+            sni: self.upstream_sni,
+            insecure: self.upstream_insecure,
+            verify: self.upstream_verify,
+        }
+        .load(upstream.tls)?;
+        let upstream_verify = !upstream.tls_options.insecure;
         let record = self.record.unwrap_or(true);
         let tape = match (record, self.tape) {
             (true, None) => return Err(ConfigError::Missing { key: "tape" }),
@@ -343,7 +380,8 @@ impl RawConfig {
             (None, Some(_)) => return Err(ConfigError::Missing { key: "tls-cert" }),
         };
 
-        let mut rb = RedactorBuilder::new();
+        // Compressed bodies are decoded for redaction up to 8 × the capture cap (see `redact`).
+        let mut rb = RedactorBuilder::new().decoded_limit(max_body.saturating_mul(8));
         for h in self.redact_headers.unwrap_or_default() {
             rb = rb.header(&h);
         }
@@ -443,7 +481,7 @@ impl RawConfig {
             upstream_timeout,
             h2c: self.h2c.unwrap_or(true),
             tls,
-            upstream_verify: self.upstream_verify.unwrap_or(true),
+            upstream_verify,
             upstream_h2c: self.upstream_h2c.unwrap_or(false),
             redactor: rb.build(),
             sampler,
@@ -497,6 +535,7 @@ fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
         tls,
         host,
         authority: authority.to_owned(),
+        tls_options: UpstreamTls::default(),
     })
 }
 

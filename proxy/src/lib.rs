@@ -16,7 +16,9 @@
 //!
 //! Modules: [`config`] (flags/TOML → checked [`Settings`]), [`proxy`] (the pingora hooks),
 //! [`redact`] ([`Redactor`] trait, [`RuleRedactor`]), [`sample`] (filters and sampling),
-//! [`batch`] (the hand-off to the writer), [`metrics`] and [`admin`] (`/metrics`, `/healthz`,
+//! [`batch`] (the hand-off to the writer), [`head_deadline`] (the whole-request-head timeout
+//! against slowloris clients), [`upstream_tls`] (CA, client certificate, SNI for
+//! `https://` upstreams), [`metrics`] and [`admin`] (`/metrics`, `/healthz`,
 //! `/readyz`), [`recorder`] (start, run until a signal, seal).
 //!
 //! Invariants:
@@ -33,6 +35,11 @@
 //!   grace period, then [`Recorder::run`] drains the hand-off and closes the writer, which spools
 //!   and seals everything. `SIGKILL` loses at most the writer's flush interval plus one hand-off
 //!   tick (≤ 50 ms).
+//! - **Slow clients are bounded**: a whole request head must arrive within `header-timeout`
+//!   (from accept, or from the request's first byte on a reused connection), else `408` and
+//!   close ([`head_deadline`]); a request body may not pause longer than `header-timeout`; an
+//!   idle keep-alive connection is closed after `idle-timeout`. Each cut is counted in
+//!   `tapedeck_client_timeouts_total{phase}`.
 //! - **Accounting**: every proxied request is counted once as recorded, skipped (filter, sample,
 //!   recording off) or dropped (queue full, I/O, tape unavailable) in `/metrics`.
 //!
@@ -43,11 +50,14 @@
 pub mod admin;
 pub mod batch;
 pub mod config;
+pub mod encoding;
+pub mod head_deadline;
 pub mod metrics;
 pub mod proxy;
 pub mod recorder;
 pub mod redact;
 pub mod sample;
+pub mod upstream_tls;
 
 pub use config::{ConfigError, RawConfig, Settings};
 pub use metrics::Metrics;
@@ -55,3 +65,4 @@ pub use proxy::RecordingProxy;
 pub use recorder::{RecordError, Recorder, RunSummary};
 pub use redact::{RedactMode, Redactor, RedactorBuilder, RuleRedactor};
 pub use sample::{Sampler, SamplerBuilder};
+pub use upstream_tls::UpstreamTls;

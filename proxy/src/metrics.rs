@@ -33,6 +33,12 @@ pub struct Metrics {
     pub redacted: AtomicU64,
     /// HTTP/1.1 upgrades (WebSocket…) passed through.
     pub upgrades: AtomicU64,
+    /// Connections closed because a request head did not arrive within `header-timeout`
+    /// (see `head_deadline`).
+    pub client_timeouts_header: AtomicU64,
+    /// Requests failed because a read of the client's request body waited past
+    /// `header-timeout`.
+    pub client_timeouts_body: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -104,6 +110,15 @@ impl Metrics {
             "Upgraded connections (WebSocket) passed through.",
             l(&self.upgrades),
         );
+        let _ = writeln!(
+            o,
+            "# HELP tapedeck_client_timeouts_total Client requests cut off for being too slow, by phase.\n\
+             # TYPE tapedeck_client_timeouts_total counter\n\
+             tapedeck_client_timeouts_total{{phase=\"header\"}} {}\n\
+             tapedeck_client_timeouts_total{{phase=\"body\"}} {}",
+            l(&self.client_timeouts_header),
+            l(&self.client_timeouts_body)
+        );
         let w = writer.map(|(s, _)| s.clone()).unwrap_or_default();
         let _ = writeln!(
             o,
@@ -159,6 +174,18 @@ impl Metrics {
             "# HELP tapedeck_writer_degraded 1 when the tape writer cannot record.\n\
              # TYPE tapedeck_writer_degraded gauge\ntapedeck_writer_degraded {}",
             u8::from(degraded)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP tapedeck_tape_files_uploaded_total Sealed files uploaded to the object store.\n\
+             # TYPE tapedeck_tape_files_uploaded_total counter\ntapedeck_tape_files_uploaded_total {}\n\
+             # HELP tapedeck_tape_bytes_uploaded_total Bytes of sealed files uploaded.\n\
+             # TYPE tapedeck_tape_bytes_uploaded_total counter\ntapedeck_tape_bytes_uploaded_total {}\n\
+             # HELP tapedeck_tape_upload_failures_total Failed upload attempts (retried).\n\
+             # TYPE tapedeck_tape_upload_failures_total counter\ntapedeck_tape_upload_failures_total {}\n\
+             # HELP tapedeck_tape_upload_pending Sealed files waiting locally for upload.\n\
+             # TYPE tapedeck_tape_upload_pending gauge\ntapedeck_tape_upload_pending {}",
+            w.files_uploaded, w.bytes_uploaded, w.upload_failures, w.upload_pending
         );
         let _ = writeln!(
             o,

@@ -1,7 +1,8 @@
 //! The recording proxy: pingora's [`ProxyHttp`] implemented by [`RecordingProxy`].
 //!
 //! Per request, [`Ctx`] is created by pingora and filled by the hooks, in this order:
-//! - `early_request_filter`: start time; read timeout against slow clients;
+//! - `early_request_filter`: start time; per-read body timeout against slow clients; tells
+//!   [`head_deadline`](crate::head_deadline) the head is complete;
 //! - `request_filter`: the capture decision (filters, sampling) from the request head;
 //! - `request_body_filter`: request body chunks, cloned (`Bytes` refcount) up to the cap;
 //! - `upstream_response_filter`: status and headers *as the upstream sent them*; time to first
@@ -27,7 +28,7 @@ use pingora::protocols::ALPN;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use tapedeck_storage::{ErrorKind, Exchange, Header, TRAILER_MARKER, TapeSender, flags, now_us};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::batch::Batcher;
 use crate::config::Upstream;
@@ -117,10 +118,9 @@ pub struct Ctx {
     flags: u32,
     req_body: BodyCapture,
     status: Option<u16>,
-    /// The upstream's headers and trailers, cloned as maps (values are refcounted) and turned
-    /// into the tape's header list only in `logging`, off the response path.
-    resp_headers: Option<http::HeaderMap>,
-    resp_trailers: Option<http::HeaderMap>,
+    /// The upstream's headers (then a [`TRAILER_MARKER`] and its trailers, if any) as the tape's
+    /// header list; values are slices of one buffer per map.
+    resp_headers: Vec<Header>,
     resp_body: BodyCapture,
     ttfb: Option<Duration>,
     upstream_done: Option<Duration>,
@@ -216,7 +216,8 @@ pub struct ProxyParts {
     pub connect_timeout: Duration,
     /// Upstream read timeout.
     pub upstream_timeout: Duration,
-    /// Client read timeout.
+    /// Per-read timeout of a client's request body (the head has its own deadline,
+    /// [`head_deadline`](crate::head_deadline)).
     pub read_timeout: Duration,
     /// Idle keep-alive timeout.
     pub idle_timeout: Duration,
@@ -252,8 +253,25 @@ impl RecordingProxy {
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         if p.upstream.tls {
             peer.options.alpn = ALPN::H2H1;
-            peer.options.verify_cert = p.upstream_verify;
-            peer.options.verify_hostname = p.upstream_verify;
+            let tls = &p.upstream.tls_options;
+            tls.apply(&mut peer);
+            let verify = p.upstream_verify && !tls.insecure;
+            peer.options.verify_cert = verify;
+            peer.options.verify_hostname = verify;
+            if !verify {
+                warn!(
+                    upstream = %p.upstream.authority,
+                    "UPSTREAM CERTIFICATE VERIFICATION IS OFF (upstream-insecure): anyone on the \
+                     path can impersonate the upstream and read the traffic; use upstream-ca instead"
+                );
+            }
+            info!(
+                upstream = %p.upstream.authority,
+                sni = %peer.sni,
+                ca = if tls.ca.is_some() { "upstream-ca" } else { "system roots" },
+                client_cert = tls.client_cert.as_ref().map(|c| c.cert_path.display().to_string()),
+                "https upstream"
+            );
         } else if p.upstream_h2c {
             peer.options.set_http_version(2, 2);
         }
@@ -285,13 +303,8 @@ impl RecordingProxy {
                     .map(str::to_owned)
             })
             .unwrap_or_default();
-        let mut req_headers = Vec::with_capacity(req.headers.len());
-        for (name, value) in &req.headers {
-            req_headers.push(Header {
-                name: name.as_str().to_owned(),
-                value: Bytes::copy_from_slice(value.as_bytes()),
-            });
-        }
+        let mut req_headers = Vec::new();
+        append_headers(&mut req_headers, &req.headers);
         let total = ctx.start.elapsed();
         let mut ex = Exchange {
             id: fast_v7(ctx.started_at_us),
@@ -307,7 +320,7 @@ impl RecordingProxy {
             client_addr: session
                 .client_addr()
                 .and_then(|a| a.as_inet())
-                .map(|a| a.to_string()),
+                .map(addr_string),
             method: req.method.as_str().to_owned(),
             scheme: self.scheme.to_owned(),
             authority,
@@ -323,12 +336,19 @@ impl RecordingProxy {
             req_body_size: ctx.req_body.size(),
             req_body_truncated: ctx.req_body.truncated(),
             status: ctx.status,
-            resp_headers: header_list(ctx.resp_headers.take(), ctx.resp_trailers.take()),
+            resp_headers: std::mem::take(&mut ctx.resp_headers),
             resp_body: ctx.resp_body.take(),
             resp_body_size: ctx.resp_body.size(),
             resp_body_truncated: ctx.resp_body.truncated(),
+            error_kind: None,
+            error: None,
             flags: ctx.flags,
-            ..Exchange::default()
+            // Every field is spelled out: `..Exchange::default()` allocates four strings that
+            // would be dropped at once (measured: ~1k instructions per exchange).
+            origin_id: None,
+            target: None,
+            scheduled_at_us: None,
+            sent_at_us: None,
         };
         if let Some(e) = e {
             let kind = error_kind(e);
@@ -346,26 +366,60 @@ impl RecordingProxy {
     }
 }
 
-/// Headers (then a [`TRAILER_MARKER`] and the trailers, if any) as the tape's header list.
-fn header_list(headers: Option<http::HeaderMap>, trailers: Option<http::HeaderMap>) -> Vec<Header> {
-    let n = headers.as_ref().map_or(0, |h| h.len()) + trailers.as_ref().map_or(0, |t| t.len() + 1);
-    let mut out = Vec::with_capacity(n);
-    fn push(out: &mut Vec<Header>, map: &http::HeaderMap) {
-        for (name, value) in map {
-            out.push(Header {
-                name: name.as_str().to_owned(),
-                value: Bytes::copy_from_slice(value.as_bytes()),
-            });
+/// Appends `map` to the tape's header list `out`. The values are copied once, into one buffer,
+/// and each header holds a slice of it: one allocation for all values instead of one each.
+fn append_headers(out: &mut Vec<Header>, map: &http::HeaderMap) {
+    let total: usize = map.values().map(|v| v.len()).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    for v in map.values() {
+        buf.extend_from_slice(v.as_bytes());
+    }
+    let buf = buf.freeze();
+    out.reserve(map.len());
+    let mut at = 0;
+    for (name, value) in map {
+        let end = at + value.len();
+        out.push(Header {
+            name: name.as_str().to_owned(),
+            value: buf.slice(at..end),
+        });
+        at = end;
+    }
+}
+
+/// `ip:port`, as `Display` writes it, without the formatting machinery for IPv4 (`to_string`
+/// measured ~1.9k instructions per exchange, a fifth of the `logging` hook).
+fn addr_string(a: &std::net::SocketAddr) -> String {
+    fn push_num(s: &mut String, mut n: u32) {
+        let mut digits = [0u8; 10];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &d in &digits[i..] {
+            s.push(char::from(d));
         }
     }
-    if let Some(h) = &headers {
-        push(&mut out, h);
+    match a {
+        std::net::SocketAddr::V4(v4) => {
+            let mut s = String::with_capacity(21);
+            for (i, octet) in v4.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                push_num(&mut s, u32::from(*octet));
+            }
+            s.push(':');
+            push_num(&mut s, u32::from(v4.port()));
+            s
+        }
+        std::net::SocketAddr::V6(_) => a.to_string(),
     }
-    if let Some(t) = &trailers {
-        out.push(Header::new(TRAILER_MARKER, Bytes::new()));
-        push(&mut out, t);
-    }
-    out
 }
 
 /// A UUIDv7 for an exchange that started at `started_at_us`, with random bits from the
@@ -427,8 +481,7 @@ impl ProxyHttp for RecordingProxy {
             flags: 0,
             req_body: BodyCapture::default(),
             status: None,
-            resp_headers: None,
-            resp_trailers: None,
+            resp_headers: Vec::new(),
             resp_body: BodyCapture::default(),
             ttfb: None,
             upstream_done: None,
@@ -439,6 +492,7 @@ impl ProxyHttp for RecordingProxy {
         ctx.start = Instant::now();
         ctx.started_at_us = now_us();
         session.set_read_timeout(Some(self.read_timeout));
+        crate::head_deadline::head_done(session);
         Ok(())
     }
 
@@ -522,7 +576,9 @@ impl ProxyHttp for RecordingProxy {
             return Ok(());
         }
         ctx.status = Some(status);
-        ctx.resp_headers = Some(resp.headers.clone());
+        // Assigned, not appended to, should pingora call this hook twice for one exchange.
+        ctx.resp_headers.clear();
+        append_headers(&mut ctx.resp_headers, &resp.headers);
         if resp
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -562,7 +618,9 @@ impl ProxyHttp for RecordingProxy {
     ) -> Result<()> {
         ctx.upstream_done = Some(ctx.start.elapsed());
         if ctx.record {
-            ctx.resp_trailers = Some(trailers.clone());
+            ctx.resp_headers
+                .push(Header::new(TRAILER_MARKER, Bytes::new()));
+            append_headers(&mut ctx.resp_headers, trailers);
         }
         Ok(())
     }
@@ -608,10 +666,23 @@ impl ProxyHttp for RecordingProxy {
             self.metrics.upstream_error(kind);
             debug!(kind = %kind, error = %e, path = session.req_header().uri.path(), "exchange failed");
         }
+        if let Some(e) = e
+            && matches!(e.esource(), ErrorSource::Downstream)
+            && matches!(e.etype(), ErrorType::ReadTimedout)
+        {
+            self.metrics
+                .client_timeouts_body
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(
+                path = session.req_header().uri.path(),
+                "request body read timed out"
+            );
+        }
         // Idle keep-alive connections are closed after idle-timeout instead of never.
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.idle_timeout_secs));
         }
+        crate::head_deadline::request_done(session);
         if !ctx.record {
             return;
         }
@@ -674,6 +745,61 @@ mod tests {
         empty.push(&Bytes::new(), 0);
         assert!(!empty.truncated());
         assert_eq!(empty.take(), Bytes::new());
+    }
+
+    #[test]
+    fn headers_keep_order_repeats_and_values_in_one_buffer() {
+        let mut map = http::HeaderMap::new();
+        map.append(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        map.append("x-empty", http::HeaderValue::from_static(""));
+        map.append("set-cookie", http::HeaderValue::from_static("a=1"));
+        map.append("set-cookie", http::HeaderValue::from_static("b=2"));
+        let mut out = vec![Header::new("first", "kept")];
+        append_headers(&mut out, &map);
+        let got: Vec<(&str, &[u8])> = out
+            .iter()
+            .map(|h| (h.name.as_str(), &h.value[..]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("first", &b"kept"[..]),
+                ("content-type", b"application/json"),
+                ("x-empty", b""),
+                ("set-cookie", b"a=1"),
+                ("set-cookie", b"b=2"),
+            ]
+        );
+        // The values are adjacent slices of one buffer.
+        let ct = out[1].value.as_ptr();
+        assert_eq!(out[3].value.as_ptr(), ct.wrapping_add(16));
+        let mut none = Vec::new();
+        append_headers(&mut none, &http::HeaderMap::new());
+        assert!(none.is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn client_addresses_print_as_display_does(ip in proptest::prelude::any::<[u8; 4]>(), port in proptest::prelude::any::<u16>()) {
+            let a = std::net::SocketAddr::from((ip, port));
+            proptest::prop_assert_eq!(addr_string(&a), a.to_string());
+        }
+    }
+
+    #[test]
+    fn client_address_edges() {
+        for a in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "127.0.0.1:8080",
+            "[::1]:443",
+        ] {
+            let a: std::net::SocketAddr = a.parse().expect("addr");
+            assert_eq!(addr_string(&a), a.to_string());
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::ProxyServiceBuilder;
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 use crate::admin::AdminApp;
 use crate::batch::{Batcher, Forwarder};
 use crate::config::Settings;
+use crate::head_deadline::{HeadDeadline, HeadLimits};
 use crate::metrics::Metrics;
 use crate::proxy::{PendingTape, ProxyParts, RecordingProxy, Sink, TapeSink};
 use crate::redact::Redactor;
@@ -186,10 +187,18 @@ impl Recorder {
         let mut opts = HttpServerOptions::default();
         opts.h2c = s.h2c;
         opts.h2_idle_timeout = Some(s.idle_timeout);
-        let mut svc = ProxyServiceBuilder::new(&server.configuration, proxy)
-            .name("tapedeck record")
-            .server_options(opts)
-            .build();
+        // pingora's HttpProxy, run behind the whole-request-head deadline (slowloris).
+        let mut app = HttpProxy::new(proxy, server.configuration.clone());
+        app.server_options = Some(opts);
+        app.handle_init_modules();
+        let app = HeadDeadline::new(
+            app,
+            HeadLimits {
+                header_timeout: s.header_timeout,
+                metrics: metrics.clone(),
+            },
+        );
+        let mut svc = Service::new("tapedeck record".to_owned(), app);
         let listen = s.listen.to_string();
         match &s.tls {
             None => svc.add_tcp(&listen),

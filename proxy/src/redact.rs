@@ -15,8 +15,21 @@
 //! writes `hmac-sha256:<32 hex digits>`, a keyed HMAC-SHA256 of the secret, so equal secrets map
 //! to equal tokens (correlation survives) while the secret cannot be recovered without the key.
 //!
-//! Limits: bodies are redacted as stored (Content-Encoding is not undone), so a gzip-compressed
-//! JSON body is not looked into; such exchanges should be excluded or left to header redaction.
+//! Compressed bodies (`Content-Encoding: gzip`, `x-gzip`, `deflate`, `br`, `zstd`, stacked) are
+//! looked into whenever a body rule (JSON path, regex, query parameter) is configured:
+//! - the body is decoded, at most [`DEFAULT_DECODED_LIMIT`] bytes
+//!   ([`RedactorBuilder::decoded_limit`]), and the rules run on the decoded bytes;
+//! - nothing found and the stream decoded completely: the stored body stays the upstream's bytes;
+//! - something redacted, or only a prefix decoded (a body cut at the capture cap, a damaged
+//!   stream, more than the limit): the redacted decoded bytes are *encoded again* with the same
+//!   codings and stored, so the tape stays self-consistent (the stored body decodes with the
+//!   stored `Content-Encoding`, and the differ and replayer need no special case). The exchange
+//!   gets [`flags::BODY_REENCODED`] and, for a prefix, the body's truncated flag;
+//! - nothing decodes (an unknown coding such as `compress`, or garbage): the body is dropped
+//!   (stored empty, flagged truncated, [`flags::BODY_DROPPED`]), because it cannot be shown to
+//!   be free of secrets.
+//!
+//! Without body rules, bodies are never decoded: the stored bytes are the wire bytes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,12 +41,18 @@ use serde_json::Value;
 use sha2::Sha256;
 use tapedeck_storage::{Exchange, Header, find_header, flags};
 
+use crate::encoding;
+
 /// Headers redacted by default, whatever the configuration says.
 pub const DEFAULT_SENSITIVE_HEADERS: [&str; 6] = tapedeck_storage::SENSITIVE_HEADERS;
 
 /// The placeholder written in [`RedactMode::Mask`] (in query strings: `REDACTED`).
 pub const MASK: &str = "[REDACTED]";
 const QUERY_MASK: &str = "REDACTED";
+
+/// Most bytes a compressed body is decoded to for redaction, unless
+/// [`RedactorBuilder::decoded_limit`] says otherwise.
+pub const DEFAULT_DECODED_LIMIT: usize = 8 << 20;
 
 /// A component that removes secrets from a record before it is written.
 ///
@@ -94,6 +113,7 @@ pub struct RedactorBuilder {
     json: Vec<Vec<Seg>>,
     regexes: Vec<regex::bytes::Regex>,
     key: Option<Vec<u8>>,
+    decoded_limit: Option<usize>,
 }
 
 impl RedactorBuilder {
@@ -133,6 +153,13 @@ impl RedactorBuilder {
     /// Switch to [`RedactMode::Hash`] with this HMAC key.
     pub fn hash_with_key(mut self, key: &[u8]) -> Self {
         self.key = Some(key.to_vec());
+        self
+    }
+
+    /// Decode compressed bodies to at most `limit` bytes (default [`DEFAULT_DECODED_LIMIT`]);
+    /// what lies beyond is not stored.
+    pub fn decoded_limit(mut self, limit: usize) -> Self {
+        self.decoded_limit = Some(limit.max(1));
         self
     }
 
@@ -179,6 +206,7 @@ impl RedactorBuilder {
                 json_fallback,
                 regexes: self.regexes,
                 mac,
+                decoded_limit: self.decoded_limit.unwrap_or(DEFAULT_DECODED_LIMIT),
             }),
         }
     }
@@ -205,6 +233,7 @@ impl fmt::Debug for RuleRedactor {
             .field("query", &i.query)
             .field("json_paths", &i.json.len())
             .field("regexes", &i.regexes.len())
+            .field("decoded_limit", &i.decoded_limit)
             .field("mode", &self.mode())
             .finish()
     }
@@ -217,6 +246,7 @@ struct Inner {
     json_fallback: Option<regex::bytes::Regex>,
     regexes: Vec<regex::bytes::Regex>,
     mac: Option<Hmac<Sha256>>,
+    decoded_limit: usize,
 }
 
 impl RuleRedactor {
@@ -284,6 +314,57 @@ impl RuleRedactor {
             }
         }
         changed.then_some(out)
+    }
+
+    fn has_body_rules(&self) -> bool {
+        let i = &self.inner;
+        !i.json.is_empty() || !i.regexes.is_empty() || !i.query.is_empty()
+    }
+
+    /// Redacts a body that may carry a `Content-Encoding` (see the module doc for the policy).
+    /// Returns `true` when a secret was replaced or the body dropped.
+    fn redact_coded_body(
+        &self,
+        body: &mut Bytes,
+        truncated: &mut bool,
+        headers: &[Header],
+        ex_flags: &mut u32,
+    ) -> bool {
+        if body.is_empty() || !self.has_body_rules() {
+            return false;
+        }
+        let drop_body = |body: &mut Bytes, truncated: &mut bool, ex_flags: &mut u32| {
+            *body = Bytes::new();
+            *truncated = true;
+            *ex_flags |= flags::BODY_DROPPED;
+            true
+        };
+        let codings = match encoding::codings(headers) {
+            Ok(c) if c.is_empty() => return self.redact_body(body, headers),
+            Ok(c) => c,
+            Err(_) => return drop_body(body, truncated, ex_flags),
+        };
+        let Some(decoded) = encoding::decode(body, &codings, self.inner.decoded_limit) else {
+            return drop_body(body, truncated, ex_flags);
+        };
+        let mut plain = Bytes::from(decoded.bytes);
+        let hit = self.redact_body(&mut plain, headers);
+        if !hit && decoded.complete {
+            return false;
+        }
+        // Something was replaced, or only a prefix was looked at: what is stored is the
+        // (redacted) decoded prefix, encoded again; never the original bytes.
+        match encoding::encode(&plain, &decoded.codings) {
+            Some(enc) => {
+                *body = Bytes::from(enc);
+                *ex_flags |= flags::BODY_REENCODED;
+                if !decoded.complete {
+                    *truncated = true;
+                }
+                hit
+            }
+            None => drop_body(body, truncated, ex_flags),
+        }
     }
 
     fn redact_body(&self, body: &mut Bytes, headers: &[Header]) -> bool {
@@ -443,8 +524,18 @@ impl Redactor for RuleRedactor {
             ex.query = Some(new);
             changed = true;
         }
-        changed |= self.redact_body(&mut ex.req_body, &ex.req_headers);
-        changed |= self.redact_body(&mut ex.resp_body, &ex.resp_headers);
+        changed |= self.redact_coded_body(
+            &mut ex.req_body,
+            &mut ex.req_body_truncated,
+            &ex.req_headers,
+            &mut ex.flags,
+        );
+        changed |= self.redact_coded_body(
+            &mut ex.resp_body,
+            &mut ex.resp_body_truncated,
+            &ex.resp_headers,
+            &mut ex.flags,
+        );
         if changed {
             ex.flags |= flags::REDACTED;
         }
@@ -706,6 +797,26 @@ mod tests {
 
     proptest! {
         #[test]
+        fn planted_password_never_survives_in_compressed_bodies(
+            mut v in arb_json(),
+            secret in "[QZXJ]{4,24}",
+            path in prop::collection::vec(any::<usize>(), 0..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            plant(&mut v, &secret, &path);
+            let r = RedactorBuilder::new().json_path("$..password").expect("path").build();
+            let whole = gz(&serde_json::to_vec(&v).expect("json"));
+            let cut_at = cut.index(whole.len() + 1);
+            let mut e = coded("gzip", whole.slice(..cut_at));
+            e.resp_body_truncated = cut_at < whole.len();
+            r.redact(&mut e);
+            // Whatever is stored decodes (or is empty) and holds no letter of the secret.
+            let out = if e.resp_body.is_empty() { Vec::new() } else { stored_plain(&e) };
+            let text = String::from_utf8_lossy(&out).into_owned();
+            prop_assert!(!text.contains(['Q', 'Z', 'X', 'J']), "secret left in {}", text);
+        }
+
+        #[test]
         fn planted_password_never_survives(
             mut v in arb_json(),
             secret in "[QZXJ]{4,24}",
@@ -732,6 +843,127 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn gz(plain: &[u8]) -> Bytes {
+        Bytes::from(encoding::encode(plain, &[encoding::Coding::Gzip]).expect("gzip"))
+    }
+
+    /// Everything the stored body decodes to (with the exchange's own Content-Encoding).
+    fn stored_plain(e: &Exchange) -> Vec<u8> {
+        let cs = encoding::codings(&e.resp_headers).expect("known codings");
+        if cs.is_empty() {
+            return e.resp_body.to_vec();
+        }
+        let d = encoding::decode(&e.resp_body, &cs, 1 << 24).expect("stored body decodes");
+        assert!(d.complete, "the stored body is a whole stream");
+        d.bytes
+    }
+
+    fn coded(ce: &str, body: Bytes) -> Exchange {
+        Exchange {
+            resp_headers: vec![
+                Header::new("content-type", "application/json"),
+                Header::new("content-encoding", ce.to_owned()),
+            ],
+            resp_body_size: body.len() as u64,
+            resp_body: body,
+            ..Exchange::default()
+        }
+    }
+
+    #[test]
+    fn compressed_bodies_are_redacted_and_stay_decodable() {
+        let r = full().build();
+        let plain = br#"{"user":"al","password":"hunter2","mail":"al@example.com"}"#;
+        for (ce, cs) in [
+            ("gzip", vec![encoding::Coding::Gzip]),
+            ("br", vec![encoding::Coding::Brotli]),
+            ("zstd", vec![encoding::Coding::Zstd]),
+            ("deflate", vec![encoding::Coding::Zlib]),
+            (
+                "gzip, br",
+                vec![encoding::Coding::Gzip, encoding::Coding::Brotli],
+            ),
+        ] {
+            let body = Bytes::from(encoding::encode(plain, &cs).expect("encode"));
+            let mut e = coded(ce, body);
+            assert!(r.redact(&mut e), "{ce}");
+            assert!(e.has_flag(flags::REDACTED) && e.has_flag(flags::BODY_REENCODED));
+            assert!(!e.resp_body_truncated);
+            let out = stored_plain(&e);
+            let v: Value = serde_json::from_slice(&out).expect("json");
+            assert_eq!(v["password"], MASK, "{ce}");
+            assert_eq!(v["user"], "al");
+            let t = String::from_utf8_lossy(&out);
+            assert!(
+                !t.contains("hunter2") && !t.contains("al@example.com"),
+                "{ce}: {t}"
+            );
+        }
+    }
+
+    #[test]
+    fn compressed_bodies_without_secrets_or_rules_are_untouched() {
+        let body = gz(br#"{"user":"al"}"#);
+        let mut e = coded("gzip", body.clone());
+        assert!(!full().build().redact(&mut e));
+        assert_eq!(
+            e.resp_body.as_ptr(),
+            body.as_ptr(),
+            "the wire bytes are kept"
+        );
+        assert_eq!(e.flags, 0);
+        // No body rule: bodies are never decoded, whatever they hold.
+        let secret = gz(br#"{"password":"hunter2"}"#);
+        let mut e = coded("gzip", secret.clone());
+        assert!(!RedactorBuilder::new().build().redact(&mut e));
+        assert_eq!(e.resp_body, secret);
+    }
+
+    #[test]
+    fn undecodable_bodies_are_dropped_and_prefixes_reencoded() {
+        let r = full().build();
+        for (ce, body) in [
+            ("compress", Bytes::from_static(b"\x1f\x9d password hunter2")),
+            ("gzip", Bytes::from_static(b"not gzip: password hunter2")),
+        ] {
+            let mut e = coded(ce, body);
+            assert!(r.redact(&mut e), "{ce}");
+            assert!(e.resp_body.is_empty() && e.resp_body_truncated, "{ce}");
+            assert!(e.has_flag(flags::BODY_DROPPED) && e.has_flag(flags::REDACTED));
+        }
+        // A gzip stream cut at the capture cap: the decodable prefix, redacted, encoded again.
+        let mut doc = String::from("[");
+        for i in 0..2000 {
+            doc.push_str(&format!("{{\"n\":{i},\"password\":\"pw{i}QZX\"}},"));
+        }
+        doc.push_str("{}]");
+        let whole = gz(doc.as_bytes());
+        let r = RedactorBuilder::new()
+            .json_path("$..password")
+            .expect("path")
+            .build();
+        let mut e = coded("gzip", whole.slice(..whole.len() / 2));
+        e.resp_body_truncated = true;
+        assert!(r.redact(&mut e));
+        assert!(e.resp_body_truncated && e.has_flag(flags::BODY_REENCODED));
+        let out = stored_plain(&e);
+        assert!(out.len() > 100, "a prefix was kept");
+        assert!(!String::from_utf8_lossy(&out).contains("QZX"));
+        // More than the decoded limit: cut there, flagged truncated, no secret past the cut.
+        let r = RedactorBuilder::new()
+            .json_path("$..password")
+            .expect("path")
+            .decoded_limit(1000)
+            .build();
+        let mut e = coded("gzip", whole);
+        assert!(r.redact(&mut e));
+        assert!(e.resp_body_truncated);
+        let out = stored_plain(&e);
+        // 1000 decoded bytes, with the masks in place of the values.
+        assert!(out.len() > 900 && out.len() < 1500, "{}", out.len());
+        assert!(!String::from_utf8_lossy(&out).contains("QZX"));
     }
 
     #[test]

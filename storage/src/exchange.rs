@@ -123,6 +123,13 @@ pub mod flags {
     pub const GRPC: u32 = 1 << 1;
     /// At least one value in this exchange was redacted before it was written.
     pub const REDACTED: u32 = 1 << 2;
+    /// A body with a `Content-Encoding` was decoded for redaction and is stored encoded again
+    /// (same codings, redacted content): its bytes differ from the wire bytes, it still decodes
+    /// with the exchange's `Content-Encoding`, and `*_body_size` is still the wire size.
+    pub const BODY_REENCODED: u32 = 1 << 3;
+    /// A body that had to be looked into for redaction could not be decoded (unknown or damaged
+    /// `Content-Encoding`), so it was not stored: the body is empty and flagged truncated.
+    pub const BODY_DROPPED: u32 = 1 << 4;
 }
 
 /// Header name that separates response headers from trailers in `resp_headers`.

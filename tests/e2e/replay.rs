@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tapedeck_storage::{ErrorKind, Exchange, Header, Tape, TapeWriter, WhenFull, now_us};
 
-use crate::util::{Reply, TestServer, free_port, make_certs, run, stderr, stdout, tapedeck};
+use crate::util::{
+    Reply, TestServer, TlsFiles, free_port, make_certs, run, stderr, stdout, tapedeck,
+};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -939,93 +941,6 @@ fn https_targets_verify_certificates_and_classify_tls_errors() {
     assert_eq!(v["targets"][0]["status_classes"]["2xx"], 3, "{v:#}");
 }
 
-/// A hyper HTTP/1.1 + HTTP/2 server behind rustls (ALPN `h2`, `http/1.1`) on a run-time port,
-/// recording the protocol version of each request. Stops when dropped.
-struct TlsTestServer {
-    port: u16,
-    versions: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for TlsTestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn start_rustls_server(dir: &Path) -> TlsTestServer {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("leaf.pem"))
-        .expect("leaf.pem")
-        .collect::<Result<_, _>>()
-        .expect("certs");
-    let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).expect("leaf.key");
-    let mut cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("server cert");
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let port = listener.local_addr().expect("addr").port();
-    let versions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-    let seen = versions.clone();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            loop {
-                tokio::select! {
-                    _ = &mut rx => break,
-                    accepted = listener.accept() => {
-                        let Ok((tcp, _)) = accepted else { continue };
-                        let (acceptor, seen) = (acceptor.clone(), seen.clone());
-                        tokio::spawn(async move {
-                            let Ok(tls) = acceptor.accept(tcp).await else { return };
-                            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                                seen.lock().expect("lock").push(format!("{:?}", req.version()));
-                                async {
-                                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                        http_body_util::Full::new(Bytes::from_static(b"{\"tls\":true}")),
-                                    ))
-                                }
-                            });
-                            let _ = hyper_util::server::conn::auto::Builder::new(
-                                hyper_util::rt::TokioExecutor::new(),
-                            )
-                            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                            .await;
-                        });
-                    }
-                }
-            }
-        });
-    });
-    TlsTestServer {
-        port,
-        versions,
-        shutdown: Some(tx),
-        thread: Some(thread),
-    }
-}
-
 #[test]
 fn https_targets_negotiate_http2_by_alpn() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1034,8 +949,11 @@ fn https_targets_negotiate_http2_by_alpn() {
     let t0 = now_us() - 10_000_000;
     let recorded: Vec<_> = (0..4).map(|i| get(&format!("/alpn/{i}"), t0 + i)).collect();
     write_tape(&tape, &recorded);
-    let server = start_rustls_server(dir.path());
-    let target = format!("secure=https://127.0.0.1:{}", server.port);
+    // rustls + hyper, HTTP/1.1 and HTTP/2 offered by ALPN.
+    let server = TestServer::start_tls(&TlsFiles::leaf(dir.path()), |_| {
+        Reply::json("{\"tls\":true}")
+    });
+    let target = format!("secure=https://127.0.0.1:{}", server.addr.port());
     let out_dir = dir.path().join("run");
     let ca = dir.path().join("ca.pem");
     let v = json(&run(
@@ -1054,11 +972,76 @@ fn https_targets_negotiate_http2_by_alpn() {
         T,
     ));
     assert_eq!(v["targets"][0]["status_classes"]["2xx"], 4, "{v:#}");
-    let versions = server.versions.lock().expect("lock").clone();
+    let versions: Vec<String> = server.requests().into_iter().map(|r| r.version).collect();
     assert_eq!(versions, ["HTTP/2.0"; 4], "ALPN picked h2");
     for r in read_tape(&out_dir) {
         assert_eq!(r.http_version, "HTTP/2");
         assert_eq!(r.scheme, "https");
         assert_eq!(&r.resp_body[..], b"{\"tls\":true}");
     }
+}
+
+/// Closed loop runs on long-lived tasks and hands results to the writer in batches: every
+/// origin is still sent exactly once per target, every result is written (full batches, the
+/// timed flush and the final partial batch), and an origin's results stay adjacent.
+#[test]
+fn max_mode_writes_every_result_once_and_adjacent_per_origin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
+    let t0 = now_us() - 10_000_000;
+    // Not a multiple of the writer's batch size, so a partial batch is left at the end.
+    let n = 1_001usize;
+    let recorded: Vec<_> = (0..n as i64)
+        .map(|i| get(&format!("/m/{i}"), t0 + i * 100))
+        .collect();
+    write_tape(&tape, &recorded);
+    let a = TestServer::start(|_| Reply::json("{\"a\":1}"));
+    let b = TestServer::start(|_| Reply::json("{\"b\":2}"));
+    let (ta, tb) = (format!("a={}", a.url()), format!("b={}", b.url()));
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &ta,
+            "--target",
+            &tb,
+            "--max",
+            "--concurrency",
+            "16",
+            "--json",
+        ],
+        T,
+    );
+    let v = json(&out);
+    assert_eq!(v["origins"], n as u64);
+    assert_eq!(v["results_written"], 2 * n as u64);
+    assert_eq!(v["results_lost"], 0);
+    assert_eq!(v["interrupted"], false);
+    assert_eq!(a.requests().len(), n);
+    assert_eq!(b.requests().len(), n);
+
+    let results = read_tape(&out_dir);
+    assert_eq!(results.len(), 2 * n);
+    let ids: HashSet<_> = recorded.iter().map(|e| e.id).collect();
+    let mut seen = HashSet::new();
+    for pair in results.chunks(2) {
+        let o = pair[0].origin_id.expect("origin id");
+        assert_eq!(
+            pair[1].origin_id,
+            Some(o),
+            "results of one origin are adjacent"
+        );
+        assert!(ids.contains(&o), "a result for an unknown origin");
+        assert!(seen.insert(o), "origin replayed twice");
+        let labels: Vec<_> = pair.iter().map(|e| e.target.as_deref()).collect();
+        assert_eq!(labels, [Some("a"), Some("b")]);
+        assert!(pair.iter().all(|r| r.status == Some(200)));
+        assert_eq!(&pair[0].resp_body[..], b"{\"a\":1}");
+        assert_eq!(&pair[1].resp_body[..], b"{\"b\":2}");
+    }
+    assert_eq!(seen.len(), n);
 }

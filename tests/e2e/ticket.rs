@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tapedeck_storage::{Filter, Tape, flags};
 
-use crate::util::{Reply, TestServer, make_certs, run, stderr, stdout};
+use crate::util::{Reply, TestServer, TlsFiles, make_certs, run, stderr, stdout};
 
 const T: Duration = Duration::from_secs(240);
 
@@ -194,8 +194,8 @@ fn ticket_bundles_the_demo_regressions_and_posts_them() {
     let tls_dir = dir.path().join("tls");
     std::fs::create_dir_all(&tls_dir).expect("tls dir");
     make_certs(&tls_dir);
-    let tls = TlsHook::start(&tls_dir);
-    let hook_url = format!("https://127.0.0.1:{}/api/issues", tls.port);
+    let tls = tls_hook(&tls_dir);
+    let hook_url = format!("https://127.0.0.1:{}/api/issues", tls.addr.port());
     let o = run_env(
         &[
             "ticket",
@@ -214,12 +214,14 @@ fn ticket_bundles_the_demo_regressions_and_posts_them() {
     );
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("HTTP 201"), "{}", stdout(&o));
-    let got = tls.received.lock().expect("lock").clone();
+    let got = tls.requests();
     assert_eq!(got.len(), 1, "{got:?}");
-    let (uri, auth, body) = &got[0];
-    assert_eq!(uri, "/api/issues");
-    assert_eq!(auth, "Bearer tok-8812");
-    let posted: serde_json::Value = serde_json::from_slice(body).expect("JSON");
+    assert_eq!(got[0].uri, "/api/issues");
+    assert_eq!(
+        got[0].header("authorization").as_deref(),
+        Some("Bearer tok-8812")
+    );
+    let posted: serde_json::Value = serde_json::from_slice(&got[0].body).expect("JSON");
     assert_eq!(posted["fingerprint"], t["fingerprint"]);
     // Without the private CA the server is not trusted: exit 2, nothing delivered.
     let o = run(
@@ -235,7 +237,7 @@ fn ticket_bundles_the_demo_regressions_and_posts_them() {
         T,
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert_eq!(tls.received.lock().expect("lock").len(), 1);
+    assert_eq!(tls.requests().len(), 1);
 
     // Body and query rules: the planted e-mail addresses and search terms leave no trace.
     assert!(
@@ -416,100 +418,16 @@ fn run_env(args: &[&str], env: (&str, &str)) -> std::process::Output {
     out
 }
 
-type Got = std::sync::Arc<std::sync::Mutex<Vec<(String, String, bytes::Bytes)>>>;
-
-/// An HTTPS webhook (rustls + hyper HTTP/1.1) on a run-time port that answers 201 and records
-/// (path, authorization, body). Stops when dropped.
-struct TlsHook {
-    port: u16,
-    received: Got,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for TlsHook {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl TlsHook {
-    fn start(dir: &Path) -> TlsHook {
-        use http_body_util::BodyExt;
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(dir.join("leaf.pem"))
-                .expect("leaf.pem")
-                .collect::<Result<_, _>>()
-                .expect("certs");
-        let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).expect("leaf.key");
-        let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("server cert");
-        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let received: Got = Default::default();
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let rec = received.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                loop {
-                    tokio::select! {
-                        _ = &mut rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((tcp, _)) = accepted else { continue };
-                            let (acceptor, rec) = (acceptor.clone(), rec.clone());
-                            tokio::spawn(async move {
-                                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                                    let rec = rec.clone();
-                                    async move {
-                                        let uri = req.uri().to_string();
-                                        let auth = req
-                                            .headers()
-                                            .get("authorization")
-                                            .and_then(|v| v.to_str().ok())
-                                            .unwrap_or_default()
-                                            .to_owned();
-                                        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                                        rec.lock().expect("lock").push((uri, auth, body));
-                                        let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"{\"number\":7}")));
-                                        *resp.status_mut() = hyper::StatusCode::CREATED;
-                                        Ok::<_, std::convert::Infallible>(resp)
-                                    }
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
-        TlsHook {
-            port,
-            received,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        }
-    }
+/// An HTTPS webhook (rustls + hyper HTTP/1.1) on a run-time port that answers 201.
+fn tls_hook(dir: &Path) -> TestServer {
+    let tls = TlsFiles {
+        alpn: vec![b"http/1.1".to_vec()],
+        ..TlsFiles::leaf(dir)
+    };
+    TestServer::start_tls(&tls, |_| Reply {
+        status: 201,
+        headers: vec![("content-type".into(), "application/json".into())],
+        chunks: vec![bytes::Bytes::from_static(b"{\"number\":7}")],
+        delay: std::time::Duration::ZERO,
+    })
 }

@@ -460,3 +460,183 @@ pub fn rt() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// TLS settings of [`TestServer::start_tls`]: PEM files, e.g. from [`make_certs`].
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain of the server.
+    pub cert: std::path::PathBuf,
+    /// Its private key.
+    pub key: std::path::PathBuf,
+    /// Require a client certificate signed by this CA (mutual TLS).
+    pub client_ca: Option<std::path::PathBuf>,
+    /// ALPN protocols offered, most preferred first (`[b"h2", b"http/1.1"]`); empty: none.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl TlsFiles {
+    /// `leaf.pem` / `leaf.key` of [`make_certs`] in `dir`, HTTP/2 and HTTP/1.1 by ALPN, no
+    /// client certificate.
+    pub fn leaf(dir: &Path) -> TlsFiles {
+        TlsFiles {
+            cert: dir.join("leaf.pem"),
+            key: dir.join("leaf.key"),
+            client_ca: None,
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        }
+    }
+}
+
+/// Header added to each [`Received`] of a [`TestServer::start_tls`] server: the server name
+/// (SNI) the client sent in its TLS handshake, empty when it sent none.
+pub const TLS_SNI_HEADER: &str = "x-test-tls-sni";
+
+impl TestServer {
+    /// Like [`TestServer::start`], behind rustls: HTTP/1.1, and HTTP/2 when negotiated by ALPN.
+    /// Handshakes that fail (untrusted client, no client certificate) are dropped.
+    pub fn start_tls(
+        tls: &TlsFiles,
+        handler: impl Fn(&Received) -> Reply + Send + Sync + 'static,
+    ) -> TestServer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+            .expect("server certificate file")
+            .collect::<Result<_, _>>()
+            .expect("server certificates");
+        let key = PrivateKeyDer::from_pem_file(&tls.key).expect("server key");
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions");
+        let builder = match &tls.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(ca).expect("client CA file") {
+                    roots.add(c.expect("client CA")).expect("client CA usable");
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut cfg = builder
+            .with_single_cert(certs, key)
+            .expect("server certificate and key");
+        cfg.alpn_protocols = tls.alpn.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+
+        let handler: Handler = Arc::new(handler);
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let rec = received.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("test server runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        accepted = listener.accept() => {
+                            let Ok((tcp, _)) = accepted else { continue };
+                            let (acceptor, handler, rec) = (acceptor.clone(), handler.clone(), rec.clone());
+                            tokio::spawn(async move {
+                                let Ok(stream) = acceptor.accept(tcp).await else { return };
+                                let sni = stream.get_ref().1.server_name().unwrap_or_default().to_owned();
+                                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                                    if let Ok(v) = hyper::header::HeaderValue::from_str(&sni) {
+                                        req.headers_mut().insert(TLS_SNI_HEADER, v);
+                                    }
+                                    serve_one(req, handler.clone(), rec.clone())
+                                });
+                                let _ = hyper_util::server::conn::auto::Builder::new(
+                                    hyper_util::rt::TokioExecutor::new(),
+                                )
+                                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc)
+                                .await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        TestServer {
+            addr,
+            received,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+}
+
+/// A certificate `<stem>.pem` / `<stem>.key` signed by the CA of [`make_certs`] (which must
+/// have run in `dir`), with common name `cn` and subjectAltName `san` (e.g. `DNS:api.internal`
+/// or `IP:127.0.0.1`). Usable by servers and as a client certificate.
+pub fn make_signed_cert(dir: &Path, stem: &str, cn: &str, san: &str) {
+    let (key, csr, ext, pem) = (
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.ext"),
+        format!("{stem}.pem"),
+    );
+    let subj = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &subj,
+        ],
+    );
+    std::fs::write(
+        dir.join(&ext),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .expect("ext file");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+}

@@ -105,7 +105,10 @@ impl TargetClient {
         timeout: Duration,
         max_body: usize,
     ) -> Exchange {
-        let mut out = self.exchange(p, scheduled, clock, timeout, max_body).await;
+        let headers = p.headers.clone();
+        let mut out = self
+            .exchange(p, headers, scheduled, clock, timeout, max_body)
+            .await;
         let o = &p.origin;
         out.source = o.source.clone();
         out.method = o.method.clone();
@@ -119,13 +122,16 @@ impl TargetClient {
     /// the result is moved out of `p` instead of cloned.
     pub(crate) async fn send_owned(
         &self,
-        p: Box<Prepared>,
+        mut p: Box<Prepared>,
         scheduled: Instant,
         clock: Clock,
         timeout: Duration,
         max_body: usize,
     ) -> Exchange {
-        let mut out = self.exchange(&p, scheduled, clock, timeout, max_body).await;
+        let headers = std::mem::take(&mut p.headers);
+        let mut out = self
+            .exchange(&p, headers, scheduled, clock, timeout, max_body)
+            .await;
         let Prepared {
             origin,
             stored_headers,
@@ -139,10 +145,12 @@ impl TargetClient {
         out
     }
 
-    /// Sends and fills everything but the request's strings and headers.
+    /// Sends `p` with `headers` (its own or a copy) and fills everything but the request's
+    /// strings and headers.
     async fn exchange(
         &self,
         p: &Prepared,
+        headers: http::HeaderMap,
         scheduled: Instant,
         clock: Clock,
         timeout: Duration,
@@ -165,7 +173,7 @@ impl TargetClient {
         let mut req = Request::new(Full::new(p.body.clone()));
         *req.method_mut() = p.method.clone();
         *req.uri_mut() = uri;
-        *req.headers_mut() = p.headers.clone();
+        *req.headers_mut() = headers;
 
         let sent = Instant::now();
         out.started_at_us = clock.us(sent);

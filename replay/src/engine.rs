@@ -4,16 +4,22 @@
 //!  reader thread ──(bounded, 1024)──► dispatcher thread ──spawn──► origin tasks (tokio) ──►
 //!  (Tape scan, select,                (pacing: precise sleep;       (one request per target,
 //!   rewrite headers)                   in-flight semaphore)          same scheduled instant)
-//!        ──(bounded, 4096 groups)──► writer thread (summary stats; TapeWriter, WhenFull::Block)
+//!        ──(batches of ≤ 64 groups, bounded)──► writer thread (summary stats; TapeWriter, Block)
 //! ```
 //!
 //! Memory is bounded by the two queues and the in-flight cap, whatever the tape's size. The
 //! dispatcher is a plain thread so that its sleeps have sub-millisecond precision (tokio's timer
 //! wheel ticks in milliseconds) and a busy runtime cannot delay a send.
+//!
+//! Closed loop (`--max`) has no dispatcher: `concurrency` long-lived tasks each take the next
+//! origin from the reader's queue as soon as their previous one completed, so there is no
+//! per-request spawn, semaphore or cross-thread wake-up. Results are handed to the writer
+//! thread in batches ([`ResultSink`]; a partial batch waits at most [`RESULT_FLUSH`]), so that
+//! it (and the tape's spool thread behind it) wakes once per batch, not once per request.
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -53,6 +59,10 @@ pub mod meta {
 
 /// One prepared origin, boxed so that queues and task futures move a pointer, not the struct.
 type Item = Box<Prepared>;
+/// Result groups (one per origin, one result per target) handed to the writer thread at once.
+type ResultBatch = Vec<Vec<Exchange>>;
+/// The queue to the writer thread.
+type ResultTx = mpsc::Sender<ResultBatch>;
 
 /// Columns a replay reads from the recorded tape.
 const REQUEST_COLUMNS: [&str; 14] = [
@@ -76,7 +86,14 @@ const REQUEST_COLUMNS: [&str; 14] = [
 const READ_BATCH: usize = 64;
 /// Batches queued between the reader and the dispatcher (× `READ_BATCH` origins).
 const READ_QUEUE: usize = 16;
-const RESULT_QUEUE: usize = 4096;
+/// Result groups (one per origin) per message to the writer thread.
+const RESULT_BATCH: usize = 64;
+/// Batches queued for the writer thread (× `RESULT_BATCH` groups).
+const RESULT_QUEUE: usize = 64;
+/// Longest time a partial batch of results waits before it is handed to the writer.
+const RESULT_FLUSH: Duration = Duration::from_millis(10);
+/// Rows per spool (Arrow IPC) batch of the result tape.
+const SPOOL_BATCH_ROWS: usize = 512;
 
 /// Asks a running replay to stop early: no new sends, in-flight requests finish, their results
 /// are written and the summary says `interrupted`. Cloneable; `Default` is "never stopped".
@@ -201,6 +218,9 @@ pub async fn run_until<P: Progress + 'static>(
         batch_size: 512,
         skip_corrupt: config.skip_corrupt,
     };
+    // Issue 8: a damaged later file is an error (naming it) before anything is sent, not midway
+    // through the run; with --skip-corrupt the scan skips what this finds.
+    tape.verify(&read_options(None)).map_err(tape_err)?;
 
     let progress: Arc<dyn Progress> = Arc::new(progress);
     let mut total = None;
@@ -257,13 +277,13 @@ pub async fn run_until<P: Progress + 'static>(
         .collect();
     let n_targets = targets.len() as u64;
     let counters = Arc::new(Counters::default());
-    let (res_tx, mut res_rx) = mpsc::channel::<Vec<Exchange>>(RESULT_QUEUE);
+    let (res_tx, mut res_rx) = mpsc::channel::<ResultBatch>(RESULT_QUEUE);
     let ctx = Arc::new(Ctx {
         targets,
         clock,
         timeout: config.timeout,
         max_body: config.max_body,
-        results: res_tx,
+        results: ResultSink::new(res_tx),
         counters: counters.clone(),
     });
 
@@ -273,12 +293,14 @@ pub async fn run_until<P: Progress + 'static>(
         .name("replay-results".into())
         .spawn(move || {
             let mut lost_appends = 0u64;
-            while let Some(group) = res_rx.blocking_recv() {
-                for (i, ex) in group.into_iter().enumerate() {
-                    collector.record(i, &ex);
-                    match sender.append(ex) {
-                        Ok(()) => collector.written += 1,
-                        Err(_) => lost_appends += 1,
+            while let Some(batch) = res_rx.blocking_recv() {
+                for group in batch {
+                    for (i, ex) in group.into_iter().enumerate() {
+                        collector.record(i, &ex);
+                        match sender.append(ex) {
+                            Ok(()) => collector.written += 1,
+                            Err(_) => lost_appends += 1,
+                        }
                     }
                 }
             }
@@ -287,7 +309,7 @@ pub async fn run_until<P: Progress + 'static>(
         .map_err(|e| ReplayError::Runtime(format!("spawning the result writer: {e}")))?;
 
     // Reader thread.
-    let (item_tx, item_rx) = sync_channel::<Vec<Item>>(READ_QUEUE);
+    let (item_tx, item_rx) = mpsc::channel::<Vec<Item>>(READ_QUEUE);
     let selector = Selector::new(config.select.clone(), target_hosts);
     // Only the request side of the recorded exchanges is needed: recorded responses (often
     // most of a tape's bytes) are never decoded.
@@ -315,7 +337,7 @@ pub async fn run_until<P: Progress + 'static>(
                             if batch.len() == READ_BATCH {
                                 let full =
                                     std::mem::replace(&mut batch, Vec::with_capacity(READ_BATCH));
-                                if item_tx.send(full).is_err() {
+                                if item_tx.blocking_send(full).is_err() {
                                     batch.clear();
                                     break;
                                 }
@@ -325,7 +347,7 @@ pub async fn run_until<P: Progress + 'static>(
                 }
             }
             if !batch.is_empty() {
-                let _ = item_tx.send(batch);
+                let _ = item_tx.blocking_send(batch);
             }
             (sel.stats, it.report().clone(), err)
         })
@@ -348,19 +370,50 @@ pub async fn run_until<P: Progress + 'static>(
         })
     };
 
-    // Dispatcher thread.
-    let pace = config.pace;
-    let max_in_flight = config.max_in_flight;
-    let handle = Handle::current();
-    let dispatcher = std::thread::Builder::new()
-        .name("replay-dispatch".into())
-        .spawn({
-            let stop = stop.clone();
-            move || dispatch(item_rx, ctx, handle, pace, max_in_flight, n_targets, &stop)
+    // Hands partial result batches to the writer while the run goes on.
+    let (flusher_stop, mut flusher_stopped) = tokio::sync::oneshot::channel::<()>();
+    let flusher = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(RESULT_FLUSH);
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                // A flush in progress is never cancelled (its batch would be lost): the stop
+                // is only looked at between flushes.
+                tokio::select! {
+                    _ = iv.tick() => ctx.results.flush().await,
+                    _ = &mut flusher_stopped => break,
+                }
+            }
         })
-        .map_err(|e| ReplayError::Runtime(format!("spawning the dispatcher: {e}")))?;
+    };
 
-    let dispatched = join(dispatcher).await?;
+    let pace = config.pace;
+    let dispatched = match pace {
+        Pace::Max { concurrency } => {
+            closed_loop(item_rx, ctx.clone(), concurrency, n_targets, &stop).await
+        }
+        _ => {
+            // Dispatcher thread.
+            let max_in_flight = config.max_in_flight;
+            let handle = Handle::current();
+            let dispatcher = std::thread::Builder::new()
+                .name("replay-dispatch".into())
+                .spawn({
+                    let stop = stop.clone();
+                    let ctx = ctx.clone();
+                    move || dispatch(item_rx, ctx, handle, pace, max_in_flight, n_targets, &stop)
+                })
+                .map_err(|e| ReplayError::Runtime(format!("spawning the dispatcher: {e}")))?;
+            join(dispatcher).await?
+        }
+    };
+    // Every origin has completed and pushed its results: hand over the rest and close the
+    // queue, so that the writer thread ends.
+    let _ = flusher_stop.send(());
+    let _ = flusher.await;
+    ctx.results.close().await;
+    drop(ctx);
     let (sel_stats, report, read_err) = join(reader_thread).await?;
     let (collector, lost_appends) = join(writer_thread).await?;
     ticker.abort();
@@ -535,10 +588,14 @@ fn open_writer(config: &ReplayConfig, out: &std::path::Path) -> Result<TapeWrite
         Pace::Max { concurrency } => format!("max concurrency={concurrency}"),
     };
     // Smaller queue and row groups than the recorder's defaults: replay never drops (it
-    // blocks), so a deep queue buys nothing, and row groups bound the sealer's memory.
+    // blocks), so a deep queue buys nothing, and row groups bound the sealer's memory. Small
+    // spool batches: the spool thread encodes a batch in one go, and on a shared or pinned
+    // core a 4096-row burst (several ms) delays the sends of an open-loop run behind it; the
+    // sealed Parquet (row groups of `row_group_rows`) is the same either way.
     let mut b = TapeWriter::builder(out)
         .when_full(WhenFull::Block)
         .queue_capacity(4096)
+        .flush_rows(SPOOL_BATCH_ROWS)
         .row_group_rows(16_384)
         .metadata(meta::KIND, "replay-results")
         .metadata(meta::TARGETS, targets.join(","))
@@ -566,6 +623,14 @@ struct Counters {
 }
 
 impl Counters {
+    /// Counts one origin's finished results.
+    fn completed_group(&self, group: &[Exchange]) {
+        let errors = group.iter().filter(|e| e.error_kind.is_some()).count() as u64;
+        self.completed
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        self.errors.fetch_add(errors, Ordering::Relaxed);
+    }
+
     fn snapshot(&self, total: Option<u64>, start: Instant) -> ProgressSnapshot {
         ProgressSnapshot {
             origins: self.origins.load(Ordering::Relaxed),
@@ -583,7 +648,7 @@ struct Ctx {
     clock: Clock,
     timeout: Duration,
     max_body: usize,
-    results: mpsc::Sender<Vec<Exchange>>,
+    results: ResultSink,
     counters: Arc<Counters>,
 }
 
@@ -659,29 +724,62 @@ impl Schedule {
     }
 }
 
+/// Shortest and longest final stretch of a wait that the dispatcher spins instead of sleeping.
+const SPIN_MIN: Duration = Duration::from_micros(10);
+const SPIN_MAX: Duration = Duration::from_micros(100);
+
+/// How long to spin before a send that follows the previous one after `gap`: a tenth of the
+/// gap within [`SPIN_MIN`, `SPIN_MAX`], so spinning never takes more than about a tenth of a
+/// core. At 1k/s that is the last 100 µs; at 10k/s only the last 10 µs: a dispatcher spinning
+/// most of each 100 µs gap competes for its core with the runtime that has to send what it
+/// dispatched (on a busy or pinned core that cost milliseconds of lateness), and a thread
+/// that mostly sleeps is scheduled promptly when it wakes.
+fn spin_for(gap: Duration) -> Duration {
+    (gap / 10).clamp(SPIN_MIN, SPIN_MAX)
+}
+
 /// Sleeps until `deadline` with sub-millisecond precision: OS sleep for all but the last
-/// ~100 µs, then a bounded spin.
+/// `spin`, then a bounded spin (see [`spin_for`] and [`precise_timer_slack`]).
 /// Returns `false` if `stop` was triggered first (checked at least every 50 ms).
-fn sleep_until_precise(deadline: Instant, stop: &Stop) -> bool {
+fn sleep_until_precise(deadline: Instant, spin: Duration, stop: &Stop) -> bool {
     loop {
         let now = Instant::now();
         if now >= deadline {
             return true;
         }
         let left = deadline - now;
-        if left > Duration::from_micros(200) {
+        if left > spin + SPIN_MIN {
             if stop.is_stopped() {
                 return false;
             }
-            std::thread::sleep((left - Duration::from_micros(100)).min(Duration::from_millis(50)));
+            std::thread::sleep((left - spin).min(Duration::from_millis(50)));
         } else {
             std::hint::spin_loop();
         }
     }
 }
 
+/// Asks Linux to wake the calling thread from its sleeps without the default 50 µs of timer
+/// slack (writes `/proc/<tid>/timerslack_ns`; `/proc/thread-self` names the thread). Best
+/// effort: elsewhere, or when not allowed, sleeps are just up to 50 µs less precise.
+fn precise_timer_slack() {
+    let set = || -> std::io::Result<()> {
+        let link = std::fs::read_link("/proc/thread-self")?;
+        let tid = link.file_name().ok_or(std::io::ErrorKind::NotFound)?;
+        std::fs::write(
+            std::path::Path::new("/proc")
+                .join(tid)
+                .join("timerslack_ns"),
+            "1",
+        )
+    };
+    if let Err(e) = set() {
+        tracing::debug!(error = %e, "could not lower the dispatcher's timer slack");
+    }
+}
+
 fn dispatch(
-    rx: Receiver<Vec<Item>>,
+    mut rx: mpsc::Receiver<Vec<Item>>,
     ctx: Arc<Ctx>,
     handle: Handle,
     pace: Pace,
@@ -689,67 +787,212 @@ fn dispatch(
     n_targets: u64,
     stop: &Stop,
 ) -> Dispatched {
+    precise_timer_slack();
     let sem = Arc::new(Semaphore::new(max_in_flight));
     let mut schedule = Schedule::new(pace);
     let mut d = Dispatched::default();
     // The schedule starts when the first exchange is ready (opening the tape takes a moment),
     // plus a short lead so that the first sends are not late by construction.
     let mut start: Option<Instant> = None;
-    for item in rx.into_iter().flatten() {
-        if stop.is_stopped() {
-            d.interrupted = true;
-            break;
-        }
-        let start = *start.get_or_insert_with(|| Instant::now() + Duration::from_millis(2));
-        let recorded_at = item.origin.started_at_us;
-        let mut scheduled = match schedule.next(recorded_at) {
-            Some(off) => {
-                let due = start + off;
-                if !sleep_until_precise(due, stop) {
-                    d.interrupted = true;
-                    break;
-                }
-                due
+    let mut prev_due: Option<Instant> = None;
+    'feed: while let Some(batch) = rx.blocking_recv() {
+        for item in batch {
+            if stop.is_stopped() {
+                d.interrupted = true;
+                break 'feed;
             }
-            None => Instant::now(),
-        };
-        let permit = match sem.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => match handle.block_on(sem.clone().acquire_owned()) {
+            let start = *start.get_or_insert_with(|| Instant::now() + Duration::from_millis(2));
+            let recorded_at = item.origin.started_at_us;
+            let mut scheduled = match schedule.next(recorded_at) {
+                Some(off) => {
+                    let due = start + off;
+                    let gap = due.saturating_duration_since(prev_due.unwrap_or(start));
+                    prev_due = Some(due);
+                    if !sleep_until_precise(due, spin_for(gap), stop) {
+                        d.interrupted = true;
+                        break 'feed;
+                    }
+                    due
+                }
+                None => Instant::now(),
+            };
+            let permit = match sem.clone().try_acquire_owned() {
                 Ok(p) => p,
-                Err(_) => break, // semaphore closed: cannot happen, we own it
-            },
-        };
-        let now = Instant::now();
-        if matches!(pace, Pace::Max { .. }) {
-            // Closed loop: a request is due when a slot frees up.
-            scheduled = now;
+                Err(_) => match handle.block_on(sem.clone().acquire_owned()) {
+                    Ok(p) => p,
+                    Err(_) => break 'feed, // semaphore closed: cannot happen, we own it
+                },
+            };
+            let now = Instant::now();
+            if matches!(pace, Pace::Max { .. }) {
+                // Closed loop: a request is due when a slot frees up.
+                scheduled = now;
+            }
+            d.origins += 1;
+            d.first_sched.get_or_insert(scheduled);
+            d.last_sched = Some(scheduled);
+            d.first_sent.get_or_insert(now);
+            d.last_sent = Some(now);
+            ctx.counters.origins.fetch_add(1, Ordering::Relaxed);
+            ctx.counters.sent.fetch_add(n_targets, Ordering::Relaxed);
+            let ctx = ctx.clone();
+            handle.spawn(async move {
+                let group = replay_origin(item, scheduled, &ctx).await;
+                ctx.counters.completed_group(&group);
+                ctx.results.push(group).await;
+                drop(permit);
+            });
         }
-        d.origins += 1;
-        d.first_sched.get_or_insert(scheduled);
-        d.last_sched = Some(scheduled);
-        d.first_sent.get_or_insert(now);
-        d.last_sent = Some(now);
-        ctx.counters.origins.fetch_add(1, Ordering::Relaxed);
-        ctx.counters.sent.fetch_add(n_targets, Ordering::Relaxed);
-        let ctx = ctx.clone();
-        handle.spawn(async move {
-            let group = replay_origin(item, scheduled, &ctx).await;
-            let errors = group.iter().filter(|e| e.error_kind.is_some()).count() as u64;
-            ctx.counters
-                .completed
-                .fetch_add(group.len() as u64, Ordering::Relaxed);
-            ctx.counters.errors.fetch_add(errors, Ordering::Relaxed);
-            // The writer thread only stops after every sender is gone, so this cannot fail
-            // while the run is alive.
-            let _ = ctx.results.send(group).await;
-            drop(permit);
-        });
     }
+    drop(rx);
     drop(ctx);
     // Wait for every in-flight origin.
     let _ = handle.block_on(sem.acquire_many(u32::try_from(max_in_flight).unwrap_or(u32::MAX)));
     d
+}
+
+/// Closed loop: `concurrency` tasks, each sending its next origin as soon as its previous one
+/// completed (so exactly `concurrency` origins are in flight while the tape lasts). An origin is
+/// due (`scheduled`) when its task takes it.
+async fn closed_loop(
+    rx: mpsc::Receiver<Vec<Item>>,
+    ctx: Arc<Ctx>,
+    concurrency: usize,
+    n_targets: u64,
+    stop: &Stop,
+) -> Dispatched {
+    let feed = Arc::new(Feed {
+        inner: tokio::sync::Mutex::new((rx, Vec::new().into_iter())),
+    });
+    let tasks: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (feed, ctx, stop) = (feed.clone(), ctx.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut d = Dispatched::default();
+                loop {
+                    if stop.is_stopped() {
+                        d.interrupted = true;
+                        break;
+                    }
+                    let Some(item) = feed.next().await else {
+                        break;
+                    };
+                    let now = Instant::now();
+                    d.origins += 1;
+                    d.first_sched.get_or_insert(now);
+                    d.last_sched = Some(now);
+                    d.first_sent.get_or_insert(now);
+                    d.last_sent = Some(now);
+                    ctx.counters.origins.fetch_add(1, Ordering::Relaxed);
+                    ctx.counters.sent.fetch_add(n_targets, Ordering::Relaxed);
+                    let group = replay_origin(item, now, &ctx).await;
+                    ctx.counters.completed_group(&group);
+                    ctx.results.push(group).await;
+                }
+                d
+            })
+        })
+        .collect();
+    drop(feed);
+    let mut all = Dispatched::default();
+    for t in tasks {
+        // A panicked task (a bug) loses its own counts only; the run still ends cleanly.
+        let Ok(d) = t.await else { continue };
+        all.origins += d.origins;
+        all.interrupted |= d.interrupted;
+        all.first_sched = min_some(all.first_sched, d.first_sched);
+        all.first_sent = min_some(all.first_sent, d.first_sent);
+        all.last_sched = all.last_sched.max(d.last_sched);
+        all.last_sent = all.last_sent.max(d.last_sent);
+    }
+    all
+}
+
+fn min_some(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The reader's queue shared by the closed-loop tasks: batches are unpacked one origin at a time.
+struct Feed {
+    inner: tokio::sync::Mutex<(mpsc::Receiver<Vec<Item>>, std::vec::IntoIter<Item>)>,
+}
+
+impl Feed {
+    /// The next origin; `None` when the reader is done.
+    async fn next(&self) -> Option<Item> {
+        let mut guard = self.inner.lock().await;
+        let (rx, batch) = &mut *guard;
+        loop {
+            if let Some(item) = batch.next() {
+                return Some(item);
+            }
+            *batch = rx.recv().await?.into_iter();
+        }
+    }
+}
+
+/// Collects result groups into batches for the writer thread (one wake-up per batch instead of
+/// per request). Groups are never split, so an origin's results stay adjacent on the tape.
+struct ResultSink {
+    /// The batch being filled and the queue to the writer (`None` once closed).
+    state: Mutex<(ResultBatch, Option<ResultTx>)>,
+}
+
+impl ResultSink {
+    fn new(tx: ResultTx) -> Self {
+        Self {
+            state: Mutex::new((Vec::with_capacity(RESULT_BATCH), Some(tx))),
+        }
+    }
+
+    /// Takes the batch (if `full_only`, only when it is full) and a sender to hand it over.
+    fn take(&self, full_only: bool, close: bool) -> Option<(ResultBatch, ResultTx)> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (batch, tx) = &mut *st;
+        let ready = !batch.is_empty() && (!full_only || batch.len() >= RESULT_BATCH);
+        let tx = if close { tx.take() } else { tx.clone() }?;
+        ready.then(|| {
+            (
+                std::mem::replace(batch, Vec::with_capacity(RESULT_BATCH)),
+                tx,
+            )
+        })
+    }
+
+    /// Adds one origin's results; hands the batch over when it is full (waits while the
+    /// writer's queue is full: replay never drops a result).
+    async fn push(&self, group: Vec<Exchange>) {
+        {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.0.push(group);
+            if st.0.len() < RESULT_BATCH {
+                return;
+            }
+        }
+        self.send(self.take(true, false)).await;
+    }
+
+    /// Hands over a partial batch.
+    async fn flush(&self) {
+        self.send(self.take(false, false)).await;
+    }
+
+    /// Hands over the rest and drops the queue's last sender (the writer thread then ends).
+    /// Call after every origin has pushed its results.
+    async fn close(&self) {
+        self.send(self.take(false, true)).await;
+    }
+
+    async fn send(&self, batch: Option<(ResultBatch, ResultTx)>) {
+        if let Some((batch, tx)) = batch {
+            // The writer thread only stops after the last sender is gone, so this cannot
+            // fail while the run is alive.
+            let _ = tx.send(batch).await;
+        }
+    }
 }
 
 /// Sends one origin to every target at the same scheduled instant; results in target order.
@@ -885,13 +1128,84 @@ mod tests {
     }
 
     #[test]
+    fn result_sink_batches_keeps_groups_whole_and_closes() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (tx, mut rx) = mpsc::channel::<ResultBatch>(RESULT_QUEUE);
+            let sink = ResultSink::new(tx);
+            let n = RESULT_BATCH * 2 + 5;
+            for i in 0..n {
+                let group = vec![
+                    Exchange {
+                        path: format!("/{i}"),
+                        ..Exchange::default()
+                    };
+                    2
+                ];
+                sink.push(group).await;
+            }
+            // Two full batches went out on their own; the rest waits for a flush.
+            let mut sizes = Vec::new();
+            while let Ok(b) = rx.try_recv() {
+                sizes.push(b.len());
+            }
+            assert_eq!(sizes, [RESULT_BATCH, RESULT_BATCH]);
+            sink.flush().await;
+            let rest = rx.try_recv().expect("flushed");
+            assert_eq!(rest.len(), 5);
+            assert!(rest.iter().all(|g| g.len() == 2 && g[0].path == g[1].path));
+            sink.flush().await; // nothing pending: nothing sent
+            assert!(rx.try_recv().is_err());
+            sink.push(vec![Exchange::default()]).await;
+            sink.close().await;
+            assert_eq!(rx.recv().await.map(|b| b.len()), Some(1));
+            assert!(rx.recv().await.is_none(), "closing drops the last sender");
+        });
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn dispatcher_thread_gets_a_precise_timer_slack() {
+        let got = std::thread::spawn(|| {
+            precise_timer_slack();
+            let link = std::fs::read_link("/proc/thread-self").expect("thread-self");
+            let tid = link.file_name().expect("tid").to_owned();
+            std::fs::read_to_string(
+                std::path::Path::new("/proc")
+                    .join(tid)
+                    .join("timerslack_ns"),
+            )
+            .expect("read slack")
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(got.trim(), "1");
+        // Only that thread: the process keeps the default.
+        let main = std::fs::read_to_string("/proc/self/timerslack_ns").expect("read");
+        assert_ne!(main.trim(), "1");
+    }
+
+    #[test]
     fn precise_sleep_is_not_early() {
         let d = Instant::now() + Duration::from_millis(3);
-        assert!(sleep_until_precise(d, &Stop::new()));
+        assert!(sleep_until_precise(d, SPIN_MAX, &Stop::new()));
         assert!(Instant::now() >= d);
         let stop = Stop::new();
         stop.stop();
         let far = Instant::now() + Duration::from_secs(60);
-        assert!(!sleep_until_precise(far, &stop), "a stop ends the wait");
+        assert!(
+            !sleep_until_precise(far, SPIN_MIN, &stop),
+            "a stop ends the wait"
+        );
+        assert_eq!(
+            spin_for(Duration::from_millis(1)),
+            Duration::from_micros(100)
+        );
+        assert_eq!(spin_for(Duration::from_micros(100)), SPIN_MIN);
+        assert_eq!(spin_for(Duration::ZERO), SPIN_MIN);
+        assert_eq!(spin_for(Duration::from_secs(1)), SPIN_MAX);
     }
 }

@@ -38,6 +38,17 @@ struct Recorder {
 
 impl Recorder {
     fn start(upstream: &str, tape: &Path, logs: &Path, extra: &[&str]) -> Recorder {
+        Recorder::start_with_admin(upstream, tape, logs, "off", extra)
+    }
+
+    /// Like [`Recorder::start`], with the admin listener on `admin` (`host:port` or `off`).
+    fn start_with_admin(
+        upstream: &str,
+        tape: &Path,
+        logs: &Path,
+        admin: &str,
+        extra: &[&str],
+    ) -> Recorder {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec![
@@ -49,7 +60,7 @@ impl Recorder {
             "--tape",
             s(tape),
             "--admin",
-            "off",
+            admin,
             "--grace-period",
             "2s",
             "--threads",
@@ -971,22 +982,121 @@ fn slowloris_does_not_starve_other_clients() {
     assert!(!tape.iter().any(|e| e.path.starts_with("/loris/")));
 }
 
+/// A `tapedeck record` with its admin listener on, for `/metrics`.
+fn recorder_with_metrics(up: &BadUpstream, dir: &Path, extra: &[&str]) -> (Recorder, String) {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let rec = Recorder::start_with_admin(&up.url(), &dir.join("tape"), dir, &admin, extra);
+    let addr: SocketAddr = admin.parse().expect("admin addr");
+    assert!(wait_for_port(addr, STARTUP), "admin listener did not start");
+    (rec, format!("http://{admin}/metrics"))
+}
+
+/// The value of one sample line (`name{labels}`) of a Prometheus text page.
+fn metric(metrics_url: &str, sample: &str) -> Option<u64> {
+    let (status, text) = curl(&[metrics_url]);
+    assert_eq!(status, 200, "{text}");
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Reads from `c` until the peer closes (`Some(bytes received)`) or `limit` passes (`None`).
+fn read_until_closed(c: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    c.set_read_timeout(Some(Duration::from_millis(100))).ok();
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match c.read(&mut buf) {
+            Ok(0) => return Some(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(out),
+        }
+    }
+    None
+}
+
+/// Reads one whole Content-Length response from a keep-alive connection.
+fn read_response(c: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    c.set_read_timeout(Some(Duration::from_millis(100))).ok();
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline && !response_complete(&out) {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    out
+}
+
 #[test]
-#[ignore = "pingora 0.9 bounds each header read (60 s), not the whole head: a client that \
-            trickles a byte every 100 ms is only stopped by the 1 MiB head limit. Needs a \
-            wrapper around the accepted stream; see the faults report."]
 fn slowloris_headers_are_cut_off_by_the_header_timeout() {
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::start(
-        &up.url(),
-        &dir.path().join("tape"),
-        dir.path(),
-        &["--header-timeout", "2s"],
-    );
+    let (rec, metrics) = recorder_with_metrics(&up, dir.path(), &["--header-timeout", "1s"]);
+
+    // Four clients trickling a header byte every 100 ms, forever: each read is quick, the head
+    // never ends. All are cut off.
     let stop = Arc::new(AtomicBool::new(false));
     let closed = Arc::new(AtomicUsize::new(0));
     let lorises = start_lorises(rec.port, 4, &stop, &closed);
+
+    // One more that watches what it gets back: a 408, then the close.
+    let mut c = TcpStream::connect(("127.0.0.1", rec.port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_millis(100))).ok();
+    let head = b"GET /loris/watched HTTP/1.1\r\nhost: t\r\nx-slow: ";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let mut eof = false;
+    for b in head.iter().chain(std::iter::repeat(&b'a')) {
+        if Instant::now() > deadline || c.write_all(&[*b]).is_err() {
+            break;
+        }
+        match c.read(&mut buf) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {} // nothing yet (the read timeout paces the trickle)
+        }
+    }
+    if !eof {
+        answer.extend(read_until_closed(&mut c, Duration::from_secs(10)).unwrap_or_default());
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "the trickling client got {text:?}"
+    );
+
+    // A client that connects and says nothing is closed too, without a response.
+    let mut silent = TcpStream::connect(("127.0.0.1", rec.port)).expect("connect");
+    let got = read_until_closed(&mut silent, Duration::from_secs(20));
+    assert_eq!(
+        got.as_deref(),
+        Some(&b""[..]),
+        "silent client not closed silently"
+    );
+
     let all_cut = wait_until(Duration::from_secs(20), || {
         closed.load(Ordering::Relaxed) == 4
     });
@@ -999,7 +1109,132 @@ fn slowloris_headers_are_cut_off_by_the_header_timeout() {
         "only {} of 4 slowloris connections were cut off",
         closed.load(Ordering::Relaxed)
     );
-    drop(rec);
+
+    // The proxy is healthy, counted every cut, and recorded none of them.
+    let (st, body) = curl(&[&rec.url("/after")]);
+    assert_eq!((st, body.as_str()), (200, "ok /after"));
+    assert_eq!(
+        metric(&metrics, "tapedeck_client_timeouts_total{phase=\"header\"}"),
+        Some(6)
+    );
+    let tape = rec.stop();
+    assert!(!tape.iter().any(|e| e.path.starts_with("/loris/")));
+    assert_eq!(tape.iter().filter(|e| e.path == "/after").count(), 1);
+}
+
+#[test]
+fn slow_request_bodies_are_not_cut_by_the_head_deadline_but_a_stalled_one_is() {
+    let up = BadUpstream::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rec, metrics) = recorder_with_metrics(&up, dir.path(), &["--header-timeout", "1s"]);
+
+    // A fast head, then a body in 10 pieces 300 ms apart: 3 s in all, three header-timeouts,
+    // but never a 1 s pause. It goes through whole.
+    let mut c = TcpStream::connect(("127.0.0.1", rec.port)).expect("connect");
+    c.write_all(b"POST /discard HTTP/1.1\r\nhost: t\r\ncontent-length: 40\r\n\r\n")
+        .expect("head");
+    for i in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        c.write_all(format!("{i:04}").as_bytes())
+            .expect("body piece");
+    }
+    let resp = read_response(&mut c, Duration::from_secs(20));
+    let text = String::from_utf8_lossy(&resp);
+    assert_eq!(first_status(&resp), 200, "{text}");
+    assert!(text.ends_with("ok 40"), "{text}");
+
+    // The same connection is reused for the next request after the slow upload.
+    c.write_all(b"GET /next HTTP/1.1\r\nhost: t\r\n\r\n")
+        .expect("next");
+    let resp = read_response(&mut c, Duration::from_secs(20));
+    assert!(String::from_utf8_lossy(&resp).ends_with("ok /next"));
+
+    // A body that stops for longer than the header timeout is cut (pingora's per-read
+    // timeout): no response, the connection closed, counted as a body timeout.
+    let mut c = TcpStream::connect(("127.0.0.1", rec.port)).expect("connect");
+    c.write_all(b"POST /discard HTTP/1.1\r\nhost: t\r\ncontent-length: 40\r\n\r\nonly part")
+        .expect("head");
+    let got = read_until_closed(&mut c, Duration::from_secs(20));
+    assert!(got.is_some(), "a stalled body upload was not cut off");
+    assert_eq!(
+        metric(&metrics, "tapedeck_client_timeouts_total{phase=\"body\"}"),
+        Some(1)
+    );
+    assert_eq!(
+        metric(&metrics, "tapedeck_client_timeouts_total{phase=\"header\"}"),
+        Some(0)
+    );
+    let tape = rec.stop();
+    let uploads: Vec<_> = tape.iter().filter(|e| e.path == "/discard").collect();
+    assert_eq!(uploads.len(), 2, "{uploads:?}");
+    assert!(
+        uploads
+            .iter()
+            .any(|e| e.status == Some(200) && e.req_body_size == 40)
+    );
+}
+
+#[test]
+fn idle_keepalive_connections_are_closed_after_the_idle_timeout() {
+    let up = BadUpstream::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rec, metrics) = recorder_with_metrics(
+        &up,
+        dir.path(),
+        &["--header-timeout", "1s", "--idle-timeout", "4s"],
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", rec.port)).expect("connect");
+    c.write_all(b"GET /first HTTP/1.1\r\nhost: t\r\n\r\n")
+        .expect("first");
+    let resp = read_response(&mut c, Duration::from_secs(20));
+    assert!(String::from_utf8_lossy(&resp).ends_with("ok /first"));
+    // Idle for longer than the header timeout, shorter than the idle timeout: the connection
+    // is still there (the wait for a request's first byte is idle time, not head time).
+    std::thread::sleep(Duration::from_millis(1500));
+    c.write_all(b"GET /second HTTP/1.1\r\nhost: t\r\n\r\n")
+        .expect("second");
+    let resp = read_response(&mut c, Duration::from_secs(20));
+    assert!(
+        String::from_utf8_lossy(&resp).ends_with("ok /second"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    // Then idle for good: closed, without a response, well within the loose bound.
+    let got = read_until_closed(&mut c, Duration::from_secs(30));
+    assert_eq!(
+        got.as_deref(),
+        Some(&b""[..]),
+        "idle keep-alive connection not closed"
+    );
+    // An HTTP/2 (h2c) connection is not under the head deadline: two requests on one
+    // connection with a pause longer than the header timeout in between, nothing cut.
+    let base = rec.url("");
+    let versions = rt().block_on(async move {
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<Full<Bytes>>();
+        let mut versions = Vec::new();
+        for (i, pause) in [(0, 0), (1, 1500)] {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let req = hyper::Request::get(format!("{base}/h2/{i}"))
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+                .await
+                .expect("h2c request in time")
+                .expect("h2c request");
+            versions.push((resp.status().as_u16(), resp.version()));
+        }
+        versions
+    });
+    assert_eq!(versions, vec![(200, hyper::Version::HTTP_2); 2]);
+    // Idle closes are routine, not slow clients; and no h2 connection was cut.
+    assert_eq!(
+        metric(&metrics, "tapedeck_client_timeouts_total{phase=\"header\"}"),
+        Some(0)
+    );
+    let tape = rec.stop();
+    assert_eq!(tape.len(), 4);
 }
 
 #[test]
@@ -1396,4 +1631,88 @@ fn request_heads_over_64_kib_get_431_and_never_reach_the_upstream() {
         tape.iter()
             .any(|e| e.path == "/mid-header" && e.status == Some(200))
     );
+}
+
+/// Issue 8: a tape whose later file is damaged (a truncated sealed file, a garbage spool
+/// segment) is refused before anything is sent: exit 2, the error names the file, and the target
+/// sees no request (replay used to send the good file's requests first). With `--skip-corrupt`
+/// the good file is replayed.
+#[test]
+fn replay_refuses_a_damaged_later_file_before_sending_anything() {
+    for kind in ["truncated-parquet", "garbage-spool"] {
+        let up = TestServer::start(|_| Reply::json("{}"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tape = dir.path().join("tape");
+        let files = sealed_tape(&tape, 20);
+        let good = files.first().expect("a sealed file").clone();
+        let bad = match kind {
+            "truncated-parquet" => {
+                let bytes = std::fs::read(&good).expect("read");
+                let bad = good.with_file_name("zz-later.parquet");
+                std::fs::write(&bad, &bytes[..bytes.len() / 2]).expect("write");
+                bad
+            }
+            _ => {
+                let spool = tape.join("spool");
+                std::fs::create_dir_all(&spool).expect("spool dir");
+                let bad = spool.join("zz-later.arrows");
+                std::fs::write(&bad, vec![0xab; 4096]).expect("write");
+                bad
+            }
+        };
+        let name = bad
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let run_dir = dir.path().join("run");
+        let target = format!("candidate={}", up.url());
+        let args = [
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&run_dir),
+            "--target",
+            &target,
+            "--pace",
+            "max",
+            "--json",
+        ];
+        let out = run(&args, T);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "replay {kind}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(name.as_str()),
+            "replay {kind} does not name {name}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            up.requests().len(),
+            0,
+            "replay {kind} sent requests before refusing the tape"
+        );
+
+        let _ = std::fs::remove_dir_all(&run_dir);
+        let mut skip = args.to_vec();
+        skip.push("--skip-corrupt");
+        let out = run(&skip, T);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "replay --skip-corrupt {kind}: {}",
+            stderr(&out)
+        );
+        let mut paths: Vec<String> = up.requests().into_iter().map(|r| r.uri).collect();
+        paths.sort();
+        let mut want: Vec<String> = (0..20).map(|i| format!("/c/{i}")).collect();
+        want.sort();
+        assert_eq!(paths, want, "{kind}");
+        assert_eq!(read_tape(&run_dir).len(), 20, "{kind}");
+    }
 }

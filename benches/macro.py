@@ -206,6 +206,9 @@ def bench_proxy(args, tmp, lines):
     up_port = free_port()
     with open(os.path.join(tmp, "large.json"), "w") as f:
         f.write(LARGE_BODY)
+    # nginx started as root serves files as its unprivileged worker user: make the file readable.
+    os.chmod(tmp, 0o755)
+    os.chmod(os.path.join(tmp, "large.json"), 0o644)
     upstream = start_nginx(NGINX_UPSTREAM.format(dir=tmp, port=up_port, small=SMALL_BODY.replace("'", "")),
                            "upstream", tmp, 1)
     assert wait_port(up_port), "upstream nginx did not start"
@@ -218,6 +221,9 @@ def bench_proxy(args, tmp, lines):
                 for rep in range(args.reps):
                     for kind in rows:
                         r = run_proxy_case(args, tmp, kind, up_port, path, conns, rep)
+                        if r.get("non2xx"):
+                            raise RuntimeError(f"{kind} {path}: {r['non2xx']} responses were not 2xx: "
+                                               "the comparison would measure errors")
                         rows[kind].append(r)
                         extra[kind]["cpu"].append(r.get("cpu_s"))
                         extra[kind]["rss"].append(r.get("rss_mib"))
@@ -456,6 +462,8 @@ def main():
     ap.add_argument("--sections", default="proxy,half,replay,memory")
     ap.add_argument("--reps", type=int, help="override repetitions")
     ap.add_argument("--seconds", type=int, help="override seconds per load run")
+    ap.add_argument("--paths", help="override proxy paths, e.g. /large")
+    ap.add_argument("--conns", help="override proxy connection counts, e.g. 16,64")
     args = ap.parse_args()
     if args.smoke:
         args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 2, 1, [16], ["/small"], [1000], 20_000
@@ -464,6 +472,10 @@ def main():
     over = ap.parse_args()
     args.reps = over.reps or args.reps
     args.seconds = over.seconds or args.seconds
+    if over.paths:
+        args.paths = over.paths.split(",")
+    if over.conns:
+        args.conns = [int(c) for c in over.conns.split(",")]
     sections = args.sections.split(",")
     lines = []
     with tempfile.TemporaryDirectory(prefix="tapedeck-bench-") as tmp:

@@ -224,7 +224,12 @@ impl std::fmt::Debug for TestServer {
 impl TestServer {
     /// Starts a server that answers every request with `handler`.
     pub fn start(handler: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> TestServer {
-        let handler: Handler = Arc::new(handler);
+        TestServer::spawn(Arc::new(handler), None)
+    }
+
+    /// The server thread: accepts on a loopback port, optionally does a TLS handshake, and
+    /// serves each connection with hyper (HTTP/1.1, h2c or ALPN h2) until dropped.
+    fn spawn(handler: Handler, tls: Option<tokio_rustls::TlsAcceptor>) -> TestServer {
         let received = Arc::new(Mutex::new(Vec::new()));
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -243,18 +248,17 @@ impl TestServer {
                     tokio::select! {
                         _ = &mut rx => break,
                         accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let handler = handler.clone();
-                            let rec = rec.clone();
+                            let Ok((tcp, _)) = accepted else { continue };
+                            let (tls, handler, rec) = (tls.clone(), handler.clone(), rec.clone());
                             tokio::spawn(async move {
-                                let svc = hyper::service::service_fn(move |req| {
-                                    serve_one(req, handler.clone(), rec.clone())
-                                });
-                                let _ = hyper_util::server::conn::auto::Builder::new(
-                                    hyper_util::rt::TokioExecutor::new(),
-                                )
-                                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc)
-                                .await;
+                                match tls {
+                                    None => serve_connection(tcp, None, handler, rec).await,
+                                    Some(acceptor) => {
+                                        let Ok(stream) = acceptor.accept(tcp).await else { return };
+                                        let sni = stream.get_ref().1.server_name().unwrap_or_default().to_owned();
+                                        serve_connection(stream, Some(sni), handler, rec).await;
+                                    }
+                                }
                             });
                         }
                     }
@@ -289,6 +293,30 @@ impl Drop for TestServer {
             let _ = t.join();
         }
     }
+}
+
+/// Serves one accepted connection; `sni` (TLS only) is added to each request as
+/// [`TLS_SNI_HEADER`].
+async fn serve_connection<S>(
+    stream: S,
+    sni: Option<String>,
+    handler: Handler,
+    rec: Arc<Mutex<Vec<Received>>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        if let Some(v) = sni
+            .as_deref()
+            .and_then(|s| hyper::header::HeaderValue::from_str(s).ok())
+        {
+            req.headers_mut().insert(TLS_SNI_HEADER, v);
+        }
+        serve_one(req, handler.clone(), rec.clone())
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc)
+        .await;
 }
 
 async fn serve_one(
@@ -530,54 +558,7 @@ impl TestServer {
             .expect("server certificate and key");
         cfg.alpn_protocols = tls.alpn.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-
-        let handler: Handler = Arc::new(handler);
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("local addr");
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let rec = received.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("test server runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                loop {
-                    tokio::select! {
-                        _ = &mut rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((tcp, _)) = accepted else { continue };
-                            let (acceptor, handler, rec) = (acceptor.clone(), handler.clone(), rec.clone());
-                            tokio::spawn(async move {
-                                let Ok(stream) = acceptor.accept(tcp).await else { return };
-                                let sni = stream.get_ref().1.server_name().unwrap_or_default().to_owned();
-                                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                                    if let Ok(v) = hyper::header::HeaderValue::from_str(&sni) {
-                                        req.headers_mut().insert(TLS_SNI_HEADER, v);
-                                    }
-                                    serve_one(req, handler.clone(), rec.clone())
-                                });
-                                let _ = hyper_util::server::conn::auto::Builder::new(
-                                    hyper_util::rt::TokioExecutor::new(),
-                                )
-                                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc)
-                                .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
-        TestServer {
-            addr,
-            received,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        }
+        TestServer::spawn(Arc::new(handler), Some(acceptor))
     }
 
     /// `https://127.0.0.1:PORT`

@@ -528,24 +528,8 @@ fn response_complete(buf: &[u8]) -> bool {
 /// or everything up to the close (bounded by `limit`).
 fn raw_exchange(port: u16, request: &[u8], limit: Duration) -> Vec<u8> {
     let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    c.set_read_timeout(Some(Duration::from_millis(200))).ok();
     let _ = c.write_all(request);
-    let deadline = Instant::now() + limit;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    while Instant::now() < deadline && !response_complete(&out) {
-        match c.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break,
-        }
-    }
-    out
+    read_response(&mut c, limit)
 }
 
 fn status_of(resp: &[u8]) -> u16 {
@@ -1025,7 +1009,7 @@ fn read_until_closed(c: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
     None
 }
 
-/// Reads one whole Content-Length response from a keep-alive connection.
+/// Reads one whole response (or everything up to the close, bounded by `limit`) from `c`.
 fn read_response(c: &mut TcpStream, limit: Duration) -> Vec<u8> {
     c.set_read_timeout(Some(Duration::from_millis(100))).ok();
     let deadline = Instant::now() + limit;

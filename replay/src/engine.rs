@@ -662,6 +662,19 @@ struct Dispatched {
     last_sent: Option<Instant>,
 }
 
+impl Dispatched {
+    /// Notes one origin sent to `n_targets` targets, due at `scheduled` and sent at `now`.
+    fn sent(&mut self, scheduled: Instant, now: Instant, ctx: &Ctx, n_targets: u64) {
+        self.origins += 1;
+        self.first_sched.get_or_insert(scheduled);
+        self.last_sched = Some(scheduled);
+        self.first_sent.get_or_insert(now);
+        self.last_sent = Some(now);
+        ctx.counters.origins.fetch_add(1, Ordering::Relaxed);
+        ctx.counters.sent.fetch_add(n_targets, Ordering::Relaxed);
+    }
+}
+
 /// Computes each origin's send offset from the start of the run.
 #[derive(Debug)]
 struct Schedule {
@@ -803,7 +816,7 @@ fn dispatch(
             }
             let start = *start.get_or_insert_with(|| Instant::now() + Duration::from_millis(2));
             let recorded_at = item.origin.started_at_us;
-            let mut scheduled = match schedule.next(recorded_at) {
+            let scheduled = match schedule.next(recorded_at) {
                 Some(off) => {
                     let due = start + off;
                     let gap = due.saturating_duration_since(prev_due.unwrap_or(start));
@@ -823,18 +836,7 @@ fn dispatch(
                     Err(_) => break 'feed, // semaphore closed: cannot happen, we own it
                 },
             };
-            let now = Instant::now();
-            if matches!(pace, Pace::Max { .. }) {
-                // Closed loop: a request is due when a slot frees up.
-                scheduled = now;
-            }
-            d.origins += 1;
-            d.first_sched.get_or_insert(scheduled);
-            d.last_sched = Some(scheduled);
-            d.first_sent.get_or_insert(now);
-            d.last_sent = Some(now);
-            ctx.counters.origins.fetch_add(1, Ordering::Relaxed);
-            ctx.counters.sent.fetch_add(n_targets, Ordering::Relaxed);
+            d.sent(scheduled, Instant::now(), &ctx, n_targets);
             let ctx = ctx.clone();
             handle.spawn(async move {
                 let group = replay_origin(item, scheduled, &ctx).await;
@@ -877,14 +879,9 @@ async fn closed_loop(
                     let Some(item) = feed.next().await else {
                         break;
                     };
+                    // Closed loop: an origin is due when a task takes it.
                     let now = Instant::now();
-                    d.origins += 1;
-                    d.first_sched.get_or_insert(now);
-                    d.last_sched = Some(now);
-                    d.first_sent.get_or_insert(now);
-                    d.last_sent = Some(now);
-                    ctx.counters.origins.fetch_add(1, Ordering::Relaxed);
-                    ctx.counters.sent.fetch_add(n_targets, Ordering::Relaxed);
+                    d.sent(now, now, &ctx, n_targets);
                     let group = replay_origin(item, now, &ctx).await;
                     ctx.counters.completed_group(&group);
                     ctx.results.push(group).await;

@@ -8,6 +8,7 @@ mod bench;
 mod check;
 mod diff;
 mod faults;
+mod fresh_machine;
 mod har;
 mod inspect;
 mod objstore;

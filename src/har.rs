@@ -721,6 +721,8 @@ pub(crate) struct ImportArgs {
     /// `source` label of the imported exchanges (entries exported by tapedeck keep theirs).
     #[arg(long, default_value = "har", value_name = "LABEL")]
     source: String,
+    #[command(flatten)]
+    redact: crate::flags::RedactArgs,
 }
 
 /// Reads and parses a HAR file.
@@ -731,16 +733,19 @@ fn read_har(path: &std::path::Path) -> anyhow::Result<Har> {
 }
 
 pub(crate) fn run_import(args: ImportArgs) -> anyhow::Result<u8> {
+    let redactor = args.redact.redactor()?;
     let har = read_har(&args.file)?;
     // Convert everything first: a bad entry writes nothing.
     let mut exchanges = Vec::with_capacity(har.log.entries.len());
     for (i, e) in har.log.entries.into_iter().enumerate() {
-        let ex = entry_to_exchange(e, &args.source).with_context(|| {
+        let mut ex = entry_to_exchange(e, &args.source).with_context(|| {
             format!(
                 "{} is not a valid HAR file: log.entries[{i}]",
                 args.file.display()
             )
         })?;
+        // The same redaction as `record`: no secret from a HAR file reaches the tape.
+        crate::flags::redact(&redactor, &mut ex);
         exchanges.push(ex);
     }
     let writer = TapeWriter::builder(&args.tape)
@@ -792,15 +797,7 @@ pub(crate) struct ExportArgs {
 }
 
 fn parse_time(s: &str) -> anyhow::Result<i64> {
-    let s = s.trim();
-    if let Ok(us) = s.parse::<i64>() {
-        return Ok(us);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_micros())
-        .with_context(|| {
-            format!("`{s}` is neither RFC 3339 (2026-01-01T10:00:00Z) nor µs since the epoch")
-        })
+    Ok(tapedeck_common::parse::parse_time(s)?)
 }
 
 pub(crate) fn run_export(args: ExportArgs) -> anyhow::Result<u8> {

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod demo;
 mod diff;
+mod flags;
 mod har;
 mod inspect;
 mod record;

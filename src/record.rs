@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use tapedeck_common::RedactMode;
 use tapedeck_proxy::config::NumOrText;
-use tapedeck_proxy::{RawConfig, Recorder, RedactMode};
+use tapedeck_proxy::{RawConfig, Recorder};
 
 use crate::util::thousands;
 
@@ -109,27 +110,8 @@ pub(crate) struct Args {
     /// Speak HTTP/2 prior knowledge (h2c) to a plaintext upstream (e.g. gRPC servers).
     #[arg(long)]
     upstream_h2c: bool,
-    /// Also redact this header (repeatable; authorization, cookie, set-cookie, x-api-key… always).
-    #[arg(long = "redact-header", value_name = "NAME")]
-    redact_headers: Vec<String>,
-    /// Redact this query parameter (repeatable; also in form bodies).
-    #[arg(long = "redact-query", value_name = "NAME")]
-    redact_query: Vec<String>,
-    /// Redact JSON body fields at this path (repeatable): $.password, $..card_number.
-    #[arg(long = "redact-json", value_name = "PATH")]
-    redact_json: Vec<String>,
-    /// Redact matches of this regex in bodies (repeatable).
-    #[arg(long = "redact-regex", value_name = "REGEX")]
-    redact_regex: Vec<String>,
-    /// `mask` (placeholder) or `hash` (keyed HMAC-SHA256 token) [default: mask].
-    #[arg(long, value_name = "MODE")]
-    redact_mode: Option<String>,
-    /// Environment variable with the hash key [default: TAPEDECK_REDACT_KEY].
-    #[arg(long, value_name = "VAR")]
-    redact_key_env: Option<String>,
-    /// File with the hash key.
-    #[arg(long, value_name = "FILE")]
-    redact_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    redact: crate::flags::RedactArgs,
     /// Fraction of exchanges to record, 0.0–1.0 [default: 1.0].
     #[arg(long, value_name = "RATE")]
     sample: Option<f64>,
@@ -160,12 +142,6 @@ fn text(v: Option<String>) -> Option<NumOrText> {
 
 impl Args {
     fn into_raw(self) -> anyhow::Result<(Option<PathBuf>, RawConfig)> {
-        let redact_mode = match self.redact_mode.as_deref() {
-            None => None,
-            Some("mask") => Some(RedactMode::Mask),
-            Some("hash") => Some(RedactMode::Hash),
-            Some(other) => anyhow::bail!("invalid --redact-mode `{other}`: use mask or hash"),
-        };
         let raw = RawConfig {
             listen: self.listen,
             upstream: self.upstream,
@@ -192,13 +168,13 @@ impl Args {
             upstream_sni: self.upstream_sni,
             upstream_insecure: self.upstream_insecure.then_some(true),
             upstream_h2c: self.upstream_h2c.then_some(true),
-            redact_headers: list(self.redact_headers),
-            redact_query: list(self.redact_query),
-            redact_json: list(self.redact_json),
-            redact_regex: list(self.redact_regex),
-            redact_mode,
-            redact_key_env: self.redact_key_env,
-            redact_key_file: self.redact_key_file,
+            redact_headers: list(self.redact.redact_headers),
+            redact_query: list(self.redact.redact_query),
+            redact_json: list(self.redact.redact_json),
+            redact_regex: list(self.redact.redact_regex),
+            redact_mode: self.redact.redact_mode.map(RedactMode::from),
+            redact_key_env: self.redact.redact_key_env,
+            redact_key_file: self.redact.redact_key_file,
             sample: self.sample,
             sample_key: self.sample_key,
             include_methods: list(self.include_methods),

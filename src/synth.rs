@@ -29,9 +29,12 @@ pub(crate) struct Args {
     /// `source` label of the exchanges.
     #[arg(long, default_value = "synthetic")]
     source: String,
+    #[command(flatten)]
+    redact: crate::flags::RedactArgs,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
+    let redactor = args.redact.redactor()?;
     let mut cfg = SynthConfig {
         count: args.count,
         seed: args.seed,
@@ -46,7 +49,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         .when_full(WhenFull::Block)
         .open()
         .with_context(|| format!("opening tape {}", args.out.display()))?;
-    for ex in generate(&cfg) {
+    for mut ex in generate(&cfg) {
+        crate::flags::redact(&redactor, &mut ex);
         writer.append(ex).context("writing exchange")?;
     }
     let stats = writer.close().context("closing tape")?;

@@ -31,7 +31,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tapedeck_proxy::{Redactor, RedactorBuilder, RuleRedactor};
+use tapedeck_common::{RedactRules, Redactor, RuleRedactor};
 use tapedeck_storage::{Exchange, Filter, Tape, TapeWriter, WhenFull, flags};
 use uuid::Uuid;
 
@@ -74,15 +74,10 @@ pub(crate) struct Args {
     /// Bundle at most this many failing origins per route (each with all its targets' rows).
     #[arg(long, default_value_t = 20, value_name = "N")]
     max_per_route: usize,
-    /// Also mask this header in the bundled exchanges and curl commands (repeatable).
-    #[arg(long = "redact-header", value_name = "NAME")]
-    redact_headers: Vec<String>,
-    /// Also mask this JSON body field, e.g. '$.user.email' or '$..token' (repeatable).
-    #[arg(long = "redact-json", value_name = "PATH")]
-    redact_json: Vec<String>,
-    /// Also mask this query parameter (repeatable).
-    #[arg(long = "redact-query", value_name = "NAME")]
-    redact_query: Vec<String>,
+    /// What to mask in the bundled exchanges, curl commands and excerpts, on top of what the
+    /// tape's recorder already redacted.
+    #[command(flatten)]
+    redact: crate::flags::RedactArgs,
     /// Extra label for ticket.json (repeatable).
     #[arg(long = "label", value_name = "LABEL")]
     labels: Vec<String>,
@@ -95,9 +90,7 @@ pub(crate) struct TicketOptions {
     pub(crate) out: PathBuf,
     pub(crate) run: Option<PathBuf>,
     pub(crate) max_per_route: usize,
-    pub(crate) redact_headers: Vec<String>,
-    pub(crate) redact_json: Vec<String>,
-    pub(crate) redact_query: Vec<String>,
+    pub(crate) redact: RedactRules,
     pub(crate) labels: Vec<String>,
 }
 
@@ -109,9 +102,7 @@ impl TicketOptions {
             out: out.to_path_buf(),
             run: None,
             max_per_route: 20,
-            redact_headers: Vec::new(),
-            redact_json: Vec::new(),
-            redact_query: Vec::new(),
+            redact: RedactRules::default(),
             labels: Vec::new(),
         }
     }
@@ -638,19 +629,9 @@ fn excerpt(s: &str, max: usize) -> String {
 
 /// The redactor for the bundle: the default sensitive headers plus the user's rules.
 fn build_redactor(opts: &TicketOptions) -> anyhow::Result<RuleRedactor> {
-    let mut b = RedactorBuilder::new();
-    for h in &opts.redact_headers {
-        b = b.header(h);
-    }
-    for q in &opts.redact_query {
-        b = b.query_param(q);
-    }
-    for p in &opts.redact_json {
-        b = b
-            .json_path(p)
-            .with_context(|| format!("--redact-json {p}"))?;
-    }
-    Ok(b.build())
+    opts.redact
+        .build(tapedeck_common::redact::DEFAULT_DECODED_LIMIT)
+        .map_err(|e| anyhow::anyhow!("--{}: {e}", e.key()))
 }
 
 /// The last field name of a JSON path: `$.user.email` → `email`, `$.items[*].pan` → `pan`.
@@ -843,10 +824,11 @@ fn render_markdown(r: &Render<'_>) -> String {
                 .ok()
                 .and_then(|id| bundled.and_then(|b| b.curls.get(&id)))
                 .cloned()
-                .unwrap_or_else(|| redact_curl(&e.curl, &opts.redact_headers));
+                .unwrap_or_else(|| redact_curl(&e.curl, &opts.redact.headers));
             let _ = writeln!(md, "```sh\n{curl}\n```\n");
             let secret_path = opts
-                .redact_json
+                .redact
+                .json
                 .iter()
                 .any(|rp| last_key(rp) == last_key(&p.path));
             if secret_path {
@@ -953,38 +935,17 @@ fn parse_header(spec: &str) -> anyhow::Result<(String, String)> {
 }
 
 fn tls_config(ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("reading --post-ca-cert {}", path.display()))?
-            {
-                let cert = cert.with_context(|| format!("parsing {}", path.display()))?;
-                roots
-                    .add(cert)
-                    .with_context(|| format!("adding a CA from {}", path.display()))?;
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs()
-                .context("loading the system's CA certificates")?;
-            let (added, _) = roots.add_parsable_certificates(native);
-            if added == 0 {
-                bail!("no usable system CA certificates: give --post-ca-cert");
-            }
-        }
-    }
-    Ok(
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .context("TLS set-up")?
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
+    use tapedeck_common::tls::{ClientTls, Trust};
+    let trust = match ca {
+        Some(path) => Trust::from_ca_file(path, false).context("--post-ca-cert")?,
+        None => Trust::System,
+    };
+    let tls = ClientTls {
+        trust,
+        ..ClientTls::default()
+    };
+    tls.config()
+        .map_err(|e| anyhow::anyhow!("{e} (give --post-ca-cert)"))
 }
 
 /// One request over one connection, plain or TLS.
@@ -1109,7 +1070,7 @@ pub(crate) fn describe(outcome: &TicketOutcome, out: &Path) -> String {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
-    let timeout = tapedeck_replay::parse_duration(&args.post_timeout)
+    let timeout = tapedeck_common::parse::parse_duration(&args.post_timeout)
         .map_err(|e| anyhow::anyhow!("--post-timeout {}: {e}", args.post_timeout))?;
     // Check the delivery settings before any work, so a typo does not cost a bundle.
     let post = match &args.post {
@@ -1130,9 +1091,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         out: args.out.clone(),
         run: args.run.clone(),
         max_per_route: args.max_per_route.max(1),
-        redact_headers: args.redact_headers.clone(),
-        redact_json: args.redact_json.clone(),
-        redact_query: args.redact_query.clone(),
+        redact: args.redact.rules(),
         labels: args.labels.clone(),
     };
     let outcome = write_ticket(&opts)?;

@@ -1,4 +1,4 @@
-//! Small helpers shared by the subcommands: logging set-up, number formatting, error triage.
+//! Small helpers shared by the subcommands: logging set-up, error triage, time formatting.
 
 use std::io::IsTerminal;
 
@@ -54,53 +54,9 @@ pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// `1234567` → `1,234,567`.
-pub(crate) fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `1536` → `1.5 KiB`.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub(crate) use tapedeck_common::format::{human_bytes, thousands};
 
 /// Microseconds since the epoch as RFC 3339 UTC with millisecond precision.
 pub(crate) fn rfc3339_us(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| format!("{us}µs"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_numbers() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
-        assert_eq!(human_bytes(10), "10 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-    }
+    tapedeck_common::format::rfc3339(us, tapedeck_common::format::Precision::Millis)
 }

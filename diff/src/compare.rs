@@ -204,9 +204,9 @@ fn compare_bodies(b: &Exchange, c: &Exchange, out: &mut Vec<Finding>) {
         (Ok(x), Ok(y)) => (x, y),
         (rb, rc) => {
             if b.resp_body != c.resp_body {
-                let why = |r: &Result<_, String>| match r {
+                let why = |r: &Result<_, tapedeck_common::coding::DecodeError>| match r {
                     Ok(_) => "decodes".to_owned(),
-                    Err(e) => e.clone(),
+                    Err(e) => e.to_string(),
                 };
                 out.push(Finding::new(
                     "body",

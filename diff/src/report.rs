@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use tapedeck_common::format;
 use tapedeck_storage::Exchange;
 
 use crate::config::IgnoreRule;
@@ -17,18 +18,14 @@ pub const MAX_REPORT_CHARS: usize = 65_000;
 /// Request headers whose values never appear in a report.
 pub use tapedeck_storage::SENSITIVE_HEADERS;
 
-/// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
+pub use tapedeck_common::format::thousands;
+
+/// RFC 3339 (UTC, whole seconds) of a time in µs since the epoch.
+pub fn rfc3339_us(us: i64) -> String {
+    format::rfc3339(us, format::Precision::Seconds)
 }
+
+pub use tapedeck_common::format::rfc3339_now;
 
 /// A relative change as a signed percentage: `15.4` → `+1,540 %`, `-0.25` → `-25 %`.
 pub fn fmt_pct(change: f64) -> String {
@@ -55,34 +52,6 @@ pub fn fmt_us(us: u64) -> String {
 
 fn fmt_opt_us(v: Option<u64>) -> String {
     v.map_or_else(|| "nodata".to_owned(), fmt_us)
-}
-
-/// RFC 3339 (UTC, seconds) of a time in µs since the epoch.
-pub fn rfc3339_us(us: i64) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Now, RFC 3339.
-pub fn rfc3339_now() -> String {
-    rfc3339_us(tapedeck_storage::now_us())
 }
 
 fn shell_quote(s: &str) -> String {

@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tapedeck_proxy::redact::{DEFAULT_SENSITIVE_HEADERS, MASK};
-use tapedeck_proxy::{Redactor, RedactorBuilder, RuleRedactor};
+use tapedeck_common::redact::{DEFAULT_SENSITIVE_HEADERS, MASK};
+use tapedeck_common::{Redactor, RedactorBuilder, RuleRedactor};
 use tapedeck_storage::{Exchange, Header};
 
 const CONTENT_TYPES: [&str; 4] = [

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::redact::{RedactMode, RedactorBuilder, RuleRedactor};
+use tapedeck_common::parse::{parse_duration, parse_size};
+use tapedeck_common::tls::{Identity, TlsError};
+use tapedeck_common::{RedactMode, RedactRules, RuleRedactor};
+
 use crate::sample::{Sampler, SamplerBuilder};
 use crate::upstream_tls::{UpstreamTls, UpstreamTlsKeys};
 
@@ -194,13 +197,16 @@ pub struct Upstream {
     pub tls_options: UpstreamTls,
 }
 
-/// TLS termination on the listener.
+/// TLS termination on the listener: the files as given and what they hold, read and checked by
+/// [`RawConfig::validate`] (every certificate parses, the key is usable and belongs to the leaf).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     /// PEM certificate chain.
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// The chain and key, checked to belong together.
+    pub identity: Identity,
 }
 
 /// The checked settings the recorder runs with. Made by [`RawConfig::validate`].
@@ -374,65 +380,39 @@ impl RawConfig {
         let upstream_timeout =
             positive("upstream-timeout", self.upstream_timeout.as_ref(), 60_000)?;
         let tls = match (self.tls_cert, self.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (Some(cert), Some(key)) => {
+                let identity = Identity::load(&cert, &key).map_err(|e| {
+                    // Name the flag whose file is at fault.
+                    let key = match e {
+                        TlsError::NoKey { .. } | TlsError::Mismatch { .. } => "tls-key",
+                        TlsError::Read { ref path, .. } if *path == key => "tls-key",
+                        _ => "tls-cert",
+                    };
+                    invalid(key, e.to_string())
+                })?;
+                Some(TlsFiles {
+                    cert,
+                    key,
+                    identity,
+                })
+            }
             (None, None) => None,
             (Some(_), None) => return Err(ConfigError::Missing { key: "tls-key" }),
             (None, Some(_)) => return Err(ConfigError::Missing { key: "tls-cert" }),
         };
 
         // Compressed bodies are decoded for redaction up to 8 × the capture cap (see `redact`).
-        let mut rb = RedactorBuilder::new().decoded_limit(max_body.saturating_mul(8));
-        for h in self.redact_headers.unwrap_or_default() {
-            rb = rb.header(&h);
+        let redactor = RedactRules {
+            headers: self.redact_headers.unwrap_or_default(),
+            query: self.redact_query.unwrap_or_default(),
+            json: self.redact_json.unwrap_or_default(),
+            regex: self.redact_regex.unwrap_or_default(),
+            mode: self.redact_mode.unwrap_or_default(),
+            key_env: self.redact_key_env,
+            key_file: self.redact_key_file,
         }
-        for q in self.redact_query.unwrap_or_default() {
-            rb = rb.query_param(&q);
-        }
-        for p in self.redact_json.unwrap_or_default() {
-            rb = rb
-                .json_path(&p)
-                .map_err(|e| invalid("redact-json", e.to_string()))?;
-        }
-        for r in self.redact_regex.unwrap_or_default() {
-            rb = rb
-                .body_regex(&r)
-                .map_err(|e| invalid("redact-regex", e.to_string()))?;
-        }
-        match self.redact_mode.unwrap_or_default() {
-            RedactMode::Mask => {}
-            RedactMode::Hash => {
-                let key = match (&self.redact_key_file, &self.redact_key_env) {
-                    (Some(f), _) => std::fs::read(f).map_err(|e| {
-                        invalid(
-                            "redact-key-file",
-                            format!("cannot read {}: {e}", f.display()),
-                        )
-                    })?,
-                    (None, env) => {
-                        let name = env.as_deref().unwrap_or("TAPEDECK_REDACT_KEY");
-                        std::env::var_os(name)
-                            .map(|v| v.into_encoded_bytes())
-                            .ok_or_else(|| {
-                                invalid(
-                                    "redact-mode",
-                                    format!(
-                                        "`hash` needs a key: set the environment variable {name} \
-                                         or `redact-key-file`"
-                                    ),
-                                )
-                            })?
-                    }
-                };
-                let key = trim_ascii(&key);
-                if key.len() < 16 {
-                    return Err(invalid(
-                        "redact-mode",
-                        "the `hash` key must be at least 16 bytes",
-                    ));
-                }
-                rb = rb.hash_with_key(key);
-            }
-        }
+        .build(max_body.saturating_mul(8))
+        .map_err(|e| invalid(e.key(), e.to_string()))?;
 
         let mut sb = SamplerBuilder::new();
         if let Some(rate) = self.sample {
@@ -483,14 +463,10 @@ impl RawConfig {
             tls,
             upstream_verify,
             upstream_h2c: self.upstream_h2c.unwrap_or(false),
-            redactor: rb.build(),
+            redactor,
             sampler,
         })
     }
-}
-
-fn trim_ascii(b: &[u8]) -> &[u8] {
-    b.trim_ascii()
 }
 
 fn resolve_one(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -539,60 +515,13 @@ fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
     })
 }
 
-/// Parses `1048576`, `"1MiB"`, `"512 KiB"`, `"10MB"`, `"4k"` into bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. 1048576, 1MiB, 512KiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit `{other}` in `{s}`")),
-    };
-    Ok((n * mult as f64) as u64)
-}
-
-/// Parses `5`, `"5s"`, `"500ms"`, `"2m"`, `"1h"` into a duration (a plain number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 5s, 500ms, 2m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "us" | "µs" => n / 1_000_000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        other => return Err(format!("unknown duration unit `{other}` in `{s}`")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{s}` is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 fn size(key: &'static str, v: Option<&NumOrText>, default: usize) -> Result<usize, ConfigError> {
     match v {
         None => Ok(default),
         Some(NumOrText::Num(n)) => Ok(*n as usize),
         Some(NumOrText::Text(t)) => parse_size(t)
-            .map(|n| n as usize)
-            .map_err(|m| invalid(key, m)),
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            .map_err(|e| invalid(key, e.to_string())),
     }
 }
 
@@ -604,7 +533,7 @@ fn duration(
     match v {
         None => Ok(Duration::from_millis(default_ms)),
         Some(NumOrText::Num(n)) => Ok(Duration::from_secs(*n)),
-        Some(NumOrText::Text(t)) => parse_duration(t).map_err(|m| invalid(key, m)),
+        Some(NumOrText::Text(t)) => parse_duration(t).map_err(|e| invalid(key, e.to_string())),
     }
 }
 
@@ -739,15 +668,30 @@ exclude-methods = ["OPTIONS"]
     }
 
     #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("10MB"), Ok(10_000_000));
-        assert_eq!(parse_size("512"), Ok(512));
-        assert!(parse_size("12 parsecs").is_err());
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("soon").is_err());
+    fn sizes_and_durations_name_the_key() {
+        let e = RawConfig {
+            max_body: Some("12 parsecs".into()),
+            ..base()
+        }
+        .validate()
+        .expect_err("bad size");
+        assert!(e.to_string().contains("max-body"), "{e}");
+        let e = RawConfig {
+            header_timeout: Some("soon".into()),
+            ..base()
+        }
+        .validate()
+        .expect_err("bad duration");
+        assert!(e.to_string().contains("header-timeout"), "{e}");
+        let s = RawConfig {
+            max_body: Some("2MiB".into()),
+            idle_timeout: Some("500ms".into()),
+            ..base()
+        }
+        .validate()
+        .expect("valid");
+        assert_eq!(s.max_body, 2 << 20);
+        assert_eq!(s.idle_timeout, Duration::from_millis(500));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Modules: [`config`] (flags/TOML → checked [`Settings`]), [`proxy`] (the pingora hooks),
-//! [`redact`] ([`Redactor`] trait, [`RuleRedactor`]), [`sample`] (filters and sampling),
+//! [`sample`] (filters and sampling),
 //! [`batch`] (the hand-off to the writer), [`head_deadline`] (the whole-request-head timeout
 //! against slowloris clients), [`upstream_tls`] (CA, client certificate, SNI for
 //! `https://` upstreams), [`metrics`] and [`admin`] (`/metrics`, `/healthz`,
@@ -25,7 +25,8 @@
 //! - **Fail-open**: nothing the recorder does can fail or slow a request. A full queue or a
 //!   failing disk drops the record and counts it by reason (`/metrics`), and `/healthz` reports
 //!   `degraded` with the reason; a tape that cannot be opened at start still lets traffic flow.
-//! - **No secret reaches disk**: the [`Redactor`] runs before the record enters the writer queue.
+//! - **No secret reaches disk**: the redactor (`tapedeck_common::Redactor`) runs before the record
+//!   enters the writer queue.
 //! - **Capture from the upstream side**: status, headers and body are what the upstream sent
 //!   (before pingora rewrites `Date`, `Connection` or chunking); request fields are what the
 //!   client sent.
@@ -50,12 +51,10 @@
 pub mod admin;
 pub mod batch;
 pub mod config;
-pub mod encoding;
 pub mod head_deadline;
 pub mod metrics;
 pub mod proxy;
 pub mod recorder;
-pub mod redact;
 pub mod sample;
 pub mod upstream_tls;
 
@@ -63,6 +62,5 @@ pub use config::{ConfigError, RawConfig, Settings};
 pub use metrics::Metrics;
 pub use proxy::RecordingProxy;
 pub use recorder::{RecordError, Recorder, RunSummary};
-pub use redact::{RedactMode, Redactor, RedactorBuilder, RuleRedactor};
 pub use sample::{Sampler, SamplerBuilder};
 pub use upstream_tls::UpstreamTls;

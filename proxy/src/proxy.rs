@@ -33,8 +33,8 @@ use tracing::{debug, info, warn};
 use crate::batch::Batcher;
 use crate::config::Upstream;
 use crate::metrics::Metrics;
-use crate::redact::Redactor;
 use crate::sample::{Sampler, Skip};
+use tapedeck_common::Redactor;
 
 /// Largest request head (target plus header names and values) that is forwarded; a larger one is
 /// answered `431` and never reaches the upstream. pingora alone accepts heads up to 1 MiB; common
@@ -269,7 +269,7 @@ impl RecordingProxy {
                 upstream = %p.upstream.authority,
                 sni = %peer.sni,
                 ca = if tls.ca.is_some() { "upstream-ca" } else { "system roots" },
-                client_cert = tls.client_cert.as_ref().map(|c| c.cert_path.display().to_string()),
+                client_cert = tls.client_cert.as_ref().map(|c| c.cert_path().display().to_string()),
                 "https upstream"
             );
         } else if p.upstream_h2c {

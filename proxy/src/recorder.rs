@@ -22,7 +22,7 @@ use crate::config::Settings;
 use crate::head_deadline::{HeadDeadline, HeadLimits};
 use crate::metrics::Metrics;
 use crate::proxy::{PendingTape, ProxyParts, RecordingProxy, Sink, TapeSink};
-use crate::redact::Redactor;
+use tapedeck_common::Redactor;
 
 /// Why the recorder could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]

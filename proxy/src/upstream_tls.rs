@@ -16,14 +16,13 @@
 //!   else the upstream URL's host (an IP address is verified against the certificate's IP SANs);
 //! - `upstream-insecure` accepts any certificate and is logged as a warning at start-up.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use pingora::prelude::HttpPeer;
 use pingora::utils::tls::{CertKey, WrappedX509, parse_x509};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tapedeck_common::tls::{ClientTls, Identity, TlsError, Trust};
 
 use crate::config::ConfigError;
 
@@ -44,35 +43,14 @@ pub struct UpstreamTlsKeys {
     pub verify: Option<bool>,
 }
 
-/// A client certificate chain and its private key, checked to belong together.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClientCert {
-    /// DER certificates, leaf first.
-    pub chain: Vec<Vec<u8>>,
-    /// DER private key (PKCS#8, SEC1 or PKCS#1).
-    key: Vec<u8>,
-    /// Where the certificate came from (for logs).
-    pub cert_path: PathBuf,
-}
-
-impl fmt::Debug for ClientCert {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print the key.
-        f.debug_struct("ClientCert")
-            .field("cert_path", &self.cert_path)
-            .field("chain", &self.chain.len())
-            .finish_non_exhaustive()
-    }
-}
-
 /// How the proxy speaks TLS to an `https://` upstream, checked. The default is: system roots,
 /// no client certificate, SNI = the upstream's host, verification on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpstreamTls {
-    /// Trust only these CA certificates (DER) instead of the system roots.
-    pub ca: Option<Vec<Vec<u8>>>,
+    /// Trust only these CA certificates instead of the system roots.
+    pub ca: Option<Vec<CertificateDer<'static>>>,
     /// Present this certificate when the upstream asks for one (mutual TLS).
-    pub client_cert: Option<ClientCert>,
+    pub client_cert: Option<Identity>,
     /// Send and verify this server name instead of the upstream's host.
     pub sni: Option<String>,
     /// Do not verify the upstream's certificate at all.
@@ -123,23 +101,11 @@ impl UpstreamTlsKeys {
         }
         let ca = match &self.ca {
             None => None,
-            Some(path) => {
-                let certs = read_certs("upstream-ca", path)?;
-                let mut store = rustls::RootCertStore::empty();
-                for (i, c) in certs.iter().enumerate() {
-                    store.add(CertificateDer::from(c.as_slice())).map_err(|e| {
-                        invalid(
-                            "upstream-ca",
-                            format!(
-                                "certificate #{} in {} is not usable as a CA: {e}",
-                                i + 1,
-                                path.display()
-                            ),
-                        )
-                    })?;
-                }
-                Some(certs)
-            }
+            Some(path) => match Trust::from_ca_file(path, false) {
+                Ok(Trust::Only(certs)) => Some(certs),
+                Ok(_) => None,
+                Err(e) => return Err(invalid("upstream-ca", e.to_string())),
+            },
         };
         let client_cert = match (&self.client_cert, &self.client_key) {
             (None, None) => None,
@@ -153,7 +119,29 @@ impl UpstreamTlsKeys {
                     key: "upstream-client-cert",
                 });
             }
-            (Some(cert), Some(key)) => Some(load_client_cert(cert, key)?),
+            (Some(cert), Some(key)) => Some(Identity::load(cert, key).map_err(|e| {
+                let key = match e {
+                    TlsError::NoKey { .. } | TlsError::Mismatch { .. } => "upstream-client-key",
+                    TlsError::Read { ref path, .. } if path == key => "upstream-client-key",
+                    _ => "upstream-client-cert",
+                };
+                invalid(key, e.to_string())
+            })
+            .and_then(|id| {
+                // pingora rebuilds the key from bare DER by guessing its format (and panics if
+                // it cannot).
+                let der = id.key().secret_der().to_vec();
+                match rustls::pki_types::PrivateKeyDer::try_from(der) {
+                    Ok(_) => Ok(id),
+                    Err(_) => Err(invalid(
+                        "upstream-client-key",
+                        format!(
+                            "unsupported private key format in {} (use PKCS#8, SEC1 or PKCS#1)",
+                            key.display()
+                        ),
+                    )),
+                }
+            })?),
         };
         let sni = match self.sni {
             None => None,
@@ -178,96 +166,29 @@ impl UpstreamTlsKeys {
     }
 }
 
-/// The DER certificates of a PEM file; at least one, each parseable.
-fn read_certs(key: &'static str, path: &Path) -> Result<Vec<Vec<u8>>, ConfigError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
-    let mut out = Vec::new();
-    for (i, c) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let c = c.map_err(|e| {
-            invalid(
-                key,
-                format!("bad PEM certificate #{} in {}: {e}", i + 1, path.display()),
-            )
-        })?;
-        // pingora parses these with x509-parser and panics on failure: check here instead.
-        if let Err(e) = x509_parser::parse_x509_certificate(&c) {
-            return Err(invalid(
-                key,
-                format!(
-                    "certificate #{} in {} does not parse: {e}",
-                    i + 1,
-                    path.display()
-                ),
-            ));
-        }
-        out.push(c.as_ref().to_vec());
-    }
-    if out.is_empty() {
-        return Err(invalid(
-            key,
-            format!(
-                "no PEM certificate (-----BEGIN CERTIFICATE-----) in {}",
-                path.display()
-            ),
-        ));
-    }
-    Ok(out)
-}
-
-fn load_client_cert(cert: &Path, key: &Path) -> Result<ClientCert, ConfigError> {
-    let chain = read_certs("upstream-client-cert", cert)?;
-    let pem = std::fs::read(key).map_err(|e| {
-        invalid(
-            "upstream-client-key",
-            format!("cannot read {}: {e}", key.display()),
-        )
-    })?;
-    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-        invalid(
-            "upstream-client-key",
-            format!("no usable PEM private key in {}: {e}", key.display()),
-        )
-    })?;
-    let key_bytes = der.secret_der().to_vec();
-    // pingora rebuilds the key from bare DER by guessing its format (and panics if it cannot).
-    if PrivateKeyDer::try_from(key_bytes.clone()).is_err() {
-        return Err(invalid(
-            "upstream-client-key",
-            format!(
-                "unsupported private key format in {} (use PKCS#8, SEC1 or PKCS#1)",
-                key.display()
-            ),
-        ));
-    }
-    // Build a client configuration once: rustls checks the key type and that it matches the
-    // certificate.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid("upstream-client-cert", e.to_string()))?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_client_auth_cert(
-            chain
-                .iter()
-                .map(|c| CertificateDer::from(c.clone()))
-                .collect(),
-            der,
-        )
-        .map_err(|e| {
-            invalid(
-                "upstream-client-key",
-                format!("{} does not go with {}: {e}", key.display(), cert.display()),
-            )
-        })?;
-    Ok(ClientCert {
-        chain,
-        key: key_bytes,
-        cert_path: cert.to_owned(),
-    })
-}
-
 impl UpstreamTls {
+    /// The rustls client configuration for this upstream, offering `alpn`.
+    pub fn client_tls(&self, alpn: &[&[u8]]) -> ClientTls {
+        ClientTls {
+            trust: if self.insecure {
+                Trust::AnyCertificate
+            } else {
+                match &self.ca {
+                    Some(ca) => Trust::Only(ca.clone()),
+                    None => Trust::System,
+                }
+            },
+            identity: self.client_cert.clone(),
+            alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+        }
+    }
+
+    /// The name sent as SNI and verified against the upstream's certificate.
+    pub fn server_name(&self, host: &str) -> Result<ServerName<'static>, TlsError> {
+        let name = self.sni.as_deref().unwrap_or(host).to_owned();
+        ServerName::try_from(name).map_err(|e| TlsError::Setup(format!("server name: {e}")))
+    }
+
     /// Sets the peer's server name, trust, client certificate and verification. Runs once, when
     /// the proxy is built; per request the peer is cloned (`Arc`s).
     pub fn apply(&self, peer: &mut HttpPeer) {
@@ -277,12 +198,14 @@ impl UpstreamTls {
         if let Some(ca) = &self.ca {
             let certs: Vec<WrappedX509> = ca
                 .iter()
-                .map(|der| WrappedX509::new(der.clone(), parse_x509))
+                .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
                 .collect();
             peer.options.ca = Some(Arc::from(certs));
         }
         if let Some(c) = &self.client_cert {
-            peer.client_cert_key = Some(Arc::new(CertKey::new(c.chain.clone(), c.key.clone())));
+            let chain = c.chain().iter().map(|der| der.to_vec()).collect();
+            peer.client_cert_key =
+                Some(Arc::new(CertKey::new(chain, c.key().secret_der().to_vec())));
         }
         peer.options.verify_cert = !self.insecure;
         peer.options.verify_hostname = !self.insecure;
@@ -401,6 +324,7 @@ mod tests {
         .load(true)
         .expect_err("bad DER");
         assert!(e.to_string().contains("does not parse"), "{e}");
+        assert!(e.to_string().contains("upstream-ca"), "{e}");
         let e = UpstreamTlsKeys {
             client_cert: Some(junk),
             ..Default::default()

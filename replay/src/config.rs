@@ -9,6 +9,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
 use serde::{Deserialize, Serialize};
+use tapedeck_common::parse::{parse_duration, parse_time};
 
 use crate::error::ReplayError;
 use crate::select::Shard;
@@ -337,7 +338,7 @@ impl ReplayOptions {
                 let max_gap = self
                     .max_gap
                     .as_deref()
-                    .map(|s| parse_duration(s).map_err(|r| E::config("max-gap", r)))
+                    .map(|s| parse_duration(s).map_err(|e| E::config("max-gap", e.to_string())))
                     .transpose()?;
                 Pace::Recorded {
                     speed: self.speed,
@@ -372,9 +373,10 @@ impl ReplayOptions {
             _ => concurrency.unwrap_or(4096),
         };
 
-        let timeout = parse_duration(&self.timeout).map_err(|r| E::config("timeout", r))?;
-        let connect_timeout =
-            parse_duration(&self.connect_timeout).map_err(|r| E::config("connect-timeout", r))?;
+        let timeout =
+            parse_duration(&self.timeout).map_err(|e| E::config("timeout", e.to_string()))?;
+        let connect_timeout = parse_duration(&self.connect_timeout)
+            .map_err(|e| E::config("connect-timeout", e.to_string()))?;
         if timeout.is_zero() || connect_timeout.is_zero() {
             return Err(E::config("timeout", "timeouts must be positive"));
         }
@@ -408,12 +410,12 @@ impl ReplayOptions {
         let from_us = self
             .from
             .as_deref()
-            .map(|s| parse_time(s).map_err(|r| E::config("from", r)))
+            .map(|s| parse_time(s).map_err(|e| E::config("from", e.to_string())))
             .transpose()?;
         let to_us = self
             .to
             .as_deref()
-            .map(|s| parse_time(s).map_err(|r| E::config("to", r)))
+            .map(|s| parse_time(s).map_err(|e| E::config("to", e.to_string())))
             .transpose()?;
         if let (Some(f), Some(t)) = (from_us, to_us)
             && f >= t
@@ -439,7 +441,10 @@ impl ReplayOptions {
                 insecure: self.insecure,
                 h2_only: self.http2,
             };
-            Some(crate::tls::client_config(&settings).map_err(|r| E::config("ca-cert", r))?)
+            Some(
+                crate::tls::client_config(&settings)
+                    .map_err(|e| E::config("ca-cert", e.to_string()))?,
+            )
         } else {
             None
         };
@@ -579,40 +584,6 @@ pub(crate) fn expand_env(
     Ok(out)
 }
 
-/// Parses `250ms`, `1.5s`, `2m`, `1h`, `500us`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 250ms, 1s, 2m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" | "µs" => n / 1e6,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        u => return Err(format!("unknown unit `{u}` in `{s}` (use us, ms, s, m, h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
-}
-
-/// Parses RFC 3339 (`2026-01-01T10:00:00Z`) or integer µs since the epoch.
-fn parse_time(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    if let Ok(us) = s.parse::<i64>() {
-        return Ok(us);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_micros())
-        .map_err(|e| {
-            format!("`{s}` is neither RFC 3339 (2026-01-01T10:00:00Z) nor µs since the epoch: {e}")
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,16 +595,6 @@ mod tests {
             targets: vec!["a=http://127.0.0.1:9000".into()],
             ..ReplayOptions::default()
         }
-    }
-
-    #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3 parsecs").is_err());
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub mod select;
 mod summary;
 mod tls;
 
-pub use config::{Pace, PaceMode, Protocol, ReplayConfig, ReplayOptions, Target, parse_duration};
+pub use config::{Pace, PaceMode, Protocol, ReplayConfig, ReplayOptions, Target};
 pub use engine::{Stop, meta, run, run_blocking, run_blocking_until, run_until};
 pub use error::ReplayError;
 pub use progress::{BarProgress, LogProgress, NoProgress, Progress, ProgressSnapshot};

@@ -3,7 +3,6 @@
 //! HTTP/2 on that connection.
 
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,11 +11,9 @@ use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tapedeck_common::tls::{ALPN_H2_HTTP1, ClientTls, TlsError, Trust};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -26,7 +23,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How TLS targets are verified.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TlsSettings {
-    /// Extra trusted CA certificates (PEM file).
+    /// Extra trusted CA certificates (PEM file), on top of the system's.
     pub(crate) ca_cert: Option<std::path::PathBuf>,
     /// Accept any certificate (test environments only).
     pub(crate) insecure: bool,
@@ -34,54 +31,20 @@ pub(crate) struct TlsSettings {
     pub(crate) h2_only: bool,
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Builds the rustls client configuration: system roots plus `ca_cert`, or no verification.
-pub(crate) fn client_config(s: &TlsSettings) -> Result<ClientConfig, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?;
-    let mut cfg = if s.insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
-            .with_no_client_auth()
-    } else {
-        let mut roots = RootCertStore::empty();
-        // Missing or unreadable system roots are not fatal: a private CA may be all we need.
-        if let Ok(native) = rustls_native_certs::load_native_certs() {
-            let _ = roots.add_parsable_certificates(native);
-        }
-        if let Some(path) = &s.ca_cert {
-            let n = add_pem(&mut roots, path)?;
-            if n == 0 {
-                return Err(format!("{}: no certificate found", path.display()));
-            }
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
+/// Builds the rustls client configuration: the system roots plus `ca_cert`, or no verification.
+pub(crate) fn client_config(s: &TlsSettings) -> Result<ClientConfig, TlsError> {
+    let trust = match (&s.ca_cert, s.insecure) {
+        (_, true) => Trust::AnyCertificate,
+        (Some(path), false) => Trust::from_ca_file(path, true)?,
+        (None, false) => Trust::System,
     };
-    cfg.alpn_protocols = if s.h2_only {
-        vec![b"h2".to_vec()]
-    } else {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    };
-    Ok(cfg)
-}
-
-fn add_pem(roots: &mut RootCertStore, path: &Path) -> Result<usize, String> {
-    let iter = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let mut n = 0;
-    for cert in iter {
-        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        n += 1;
+    let alpn: &[&[u8]] = if s.h2_only { &[b"h2"] } else { &ALPN_H2_HTTP1 };
+    ClientTls {
+        trust,
+        identity: None,
+        alpn: alpn.iter().map(|p| p.to_vec()).collect(),
     }
-    Ok(n)
+    .config()
 }
 
 /// Plain or TLS connections, per target.
@@ -217,54 +180,5 @@ impl Write for Stream {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
-    }
-}
-
-/// `--insecure`: accepts any certificate, still checks handshake signatures.
-#[derive(Debug)]
-struct AcceptAnyCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -493,3 +493,94 @@ fn a_damaged_file_in_the_run_is_an_error_unless_skipped() {
             .contains("zz-damaged.parquet")
     );
 }
+
+/// Issue 17, item 10: one decoder for the recorder and the judge. Bodies whose codings are listed
+/// in two `Content-Encoding` headers (gzip, then br) are decoded through both, as the recorder
+/// reads them: the judge used to read only the first header, called the bodies undecodable, and
+/// failed a candidate whose compressed bytes differ but whose content is the same.
+#[test]
+fn codings_listed_in_several_headers_decode_like_the_recorder_stores_them() {
+    use tapedeck_common::coding::{Coding, encode};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (runp, report) = (dir.path().join("run"), dir.path().join("report"));
+    let w = TapeWriter::builder(&runp)
+        .when_full(WhenFull::Block)
+        .open()
+        .expect("open run");
+    let t0 = now_us();
+    for i in 0..60usize {
+        let origin = Exchange::new_id();
+        let at = t0 + i as i64 * 1000;
+        let json = format!(r#"{{"id":{i},"name":"user {i}","tags":["a","b"]}}"#);
+        for target in ["baseline", "secondary", "candidate"] {
+            // Every target lists gzip and br in two headers; the candidate's gzip member also
+            // names a file, so its bytes differ while its content is the same.
+            let mut gz = flate2::GzBuilder::new();
+            if target == "candidate" {
+                gz = gz.filename("candidate.json");
+            }
+            let mut gz = gz.write(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut gz, json.as_bytes()).expect("gzip");
+            let gz = gz.finish().expect("gzip");
+            let body = encode(&gz, &[Coding::Brotli]).expect("br");
+            let headers = vec![
+                Header::new("content-type", "application/json"),
+                Header::new("content-encoding", "gzip"),
+                Header::new("Content-Encoding", "br"),
+            ];
+            w.append(Exchange {
+                id: Exchange::new_id(),
+                started_at_us: at,
+                scheduled_at_us: Some(at),
+                total_us: Some(9_000 + (i % 7) as i64 * 100),
+                path: format!("/api/users/{}", 100 + i),
+                authority: "127.0.0.1:8080".into(),
+                status: Some(200),
+                resp_headers: headers,
+                resp_body_size: body.len() as u64,
+                resp_body: Bytes::from(body),
+                origin_id: Some(origin),
+                target: Some(target.into()),
+                ..Exchange::default()
+            })
+            .expect("append");
+        }
+    }
+    w.close().expect("close run");
+    let out = run(
+        &[
+            "diff",
+            "--run",
+            s(&runp),
+            "--noise",
+            "secondary",
+            "--report",
+            s(&report),
+            "--color",
+            "never",
+        ],
+        T,
+    );
+    let v = verdict(&report);
+    let text = serde_json::to_string(&v["routes"]).expect("json");
+    assert!(
+        !text.contains("undecodable") && !text.contains("does not decode"),
+        "the candidate's bodies must decode: {text}"
+    );
+    let route = &v["routes"][0];
+    assert_eq!(route["paired"], 60, "{route}");
+    let responses = route["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "responses")
+        .expect("responses check");
+    assert_eq!(responses["classification"], "pass", "{responses}");
+    assert_ne!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}

@@ -1673,7 +1673,7 @@ fn upstream_tls_config_errors_are_named() {
 /// zstd frame starting anywhere in them (Parquet pages are zstd frames; stored bodies may be
 /// gzip inside them), recursively. Returns where it was found.
 fn find_secret_anywhere(bytes: &[u8], secret: &str, depth: u32) -> Option<String> {
-    use tapedeck_proxy::encoding::{Coding, decode};
+    use tapedeck_common::coding::{Coding, decode};
     if contains(bytes, secret) {
         return Some(format!("plain at depth {depth}"));
     }
@@ -1691,7 +1691,7 @@ fn find_secret_anywhere(bytes: &[u8], secret: &str, depth: u32) -> Option<String
             continue;
         };
         // Whatever decodes from here, complete or not (trailing bytes are not part of it).
-        let Some(out) = decode(w, &[coding], limit) else {
+        let Ok(out) = decode(w, &[coding], limit) else {
             continue;
         };
         if let Some(at) = find_secret_anywhere(&out.bytes, secret, depth + 1) {
@@ -1708,7 +1708,7 @@ fn find_secret_anywhere(bytes: &[u8], secret: &str, depth: u32) -> Option<String
 /// decompressing every gzip/zstd stream found in them.
 #[test]
 fn secrets_in_compressed_bodies_never_reach_the_tape() {
-    use tapedeck_proxy::encoding::{Coding, encode};
+    use tapedeck_common::coding::{Coding, encode};
     const SECRETS: [&str; 4] = [
         "REQSECRETQZX01",
         "GZSECRETQZX02",
@@ -1851,5 +1851,59 @@ fn secrets_in_compressed_bodies_never_reach_the_tape() {
                 assert!(ex.resp_body_size > 0);
             }
         }
+    }
+}
+
+/// Issue 17, item 3: a bad listener certificate or key used to leave a dead proxy (pingora
+/// panicked in its listener thread while the process and `/healthz` lived on). Every listener
+/// file is read and checked at start: exit 2 naming the flag and the file, nothing listening.
+#[test]
+fn bad_listener_tls_files_are_refused_at_start_naming_the_flag_and_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_certs(dir.path());
+    make_signed_cert(dir.path(), "other", "other", "DNS:other.internal");
+    let d = dir.path();
+    let (leaf, leaf_key, other_key) = (d.join("leaf.pem"), d.join("leaf.key"), d.join("other.key"));
+    let (missing, junk) = (d.join("missing.pem"), d.join("junk.pem"));
+    std::fs::write(&junk, "this is not PEM\n").expect("write junk");
+    let cases: Vec<(&std::path::Path, &std::path::Path, &str, &str)> = vec![
+        // A key that belongs to another certificate.
+        (&leaf, &other_key, "tls-key", "other.key"),
+        (&missing, &leaf_key, "tls-cert", "missing.pem"),
+        (&leaf, &missing, "tls-key", "missing.pem"),
+        (&junk, &leaf_key, "tls-cert", "junk.pem"),
+        // The certificate given as the key.
+        (&leaf, &leaf, "tls-key", "leaf.pem"),
+    ];
+    for (cert, key, flag, file) in cases {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let out = run(
+            &[
+                "record",
+                "--listen",
+                &listen,
+                "--upstream",
+                "http://127.0.0.1:1",
+                "--no-record",
+                "--admin",
+                "off",
+                "--tls-cert",
+                p(cert),
+                "--tls-key",
+                p(key),
+            ],
+            STOP,
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{flag} {file}: {err}");
+        assert!(
+            err.contains(flag) && err.contains(file),
+            "the error names --{flag} and {file}: {err}"
+        );
+        assert!(
+            std::net::TcpStream::connect(&listen).is_err(),
+            "nothing listens after a refused start"
+        );
     }
 }

@@ -423,3 +423,133 @@ fn the_admin_listener_binds_loopback_by_default() {
         );
     }
 }
+
+/// Issue 17, item 6: every way into a tape redacts like `record`. A HAR file from DevTools carries
+/// credentials in clear; `import-har` applies the default sensitive headers and the same
+/// `--redact-*` flags, so no planted secret reaches any file it writes, and `export-har` can only
+/// write back the placeholders. `synth` applies the same defaults.
+#[test]
+fn import_har_and_synth_redact_like_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (har, tape, logs) = (
+        dir.path().join("in.har"),
+        dir.path().join("tape"),
+        dir.path().join("logs"),
+    );
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let secrets = [
+        "bearer-secret-a1",
+        "cookie-secret-b2",
+        "apikey-secret-c3",
+        "setcookie-secret-d4",
+        "query-secret-e5",
+        "json-secret-f6",
+    ];
+    let entry = serde_json::json!({
+        "startedDateTime": "2026-03-01T10:00:00.125Z",
+        "time": 12.5,
+        "request": {
+            "method": "POST",
+            "url": format!("http://127.0.0.1:8080/api/login?token={}&page=2", secrets[4]),
+            "httpVersion": "HTTP/1.1",
+            "headers": [
+                { "name": "Authorization", "value": format!("Bearer {}", secrets[0]) },
+                { "name": "Cookie", "value": format!("sid={}", secrets[1]) },
+                { "name": "X-Api-Key", "value": secrets[2] },
+                { "name": "X-Visible", "value": MARKER },
+                { "name": "Content-Type", "value": "application/json" }
+            ],
+            "queryString": [
+                { "name": "token", "value": secrets[4] },
+                { "name": "page", "value": "2" }
+            ],
+            "postData": {
+                "mimeType": "application/json",
+                "text": format!(r#"{{"user":"ada","password":"{}"}}"#, secrets[5])
+            },
+            "cookies": [], "headersSize": -1, "bodySize": -1
+        },
+        "response": {
+            "status": 200, "statusText": "OK", "httpVersion": "HTTP/1.1",
+            "headers": [
+                { "name": "Content-Type", "value": "application/json" },
+                { "name": "Set-Cookie", "value": format!("sid={}; HttpOnly", secrets[3]) }
+            ],
+            "content": { "size": 11, "mimeType": "application/json", "text": "{\"ok\":true}" },
+            "cookies": [], "redirectURL": "", "headersSize": -1, "bodySize": 11
+        },
+        "cache": {},
+        "timings": { "send": 0, "wait": 10, "receive": 2.5 }
+    });
+    let doc = serde_json::json!({
+        "log": { "version": "1.2", "creator": { "name": "WebInspector", "version": "1" },
+                 "entries": [entry] }
+    });
+    std::fs::write(&har, serde_json::to_vec(&doc).expect("json")).expect("write har");
+
+    let out = run_logged(
+        "import",
+        &[
+            "import-har",
+            s(&har),
+            "--tape",
+            s(&tape),
+            "--redact-query",
+            "token",
+            "--redact-json",
+            "$.password",
+        ],
+        &logs,
+    );
+    assert_eq!(out.status.code(), Some(0), "import-har failed");
+    let exported = dir.path().join("out.har");
+    let out = run_logged(
+        "export",
+        &["export-har", s(&tape), "--out", s(&exported)],
+        &logs,
+    );
+    assert_eq!(out.status.code(), Some(0), "export-har failed");
+
+    let mut hay = haystack(&tape);
+    hay.extend(std::fs::read(&exported).expect("exported har"));
+    let mut log_files = Vec::new();
+    files_under(&logs, &mut log_files);
+    for f in log_files {
+        hay.extend(std::fs::read(f).expect("log"));
+    }
+    assert!(
+        contains(&hay, MARKER),
+        "the grep must see the tape's contents"
+    );
+    for secret in secrets {
+        assert!(!contains(&hay, secret), "{secret} reached a file or log");
+    }
+    assert!(
+        contains(&hay, "[REDACTED]"),
+        "placeholders are written instead"
+    );
+
+    // synth: its exchanges carry an Authorization header; the default list masks it.
+    let synth = dir.path().join("synth");
+    let out = run_logged(
+        "synth",
+        &["synth", "--out", s(&synth), "--count", "50"],
+        &logs,
+    );
+    assert_eq!(out.status.code(), Some(0), "synth failed");
+    let tape = Tape::open(&[&synth]).expect("open synth tape");
+    let mut authorized = 0;
+    for ex in tape.exchanges(Filter::default()) {
+        let ex = ex.expect("exchange");
+        for h in &ex.req_headers {
+            if h.name.eq_ignore_ascii_case("authorization") {
+                authorized += 1;
+                assert_eq!(&h.value[..], b"[REDACTED]", "synth stores the placeholder");
+            }
+        }
+    }
+    assert!(
+        authorized > 0,
+        "synthetic traffic has Authorization headers to redact"
+    );
+}

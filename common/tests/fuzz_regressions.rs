@@ -1,7 +1,7 @@
 //! Regression tests for inputs found by the `fuzz/` targets (issue 8), named after the finding.
 
 use bytes::Bytes;
-use tapedeck_proxy::{Redactor, RedactorBuilder};
+use tapedeck_common::{Redactor, RedactorBuilder};
 use tapedeck_storage::{Exchange, Header};
 
 /// fuzz `redact`: a JSON body cut at the capture cap whose password value holds bytes that are

@@ -41,7 +41,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use tapedeck_storage::{Exchange, Header, find_header, flags};
 
-use crate::encoding;
+use crate::coding;
 
 /// Headers redacted by default, whatever the configuration says.
 pub const DEFAULT_SENSITIVE_HEADERS: [&str; 6] = tapedeck_storage::SENSITIVE_HEADERS;
@@ -65,7 +65,7 @@ pub trait Redactor: Send + Sync + fmt::Debug {
 }
 
 /// How a secret is replaced.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RedactMode {
     /// A fixed placeholder ([`MASK`]).
@@ -95,6 +95,103 @@ pub enum RuleError {
         #[source]
         source: Box<regex::Error>,
     },
+    /// `mode = "hash"` without a key in the environment variable.
+    #[error("`hash` needs a key: set the environment variable {env} or `redact-key-file`")]
+    MissingKey {
+        /// The environment variable that was read.
+        env: String,
+    },
+    /// The key file could not be read.
+    #[error("cannot read {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key shorter than 16 bytes (after trimming whitespace).
+    #[error("the `hash` key must be at least 16 bytes")]
+    ShortKey,
+}
+
+impl RuleError {
+    /// The config key (and, with `--` in front, the flag) the rule came from.
+    pub fn key(&self) -> &'static str {
+        match self {
+            RuleError::JsonPath { .. } => "redact-json",
+            RuleError::Regex { .. } => "redact-regex",
+            RuleError::MissingKey { .. } | RuleError::ShortKey => "redact-mode",
+            RuleError::KeyFile { .. } => "redact-key-file",
+        }
+    }
+}
+
+/// The redaction rules as a user writes them: `tapedeck record`'s `redact-*` flags and config
+/// keys, `import-har` and `ticket` flags. Every way into a tape builds its redactor from this one
+/// type with [`RedactRules::build`]; the default sensitive headers are always redacted on top.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RedactRules {
+    /// Extra header names to redact (request and response), on top of the default list.
+    pub headers: Vec<String>,
+    /// Query parameter names to redact (also in form-encoded bodies).
+    pub query: Vec<String>,
+    /// JSON body paths: `$.password`, `$.user.ssn`, `$..card_number`, `$.items[*].pan`.
+    pub json: Vec<String>,
+    /// Regular expressions whose matches in bodies are redacted.
+    pub regex: Vec<String>,
+    /// `mask` (a fixed placeholder, the default) or `hash` (a keyed HMAC-SHA256 token).
+    pub mode: RedactMode,
+    /// Environment variable holding the `hash` key (default `TAPEDECK_REDACT_KEY`).
+    pub key_env: Option<String>,
+    /// File holding the `hash` key (instead of the environment variable).
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// The environment variable read for the `hash` key unless `key-env` names another.
+pub const DEFAULT_KEY_ENV: &str = "TAPEDECK_REDACT_KEY";
+
+impl RedactRules {
+    /// Checks every rule, reads the `hash` key (from `key_file` or the environment), and builds
+    /// the redactor. Compressed bodies are decoded for redaction up to `decoded_limit` bytes.
+    pub fn build(&self, decoded_limit: usize) -> Result<RuleRedactor, RuleError> {
+        let mut b = RedactorBuilder::new().decoded_limit(decoded_limit);
+        for h in &self.headers {
+            b = b.header(h);
+        }
+        for q in &self.query {
+            b = b.query_param(q);
+        }
+        for p in &self.json {
+            b = b.json_path(p)?;
+        }
+        for r in &self.regex {
+            b = b.body_regex(r)?;
+        }
+        if self.mode == RedactMode::Hash {
+            let key = match (&self.key_file, &self.key_env) {
+                (Some(path), _) => std::fs::read(path).map_err(|source| RuleError::KeyFile {
+                    path: path.clone(),
+                    source,
+                })?,
+                (None, env) => {
+                    let env = env.as_deref().unwrap_or(DEFAULT_KEY_ENV);
+                    std::env::var_os(env)
+                        .map(|v| v.into_encoded_bytes())
+                        .ok_or_else(|| RuleError::MissingKey {
+                            env: env.to_owned(),
+                        })?
+                }
+            };
+            let key = key.trim_ascii();
+            if key.len() < 16 {
+                return Err(RuleError::ShortKey);
+            }
+            b = b.hash_with_key(key);
+        }
+        Ok(b.build())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,26 +436,27 @@ impl RuleRedactor {
             *ex_flags |= flags::BODY_DROPPED;
             true
         };
-        let codings = match encoding::codings(headers) {
+        let codings = match coding::codings(headers) {
             Ok(c) if c.is_empty() => return self.redact_body(body, headers),
             Ok(c) => c,
             Err(_) => return drop_body(body, truncated, ex_flags),
         };
-        let Some(decoded) = encoding::decode(body, &codings, self.inner.decoded_limit) else {
+        let Ok(decoded) = coding::decode(body, &codings, self.inner.decoded_limit) else {
             return drop_body(body, truncated, ex_flags);
         };
+        let complete = decoded.complete();
         let mut plain = Bytes::from(decoded.bytes);
         let hit = self.redact_body(&mut plain, headers);
-        if !hit && decoded.complete {
+        if !hit && complete {
             return false;
         }
         // Something was replaced, or only a prefix was looked at: what is stored is the
         // (redacted) decoded prefix, encoded again; never the original bytes.
-        match encoding::encode(&plain, &decoded.codings) {
+        match coding::encode(&plain, &decoded.codings) {
             Some(enc) => {
                 *body = Bytes::from(enc);
                 *ex_flags |= flags::BODY_REENCODED;
-                if !decoded.complete {
+                if !complete {
                     *truncated = true;
                 }
                 hit
@@ -846,17 +944,17 @@ mod tests {
     }
 
     fn gz(plain: &[u8]) -> Bytes {
-        Bytes::from(encoding::encode(plain, &[encoding::Coding::Gzip]).expect("gzip"))
+        Bytes::from(coding::encode(plain, &[coding::Coding::Gzip]).expect("gzip"))
     }
 
     /// Everything the stored body decodes to (with the exchange's own Content-Encoding).
     fn stored_plain(e: &Exchange) -> Vec<u8> {
-        let cs = encoding::codings(&e.resp_headers).expect("known codings");
+        let cs = coding::codings(&e.resp_headers).expect("known codings");
         if cs.is_empty() {
             return e.resp_body.to_vec();
         }
-        let d = encoding::decode(&e.resp_body, &cs, 1 << 24).expect("stored body decodes");
-        assert!(d.complete, "the stored body is a whole stream");
+        let d = coding::decode(&e.resp_body, &cs, 1 << 24).expect("stored body decodes");
+        assert!(d.complete(), "the stored body is a whole stream");
         d.bytes
     }
 
@@ -877,16 +975,16 @@ mod tests {
         let r = full().build();
         let plain = br#"{"user":"al","password":"hunter2","mail":"al@example.com"}"#;
         for (ce, cs) in [
-            ("gzip", vec![encoding::Coding::Gzip]),
-            ("br", vec![encoding::Coding::Brotli]),
-            ("zstd", vec![encoding::Coding::Zstd]),
-            ("deflate", vec![encoding::Coding::Zlib]),
+            ("gzip", vec![coding::Coding::Gzip]),
+            ("br", vec![coding::Coding::Brotli]),
+            ("zstd", vec![coding::Coding::Zstd]),
+            ("deflate", vec![coding::Coding::Zlib]),
             (
                 "gzip, br",
-                vec![encoding::Coding::Gzip, encoding::Coding::Brotli],
+                vec![coding::Coding::Gzip, coding::Coding::Brotli],
             ),
         ] {
-            let body = Bytes::from(encoding::encode(plain, &cs).expect("encode"));
+            let body = Bytes::from(coding::encode(plain, &cs).expect("encode"));
             let mut e = coded(ce, body);
             assert!(r.redact(&mut e), "{ce}");
             assert!(e.has_flag(flags::REDACTED) && e.has_flag(flags::BODY_REENCODED));

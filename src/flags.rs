@@ -1,0 +1,83 @@
+//! Flag groups shared by several subcommands (`#[command(flatten)]`), each turned into the typed
+//! settings of a library crate.
+
+use std::path::PathBuf;
+
+use tapedeck_common::{RedactMode, RedactRules, Redactor, RuleRedactor};
+use tapedeck_storage::{Exchange, flags};
+
+/// How secrets are redacted before an exchange is written to a tape: the same flags (and, for
+/// `record`, config keys) for every way into a tape — `record`, `import-har`, `synth` and the
+/// tapes `ticket` bundles. The default sensitive headers (authorization, cookie, set-cookie,
+/// x-api-key…) are always redacted.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct RedactArgs {
+    /// Also redact this header (repeatable; authorization, cookie, set-cookie, x-api-key… always).
+    #[arg(long = "redact-header", value_name = "NAME")]
+    pub(crate) redact_headers: Vec<String>,
+    /// Redact this query parameter (repeatable; also in form bodies).
+    #[arg(long = "redact-query", value_name = "NAME")]
+    pub(crate) redact_query: Vec<String>,
+    /// Redact JSON body fields at this path (repeatable): $.password, $..card_number.
+    #[arg(long = "redact-json", value_name = "PATH")]
+    pub(crate) redact_json: Vec<String>,
+    /// Redact matches of this regex in bodies (repeatable).
+    #[arg(long = "redact-regex", value_name = "REGEX")]
+    pub(crate) redact_regex: Vec<String>,
+    /// `mask` (placeholder) or `hash` (keyed HMAC-SHA256 token) [default: mask].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub(crate) redact_mode: Option<RedactModeArg>,
+    /// Environment variable with the hash key [default: TAPEDECK_REDACT_KEY].
+    #[arg(long, value_name = "VAR")]
+    pub(crate) redact_key_env: Option<String>,
+    /// File with the hash key.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) redact_key_file: Option<PathBuf>,
+}
+
+/// `--redact-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RedactModeArg {
+    /// A fixed placeholder.
+    Mask,
+    /// A keyed HMAC-SHA256 token: equal secrets give equal tokens.
+    Hash,
+}
+
+impl From<RedactModeArg> for RedactMode {
+    fn from(m: RedactModeArg) -> Self {
+        match m {
+            RedactModeArg::Mask => RedactMode::Mask,
+            RedactModeArg::Hash => RedactMode::Hash,
+        }
+    }
+}
+
+impl RedactArgs {
+    /// The rules as the library takes them.
+    pub(crate) fn rules(&self) -> RedactRules {
+        RedactRules {
+            headers: self.redact_headers.clone(),
+            query: self.redact_query.clone(),
+            json: self.redact_json.clone(),
+            regex: self.redact_regex.clone(),
+            mode: self.redact_mode.map(RedactMode::from).unwrap_or_default(),
+            key_env: self.redact_key_env.clone(),
+            key_file: self.redact_key_file.clone(),
+        }
+    }
+
+    /// The checked redactor (a bad rule or a missing hash key is an error naming the flag).
+    pub(crate) fn redactor(&self) -> anyhow::Result<RuleRedactor> {
+        self.rules()
+            .build(tapedeck_common::redact::DEFAULT_DECODED_LIMIT)
+            .map_err(|e| anyhow::anyhow!("--{}: {e}", e.key()))
+    }
+}
+
+/// Redacts `ex` in place and flags it, as the recorder does.
+pub(crate) fn redact(redactor: &RuleRedactor, ex: &mut Exchange) {
+    if redactor.redact(ex) {
+        ex.flags |= flags::REDACTED;
+    }
+}

@@ -9,12 +9,24 @@ Pinning (2 cores): the proxy under test (tapedeck or nginx-as-proxy, one worker 
 on CPU 0; the load generator and the upstream nginx share CPU 1. Each pairing is repeated
 --reps times interleaved (A, B, C, A, B, C, ...) and the median is reported, so machine noise hits
 every side alike.
+
+CPU cap (--cpu-cap PCT, issue 13): uncapped, wrk and the upstream on CPU 1 saturate before a lean
+proxy does, so the ratios would measure the load generator. With a cap the proxy under test (all
+its processes and threads) runs in a cgroup limited to PCT % of one core: cgroup v2 `cpu.max` when
+the cpu controller is available there, else cgroup v1 `cpu.cfs_quota_us`. Where neither can be
+created (no permission), the proxy's core is shared with a busy loop at the same priority, which
+leaves it about half of the core whatever PCT says (the report says which mode ran).
+
+Per case the report gives req/s and the proxy's CPU per request: utime + stime of every process of
+the proxy (all threads; /proc/PID/stat) over the measured interval, divided by the requests wrk
+completed, and the proxy's peak RSS (VmHWM).
 """
 
 import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -98,16 +110,106 @@ def cpu_seconds(pids):
     return total / tick
 
 
-def rss_mib(pids):
+def rss_mib(pids, field="VmRSS"):
+    """Resident memory of these processes (VmRSS now, or VmHWM: the peak since each started)."""
     total = 0
     for pid in pids:
         try:
             for line in open(f"/proc/{pid}/status"):
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     total += int(line.split()[1])
         except OSError:
             pass
     return total / 1024
+
+
+class CpuCap:
+    """Caps the proxy under test at `pct` % of one core (see the module docs for the modes)."""
+
+    def __init__(self, pct, cpu):
+        self.pct, self.cpu, self.dir, self.busy = pct, cpu, None, None
+        self.mode = "off"
+        if not pct:
+            return
+        name = f"tapedeck-bench-{os.getpid()}"
+        for setup in (self._v2, self._v1):
+            try:
+                self.dir = setup(name)
+                return
+            except OSError:
+                self.dir = None
+        # No cgroup we may create: share the proxy's core with a busy loop of equal weight.
+        self.busy = subprocess.Popen(pin(cpu) + [sys.executable, "-c", "while True: pass"],
+                                     stdin=subprocess.DEVNULL)
+        self.mode = f"CPU {cpu} shared with a busy loop (about 50 % of the core; cgroups not writable)"
+
+    @staticmethod
+    def _mounts(fstype):
+        out = []
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                dev, mnt, typ, opts = line.split()[:4]
+                if typ == fstype:
+                    out.append((mnt, opts.split(",")))
+        return out
+
+    def _v2(self, name):
+        for mnt, _ in self._mounts("cgroup2"):
+            try:
+                controllers = open(os.path.join(mnt, "cgroup.controllers")).read().split()
+            except OSError:
+                continue
+            if "cpu" not in controllers:
+                continue
+            with open(os.path.join(mnt, "cgroup.subtree_control"), "w") as f:
+                f.write("+cpu")
+            d = os.path.join(mnt, name)
+            os.mkdir(d)
+            try:
+                with open(os.path.join(d, "cpu.max"), "w") as f:
+                    f.write(f"{self.pct * 1000} 100000")
+            except OSError:
+                os.rmdir(d)
+                raise
+            self.mode = f"cgroup v2 cpu.max = {self.pct} % of one core"
+            return d
+        raise OSError("no cgroup2 mount with the cpu controller")
+
+    def _v1(self, name):
+        for mnt, opts in self._mounts("cgroup"):
+            if "cpu" not in opts:
+                continue
+            d = os.path.join(mnt, name)
+            os.mkdir(d)
+            try:
+                with open(os.path.join(d, "cpu.cfs_period_us"), "w") as f:
+                    f.write("100000")
+                with open(os.path.join(d, "cpu.cfs_quota_us"), "w") as f:
+                    f.write(str(self.pct * 1000))
+            except OSError:
+                os.rmdir(d)
+                raise
+            self.mode = f"cgroup v1 cpu.cfs_quota_us = {self.pct} % of one core"
+            return d
+        raise OSError("no cgroup v1 cpu mount")
+
+    def wrap(self, argv):
+        """`argv` started inside the cgroup (its children follow), or unchanged."""
+        if self.dir is None:
+            return argv
+        return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', self.dir] + argv
+
+    def close(self):
+        if self.busy is not None:
+            self.busy.kill()
+            self.busy.wait()
+        if self.dir is not None:
+            for _ in range(50):
+                try:
+                    os.rmdir(self.dir)
+                    break
+                except OSError:
+                    time.sleep(0.1)
 
 
 def parse_wrk(text):
@@ -116,7 +218,9 @@ def parse_wrk(text):
     for pct, val, unit in re.findall(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", text, re.M):
         lat[pct] = float(val) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    done = re.search(r"(\d+) requests in ", text)
     return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
+            "requests": int(done.group(1)) if done else None,
             "non2xx": int(errors.group(1)) if errors else 0}
 
 
@@ -150,7 +254,7 @@ events {{ worker_connections 4096; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
-  upstream up {{ server 127.0.0.1:{up}; keepalive 256; }}
+  upstream up {{ server 127.0.0.1:{up}; keepalive {keepalive}; }}
   server {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
     location / {{
@@ -164,11 +268,24 @@ http {{
 """
 
 
-def start_nginx(conf_text, name, tmp, cpu):
+def start_nginx(conf_text, name, tmp, cpu, cap=None):
     conf = os.path.join(tmp, f"{name}.conf")
     with open(conf, "w") as f:
         f.write(conf_text)
-    return Proc(pin(cpu) + ["nginx", "-c", conf, "-g", "daemon off;"], os.path.join(tmp, f"{name}.log"))
+    argv = pin(cpu) + ["nginx", "-c", conf, "-g", "daemon off;"]
+    return Proc(cap.wrap(argv) if cap else argv, os.path.join(tmp, f"{name}.log"))
+
+
+def nginx_proxy_conf(tmp, port, up, conns):
+    # nginx reconnects upstream when its keepalive pool is smaller than the connection count
+    # (0.71x at keepalive 32 with 64 connections): keep at least one idle connection per client.
+    return NGINX_PROXY.format(dir=tmp, port=port, up=up, workers=1, keepalive=max(256, conns))
+
+
+def record_flags(binary):
+    """The `tapedeck record` flags this binary knows (the harness runs older and newer builds)."""
+    out = subprocess.run([binary, "record", "--help"], capture_output=True, text=True, timeout=60)
+    return set(re.findall(r"--[a-z][a-z0-9-]+", out.stdout))
 
 
 def metric_sum(admin_port, prefix):
@@ -202,6 +319,22 @@ def ratio(a, b):
 # proxy
 
 
+def proxy_kinds(args):
+    """The targets of the proxy section: `direct` (wrk to the upstream), `nginx` (nginx as the
+    proxy), then tapedeck pass-through and recording per engine (`--engine` when the binary has
+    it), and `record-seal-now` (sealing at once at normal priority) with --seal-compare."""
+    flags = record_flags(args.bin)
+    engines = args.engines.split(",") if args.engines else (
+        ["hyper", "pingora"] if "--engine" in flags else ["default"])
+    kinds = ["direct", "nginx"]
+    for e in engines:
+        suffix = "" if e == "default" else f" {e}"
+        kinds += [f"passthrough{suffix}", f"record{suffix}"]
+        if args.seal_compare and "--seal-backlog" in flags:
+            kinds.append(f"record-seal-now{suffix}")
+    return kinds
+
+
 def bench_proxy(args, tmp, lines):
     up_port = free_port()
     with open(os.path.join(tmp, "large.json"), "w") as f:
@@ -212,65 +345,83 @@ def bench_proxy(args, tmp, lines):
     upstream = start_nginx(NGINX_UPSTREAM.format(dir=tmp, port=up_port, small=SMALL_BODY.replace("'", "")),
                            "upstream", tmp, 1)
     assert wait_port(up_port), "upstream nginx did not start"
+    kinds = proxy_kinds(args)
+    cap = CpuCap(args.cpu_cap, 0)
     results = {}
     try:
         for path in args.paths:
             for conns in args.conns:
-                rows = {k: [] for k in ("direct", "nginx", "record", "passthrough")}
-                extra = {k: {"cpu": [], "rss": [], "dropped": []} for k in rows}
+                rows = {k: [] for k in kinds}
                 for rep in range(args.reps):
                     for kind in rows:
-                        r = run_proxy_case(args, tmp, kind, up_port, path, conns, rep)
+                        r = run_proxy_case(args, tmp, kind, up_port, path, conns, rep, cap)
                         if r.get("non2xx"):
                             raise RuntimeError(f"{kind} {path}: {r['non2xx']} responses were not 2xx: "
                                                "the comparison would measure errors")
                         rows[kind].append(r)
-                        extra[kind]["cpu"].append(r.get("cpu_s"))
-                        extra[kind]["rss"].append(r.get("rss_mib"))
-                        extra[kind]["dropped"].append(r.get("dropped"))
                         print(f"proxy {path} c{conns} rep{rep} {kind}: {r}", flush=True)
-                results[(path, conns)] = (rows, extra)
+                results[(path, conns)] = rows
     finally:
+        cap.close()
         upstream.stop()
 
     lines.append("## Proxy: wrk through each proxy to an nginx upstream\n")
     lines.append(f"wrk `-t1 -cC -d{args.seconds}s --latency`; proxy under test pinned to CPU 0 with "
-                 "one worker thread (tapedeck `--threads 1`, nginx `worker_processes 1`); wrk and the "
-                 "upstream nginx pinned to CPU 1. Medians of "
+                 "one worker thread (tapedeck `--threads 1`, nginx `worker_processes 1`, upstream "
+                 "keepalive ≥ connections); wrk and the upstream nginx pinned to CPU 1. "
+                 f"CPU cap on the proxy under test: {cap.mode}. Medians of "
                  f"{args.reps} interleaved repetitions. `record` records every exchange with bodies; "
-                 "`passthrough` is `tapedeck record --no-record`.\n")
-    lines.append("| body | conns | target | req/s | p50 ms | p99 ms | proxy CPU s | proxy RSS MiB | dropped | req/s vs nginx proxy |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
-    for (path, conns), (rows, extra) in results.items():
+                 "`passthrough` is `tapedeck record --no-record`; `record-seal-now` is `record` with "
+                 "`--seal-backlog 0` (sealing at normal priority as segments close). CPU µs/req: "
+                 "utime + stime of all the proxy's threads and processes over the run / requests "
+                 "completed; peak RSS: VmHWM.\n")
+    lines.append("| body | conns | target | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | dropped "
+                 "| req/s vs nginx proxy | CPU/req vs nginx proxy |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (path, conns), rows in results.items():
         nginx_rps = median([r["rps"] for r in rows["nginx"]])
+        nginx_cpu = median([r.get("cpu_us_per_req") for r in rows["nginx"]])
         for kind, rs in rows.items():
             rps = median([r["rps"] for r in rs])
+            cpu = median([r.get("cpu_us_per_req") for r in rs])
             lines.append(
                 f"| {path} | {conns} | {kind} | {fmt(rps)} | {fmt(median([r['p50_ms'] for r in rs]), 2)} "
-                f"| {fmt(median([r['p99_ms'] for r in rs]), 2)} | {fmt(median(extra[kind]['cpu']), 1)} "
-                f"| {fmt(median(extra[kind]['rss']), 1)} | {fmt(median(extra[kind]['dropped']))} "
-                f"| {fmt(ratio(rps, nginx_rps), 2) if kind != 'direct' else '—'} |")
+                f"| {fmt(median([r['p99_ms'] for r in rs]), 2)} | {fmt(cpu, 1)} "
+                f"| {fmt(median([r.get('rss_peak_mib') for r in rs]), 1)} "
+                f"| {fmt(median([r.get('dropped') for r in rs]))} "
+                f"| {fmt(ratio(rps, nginx_rps), 2) if kind != 'direct' else '—'} "
+                f"| {fmt(ratio(cpu, nginx_cpu), 2) if kind != 'direct' else '—'} |")
     lines.append("")
     return results
 
 
-def run_proxy_case(args, tmp, kind, up_port, path, conns, rep):
+def run_proxy_case(args, tmp, kind, up_port, path, conns, rep, cap):
     if kind == "direct":
         r = wrk(f"http://127.0.0.1:{up_port}{path}", conns, args.seconds, 1)
         return r
     port = free_port()
     admin = free_port()
+    tape = None
+    stop_timeout = 30
     if kind == "nginx":
-        proc = start_nginx(NGINX_PROXY.format(dir=tmp, port=port, up=up_port, workers=1), f"proxy-{rep}", tmp, 0)
+        proc = start_nginx(nginx_proxy_conf(tmp, port, up_port, conns), f"proxy-{rep}", tmp, 0, cap)
     else:
+        base, _, engine = kind.partition(" ")
         argv = pin(0) + [args.bin, "record", "--listen", f"127.0.0.1:{port}",
                          "--upstream", f"http://127.0.0.1:{up_port}",
                          "--threads", "1", "--admin", f"127.0.0.1:{admin}"]
-        if kind == "passthrough":
+        if engine:
+            argv += ["--engine", engine]
+        if base == "passthrough":
             argv.append("--no-record")
         else:
-            argv += ["--tape", tempfile.mkdtemp(prefix="tape-", dir=tmp)]
-        proc = Proc(argv, os.path.join(tmp, f"{kind}-{rep}.log"))
+            tape = tempfile.mkdtemp(prefix="tape-", dir=tmp)
+            argv += ["--tape", tape]
+            if base == "record-seal-now":
+                argv += ["--seal-backlog", "0"]
+            # Closing seals what is left of the spool (seconds for 16 KB bodies on a capped core).
+            stop_timeout = 300
+        proc = Proc(cap.wrap(argv), os.path.join(tmp, f"{kind.replace(' ', '-')}-{rep}.log"))
     try:
         assert wait_port(port), f"{kind} did not start"
         time.sleep(0.3)
@@ -279,11 +430,17 @@ def run_proxy_case(args, tmp, kind, up_port, path, conns, rep):
         r = wrk(f"http://127.0.0.1:{port}{path}", conns, args.seconds, 1)
         pids = proc_tree(proc.p.pid)
         r["cpu_s"] = cpu_seconds(pids) - cpu0
-        r["rss_mib"] = rss_mib(pids)
-        if kind in ("record", "passthrough"):
+        if r.get("requests"):
+            r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / r["requests"]
+        r["rss_peak_mib"] = rss_mib(pids, "VmHWM")
+        if kind != "nginx":
             r["dropped"] = metric_sum(admin, "tapedeck_dropped_total")
     finally:
-        proc.stop()
+        code = proc.stop(timeout=stop_timeout)
+        if tape:
+            shutil.rmtree(tape, ignore_errors=True)
+    if kind != "nginx" and code not in (0, None):
+        raise RuntimeError(f"{kind} exited with {code}; see {tmp}")
     return r
 
 
@@ -321,7 +478,7 @@ def bench_latency_at_half_rate(args, tmp, lines, proxy_results):
     key = ("/small", args.conns[0])
     if key not in proxy_results:
         return
-    rows, _ = proxy_results[key]
+    rows = proxy_results[key]
     rate = int(median([r["rps"] for r in rows["nginx"]]) / 2)
     up_port = free_port()
     upstream = start_nginx(NGINX_UPSTREAM.format(dir=tmp, port=up_port, small=SMALL_BODY.replace("'", "")),
@@ -337,7 +494,7 @@ def bench_latency_at_half_rate(args, tmp, lines, proxy_results):
                     port = up_port
                 elif kind == "nginx":
                     port = free_port()
-                    proc = start_nginx(NGINX_PROXY.format(dir=tmp, port=port, up=up_port, workers=1), f"half-{rep}", tmp, 0)
+                    proc = start_nginx(nginx_proxy_conf(tmp, port, up_port, 64), f"half-{rep}", tmp, 0)
                 else:
                     port = free_port()
                     t = tempfile.mkdtemp(prefix="half-", dir=tmp)
@@ -464,11 +621,17 @@ def main():
     ap.add_argument("--seconds", type=int, help="override seconds per load run")
     ap.add_argument("--paths", help="override proxy paths, e.g. /large")
     ap.add_argument("--conns", help="override proxy connection counts, e.g. 16,64")
+    ap.add_argument("--cpu-cap", type=int, default=50,
+                    help="cap the proxy under test at this %% of one core (0: no cap; default 50)")
+    ap.add_argument("--engines", help="tapedeck engines to run, e.g. hyper,pingora "
+                    "(default: both when the binary has --engine, else its only engine)")
+    ap.add_argument("--seal-compare", action="store_true",
+                    help="also record with --seal-backlog 0 (sealing at normal priority)")
     args = ap.parse_args()
     if args.smoke:
         args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 2, 1, [16], ["/small"], [1000], 20_000
     else:
-        args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 10, 3, [16, 64, 256], ["/small", "/large"], [1000, 10000], 5_000_000
+        args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 10, 3, [64], ["/small", "/large"], [1000, 10000], 5_000_000
     over = ap.parse_args()
     args.reps = over.reps or args.reps
     args.seconds = over.seconds or args.seconds

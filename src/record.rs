@@ -65,6 +65,14 @@ pub(crate) struct Args {
     /// Records the writer queue holds before it drops (and counts) [default: 16384].
     #[arg(long, value_name = "N")]
     queue_capacity: Option<usize>,
+    /// Bytes of exchanges (bodies, headers, a fixed overhead each) waiting for the tape writer
+    /// before it drops (and counts): bounds the recorder's memory [default: 16MiB].
+    #[arg(long, value_name = "SIZE")]
+    queue_bytes: Option<String>,
+    /// Bytes of closed spool segments left to seal on idle CPU only; beyond it sealing runs at
+    /// normal priority too; 0 seals at once [default: 1GiB].
+    #[arg(long, value_name = "SIZE")]
+    seal_backlog: Option<String>,
     /// Time a client has to send a whole request head (from accept for a connection's first
     /// request, else from its first byte; past it: 408 and close), and the longest pause while
     /// it sends a request body [default: 60s].
@@ -154,6 +162,8 @@ impl Args {
             grace_period: text(self.grace_period),
             flush_interval: text(self.flush_interval),
             queue_capacity: self.queue_capacity,
+            queue_bytes: text(self.queue_bytes),
+            seal_backlog: text(self.seal_backlog),
             header_timeout: text(self.header_timeout),
             idle_timeout: text(self.idle_timeout),
             connect_timeout: text(self.connect_timeout),

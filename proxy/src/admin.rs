@@ -79,6 +79,7 @@ impl ServeHttp for AdminApp {
                         let (mut stats, health) = (s.sender.stats(), s.sender.health());
                         // The hand-off in front of the writer is part of the same queue.
                         stats.queue_depth += s.batcher.depth() as u64;
+                        stats.queue_bytes += s.batcher.depth_bytes() as u64;
                         stats.dropped_queue_full += s.batcher.dropped();
                         self.metrics.render(Some((&stats, &health)))
                     }

@@ -6,11 +6,16 @@
 //! uncontended lock), and one forwarder thread moves the whole batch to the writer every
 //! `tick`, waking the spool thread about once per batch.
 //!
+//! The forwarder hands each tick's records over with one [`TapeSender::append_batch`]: one lock
+//! of the writer's queue and at most one wake-up of its spool thread per tick.
+//!
 //! Guarantees: [`Batcher::push`] never blocks on I/O and never waits for the writer; when
-//! `capacity` records are already waiting, the record is dropped and counted
-//! ([`Batcher::dropped`]). [`Forwarder::finish`] hands over everything still waiting, so a graceful
-//! stop loses nothing. A crash may lose the records of one `tick` on top of the writer's flush
-//! interval.
+//! `capacity` records are already waiting, or the record's [`Exchange::mem_size`] does not fit in
+//! the writer's byte bound together with what waits here and in the writer's queue, the record
+//! is dropped and counted ([`Batcher::dropped`]). So `queue-bytes` bounds the hand-off and the
+//! writer's queue together. [`Forwarder::finish`] hands over everything still waiting, so a
+//! graceful stop loses nothing. A crash may lose the records of one `tick` on top of the writer's
+//! flush interval.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,12 +25,19 @@ use std::time::Duration;
 use tapedeck_storage::{Exchange, TapeSender};
 use tracing::warn;
 
+#[derive(Debug, Default)]
+struct Waiting {
+    records: Vec<Exchange>,
+    bytes: usize,
+}
+
 #[derive(Debug)]
 struct Inner {
-    queue: Mutex<Vec<Exchange>>,
+    queue: Mutex<Waiting>,
     capacity: usize,
     dropped: AtomicU64,
     stop: AtomicBool,
+    sender: TapeSender,
 }
 
 /// The proxy side of the hand-off. Cheap to clone.
@@ -49,15 +61,16 @@ impl Batcher {
         tick: Duration,
     ) -> std::io::Result<(Batcher, Forwarder)> {
         let inner = Arc::new(Inner {
-            queue: Mutex::new(Vec::with_capacity(capacity.min(4096))),
+            queue: Mutex::new(Waiting::default()),
             capacity: capacity.max(1),
             dropped: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            sender,
         });
         let shared = inner.clone();
         let thread = std::thread::Builder::new()
             .name("tape-batch".into())
-            .spawn(move || forward(&shared, &sender, tick))?;
+            .spawn(move || forward(&shared, tick))?;
         Ok((
             Batcher {
                 inner: inner.clone(),
@@ -69,24 +82,38 @@ impl Batcher {
         ))
     }
 
-    /// Queues a record; `false` (and counted) when `capacity` records are already waiting.
+    /// Queues a record; `false` (and counted) when `capacity` records are already waiting or
+    /// its bytes do not fit in the writer's byte bound.
     pub fn push(&self, ex: Exchange) -> bool {
+        let size = ex.mem_size();
+        let limit = self.inner.sender.queue_bytes_limit() as u64;
+        let in_writer = self.inner.sender.queued_bytes();
         let Ok(mut q) = self.inner.queue.lock() else {
             self.inner.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        if q.len() >= self.inner.capacity {
+        if q.records.len() >= self.inner.capacity || in_writer + (q.bytes + size) as u64 > limit {
             drop(q);
             self.inner.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        q.push(ex);
+        q.bytes += size;
+        q.records.push(ex);
         true
     }
 
     /// Records waiting for the forwarder.
     pub fn depth(&self) -> usize {
-        self.inner.queue.lock().map(|q| q.len()).unwrap_or(0)
+        self.inner
+            .queue
+            .lock()
+            .map(|q| q.records.len())
+            .unwrap_or(0)
+    }
+
+    /// Bytes ([`Exchange::mem_size`]) of the records waiting for the forwarder.
+    pub fn depth_bytes(&self) -> usize {
+        self.inner.queue.lock().map(|q| q.bytes).unwrap_or(0)
     }
 
     /// Records dropped because the hand-off was full.
@@ -108,25 +135,24 @@ impl Forwarder {
     }
 }
 
-fn forward(inner: &Inner, sender: &TapeSender, tick: Duration) {
-    let mut batch: Vec<Exchange> = Vec::new();
+fn take(inner: &Inner) -> Vec<Exchange> {
+    match inner.queue.lock() {
+        Ok(mut q) => {
+            q.bytes = 0;
+            std::mem::take(&mut q.records)
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+fn forward(inner: &Inner, tick: Duration) {
     loop {
         let stopping = inner.stop.load(Ordering::Acquire);
-        if let Ok(mut q) = inner.queue.lock() {
-            std::mem::swap(&mut *q, &mut batch);
-        }
-        for ex in batch.drain(..) {
-            // Drop policy: a full writer queue drops and counts inside the writer.
-            let _ = sender.append(ex);
-        }
+        // Drop policy: what does not fit in the writer's queue is dropped and counted there.
+        inner.sender.append_batch(take(inner));
         if stopping {
-            // One more pass: anything pushed between the swap and the stop flag.
-            if let Ok(mut q) = inner.queue.lock() {
-                batch.append(&mut q);
-            }
-            for ex in batch.drain(..) {
-                let _ = sender.append(ex);
-            }
+            // One more pass: anything pushed between the take and the stop flag.
+            inner.sender.append_batch(take(inner));
             return;
         }
         std::thread::park_timeout(tick);

@@ -64,6 +64,14 @@ pub struct RawConfig {
     pub flush_interval: Option<NumOrText>,
     /// Records the writer queue holds before it drops (default 16384).
     pub queue_capacity: Option<usize>,
+    /// Bytes of records (bodies, headers and a fixed overhead per record) that may wait for the
+    /// tape writer, in the hand-off and the writer's queue together, before records are dropped
+    /// and counted (default 16 MiB). With `queue-capacity`, what bounds the recorder's memory.
+    pub queue_bytes: Option<NumOrText>,
+    /// Bytes of closed spool segments that may wait to be sealed into Parquet while sealing
+    /// runs only on otherwise idle CPU (default 1 GiB); beyond it sealing also runs at normal
+    /// priority. `0` seals each segment at once, at normal priority.
+    pub seal_backlog: Option<NumOrText>,
     /// Time a client has to send a whole request head (default 60 s): from accept for the first
     /// request of a connection, from the request's first byte for later ones. Past it the
     /// connection is closed, with a `408` if part of a head had arrived (slowloris). Also the
@@ -230,8 +238,12 @@ pub struct Settings {
     pub grace_period: Duration,
     /// Spool flush interval.
     pub flush_interval: Duration,
-    /// Writer queue capacity.
+    /// Writer queue capacity, in records.
     pub queue_capacity: usize,
+    /// Bound on the bytes of records waiting for the writer (hand-off and queue together).
+    pub queue_bytes: usize,
+    /// Bytes of closed spool segments left to low-priority sealing.
+    pub seal_backlog: u64,
     /// Deadline of a whole request head; per-read timeout of a request body.
     pub header_timeout: Duration,
     /// Idle keep-alive timeout (HTTP/1.1 between requests, HTTP/2 with no open stream).
@@ -291,6 +303,8 @@ impl RawConfig {
             grace_period,
             flush_interval,
             queue_capacity,
+            queue_bytes,
+            seal_backlog,
             header_timeout,
             idle_timeout,
             connect_timeout,
@@ -366,6 +380,11 @@ impl RawConfig {
             Some(n) => n,
             None => 16_384,
         };
+        let queue_bytes = size("queue-bytes", self.queue_bytes.as_ref(), 16 << 20)?;
+        if queue_bytes == 0 {
+            return Err(invalid("queue-bytes", "must be at least 1 byte"));
+        }
+        let seal_backlog = size("seal-backlog", self.seal_backlog.as_ref(), 1 << 30)? as u64;
         let positive = |key: &'static str, v: Option<&NumOrText>, default_ms: u64| {
             let d = duration(key, v, default_ms)?;
             if d.is_zero() {
@@ -455,6 +474,8 @@ impl RawConfig {
             grace_period,
             flush_interval,
             queue_capacity,
+            queue_bytes,
+            seal_backlog,
             header_timeout,
             idle_timeout,
             connect_timeout,
@@ -692,6 +713,21 @@ exclude-methods = ["OPTIONS"]
         .expect("valid");
         assert_eq!(s.max_body, 2 << 20);
         assert_eq!(s.idle_timeout, Duration::from_millis(500));
+        assert_eq!((s.queue_bytes, s.seal_backlog), (16 << 20, 1 << 30));
+        let s = RawConfig::from_toml(
+            "upstream = \"http://127.0.0.1:1\"\ntape = \"t\"\nqueue-bytes = \"64KiB\"\nseal-backlog = 0\n",
+        )
+        .expect("parses")
+        .validate()
+        .expect("valid");
+        assert_eq!((s.queue_bytes, s.seal_backlog), (64 << 10, 0));
+        let e = RawConfig {
+            queue_bytes: Some("0".into()),
+            ..base()
+        }
+        .validate()
+        .expect_err("zero bytes");
+        assert!(e.to_string().contains("queue-bytes"), "{e}");
     }
 
     #[test]

@@ -157,13 +157,19 @@ impl Metrics {
              # HELP tapedeck_tape_seal_errors_total Failed attempts to seal a spool segment.\n\
              # TYPE tapedeck_tape_seal_errors_total counter\ntapedeck_tape_seal_errors_total {}\n\
              # HELP tapedeck_writer_queue_depth Records waiting in the tape writer queue.\n\
-             # TYPE tapedeck_writer_queue_depth gauge\ntapedeck_writer_queue_depth {}",
+             # TYPE tapedeck_writer_queue_depth gauge\ntapedeck_writer_queue_depth {}\n\
+             # HELP tapedeck_writer_queue_bytes Bytes of records waiting for the tape writer (bounded by queue-bytes).\n\
+             # TYPE tapedeck_writer_queue_bytes gauge\ntapedeck_writer_queue_bytes {}\n\
+             # HELP tapedeck_tape_seal_backlog_bytes Bytes of closed spool segments not yet sealed.\n\
+             # TYPE tapedeck_tape_seal_backlog_bytes gauge\ntapedeck_tape_seal_backlog_bytes {}",
             w.written,
             w.bytes_spooled,
             w.bytes_sealed,
             w.files_sealed,
             w.seal_errors,
-            w.queue_depth
+            w.queue_depth,
+            w.queue_bytes,
+            w.seal_backlog_bytes
         );
         let degraded = match writer {
             Some((_, h)) => h.degraded,

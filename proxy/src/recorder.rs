@@ -115,6 +115,13 @@ impl Recorder {
     pub fn run(self) -> Result<RunSummary, RecordError> {
         let s = self.settings;
         check_bind("proxy", s.listen)?;
+        if s.tape.is_some() && s.queue_bytes < 2 * s.max_body {
+            warn!(
+                queue_bytes = s.queue_bytes,
+                max_body = s.max_body,
+                "queue-bytes is under twice max-body: exchanges with large bodies will not fit and will be dropped"
+            );
+        }
         if let Some(a) = s.admin {
             check_bind("admin", a)?;
         }
@@ -289,6 +296,8 @@ fn open_tape(s: &Settings, dir: &Path) -> Result<Opened, OpenError> {
     let writer = TapeWriter::builder(dir)
         .when_full(WhenFull::Drop)
         .queue_capacity(s.queue_capacity)
+        .queue_bytes(s.queue_bytes)
+        .seal_backlog(s.seal_backlog)
         .flush_interval(s.flush_interval)
         .metadata("tapedeck.recorder.upstream", s.upstream.authority.clone())
         .metadata("tapedeck.recorder.source", s.source.clone())

@@ -280,6 +280,36 @@ impl Exchange {
             + 16) as u64
     }
 
+    /// The memory this record holds while it waits for the tape writer: the struct itself, its
+    /// strings, its header lists and its bodies. What the writer's byte bound
+    /// ([`TapeWriterBuilder::queue_bytes`](crate::TapeWriterBuilder::queue_bytes)) counts, and
+    /// what a hand-off in front of the writer should count too. Allocator overhead is not
+    /// included, and a body that is a slice of a larger shared buffer counts only its slice.
+    pub fn mem_size(&self) -> usize {
+        const HEADER: usize = std::mem::size_of::<Header>();
+        let headers = |hs: &[Header]| -> usize {
+            hs.iter()
+                .map(|h| HEADER + h.name.len() + h.value.len())
+                .sum()
+        };
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        std::mem::size_of::<Exchange>()
+            + self.source.len()
+            + opt(&self.client_addr)
+            + self.method.len()
+            + self.scheme.len()
+            + self.authority.len()
+            + self.path.len()
+            + opt(&self.query)
+            + self.http_version.len()
+            + headers(&self.req_headers)
+            + self.req_body.len()
+            + headers(&self.resp_headers)
+            + self.resp_body.len()
+            + opt(&self.error)
+            + opt(&self.target)
+    }
+
     /// Whether the flag bit is set.
     pub fn has_flag(&self, flag: u32) -> bool {
         self.flags & flag != 0

@@ -25,6 +25,7 @@ mod error;
 mod exchange;
 pub mod layout;
 pub mod object;
+mod queue;
 mod reader;
 pub mod route;
 pub mod schema;
@@ -45,8 +46,8 @@ pub use reader::{
 pub use schema::SCHEMA_VERSION;
 pub use seal::{SealOutcome, seal};
 pub use writer::{
-    AppendError, Health, LOCK_FILE, MAX_STORED_BODY, TapeSender, TapeWriter, TapeWriterBuilder,
-    WhenFull, WriterStats,
+    AppendError, BatchOutcome, Health, LOCK_FILE, MAX_STORED_BODY, TapeSender, TapeWriter,
+    TapeWriterBuilder, WhenFull, WriterStats,
 };
 
 /// Re-exported so that callers can handle batches without naming arrow crates themselves.

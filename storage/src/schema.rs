@@ -7,7 +7,15 @@
 
 use std::sync::{Arc, LazyLock};
 
+use arrow_array::PrimitiveArray;
+use arrow_array::builder::ArrayBuilder;
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, GenericByteBuilder, Int64Builder,
+    PrimitiveBuilder, StringBuilder, TimestampMicrosecondBuilder, UInt16Builder, UInt32Builder,
+    UInt64Builder,
+};
 use arrow_array::cast::AsArray;
+use arrow_array::types::{ArrowPrimitiveType, ByteArrayType};
 use arrow_array::types::{Int64Type, TimestampMicrosecondType, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, GenericListArray, Int64Array,
@@ -138,107 +146,286 @@ pub fn column_indices(names: &[&str]) -> Result<Vec<usize>, String> {
         .collect()
 }
 
-fn strings<'a>(it: impl Iterator<Item = &'a str>) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(it))
+/// Finishes a string or binary column and starts the next one with room for as many rows and
+/// bytes (at most `cap` bytes): a batch then costs one allocation per buffer, not a series of
+/// doubling reallocations that copy what was already appended.
+fn finish_bytes<T: ByteArrayType>(
+    b: &mut GenericByteBuilder<T>,
+    rows: usize,
+    cap: usize,
+) -> ArrayRef {
+    let data = b.values_slice().len().min(cap);
+    let out = b.finish();
+    *b = GenericByteBuilder::with_capacity(rows, data);
+    Arc::new(out)
 }
 
-fn opt_strings<'a>(it: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
-    Arc::new(StringArray::from_iter(it))
+/// [`finish_bytes`] for a fixed-width column.
+fn finish_prim<T: ArrowPrimitiveType>(
+    b: &mut PrimitiveBuilder<T>,
+    rows: usize,
+) -> PrimitiveArray<T> {
+    let out = b.finish();
+    *b = PrimitiveBuilder::with_capacity(rows);
+    out
 }
 
-fn uuids(it: impl Iterator<Item = Option<Uuid>>, len: usize) -> ArrayRef {
-    let arr = FixedSizeBinaryArray::try_from_sparse_iter_with_size(
-        it.map(|u| u.map(|u| *u.as_bytes())),
-        16,
-    );
-    match arr {
-        Ok(a) => Arc::new(a),
-        // Only reachable for an iterator of zero items, which Arrow cannot size.
-        Err(_) => Arc::new(FixedSizeBinaryArray::new_null(16, len)),
+/// A header list column being built: one list per row of `{name, value}` structs.
+#[derive(Debug, Default)]
+struct HeadersBuilder {
+    lengths: Vec<usize>,
+    names: StringBuilder,
+    values: BinaryBuilder,
+}
+
+impl HeadersBuilder {
+    fn append(&mut self, hs: &[Header]) -> usize {
+        let mut bytes = 0;
+        for h in hs {
+            self.names.append_value(&h.name);
+            self.values.append_value(&h.value);
+            bytes += h.name.len() + h.value.len();
+        }
+        self.lengths.push(hs.len());
+        bytes
+    }
+
+    fn finish(&mut self, rows: usize, cap: usize) -> ArrayRef {
+        let headers = self.names.len();
+        let entries = StructArray::new(
+            header_fields(),
+            vec![
+                finish_bytes(&mut self.names, headers, cap),
+                finish_bytes(&mut self.values, headers, cap),
+            ],
+            None,
+        );
+        let lengths = std::mem::replace(&mut self.lengths, Vec::with_capacity(rows));
+        let offsets = OffsetBuffer::from_lengths(lengths);
+        Arc::new(ListArray::new(
+            header_item_field(),
+            offsets,
+            Arc::new(entries),
+            None,
+        ))
     }
 }
 
-fn headers_array<'a>(lists: impl Iterator<Item = &'a [Header]>) -> ArrayRef {
-    let mut offsets = Vec::new();
-    let mut names = Vec::new();
-    let mut values: Vec<&[u8]> = Vec::new();
-    for hs in lists {
-        offsets.push(hs.len());
-        for h in hs {
-            names.push(h.name.as_str());
-            values.push(&h.value);
+/// Builds a `RecordBatch` of [`tape_schema`] one exchange at a time, so that the caller can
+/// drop each exchange as soon as it is appended (the spool thread does). [`encode`] is the
+/// same for a slice.
+#[derive(Debug)]
+pub(crate) struct BatchEncoder {
+    id: FixedSizeBinaryBuilder,
+    source: StringBuilder,
+    started_at: TimestampMicrosecondBuilder,
+    ttfb: Int64Builder,
+    duration: Int64Builder,
+    total: Int64Builder,
+    client_addr: StringBuilder,
+    method: StringBuilder,
+    scheme: StringBuilder,
+    authority: StringBuilder,
+    path: StringBuilder,
+    query: StringBuilder,
+    http_version: StringBuilder,
+    req_headers: HeadersBuilder,
+    req_body: BinaryBuilder,
+    req_body_size: UInt64Builder,
+    req_body_truncated: BooleanBuilder,
+    status: UInt16Builder,
+    resp_headers: HeadersBuilder,
+    resp_body: BinaryBuilder,
+    resp_body_size: UInt64Builder,
+    resp_body_truncated: BooleanBuilder,
+    error_kind: StringBuilder,
+    error: StringBuilder,
+    flags: UInt32Builder,
+    origin_id: FixedSizeBinaryBuilder,
+    target: StringBuilder,
+    scheduled_at: TimestampMicrosecondBuilder,
+    sent_at: TimestampMicrosecondBuilder,
+    rows: usize,
+    bytes: usize,
+    /// The most bytes a column is pre-sized for after a batch.
+    presize_cap: usize,
+}
+
+impl Default for BatchEncoder {
+    fn default() -> Self {
+        BatchEncoder {
+            id: FixedSizeBinaryBuilder::new(16),
+            source: StringBuilder::new(),
+            started_at: TimestampMicrosecondBuilder::new(),
+            ttfb: Int64Builder::new(),
+            duration: Int64Builder::new(),
+            total: Int64Builder::new(),
+            client_addr: StringBuilder::new(),
+            method: StringBuilder::new(),
+            scheme: StringBuilder::new(),
+            authority: StringBuilder::new(),
+            path: StringBuilder::new(),
+            query: StringBuilder::new(),
+            http_version: StringBuilder::new(),
+            req_headers: HeadersBuilder::default(),
+            req_body: BinaryBuilder::new(),
+            req_body_size: UInt64Builder::new(),
+            req_body_truncated: BooleanBuilder::new(),
+            status: UInt16Builder::new(),
+            resp_headers: HeadersBuilder::default(),
+            resp_body: BinaryBuilder::new(),
+            resp_body_size: UInt64Builder::new(),
+            resp_body_truncated: BooleanBuilder::new(),
+            error_kind: StringBuilder::new(),
+            error: StringBuilder::new(),
+            flags: UInt32Builder::new(),
+            origin_id: FixedSizeBinaryBuilder::new(16),
+            target: StringBuilder::new(),
+            scheduled_at: TimestampMicrosecondBuilder::new(),
+            sent_at: TimestampMicrosecondBuilder::new(),
+            rows: 0,
+            bytes: 0,
+            presize_cap: 0,
         }
     }
-    let entries = StructArray::new(
-        header_fields(),
-        vec![
-            Arc::new(StringArray::from_iter_values(names)),
-            Arc::new(BinaryArray::from_iter_values(values)),
-        ],
-        None,
-    );
-    Arc::new(ListArray::new(
-        header_item_field(),
-        OffsetBuffer::from_lengths(offsets),
-        Arc::new(entries),
-        None,
-    ))
+}
+
+impl BatchEncoder {
+    /// An encoder that, after each batch, pre-sizes its columns for the next one like it (each
+    /// column's data buffer for at most `presize_cap` bytes).
+    pub(crate) fn with_presize_cap(presize_cap: usize) -> Self {
+        BatchEncoder {
+            presize_cap,
+            ..BatchEncoder::default()
+        }
+    }
+
+    /// Rows appended since the last [`finish`](Self::finish).
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Bytes of strings, header names and values and bodies appended since the last
+    /// [`finish`](Self::finish): about what the finished batch holds.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends one exchange as a row.
+    pub(crate) fn push(&mut self, x: &Exchange) {
+        // Infallible: a uuid is always 16 bytes.
+        let _ = self.id.append_value(x.id.as_bytes());
+        self.source.append_value(&x.source);
+        self.started_at.append_value(x.started_at_us);
+        self.ttfb.append_option(x.ttfb_us);
+        self.duration.append_option(x.duration_us);
+        self.total.append_option(x.total_us);
+        self.client_addr.append_option(x.client_addr.as_deref());
+        self.method.append_value(&x.method);
+        self.scheme.append_value(&x.scheme);
+        self.authority.append_value(&x.authority);
+        self.path.append_value(&x.path);
+        self.query.append_option(x.query.as_deref());
+        self.http_version.append_value(&x.http_version);
+        let headers = self.req_headers.append(&x.req_headers);
+        self.req_body.append_value(&x.req_body);
+        self.req_body_size.append_value(x.req_body_size);
+        self.req_body_truncated.append_value(x.req_body_truncated);
+        self.status.append_option(x.status);
+        let headers = headers + self.resp_headers.append(&x.resp_headers);
+        self.resp_body.append_value(&x.resp_body);
+        self.resp_body_size.append_value(x.resp_body_size);
+        self.resp_body_truncated.append_value(x.resp_body_truncated);
+        self.error_kind
+            .append_option(x.error_kind.map(ErrorKind::as_str));
+        self.error.append_option(x.error.as_deref());
+        self.flags.append_value(x.flags);
+        match x.origin_id {
+            Some(o) => {
+                let _ = self.origin_id.append_value(o.as_bytes());
+            }
+            None => self.origin_id.append_null(),
+        }
+        self.target.append_option(x.target.as_deref());
+        self.scheduled_at.append_option(x.scheduled_at_us);
+        self.sent_at.append_option(x.sent_at_us);
+        self.rows += 1;
+        self.bytes += headers
+            + x.req_body.len()
+            + x.resp_body.len()
+            + x.source.len()
+            + x.authority.len()
+            + x.path.len()
+            + x.query.as_ref().map_or(0, String::len)
+            + x.error.as_ref().map_or(0, String::len)
+            + 96;
+    }
+
+    /// The rows appended so far as a batch of `schema` (the tape schema, possibly with file
+    /// metadata); the encoder is empty afterwards.
+    pub(crate) fn finish(&mut self, schema: SchemaRef) -> RecordBatch {
+        let (n, cap) = (self.rows, self.presize_cap);
+        let ts = |b: &mut TimestampMicrosecondBuilder| -> ArrayRef {
+            Arc::new(finish_prim(b, n).with_timezone("UTC"))
+        };
+        let id = std::mem::replace(&mut self.id, FixedSizeBinaryBuilder::with_capacity(n, 16));
+        let origin = std::mem::replace(
+            &mut self.origin_id,
+            FixedSizeBinaryBuilder::with_capacity(n, 16),
+        );
+        let boolean = |b: &mut BooleanBuilder| -> ArrayRef {
+            let out = b.finish();
+            *b = BooleanBuilder::with_capacity(n);
+            Arc::new(out)
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new({ id }.finish()),
+            finish_bytes(&mut self.source, n, cap),
+            ts(&mut self.started_at),
+            Arc::new(finish_prim(&mut self.ttfb, n)),
+            Arc::new(finish_prim(&mut self.duration, n)),
+            Arc::new(finish_prim(&mut self.total, n)),
+            finish_bytes(&mut self.client_addr, n, cap),
+            finish_bytes(&mut self.method, n, cap),
+            finish_bytes(&mut self.scheme, n, cap),
+            finish_bytes(&mut self.authority, n, cap),
+            finish_bytes(&mut self.path, n, cap),
+            finish_bytes(&mut self.query, n, cap),
+            finish_bytes(&mut self.http_version, n, cap),
+            self.req_headers.finish(n, cap),
+            finish_bytes(&mut self.req_body, n, cap),
+            Arc::new(finish_prim(&mut self.req_body_size, n)),
+            boolean(&mut self.req_body_truncated),
+            Arc::new(finish_prim(&mut self.status, n)),
+            self.resp_headers.finish(n, cap),
+            finish_bytes(&mut self.resp_body, n, cap),
+            Arc::new(finish_prim(&mut self.resp_body_size, n)),
+            boolean(&mut self.resp_body_truncated),
+            finish_bytes(&mut self.error_kind, n, cap),
+            finish_bytes(&mut self.error, n, cap),
+            Arc::new(finish_prim(&mut self.flags, n)),
+            Arc::new({ origin }.finish()),
+            finish_bytes(&mut self.target, n, cap),
+            ts(&mut self.scheduled_at),
+            ts(&mut self.sent_at),
+        ];
+        self.rows = 0;
+        self.bytes = 0;
+        // The arrays are built for the tape schema's columns, in its order and with its types
+        // and nullability, so this cannot fail; a failure is a bug in this type, caught by the
+        // round-trip tests.
+        #[allow(clippy::expect_used)]
+        RecordBatch::try_new(schema, columns).expect("BatchEncoder builds the tape schema")
+    }
 }
 
 /// Encodes exchanges as one `RecordBatch` of [`tape_schema`].
 pub fn encode(exchanges: &[Exchange]) -> RecordBatch {
-    let n = exchanges.len();
-    let e = exchanges;
-    let ts = |it: Vec<Option<i64>>| -> ArrayRef {
-        Arc::new(TimestampMicrosecondArray::from(it).with_timezone("UTC"))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        uuids(e.iter().map(|x| Some(x.id)), n),
-        strings(e.iter().map(|x| x.source.as_str())),
-        ts(e.iter().map(|x| Some(x.started_at_us)).collect()),
-        Arc::new(Int64Array::from_iter(e.iter().map(|x| x.ttfb_us))),
-        Arc::new(Int64Array::from_iter(e.iter().map(|x| x.duration_us))),
-        Arc::new(Int64Array::from_iter(e.iter().map(|x| x.total_us))),
-        opt_strings(e.iter().map(|x| x.client_addr.as_deref())),
-        strings(e.iter().map(|x| x.method.as_str())),
-        strings(e.iter().map(|x| x.scheme.as_str())),
-        strings(e.iter().map(|x| x.authority.as_str())),
-        strings(e.iter().map(|x| x.path.as_str())),
-        opt_strings(e.iter().map(|x| x.query.as_deref())),
-        strings(e.iter().map(|x| x.http_version.as_str())),
-        headers_array(e.iter().map(|x| x.req_headers.as_slice())),
-        Arc::new(BinaryArray::from_iter_values(
-            e.iter().map(|x| &x.req_body[..]),
-        )),
-        Arc::new(UInt64Array::from_iter_values(
-            e.iter().map(|x| x.req_body_size),
-        )),
-        Arc::new(BooleanArray::from_iter(
-            e.iter().map(|x| Some(x.req_body_truncated)),
-        )),
-        Arc::new(UInt16Array::from_iter(e.iter().map(|x| x.status))),
-        headers_array(e.iter().map(|x| x.resp_headers.as_slice())),
-        Arc::new(BinaryArray::from_iter_values(
-            e.iter().map(|x| &x.resp_body[..]),
-        )),
-        Arc::new(UInt64Array::from_iter_values(
-            e.iter().map(|x| x.resp_body_size),
-        )),
-        Arc::new(BooleanArray::from_iter(
-            e.iter().map(|x| Some(x.resp_body_truncated)),
-        )),
-        opt_strings(e.iter().map(|x| x.error_kind.map(ErrorKind::as_str))),
-        opt_strings(e.iter().map(|x| x.error.as_deref())),
-        Arc::new(UInt32Array::from_iter_values(e.iter().map(|x| x.flags))),
-        uuids(e.iter().map(|x| x.origin_id), n),
-        opt_strings(e.iter().map(|x| x.target.as_deref())),
-        ts(e.iter().map(|x| x.scheduled_at_us).collect()),
-        ts(e.iter().map(|x| x.sent_at_us).collect()),
-    ];
-    // The arrays are built from the schema above, so this cannot fail; a failure is a bug in
-    // this function, caught by the round-trip tests.
-    #[allow(clippy::expect_used)]
-    RecordBatch::try_new(tape_schema(), columns).expect("encode builds arrays matching the schema")
+    let mut e = BatchEncoder::default();
+    for x in exchanges {
+        e.push(x);
+    }
+    e.finish(tape_schema())
 }
 
 /// A column of a batch being decoded, resolved once per batch with its type checked.

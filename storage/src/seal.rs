@@ -1,9 +1,43 @@
-//! Sealing: compacting a closed spool segment into hour-partitioned zstd Parquet files.
+//! Sealing (tier 2 of a tape): compacting a closed spool segment into hour-partitioned zstd
+//! Parquet files, and the seal threads that do it ([`SealLanes`]).
+//!
+//! Format: `date=YYYY-MM-DD/hour=HH/part-<segment-id>.parquet`, zstd (level 3 by default),
+//! dictionary encoding except for ids, bodies and client addresses, page-level statistics, row
+//! groups of at most 65,536 rows / 64 MiB (encoded), the segment's file metadata plus
+//! `tapedeck.segment`. Written under a temp name, fsynced, renamed, directory fsynced; then the
+//! segment is deleted. Idempotent: names come from the segment id.
+//!
+//! Threads ("lanes"), both taking the oldest waiting segment first:
+//!
+//! ```text
+//!  spool thread ── closed segment (+ its size) ──► jobs ──► idle lane   (nice 19): any job
+//!                                                        └► normal lane (nice 0):  only while the
+//!                                                           backlog > seal_backlog, and on close
+//! ```
+//!
+//! Sealing costs more CPU per byte than spooling (zstd, dictionaries, statistics), so on a
+//! saturated core it would take the proxy's time. The idle lane runs at the lowest priority a
+//! thread can set without privileges (`setpriority(2)` on its thread id, nice 19: about 1.5 % of
+//! a core against one busy nice-0 thread), so it seals with CPU time nobody else wants. While
+//! the core stays saturated, closed segments pile up in `spool/` instead (uncompressed Arrow IPC,
+//! readable by every reader). Once they exceed `seal_backlog` bytes the normal lane seals as
+//! well, at normal priority, so the backlog — disk use and the work left for close — stays
+//! bounded. A nice value cannot be lowered again without privileges, hence two threads rather
+//! than one that changes its priority. `seal_backlog = 0` starts only the normal lane (seal
+//! everything at once, as before).
+//!
+//! Crash safety is unchanged: a closed segment is complete and fsynced before it is queued, and
+//! segments left by a crash are queued again by the next writer. A segment that fails to seal is
+//! retried every 5 s; one that cannot be read is moved aside as `.corrupt`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
@@ -14,10 +48,13 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use tracing::{debug, error, warn};
+
 use crate::error::{Result, StorageError};
-use crate::layout;
+use crate::layout::{self, SEGMENT_EXT};
 use crate::schema::{META_SEGMENT, col};
 use crate::spool::SegmentReader;
+use crate::writer::Shared;
 
 /// How sealed files are written.
 #[derive(Debug, Clone)]
@@ -25,6 +62,8 @@ pub(crate) struct SealSettings {
     pub(crate) zstd_level: i32,
     pub(crate) row_group_rows: usize,
     pub(crate) row_group_bytes: usize,
+    /// Bytes of closed segments left to the idle lane before the normal lane helps.
+    pub(crate) backlog_bytes: u64,
 }
 
 impl Default for SealSettings {
@@ -33,6 +72,7 @@ impl Default for SealSettings {
             zstd_level: 3,
             row_group_rows: 65_536,
             row_group_bytes: 64 << 20,
+            backlog_bytes: 1 << 30,
         }
     }
 }
@@ -105,6 +145,19 @@ pub(crate) fn seal_segment(
     settings: &SealSettings,
     metadata: &BTreeMap<String, String>,
 ) -> Result<SealOutcome> {
+    // Never aborted, so never `None`.
+    seal_segment_unless(tape, segment, settings, metadata, &|| false).map(Option::unwrap_or_default)
+}
+
+/// [`seal_segment`], giving up (temp files removed, the segment untouched: `Ok(None)`) when
+/// `abort` returns true between two batches.
+fn seal_segment_unless(
+    tape: &Path,
+    segment: &Path,
+    settings: &SealSettings,
+    metadata: &BTreeMap<String, String>,
+    abort: &dyn Fn() -> bool,
+) -> Result<Option<SealOutcome>> {
     let seg_id = segment
         .file_stem()
         .and_then(|s| s.to_str())
@@ -114,7 +167,7 @@ pub(crate) fn seal_segment(
     let Some(mut reader) = SegmentReader::open(segment, None)? else {
         // Created but never written (crash right after creation): nothing to keep.
         remove_segment(segment)?;
-        return Ok(out);
+        return Ok(Some(out));
     };
     let mut meta = metadata.clone();
     // Keep what the original writer recorded (host, version, upstream) when recovering.
@@ -126,8 +179,11 @@ pub(crate) fn seal_segment(
     let schema = reader.schema();
 
     let mut files: HashMap<i64, HourFile> = HashMap::new();
-    let result = (|| -> Result<()> {
+    let result = (|| -> Result<bool> {
         while let Some(batch) = reader.next_batch() {
+            if abort() {
+                return Ok(false);
+            }
             let batch = batch?;
             for (hour, part) in split_by_hour(&batch, segment)? {
                 let f = match files.get_mut(&hour) {
@@ -142,13 +198,22 @@ pub(crate) fn seal_segment(
                 out.rows += part.num_rows() as u64;
             }
         }
-        Ok(())
+        Ok(true)
     })();
-    if let Err(e) = result {
-        for f in files.into_values() {
-            let _ = fs::remove_file(&f.tmp);
+    match result {
+        Ok(true) => {}
+        Ok(false) => {
+            for f in files.into_values() {
+                let _ = fs::remove_file(&f.tmp);
+            }
+            return Ok(None);
         }
-        return Err(e);
+        Err(e) => {
+            for f in files.into_values() {
+                let _ = fs::remove_file(&f.tmp);
+            }
+            return Err(e);
+        }
     }
     out.tail_error = reader.tail_error().map(str::to_owned);
 
@@ -186,7 +251,7 @@ pub(crate) fn seal_segment(
         out.files += 1;
     }
     remove_segment(segment)?;
-    Ok(out)
+    Ok(Some(out))
 }
 
 fn remove_segment(segment: &Path) -> Result<()> {
@@ -255,4 +320,374 @@ fn split_by_hour(batch: &RecordBatch, path: &Path) -> Result<Vec<(i64, RecordBat
                 .map_err(|e| StorageError::corrupt(path, e))
         })
         .collect()
+}
+
+/// How long a segment that failed to seal waits before the next attempt.
+const SEAL_RETRY: Duration = Duration::from_secs(5);
+/// "Never again" for a segment that failed while closing (it stays for the next writer).
+const CLOSED: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A closed segment waiting to be sealed.
+#[derive(Debug)]
+struct Job {
+    path: PathBuf,
+    bytes: u64,
+    /// Not before this instant (a retry after a failure).
+    due: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct JobState {
+    jobs: VecDeque<Job>,
+    /// Bytes of segments queued, being sealed, or waiting for a retry.
+    backlog: u64,
+    /// The writer is closing: the normal lane seals everything; the idle lane takes nothing and
+    /// gives back the segment it is sealing (between two batches), so that close never waits
+    /// for a starved low-priority thread.
+    urgent: bool,
+    /// Every segment has been queued: stop once none is left to attempt.
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct JobQueue {
+    state: Mutex<JobState>,
+    cv: Condvar,
+    shared: Arc<Shared>,
+    backlog_limit: u64,
+    /// Whether an idle lane runs (else the normal lane takes every job).
+    idle_lane: bool,
+}
+
+impl JobQueue {
+    fn lock(&self) -> MutexGuard<'_, JobState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_backlog(&self, s: &mut JobState, backlog: u64) {
+        s.backlog = backlog;
+        self.shared
+            .counters
+            .seal_backlog
+            .store(backlog, Ordering::Relaxed);
+    }
+}
+
+/// Where the spool thread hands closed segments to the seal lanes. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct SealJobs {
+    queue: Arc<JobQueue>,
+}
+
+impl SealJobs {
+    /// Queues a closed segment of `bytes` bytes for sealing.
+    pub(crate) fn send(&self, path: PathBuf, bytes: u64) {
+        let mut s = self.queue.lock();
+        let backlog = s.backlog + bytes;
+        self.queue.set_backlog(&mut s, backlog);
+        s.jobs.push_back(Job {
+            path,
+            bytes,
+            due: None,
+        });
+        self.queue.cv.notify_all();
+    }
+}
+
+/// Which seal thread this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// nice 19: takes any job.
+    Idle,
+    /// nice 0: only over the backlog bound, on close, or when there is no idle lane.
+    Normal,
+}
+
+/// The seal threads of a writer. See the module docs.
+#[derive(Debug)]
+pub(crate) struct SealLanes {
+    queue: Arc<JobQueue>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl SealLanes {
+    /// Starts the lanes and queues `leftovers` (segments of an earlier writer) first.
+    pub(crate) fn start(
+        dir: &Path,
+        settings: SealSettings,
+        metadata: BTreeMap<String, String>,
+        shared: Arc<Shared>,
+        leftovers: Vec<PathBuf>,
+    ) -> Result<SealLanes> {
+        let idle_lane = settings.backlog_bytes > 0;
+        let queue = Arc::new(JobQueue {
+            state: Mutex::new(JobState::default()),
+            cv: Condvar::new(),
+            shared: shared.clone(),
+            backlog_limit: settings.backlog_bytes,
+            idle_lane,
+        });
+        let jobs = SealJobs {
+            queue: queue.clone(),
+        };
+        for seg in leftovers {
+            let bytes = fs::metadata(&seg).map(|m| m.len()).unwrap_or(0);
+            jobs.send(seg, bytes);
+        }
+        let mut lanes = SealLanes {
+            queue,
+            threads: Vec::new(),
+        };
+        let mut kinds = vec![Lane::Normal];
+        if idle_lane {
+            kinds.push(Lane::Idle);
+        }
+        for lane in kinds {
+            let worker = Sealer {
+                dir: dir.to_owned(),
+                settings: settings.clone(),
+                metadata: metadata.clone(),
+                shared: shared.clone(),
+                queue: lanes.queue.clone(),
+                lane,
+            };
+            let name = match lane {
+                Lane::Idle => "tape-seal-idle",
+                Lane::Normal => "tape-seal",
+            };
+            match std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || worker.run())
+            {
+                Ok(t) => lanes.threads.push(t),
+                Err(e) => {
+                    // Stop what started; the writer fails to open.
+                    lanes.finish();
+                    return Err(StorageError::io("spawn seal thread for", dir, e));
+                }
+            }
+        }
+        Ok(lanes)
+    }
+
+    /// The handle the spool thread queues closed segments with.
+    pub(crate) fn jobs(&self) -> SealJobs {
+        SealJobs {
+            queue: self.queue.clone(),
+        }
+    }
+
+    /// From now on only the normal lane seals (the writer is closing; see [`JobState::urgent`]).
+    pub(crate) fn hurry(&self) {
+        self.queue.lock().urgent = true;
+        self.queue.cv.notify_all();
+    }
+
+    /// Seals everything queued at normal priority (one more attempt for failed segments) and
+    /// stops.
+    pub(crate) fn finish(mut self) {
+        {
+            let mut s = self.queue.lock();
+            s.urgent = true;
+            s.closing = true;
+            for j in &mut s.jobs {
+                j.due = None;
+            }
+        }
+        self.queue.cv.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let s = self.queue.lock();
+        for j in &s.jobs {
+            error!(segment = %j.path.display(), "segment could not be sealed; it stays in the spool and will be sealed by the next writer");
+        }
+    }
+}
+
+/// What became of one attempt.
+enum Sealed {
+    /// Sealed (or moved aside as unreadable): off the backlog.
+    Done,
+    /// The idle lane gave it back because the writer is closing.
+    GivenBack,
+    /// To be tried again later.
+    Failed,
+}
+
+/// One seal thread.
+struct Sealer {
+    dir: PathBuf,
+    settings: SealSettings,
+    metadata: BTreeMap<String, String>,
+    shared: Arc<Shared>,
+    queue: Arc<JobQueue>,
+    lane: Lane,
+}
+
+impl Sealer {
+    fn run(self) {
+        if self.lane == Lane::Idle
+            && let Err(e) = lower_priority()
+        {
+            // Sealing still happens, at normal priority: what the writer did before.
+            warn!(error = %e, "cannot lower the seal thread's priority; sealing at normal priority");
+        }
+        let mut s = self.queue.lock();
+        loop {
+            let now = Instant::now();
+            let may_take = match self.lane {
+                Lane::Idle => !s.urgent,
+                Lane::Normal => {
+                    s.urgent || !self.queue.idle_lane || s.backlog > self.queue.backlog_limit
+                }
+            };
+            // The oldest segment not waiting for a retry.
+            let available = s.jobs.iter().position(|j| j.due.is_none_or(|d| d <= now));
+            if may_take && let Some(job) = available.and_then(|i| s.jobs.remove(i)) {
+                drop(s);
+                let outcome = self.seal(&job.path);
+                s = self.queue.lock();
+                match outcome {
+                    Sealed::Done => {
+                        let backlog = s.backlog.saturating_sub(job.bytes);
+                        self.queue.set_backlog(&mut s, backlog);
+                    }
+                    // Given back: first in line for the normal lane.
+                    Sealed::GivenBack => s.jobs.push_front(Job { due: None, ..job }),
+                    Sealed::Failed => {
+                        // Closing: no more attempts by this writer; the next one seals it.
+                        let wait = if s.closing { CLOSED } else { SEAL_RETRY };
+                        s.jobs.push_back(Job {
+                            due: Some(Instant::now() + wait),
+                            ..job
+                        });
+                    }
+                }
+                self.queue.cv.notify_all();
+                continue;
+            }
+            if s.closing && (self.lane == Lane::Idle || available.is_none()) {
+                break;
+            }
+            // Sleep until a job arrives, a retry is due, the backlog crosses the bound, or the
+            // writer closes (each of which notifies).
+            let next = s.jobs.iter().filter_map(|j| j.due).min();
+            let wait = next.map_or(SEAL_RETRY, |d| d.saturating_duration_since(now));
+            let (g, _) = self
+                .queue
+                .cv
+                .wait_timeout(s, wait.max(Duration::from_millis(1)))
+                .unwrap_or_else(|e| e.into_inner());
+            s = g;
+        }
+    }
+
+    /// Seals one segment.
+    fn seal(&self, segment: &Path) -> Sealed {
+        let c = &self.shared.counters;
+        let urgent = || self.lane == Lane::Idle && self.queue.lock().urgent;
+        match seal_segment_unless(&self.dir, segment, &self.settings, &self.metadata, &urgent) {
+            Ok(None) => {
+                debug!(segment = %segment.display(), "closing: the idle seal lane hands the segment over");
+                Sealed::GivenBack
+            }
+            Ok(Some(out)) => {
+                c.bytes_sealed.fetch_add(out.bytes, Ordering::Relaxed);
+                c.files_sealed.fetch_add(out.files, Ordering::Relaxed);
+                c.rows_sealed.fetch_add(out.rows, Ordering::Relaxed);
+                if let Some(tail) = &out.tail_error {
+                    warn!(segment = %segment.display(), error = %tail, rows = out.rows, "segment ended in a partial batch (crash or failed write); sealed the complete batches");
+                }
+                debug!(segment = %segment.display(), rows = out.rows, files = out.files, lane = ?self.lane, "sealed segment");
+                Shared::set(&self.shared.seal_error, None);
+                Sealed::Done
+            }
+            Err(e) if e.is_file_damage() => {
+                c.seal_errors.fetch_add(1, Ordering::Relaxed);
+                error!(segment = %segment.display(), error = %e, "spool segment is not readable; moved aside as .corrupt");
+                let aside = segment.with_extension(format!("{SEGMENT_EXT}.corrupt"));
+                let _ = fs::rename(segment, aside);
+                Sealed::Done
+            }
+            Err(e) => {
+                c.seal_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(segment = %segment.display(), error = %e, "sealing failed; will retry");
+                Shared::set(
+                    &self.shared.seal_error,
+                    Some(format!("sealing failed: {e}")),
+                );
+                Sealed::Failed
+            }
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority to nice 19 (Linux applies `setpriority` on a
+/// thread id to that thread only). Needs no privileges; cannot be undone without them.
+fn lower_priority() -> std::io::Result<()> {
+    let tid = rustix::thread::gettid();
+    rustix::process::setpriority_process(Some(tid), 19).map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Exchange, TapeWriter};
+
+    /// A copy of a real segment holding `n` exchanges, in `tape`'s spool.
+    fn segment(tape: &Path, n: usize) -> PathBuf {
+        let src = tempfile::tempdir().expect("tempdir");
+        let w = TapeWriter::builder(src.path()).open().expect("writer");
+        for i in 0..n {
+            let ex = Exchange {
+                id: Exchange::new_id(),
+                started_at_us: 1_767_225_600_000_000 + i as i64,
+                ..Exchange::default()
+            };
+            w.append(ex).expect("append");
+        }
+        w.flush().expect("flush");
+        let seg = crate::writer::list_segments(&src.path().join(layout::SPOOL_DIR))
+            .expect("list")
+            .remove(0);
+        let spool = tape.join(layout::SPOOL_DIR);
+        layout::create_private_dir(&spool).expect("spool dir");
+        let dest = spool.join(seg.file_name().expect("name"));
+        fs::copy(&seg, &dest).expect("copy");
+        dest
+    }
+
+    fn files(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("read dir") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_aborted_seal_leaves_the_segment_and_nothing_else() {
+        let tape = tempfile::tempdir().expect("tempdir");
+        let seg = segment(tape.path(), 10);
+        let settings = SealSettings::default();
+        let meta = BTreeMap::new();
+        let out = seal_segment_unless(tape.path(), &seg, &settings, &meta, &|| true);
+        assert!(matches!(out, Ok(None)), "{out:?}");
+        assert_eq!(files(tape.path()), std::slice::from_ref(&seg));
+        // Sealing it afterwards works and removes it.
+        let out = seal_segment_unless(tape.path(), &seg, &settings, &meta, &|| false)
+            .expect("seal")
+            .expect("not aborted");
+        assert_eq!((out.rows, out.files), (10, 1));
+        assert!(!seg.exists());
+    }
 }

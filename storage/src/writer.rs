@@ -1,15 +1,22 @@
-//! The tape writer: a bounded queue in front of a spool thread and a seal thread.
+//! The tape writer: a queue bounded in records and bytes in front of a spool thread and a seal
+//! thread.
 //!
 //! ```text
-//!  TapeSender::append ──(bounded queue; full → drop+count or block)──► spool thread
-//!      spool thread: batches rows (flush_rows / flush_bytes / flush_interval) and appends each
-//!                    batch to the open Arrow IPC stream segment `spool/<segment-id>.arrows`,
-//!                    flushing (and optionally fsyncing) after every batch; rotates segments by
-//!                    size, age and hour.
-//!      seal thread:  compacts each closed segment into zstd Parquet files, one per hour of
+//!  TapeSender::append_batch ──(queue: records + bytes; full → drop+count or block)──► spool thread
+//!      spool thread (spool.rs): encodes records into Arrow as they arrive, and appends a batch
+//!                    (flush_rows / flush_bytes / flush_interval) to the open Arrow IPC stream
+//!                    segment `spool/<segment-id>.arrows`, flushing (and optionally fsyncing) after
+//!                    every batch; rotates segments by size, age and hour.
+//!      seal thread (seal.rs): compacts each closed segment into zstd Parquet files, one per hour of
 //!                    `started_at`, at `date=YYYY-MM-DD/hour=HH/part-<segment-id>.parquet`
-//!                    (temp file, fsync, rename, fsync dir), then deletes the segment.
+//!                    (temp file, fsync, rename, fsync dir), then deletes the segment. It seals at
+//!                    the lowest CPU priority while the unsealed backlog is under `seal_backlog`,
+//!                    and at normal priority above it and on close.
 //! ```
+//!
+//! This file holds the builder, the sender, the shared counters and the coordination of the
+//! threads; the threads live next to the formats they write (`spool.rs`, `seal.rs`), the queue in
+//! `queue.rs`.
 //!
 //! Invariants a reader may rely on:
 //! - A spool segment is a valid Arrow IPC stream up to its last complete batch, even after a
@@ -21,6 +28,8 @@
 //! - On [`TapeWriter::open`], segments left by an earlier process are sealed first. One writer per
 //!   tape directory at a time (an exclusive lock on `.lock`).
 //! - Files are created `0600`, directories `0700`.
+//! - Memory: records waiting for the spool thread are bounded by `queue_capacity` records and
+//!   `queue_bytes` bytes ([`Exchange::mem_size`]); the batch being gathered by `flush_bytes`.
 //!
 //! The tape may also be an object-store URL (`s3://bucket/prefix`…, see [`crate::object`]): the
 //! spool and the sealing then stay on a local directory ([`TapeWriterBuilder::spool_dir`],
@@ -29,26 +38,26 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{Schema, SchemaRef};
 use serde::Serialize;
-use tracing::{debug, error, info, warn};
+use tracing::info;
 
 use crate::error::{Result, StorageError};
-use crate::exchange::{Exchange, now_us};
+use crate::exchange::Exchange;
 use crate::layout::{self, SEGMENT_EXT, SPOOL_DIR};
 use crate::object::{self, Remote};
+use crate::queue::Queue;
 use crate::schema::{self, META_HOST, META_SCHEMA_VERSION, META_WRITER_VERSION, SCHEMA_VERSION};
-use crate::seal::{SealSettings, seal_segment};
+use crate::seal::{SealLanes, SealSettings};
+use crate::spool::{SpoolSettings, Spooler};
 use crate::upload::{UploadCounters, UploadSettings, Uploader};
 
 /// Name of the lock file inside a tape directory.
@@ -56,11 +65,12 @@ pub const LOCK_FILE: &str = ".lock";
 /// Largest body the writer stores for one exchange; longer bodies are cut and flagged truncated.
 pub const MAX_STORED_BODY: usize = 256 << 20;
 
-/// What [`TapeSender::append`] does when the queue is full.
+/// What [`TapeSender::append`] and [`TapeSender::append_batch`] do when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WhenFull {
-    /// Drop the record and count it: never slow the caller (the recorder's default).
+    /// Drop the records that do not fit and count them: never slow the caller (the recorder's
+    /// default).
     #[default]
     Drop,
     /// Wait for room: lose nothing (replay results).
@@ -72,13 +82,9 @@ pub enum WhenFull {
 pub struct TapeWriterBuilder {
     dir: PathBuf,
     queue_capacity: usize,
+    queue_bytes: usize,
     when_full: WhenFull,
-    flush_interval: Duration,
-    flush_rows: usize,
-    flush_bytes: usize,
-    segment_max_bytes: u64,
-    segment_max_age: Duration,
-    fsync: bool,
+    spool: SpoolSettings,
     seal: SealSettings,
     metadata: BTreeMap<String, String>,
     spool_dir: Option<PathBuf>,
@@ -106,9 +112,17 @@ impl TapeWriterBuilder {
         self.upload.retry_max = d.max(self.upload.retry_min);
         self
     }
-    /// Capacity of the queue in front of the writer (default 16384 records).
+    /// Most records waiting for the spool thread (default 16384).
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n;
+        self
+    }
+    /// Most bytes of records ([`Exchange::mem_size`]) waiting for the spool thread (default
+    /// 64 MiB). With [`WhenFull::Drop`] a record that does not fit is dropped and counted, so a
+    /// record larger than this is never written; with [`WhenFull::Block`] such a record waits
+    /// for the queue to empty and then goes in alone.
+    pub fn queue_bytes(mut self, n: usize) -> Self {
+        self.queue_bytes = n;
         self
     }
     /// Policy when the queue is full (default [`WhenFull::Drop`]).
@@ -118,33 +132,43 @@ impl TapeWriterBuilder {
     }
     /// Longest time a record waits in memory before it is in the spool (default 1 s).
     pub fn flush_interval(mut self, d: Duration) -> Self {
-        self.flush_interval = d;
+        self.spool.flush_interval = d;
         self
     }
     /// Rows per spool batch (default 4096).
     pub fn flush_rows(mut self, n: usize) -> Self {
-        self.flush_rows = n;
+        self.spool.flush_rows = n;
         self
     }
-    /// Raw bytes per spool batch before it is flushed early (default 32 MiB).
+    /// Bytes of records per spool batch before it is written early (default 4 MiB): with
+    /// `queue_bytes`, what bounds the writer's memory.
     pub fn flush_bytes(mut self, n: usize) -> Self {
-        self.flush_bytes = n;
+        self.spool.flush_bytes = n;
         self
     }
     /// Size at which a spool segment is closed and sealed (default 128 MiB).
     pub fn segment_max_bytes(mut self, n: u64) -> Self {
-        self.segment_max_bytes = n;
+        self.spool.segment_max_bytes = n;
         self
     }
     /// Age at which a spool segment is closed and sealed (default 10 minutes).
     pub fn segment_max_age(mut self, d: Duration) -> Self {
-        self.segment_max_age = d;
+        self.spool.segment_max_age = d;
         self
     }
     /// `fsync` the spool after every batch (default off: a crash of the machine, not only of
     /// the process, may then lose the last few seconds).
     pub fn fsync(mut self, on: bool) -> Self {
-        self.fsync = on;
+        self.spool.fsync = on;
+        self
+    }
+    /// Bytes of closed spool segments that may wait to be sealed while the seal thread runs at
+    /// the lowest CPU priority (default 1 GiB). Below it, segments are sealed only with CPU time
+    /// nothing else wants, so sealing never slows a busy recorder; above it (and on close) a
+    /// second seal thread at normal priority seals too, so the backlog on disk stays bounded.
+    /// `0` seals every segment at once at normal priority.
+    pub fn seal_backlog(mut self, bytes: u64) -> Self {
+        self.seal.backlog_bytes = bytes;
         self
     }
     /// zstd level of sealed files (default 3).
@@ -174,10 +198,13 @@ impl TapeWriterBuilder {
         if self.queue_capacity == 0 {
             return bad("queue capacity must be at least 1");
         }
-        if self.flush_rows == 0 || self.flush_bytes == 0 {
+        if self.queue_bytes == 0 {
+            return bad("queue bytes must be at least 1");
+        }
+        if self.spool.flush_rows == 0 || self.spool.flush_bytes == 0 {
             return bad("flush rows and flush bytes must be at least 1");
         }
-        if self.flush_interval.is_zero() {
+        if self.spool.flush_interval.is_zero() {
             return bad("flush interval must be positive");
         }
         if self.seal.row_group_rows == 0 {
@@ -192,19 +219,19 @@ impl TapeWriterBuilder {
 
 /// Live counters of a writer. Read them with [`TapeSender::stats`] or [`TapeWriter::stats`].
 #[derive(Debug, Default)]
-struct Counters {
-    appended: AtomicU64,
-    written: AtomicU64,
-    dropped_queue_full: AtomicU64,
-    dropped_io: AtomicU64,
-    dropped_closed: AtomicU64,
-    bytes_spooled: AtomicU64,
-    bytes_sealed: AtomicU64,
-    files_sealed: AtomicU64,
-    rows_sealed: AtomicU64,
-    seal_errors: AtomicU64,
-    recovered_segments: AtomicU64,
-    queue_depth: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) appended: AtomicU64,
+    pub(crate) written: AtomicU64,
+    pub(crate) dropped_queue_full: AtomicU64,
+    pub(crate) dropped_io: AtomicU64,
+    pub(crate) dropped_closed: AtomicU64,
+    pub(crate) bytes_spooled: AtomicU64,
+    pub(crate) bytes_sealed: AtomicU64,
+    pub(crate) files_sealed: AtomicU64,
+    pub(crate) rows_sealed: AtomicU64,
+    pub(crate) seal_errors: AtomicU64,
+    pub(crate) recovered_segments: AtomicU64,
+    pub(crate) seal_backlog: AtomicU64,
 }
 
 /// A snapshot of a writer's counters.
@@ -214,7 +241,7 @@ pub struct WriterStats {
     pub appended: u64,
     /// Records written to the spool.
     pub written: u64,
-    /// Records dropped because the queue was full.
+    /// Records dropped because the queue was full (in records or in bytes).
     pub dropped_queue_full: u64,
     /// Records dropped because the spool could not be written (disk full, read-only…).
     pub dropped_io: u64,
@@ -232,8 +259,12 @@ pub struct WriterStats {
     pub seal_errors: u64,
     /// Segments from an earlier process found at open and sealed.
     pub recovered_segments: u64,
-    /// Records waiting in the queue.
+    /// Records waiting in the queue (or taken by the spool thread and not yet encoded).
     pub queue_depth: u64,
+    /// Bytes ([`Exchange::mem_size`]) of the records counted by `queue_depth`.
+    pub queue_bytes: u64,
+    /// Bytes of closed spool segments not yet sealed.
+    pub seal_backlog_bytes: u64,
     /// Sealed files uploaded to the object store (and deleted locally); 0 for a local tape.
     pub files_uploaded: u64,
     /// Bytes of the sealed files uploaded.
@@ -260,16 +291,29 @@ pub struct Health {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Default)]
-struct Shared {
-    counters: Counters,
-    spool_error: Mutex<Option<String>>,
-    seal_error: Mutex<Option<String>>,
+/// What the threads of one writer share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) counters: Counters,
+    pub(crate) queue: Queue,
+    pub(crate) spool_error: Mutex<Option<String>>,
+    pub(crate) seal_error: Mutex<Option<String>>,
     closed: AtomicBool,
     upload: Arc<UploadCounters>,
 }
 
 impl Shared {
+    fn new(queue: Queue) -> Self {
+        Shared {
+            counters: Counters::default(),
+            queue,
+            spool_error: Mutex::new(None),
+            seal_error: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            upload: Arc::default(),
+        }
+    }
+
     fn stats(&self) -> WriterStats {
         let c = &self.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -285,7 +329,9 @@ impl Shared {
             rows_sealed: l(&c.rows_sealed),
             seal_errors: l(&c.seal_errors),
             recovered_segments: l(&c.recovered_segments),
-            queue_depth: l(&c.queue_depth),
+            queue_depth: self.queue.depth(),
+            queue_bytes: self.queue.depth_bytes(),
+            seal_backlog_bytes: l(&c.seal_backlog),
             files_uploaded: l(&self.upload.files),
             bytes_uploaded: l(&self.upload.bytes),
             upload_failures: l(&self.upload.failures),
@@ -302,20 +348,11 @@ impl Shared {
         }
     }
 
-    fn set(slot: &Mutex<Option<String>>, value: Option<String>) {
+    pub(crate) fn set(slot: &Mutex<Option<String>>, value: Option<String>) {
         if let Ok(mut g) = slot.lock() {
             *g = value;
         }
     }
-}
-
-// Records travel by value: the queue's slots are allocated once, so a record costs no allocation
-// on the way to the writer thread.
-#[allow(clippy::large_enum_variant)]
-enum Msg {
-    Record(Exchange),
-    Flush(SyncSender<()>),
-    Close,
 }
 
 /// Why a record was not accepted. Either way it has been counted.
@@ -329,54 +366,91 @@ pub enum AppendError {
     Closed,
 }
 
+/// What [`TapeSender::append_batch`] did with a batch. The dropped records are counted in the
+/// writer's [`WriterStats`] too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Records accepted into the queue, in their order.
+    pub accepted: usize,
+    /// Records dropped because the queue was full ([`WhenFull::Drop`]).
+    pub dropped_full: usize,
+    /// Records dropped because the writer is closed.
+    pub dropped_closed: usize,
+}
+
 /// A cheap, cloneable handle that appends records to a [`TapeWriter`] from any thread.
 #[derive(Debug, Clone)]
 pub struct TapeSender {
-    tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     when_full: WhenFull,
 }
 
 impl TapeSender {
     /// Hands a record to the writer. With [`WhenFull::Drop`] this never blocks; with
-    /// [`WhenFull::Block`] it waits for room in the queue.
-    pub fn append(&self, mut exchange: Exchange) -> std::result::Result<(), AppendError> {
+    /// [`WhenFull::Block`] it waits for room in the queue. Prefer
+    /// [`append_batch`](Self::append_batch) when records come in bursts: it takes the queue's
+    /// lock once and wakes the spool thread at most once per batch.
+    pub fn append(&self, exchange: Exchange) -> std::result::Result<(), AppendError> {
+        let out = self.append_batch(vec![exchange]);
+        if out.accepted == 1 {
+            Ok(())
+        } else if out.dropped_closed == 1 {
+            Err(AppendError::Closed)
+        } else {
+            Err(AppendError::QueueFull)
+        }
+    }
+
+    /// Hands a batch of records to the writer with one queue operation and at most one wake-up
+    /// of the spool thread. Records keep their order, within the batch and after earlier
+    /// batches from the same thread.
+    ///
+    /// With [`WhenFull::Drop`] this never blocks: each record that does not fit in the queue's
+    /// bounds (records and bytes, [`Exchange::mem_size`]) is dropped and counted, the others
+    /// are kept. With [`WhenFull::Block`] it waits until every record is in.
+    pub fn append_batch(&self, mut records: Vec<Exchange>) -> BatchOutcome {
         let c = &self.shared.counters;
+        let n = records.len();
+        if n == 0 {
+            return BatchOutcome::default();
+        }
         if self.shared.closed.load(Ordering::Relaxed) {
-            c.dropped_closed.fetch_add(1, Ordering::Relaxed);
-            return Err(AppendError::Closed);
+            c.dropped_closed.fetch_add(n as u64, Ordering::Relaxed);
+            return BatchOutcome {
+                dropped_closed: n,
+                ..BatchOutcome::default()
+            };
         }
-        cap_body(&mut exchange.req_body, &mut exchange.req_body_truncated);
-        cap_body(&mut exchange.resp_body, &mut exchange.resp_body_truncated);
-        c.queue_depth.fetch_add(1, Ordering::Relaxed);
-        let sent = match self.when_full {
-            WhenFull::Drop => self
-                .tx
-                .try_send(Msg::Record(exchange))
-                .map_err(|e| match e {
-                    TrySendError::Full(_) => AppendError::QueueFull,
-                    TrySendError::Disconnected(_) => AppendError::Closed,
-                }),
-            WhenFull::Block => self
-                .tx
-                .send(Msg::Record(exchange))
-                .map_err(|_| AppendError::Closed),
+        let mut sizes = Vec::with_capacity(n);
+        for ex in &mut records {
+            cap_body(&mut ex.req_body, &mut ex.req_body_truncated);
+            cap_body(&mut ex.resp_body, &mut ex.resp_body_truncated);
+            sizes.push(ex.mem_size());
+        }
+        let pushed = self.shared.queue.push(records, &sizes, self.when_full);
+        let add = |a: &AtomicU64, v: usize| {
+            if v > 0 {
+                a.fetch_add(v as u64, Ordering::Relaxed);
+            }
         };
-        match sent {
-            Ok(()) => {
-                c.appended.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                c.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                match e {
-                    AppendError::QueueFull => &c.dropped_queue_full,
-                    AppendError::Closed => &c.dropped_closed,
-                }
-                .fetch_add(1, Ordering::Relaxed);
-                Err(e)
-            }
+        add(&c.appended, pushed.accepted);
+        add(&c.dropped_queue_full, pushed.full);
+        add(&c.dropped_closed, pushed.closed);
+        BatchOutcome {
+            accepted: pushed.accepted,
+            dropped_full: pushed.full,
+            dropped_closed: pushed.closed,
         }
+    }
+
+    /// Bytes ([`Exchange::mem_size`]) of the records waiting for the spool thread now.
+    pub fn queued_bytes(&self) -> u64 {
+        self.shared.queue.depth_bytes()
+    }
+
+    /// The queue's byte bound ([`TapeWriterBuilder::queue_bytes`]).
+    pub fn queue_bytes_limit(&self) -> usize {
+        self.shared.queue.max_bytes()
     }
 
     /// A snapshot of the writer's counters.
@@ -402,7 +476,7 @@ fn cap_body(body: &mut bytes::Bytes, truncated: &mut bool) {
 pub struct TapeWriter {
     sender: TapeSender,
     spool_thread: Option<JoinHandle<()>>,
-    seal_thread: Option<JoinHandle<()>>,
+    sealer: Option<SealLanes>,
     uploader: Option<Uploader>,
     dir: PathBuf,
     _lock: File,
@@ -414,13 +488,9 @@ impl TapeWriter {
         TapeWriterBuilder {
             dir: dir.into(),
             queue_capacity: 16_384,
+            queue_bytes: 64 << 20,
             when_full: WhenFull::Drop,
-            flush_interval: Duration::from_secs(1),
-            flush_rows: 4096,
-            flush_bytes: 32 << 20,
-            segment_max_bytes: 128 << 20,
-            segment_max_age: Duration::from_secs(600),
-            fsync: false,
+            spool: SpoolSettings::default(),
             seal: SealSettings::default(),
             metadata: BTreeMap::new(),
             spool_dir: None,
@@ -469,52 +539,26 @@ impl TapeWriter {
             ),
         );
 
-        let shared = Arc::new(Shared::default());
-        let (tx, rx) = mpsc::sync_channel(b.queue_capacity);
-        let (seal_tx, seal_rx) = mpsc::channel::<SealJob>();
-
+        let shared = Arc::new(Shared::new(Queue::new(b.queue_capacity, b.queue_bytes)));
         let leftovers = list_segments(&spool).map_err(|e| StorageError::io("list", &spool, e))?;
         if !leftovers.is_empty() {
             info!(dir = %dir.display(), segments = leftovers.len(), "recovering spool segments left by an earlier writer");
         }
-        for seg in leftovers {
-            shared
-                .counters
-                .recovered_segments
-                .fetch_add(1, Ordering::Relaxed);
-            let _ = seal_tx.send(SealJob::Segment(seg));
-        }
-
-        let sealer = Sealer {
-            dir: dir.clone(),
-            settings: b.seal.clone(),
-            metadata,
-            shared: shared.clone(),
-            retry: Vec::new(),
-        };
-        let seal_thread = std::thread::Builder::new()
-            .name("tape-seal".into())
-            .spawn(move || sealer.run(seal_rx))
-            .map_err(|e| StorageError::io("spawn seal thread for", &dir, e))?;
-
-        let spooler = Spooler {
-            dir: dir.clone(),
+        shared
+            .counters
+            .recovered_segments
+            .fetch_add(leftovers.len() as u64, Ordering::Relaxed);
+        let sealer = SealLanes::start(&dir, b.seal.clone(), metadata, shared.clone(), leftovers)?;
+        let spooler = Spooler::new(
+            dir.clone(),
             schema,
-            shared: shared.clone(),
-            seal_tx,
-            segment: None,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            flush_rows: b.flush_rows,
-            flush_bytes: b.flush_bytes,
-            flush_interval: b.flush_interval,
-            segment_max_bytes: b.segment_max_bytes,
-            segment_max_age: b.segment_max_age,
-            fsync: b.fsync,
-        };
+            shared.clone(),
+            sealer.jobs(),
+            b.spool.clone(),
+        );
         let spool_thread = std::thread::Builder::new()
             .name("tape-spool".into())
-            .spawn(move || spooler.run(rx))
+            .spawn(move || spooler.run())
             .map_err(|e| StorageError::io("spawn spool thread for", &dir, e))?;
 
         let uploader = match remote {
@@ -532,12 +576,11 @@ impl TapeWriter {
 
         Ok(TapeWriter {
             sender: TapeSender {
-                tx,
                 shared,
                 when_full: b.when_full,
             },
             spool_thread: Some(spool_thread),
-            seal_thread: Some(seal_thread),
+            sealer: Some(sealer),
             uploader,
             dir,
             _lock: lock,
@@ -552,6 +595,11 @@ impl TapeWriter {
     /// Appends one record (see [`TapeSender::append`]).
     pub fn append(&self, exchange: Exchange) -> std::result::Result<(), AppendError> {
         self.sender.append(exchange)
+    }
+
+    /// Appends a batch of records (see [`TapeSender::append_batch`]).
+    pub fn append_batch(&self, records: Vec<Exchange>) -> BatchOutcome {
+        self.sender.append_batch(records)
     }
 
     /// The tape directory (for a tape at an object-store URL: the local spool directory).
@@ -576,11 +624,10 @@ impl TapeWriter {
 
     /// Writes everything queued so far to the spool and waits until it is there.
     pub fn flush(&self) -> Result<()> {
-        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        self.sender
-            .tx
-            .send(Msg::Flush(ack_tx))
-            .map_err(|_| StorageError::Closed)?;
+        let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
+        if !self.sender.shared.queue.push_flush(ack_tx) {
+            return Err(StorageError::Closed);
+        }
         ack_rx.recv().map_err(|_| StorageError::Closed)
     }
 
@@ -607,14 +654,18 @@ impl TapeWriter {
     }
 
     fn shutdown(&mut self) {
-        // The close message queues behind every record already accepted, so they are written.
-        let _ = self.sender.tx.send(Msg::Close);
+        // Sealing from now on at normal priority: close must not wait for a starved thread.
+        if let Some(s) = &self.sealer {
+            s.hurry();
+        }
+        // The spool thread drains every record already accepted, then stops.
+        self.sender.shared.queue.close();
         if let Some(t) = self.spool_thread.take() {
             let _ = t.join();
         }
         self.sender.shared.closed.store(true, Ordering::Relaxed);
-        if let Some(t) = self.seal_thread.take() {
-            let _ = t.join();
+        if let Some(s) = self.sealer.take() {
+            s.finish();
         }
         if let Some(mut u) = self.uploader.take() {
             u.finish();
@@ -652,299 +703,4 @@ pub(crate) fn list_segments(spool: &Path) -> io::Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
-}
-
-/// Counts bytes that reach the file, for segment rotation by size.
-struct CountingFile {
-    file: File,
-    written: u64,
-}
-
-impl Write for CountingFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
-struct OpenSegment {
-    path: PathBuf,
-    writer: StreamWriter<BufWriter<CountingFile>>,
-    opened: Instant,
-    hour: i64,
-}
-
-impl OpenSegment {
-    fn bytes(&self) -> u64 {
-        self.writer.get_ref().get_ref().written
-    }
-}
-
-enum SealJob {
-    Segment(PathBuf),
-}
-
-struct Spooler {
-    dir: PathBuf,
-    schema: SchemaRef,
-    shared: Arc<Shared>,
-    seal_tx: mpsc::Sender<SealJob>,
-    segment: Option<OpenSegment>,
-    pending: Vec<Exchange>,
-    pending_bytes: usize,
-    flush_rows: usize,
-    flush_bytes: usize,
-    flush_interval: Duration,
-    segment_max_bytes: u64,
-    segment_max_age: Duration,
-    fsync: bool,
-}
-
-impl Spooler {
-    fn run(mut self, rx: Receiver<Msg>) {
-        let mut deadline = Instant::now() + self.flush_interval;
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                self.flush();
-                self.maybe_rotate();
-                deadline = now + self.flush_interval;
-            }
-            match rx.recv_timeout(deadline.saturating_duration_since(now)) {
-                Ok(Msg::Record(ex)) => self.push(ex),
-                Ok(Msg::Flush(ack)) => {
-                    self.flush();
-                    let _ = ack.send(());
-                }
-                Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-        }
-        // Records that raced with Close are still in the queue: write them too.
-        while let Ok(msg) = rx.try_recv() {
-            match msg {
-                Msg::Record(ex) => self.push(ex),
-                Msg::Flush(ack) => {
-                    let _ = ack.send(());
-                }
-                Msg::Close => {}
-            }
-        }
-        self.flush();
-        self.close_segment();
-        drop(rx);
-        debug!(dir = %self.dir.display(), "spool thread stopped");
-    }
-
-    fn push(&mut self, ex: Exchange) {
-        self.shared
-            .counters
-            .queue_depth
-            .fetch_sub(1, Ordering::Relaxed);
-        self.pending_bytes += ex.raw_size() as usize;
-        self.pending.push(ex);
-        if self.pending.len() >= self.flush_rows || self.pending_bytes >= self.flush_bytes {
-            self.flush();
-            self.maybe_rotate();
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let rows = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        let n = rows.len() as u64;
-        let hour = layout::hour_of(now_us());
-        if self.segment.as_ref().is_some_and(|s| s.hour != hour) {
-            self.close_segment();
-        }
-        let result = self.write_batch(&rows, hour);
-        let c = &self.shared.counters;
-        match result {
-            Ok(bytes) => {
-                c.written.fetch_add(n, Ordering::Relaxed);
-                c.bytes_spooled.fetch_add(bytes, Ordering::Relaxed);
-                Shared::set(&self.shared.spool_error, None);
-            }
-            Err(e) => {
-                c.dropped_io.fetch_add(n, Ordering::Relaxed);
-                warn!(error = %e, rows = n, "tape spool write failed; rows dropped");
-                Shared::set(
-                    &self.shared.spool_error,
-                    Some(format!("spool write failed: {e}")),
-                );
-                // The segment may end in a partial batch; it is readable up to the last complete
-                // one, so hand it to the sealer and start a fresh one next time.
-                self.abandon_segment();
-            }
-        }
-    }
-
-    fn write_batch(&mut self, rows: &[Exchange], hour: i64) -> Result<u64> {
-        if self.segment.is_none() {
-            self.segment = Some(self.open_segment(hour)?);
-        }
-        let fsync = self.fsync;
-        let batch = schema::encode(rows)
-            .with_schema(self.schema.clone())
-            .map_err(|e| StorageError::corrupt(&self.dir, format!("encoding batch: {e}")))?;
-        let Some(seg) = self.segment.as_mut() else {
-            return Err(StorageError::Closed);
-        };
-        let before = seg.bytes();
-        let path = seg.path.clone();
-        let io_err = |e: arrow_schema::ArrowError| match e {
-            arrow_schema::ArrowError::IoError(_, source) => {
-                StorageError::io("write", &path, source)
-            }
-            other => StorageError::corrupt(&path, other),
-        };
-        seg.writer.write(&batch).map_err(io_err)?;
-        seg.writer.flush().map_err(io_err)?;
-        if fsync {
-            seg.writer
-                .get_ref()
-                .get_ref()
-                .file
-                .sync_data()
-                .map_err(|e| StorageError::io("fsync", &path, e))?;
-        }
-        Ok(seg.bytes() - before)
-    }
-
-    fn open_segment(&self, hour: i64) -> Result<OpenSegment> {
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        let path = layout::segment_path(&self.dir, &id);
-        let spool = self.dir.join(SPOOL_DIR);
-        layout::create_private_dir(&spool).map_err(|e| StorageError::io("create", &spool, e))?;
-        let file =
-            layout::create_private_file(&path).map_err(|e| StorageError::io("create", &path, e))?;
-        let sink = BufWriter::with_capacity(1 << 20, CountingFile { file, written: 0 });
-        let writer = StreamWriter::try_new(sink, &self.schema).map_err(|e| match e {
-            arrow_schema::ArrowError::IoError(_, source) => {
-                StorageError::io("write", &path, source)
-            }
-            other => StorageError::corrupt(&path, other),
-        })?;
-        debug!(segment = %path.display(), "opened spool segment");
-        Ok(OpenSegment {
-            path,
-            writer,
-            opened: Instant::now(),
-            hour,
-        })
-    }
-
-    fn maybe_rotate(&mut self) {
-        let rotate = self.segment.as_ref().is_some_and(|s| {
-            s.bytes() >= self.segment_max_bytes
-                || s.opened.elapsed() >= self.segment_max_age
-                || s.hour != layout::hour_of(now_us())
-        });
-        if rotate {
-            self.close_segment();
-        }
-    }
-
-    /// Finishes the open segment (end-of-stream marker, fsync) and hands it to the sealer.
-    fn close_segment(&mut self) {
-        let Some(mut seg) = self.segment.take() else {
-            return;
-        };
-        let finished = seg
-            .writer
-            .finish()
-            .and_then(|()| seg.writer.flush())
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                seg.writer
-                    .get_ref()
-                    .get_ref()
-                    .file
-                    .sync_all()
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(e) = finished {
-            warn!(segment = %seg.path.display(), error = %e, "could not finish spool segment; sealing what it holds");
-        }
-        let _ = self.seal_tx.send(SealJob::Segment(seg.path));
-    }
-
-    fn abandon_segment(&mut self) {
-        if let Some(seg) = self.segment.take() {
-            let path = seg.path.clone();
-            drop(seg);
-            let _ = self.seal_tx.send(SealJob::Segment(path));
-        }
-    }
-}
-
-struct Sealer {
-    dir: PathBuf,
-    settings: SealSettings,
-    metadata: BTreeMap<String, String>,
-    shared: Arc<Shared>,
-    retry: Vec<PathBuf>,
-}
-
-const SEAL_RETRY: Duration = Duration::from_secs(5);
-
-impl Sealer {
-    fn run(mut self, rx: Receiver<SealJob>) {
-        loop {
-            match rx.recv_timeout(SEAL_RETRY) {
-                Ok(SealJob::Segment(p)) => self.seal(p),
-                Err(RecvTimeoutError::Timeout) => {
-                    for p in std::mem::take(&mut self.retry) {
-                        self.seal(p);
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        // Shutting down: one last attempt for segments that failed before.
-        for p in std::mem::take(&mut self.retry) {
-            self.seal(p);
-        }
-        for p in &self.retry {
-            error!(segment = %p.display(), "segment could not be sealed; it stays in the spool and will be sealed by the next writer");
-        }
-    }
-
-    fn seal(&mut self, segment: PathBuf) {
-        let c = &self.shared.counters;
-        match seal_segment(&self.dir, &segment, &self.settings, &self.metadata) {
-            Ok(out) => {
-                c.bytes_sealed.fetch_add(out.bytes, Ordering::Relaxed);
-                c.files_sealed.fetch_add(out.files, Ordering::Relaxed);
-                c.rows_sealed.fetch_add(out.rows, Ordering::Relaxed);
-                if let Some(tail) = &out.tail_error {
-                    warn!(segment = %segment.display(), error = %tail, rows = out.rows, "segment ended in a partial batch (crash or failed write); sealed the complete batches");
-                }
-                debug!(segment = %segment.display(), rows = out.rows, files = out.files, "sealed segment");
-                Shared::set(&self.shared.seal_error, None);
-            }
-            Err(e) if e.is_file_damage() => {
-                c.seal_errors.fetch_add(1, Ordering::Relaxed);
-                error!(segment = %segment.display(), error = %e, "spool segment is not readable; moved aside as .corrupt");
-                let aside = segment.with_extension(format!("{SEGMENT_EXT}.corrupt"));
-                let _ = fs::rename(&segment, aside);
-            }
-            Err(e) => {
-                c.seal_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(segment = %segment.display(), error = %e, "sealing failed; will retry");
-                Shared::set(
-                    &self.shared.seal_error,
-                    Some(format!("sealing failed: {e}")),
-                );
-                self.retry.push(segment);
-            }
-        }
-    }
 }

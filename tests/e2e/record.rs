@@ -1412,6 +1412,57 @@ fn every_request_is_recorded_or_counted_as_dropped() {
     assert_eq!(tape.len() as u64, written, "{m}");
 }
 
+/// Issue 13: `--queue-bytes` bounds the records waiting for the tape writer in bytes. A bound
+/// smaller than one exchange drops (and counts) every exchange; the traffic is untouched.
+#[test]
+fn issue13_a_tiny_queue_bytes_drops_and_counts_while_traffic_flows() {
+    let up = TestServer::start(upstream_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::start(
+        &up.url(),
+        &dir.path().join("tape"),
+        dir.path(),
+        &["--queue-bytes", "1KiB"],
+    );
+    // Each exchange carries a 4 KiB request body (echoed back): more than the whole bound.
+    let body = "b".repeat(4096);
+    let ok = rt().block_on(async {
+        let c = client(false);
+        let mut ok = 0;
+        for i in 0..30 {
+            let (s, _, got) = send(
+                &c,
+                "POST",
+                &rec.url(&format!("/echo?i={i}")),
+                Bytes::from(body.clone()),
+            )
+            .await;
+            ok += usize::from(s == 201 && got == body.as_bytes());
+        }
+        ok
+    });
+    assert_eq!(ok, 30, "a full queue never touches a request or its body");
+    let mut m = String::new();
+    let settled = wait_until(Duration::from_secs(20), || {
+        m = rec.admin_get("/metrics").1;
+        metric(&m, "tapedeck_dropped_total{reason=\"queue_full\"}") == 30
+    });
+    assert!(settled, "drops not counted:\n{m}");
+    assert_eq!(metric(&m, "tapedeck_requests_total"), 30, "{m}");
+    assert_eq!(metric(&m, "tapedeck_tape_written_total"), 0, "{m}");
+    assert_eq!(metric(&m, "tapedeck_writer_queue_bytes"), 0, "{m}");
+    // A clean stop, and a tape without a single exchange in it.
+    let tape = rec.tape.clone();
+    let mut proc = rec.proc;
+    proc.signal("TERM");
+    let status = proc.wait_timeout(STOP).expect("recorder did not exit");
+    assert!(status.success(), "recorder exited with {status}");
+    let rows = tapedeck_storage::Tape::open(&[&tape])
+        .map(|t| t.exchanges(tapedeck_storage::Filter::default()).count())
+        .unwrap_or(0);
+    assert_eq!(rows, 0);
+}
+
 #[test]
 fn a_taken_port_is_a_clear_startup_error() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -332,6 +332,10 @@ def proxy_kinds(args):
         kinds += [f"passthrough{suffix}", f"record{suffix}"]
         if args.seal_compare and "--seal-backlog" in flags:
             kinds.append(f"record-seal-now{suffix}")
+    if args.targets:
+        # nginx stays: it is what every ratio is taken against.
+        want = args.targets.split(",")
+        kinds = [k for k in kinds if k == "nginx" or k in want or k.split(" ")[0] in want]
     return kinds
 
 
@@ -625,6 +629,7 @@ def main():
                     help="cap the proxy under test at this %% of one core (0: no cap; default 50)")
     ap.add_argument("--engines", help="tapedeck engines to run, e.g. hyper,pingora "
                     "(default: both when the binary has --engine, else its only engine)")
+    ap.add_argument("--targets", help="only these proxy targets (and nginx), e.g. record,passthrough")
     ap.add_argument("--seal-compare", action="store_true",
                     help="also record with --seal-backlog 0 (sealing at normal priority)")
     args = ap.parse_args()

@@ -6,6 +6,12 @@
 #   benches/run.sh --smoke    a few seconds per section, to check the harness works
 #   SECTIONS=proxy,half benches/run.sh    only some sections (proxy, half, replay, memory)
 #   TAPEDECK=target/debug/tapedeck benches/run.sh --smoke   use this binary, skip the release build
+#   MACRO_ARGS="--cpu-cap 0 --seal-compare" benches/run.sh   extra benches/macro.py flags
+#
+# The proxy under test is capped at 50 % of CPU 0 (--cpu-cap; cgroup v2 cpu.max, else cgroup v1
+# cpu.cfs_quota_us, else a busy loop sharing its core: the report says which), so that wrk and
+# the upstream on CPU 1 are never the limit. Per case: req/s, the proxy's CPU µs per request
+# (/proc/PID/stat, all threads), peak RSS, drops; ratios to nginx-as-proxy in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +30,7 @@ fi
 
 if [ -z "${TAPEDECK:-}" ]; then
   cargo build --release --bin tapedeck
-  TAPEDECK=target/release/tapedeck
+  TAPEDECK="${CARGO_TARGET_DIR:-target}/release/tapedeck"
 fi
 out=benches/results-macro.md
 [ -n "$smoke" ] && out=$(mktemp --suffix=.md)
@@ -37,8 +43,9 @@ out=benches/results-macro.md
   echo "- command: benches/run.sh ${smoke} (binary: $TAPEDECK)"
   echo
 } > "$out.head"
+# shellcheck disable=SC2086 # MACRO_ARGS is a list of flags
 python3 benches/macro.py --bin "$TAPEDECK" --out "$out.body" ${smoke} \
-  ${SECTIONS:+--sections "$SECTIONS"}
+  ${SECTIONS:+--sections "$SECTIONS"} ${MACRO_ARGS:-}
 cat "$out.head" "$out.body" > "$out"
 rm -f "$out.head" "$out.body"
 echo "results: $out"

@@ -85,6 +85,8 @@ fn main() {
         .when_full(WhenFull::Block)
         .open()
         .expect("open tape");
+    // One sender for the loop: records come back to it to be freed on this thread.
+    let sender = writer.sender();
     let t0 = Instant::now();
     let mut i = 0;
     while i < records {
@@ -96,11 +98,12 @@ fn main() {
                 writer.append(r).expect("append");
             }
         } else {
-            let sent = writer.sender().append_batch(recs);
+            let sent = sender.append_batch(recs);
             assert_eq!(sent.accepted, n, "Block never drops");
         }
     }
     let appended = t0.elapsed();
+    drop(sender);
     let stats = writer.close().expect("close");
     eprintln!(
         "records {records} body {body_len} batch {batch}: appended in {:.1} ms, closed after {:.1} ms; written {} sealed files {} bytes spooled {} sealed {}",

@@ -12,7 +12,9 @@
 //!
 //! Flags: `--records N` (default 10000), `--body BYTES` (response body size, default 278: the
 //! macro benchmark's `/small`; 16384 is `/large`), `--batch K` (records per
-//! `append_batch`, default 64; 1 uses `append`), `--dir DIR` (default: a temp dir, removed).
+//! `append_batch`, default 64; 1 uses `append`), `--dir DIR` (default: a temp dir, removed),
+//! `--seal-backlog`, `--queue-bytes`, `--flush-bytes`, `--row-group-bytes` (bytes; the writer's
+//! settings, default theirs).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Instant;
@@ -64,6 +66,16 @@ fn record(body: &Bytes, i: usize) -> Exchange {
     }
 }
 
+/// Peak resident memory of this process so far (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn main() {
     let records = arg("--records", 10_000);
     let body_len = arg("--body", 278);
@@ -81,10 +93,20 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| tmp.path().join("tape"));
     // Block: every record is written, so counts are exact whatever the machine's load.
-    let writer = TapeWriter::builder(&dir)
-        .when_full(WhenFull::Block)
-        .open()
-        .expect("open tape");
+    let mut b = TapeWriter::builder(&dir).when_full(WhenFull::Block);
+    if std::env::args().any(|a| a == "--seal-backlog") {
+        b = b.seal_backlog(arg("--seal-backlog", 1 << 30) as u64);
+    }
+    if std::env::args().any(|a| a == "--queue-bytes") {
+        b = b.queue_bytes(arg("--queue-bytes", 64 << 20));
+    }
+    if std::env::args().any(|a| a == "--flush-bytes") {
+        b = b.flush_bytes(arg("--flush-bytes", 4 << 20));
+    }
+    if std::env::args().any(|a| a == "--row-group-bytes") {
+        b = b.row_group_bytes(arg("--row-group-bytes", 64 << 20));
+    }
+    let writer = b.open().expect("open tape");
     // One sender for the loop: records come back to it to be freed on this thread.
     let sender = writer.sender();
     let t0 = Instant::now();
@@ -104,11 +126,13 @@ fn main() {
     }
     let appended = t0.elapsed();
     drop(sender);
+    let peak_appending = peak_rss_mib();
     let stats = writer.close().expect("close");
     eprintln!(
-        "records {records} body {body_len} batch {batch}: appended in {:.1} ms, closed after {:.1} ms; written {} sealed files {} bytes spooled {} sealed {}",
+        "records {records} body {body_len} batch {batch}: appended in {:.1} ms (peak RSS {peak_appending:.1} MiB), closed after {:.1} ms (peak RSS {:.1} MiB); written {} sealed files {} bytes spooled {} sealed {}",
         appended.as_secs_f64() * 1e3,
         t0.elapsed().as_secs_f64() * 1e3,
+        peak_rss_mib(),
         stats.written,
         stats.files_sealed,
         stats.bytes_spooled,

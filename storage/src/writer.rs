@@ -181,6 +181,12 @@ impl TapeWriterBuilder {
         self.seal.row_group_rows = n;
         self
     }
+    /// Largest Parquet row group, in encoded bytes (default 64 MiB): what a seal holds in memory
+    /// before it writes a row group out.
+    pub fn row_group_bytes(mut self, n: usize) -> Self {
+        self.seal.row_group_bytes = n;
+        self
+    }
     /// Adds a key-value pair to every file's metadata (e.g. `tapedeck.upstream`).
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
@@ -207,8 +213,8 @@ impl TapeWriterBuilder {
         if self.spool.flush_interval.is_zero() {
             return bad("flush interval must be positive");
         }
-        if self.seal.row_group_rows == 0 {
-            return bad("row group rows must be at least 1");
+        if self.seal.row_group_rows == 0 || self.seal.row_group_bytes == 0 {
+            return bad("row group rows and bytes must be at least 1");
         }
         if !(1..=22).contains(&self.seal.zstd_level) {
             return bad("zstd level must be between 1 and 22");

@@ -349,6 +349,7 @@ impl RecordingProxy {
             target: None,
             scheduled_at_us: None,
             sent_at_us: None,
+            trace_id: None,
         };
         if let Some(e) = e {
             let kind = error_kind(e);

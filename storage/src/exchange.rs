@@ -206,6 +206,11 @@ pub struct Exchange {
     pub scheduled_at_us: Option<i64>,
     /// Replay results: when it actually left.
     pub sent_at_us: Option<i64>,
+
+    /// The trace this exchange belongs to (schema 2): the trace id of a W3C `traceparent` request
+    /// header, or the value of the recorder's `--trace-header`. Links a dependency call to the
+    /// inbound exchange that caused it; replay sends it on, mocks are scoped by it.
+    pub trace_id: Option<String>,
 }
 
 impl Default for Exchange {
@@ -240,6 +245,7 @@ impl Default for Exchange {
             target: None,
             scheduled_at_us: None,
             sent_at_us: None,
+            trace_id: None,
         }
     }
 }

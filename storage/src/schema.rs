@@ -2,8 +2,13 @@
 //!
 //! The schema is the contract between every tapedeck component and every outside tool that reads
 //! tapes (DuckDB, Spark, pyarrow). It is versioned by [`SCHEMA_VERSION`], stored in each file's
-//! key-value metadata under [`META_SCHEMA_VERSION`]. Adding a nullable column is a minor change
-//! that keeps the version; anything else bumps it, and readers refuse versions newer than theirs.
+//! key-value metadata under [`META_SCHEMA_VERSION`]. Adding a nullable column that a reader may
+//! ignore is a minor change that keeps the version; anything else bumps it, and readers refuse
+//! versions newer than theirs. Version 2 added `trace_id`, a nullable column, and bumped the
+//! version anyway: an older tapedeck that copies exchanges (ticket bundles, HAR round trips)
+//! would silently drop it, and without it dependency mocks lose their per-trace scoping. Readers
+//! read every version from [`MIN_SCHEMA_VERSION`] on; columns a file lacks decode as their
+//! defaults (`trace_id`: none).
 
 use std::sync::{Arc, LazyLock};
 
@@ -22,7 +27,9 @@ use uuid::Uuid;
 use crate::exchange::{ErrorKind, Exchange, Header};
 
 /// Version of the tape schema this build writes and the newest it reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest schema version this build reads.
+pub const MIN_SCHEMA_VERSION: u32 = 1;
 /// File metadata key holding the schema version.
 pub const META_SCHEMA_VERSION: &str = "tapedeck.schema_version";
 /// File metadata key holding the version of the tapedeck build that wrote the file.
@@ -64,6 +71,7 @@ pub mod col {
     pub const TARGET: &str = "target";
     pub const SCHEDULED_AT: &str = "scheduled_at";
     pub const SENT_AT: &str = "sent_at";
+    pub const TRACE_ID: &str = "trace_id";
 }
 
 fn timestamp_type() -> DataType {
@@ -118,6 +126,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         f(TARGET, DataType::Utf8, true),
         f(SCHEDULED_AT, timestamp_type(), true),
         f(SENT_AT, timestamp_type(), true),
+        f(TRACE_ID, DataType::Utf8, true),
     ]))
 });
 
@@ -234,6 +243,7 @@ pub fn encode(exchanges: &[Exchange]) -> RecordBatch {
         opt_strings(e.iter().map(|x| x.target.as_deref())),
         ts(e.iter().map(|x| x.scheduled_at_us).collect()),
         ts(e.iter().map(|x| x.sent_at_us).collect()),
+        opt_strings(e.iter().map(|x| x.trace_id.as_deref())),
     ];
     // The arrays are built from the schema above, so this cannot fail; a failure is a bug in
     // this function, caught by the round-trip tests.
@@ -304,6 +314,7 @@ struct Decoder<'a> {
     target: Col<'a, StringArray>,
     scheduled_at: Col<'a, TimestampMicrosecondArray>,
     sent_at: Col<'a, TimestampMicrosecondArray>,
+    trace_id: Col<'a, StringArray>,
 }
 
 fn s<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, StringArray>, String> {
@@ -438,6 +449,7 @@ impl<'a> Decoder<'a> {
             target: s(b, TARGET)?,
             scheduled_at: tsc(b, SCHEDULED_AT)?,
             sent_at: tsc(b, SENT_AT)?,
+            trace_id: s(b, TRACE_ID)?,
         })
     }
 
@@ -481,6 +493,7 @@ impl<'a> Decoder<'a> {
             target: str_at(&self.target, i),
             scheduled_at_us: ts_at(&self.scheduled_at, i),
             sent_at_us: ts_at(&self.sent_at, i),
+            trace_id: str_at(&self.trace_id, i),
         }
     }
 }

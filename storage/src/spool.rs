@@ -9,7 +9,7 @@ use arrow_ipc::reader::StreamReader;
 use arrow_schema::SchemaRef;
 
 use crate::error::{Result, StorageError};
-use crate::schema::{self, META_SCHEMA_VERSION, SCHEMA_VERSION};
+use crate::schema::{self, META_SCHEMA_VERSION, MIN_SCHEMA_VERSION, SCHEMA_VERSION};
 
 /// Reads the batches of one spool segment. A segment whose tail is a partial batch (the writer
 /// crashed or its disk failed mid-write) yields every complete batch and then stops, keeping the
@@ -105,6 +105,12 @@ pub(crate) fn check_version(path: &Path, version: Option<&String>) -> Result<()>
             format!("`{META_SCHEMA_VERSION}` is `{v}`, not a number"),
         )
     })?;
+    if found < MIN_SCHEMA_VERSION {
+        return Err(StorageError::corrupt(
+            path,
+            format!("`{META_SCHEMA_VERSION}` is {found}: no tapedeck wrote that version"),
+        ));
+    }
     if found > SCHEMA_VERSION {
         return Err(StorageError::FutureSchema {
             path: path.to_owned(),

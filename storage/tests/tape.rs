@@ -127,6 +127,7 @@ prop_compose! {
             target: replay.then(|| "candidate".to_owned()),
             scheduled_at_us: replay.then_some(t),
             sent_at_us: replay.then_some(t + 3),
+            trace_id: (flags % 2 == 1).then(|| format!("{:032x}", t)),
         }
     }
 }
@@ -603,4 +604,92 @@ fn verify_leaves_out_partitions_the_filter_rules_out() {
     };
     assert!(tape.verify(&after_everything).unwrap().is_empty());
     assert_eq!(tape.scan(after_everything).count(), 0);
+}
+
+/// Schema 1 files (written before `trace_id` existed, issue 15) are still read, Parquet and spool
+/// segments alike: the missing column decodes as no trace; schema 2 files round-trip trace ids.
+#[test]
+fn schema_1_files_are_read_and_trace_ids_round_trip() {
+    use arrow_array::RecordBatch;
+    let dir = tempfile::tempdir().unwrap();
+    let ex: Vec<Exchange> = generate(&SynthConfig {
+        count: 25,
+        ..SynthConfig::default()
+    })
+    .collect();
+    // A schema 1 batch: today's columns without `trace_id`, version 1 in the metadata.
+    let full = tapedeck_storage::schema::encode(&ex);
+    let keep: Vec<usize> = (0..full.num_columns())
+        .filter(|&i| full.schema().field(i).name() != "trace_id")
+        .collect();
+    assert_eq!(
+        keep.len() + 1,
+        full.num_columns(),
+        "schema 2 has a trace_id column"
+    );
+    let v1 = full.project(&keep).unwrap();
+    let meta =
+        std::collections::HashMap::from([("tapedeck.schema_version".to_owned(), "1".to_owned())]);
+    let v1 = RecordBatch::try_new(
+        std::sync::Arc::new(v1.schema().as_ref().clone().with_metadata(meta.clone())),
+        v1.columns().to_vec(),
+    )
+    .unwrap();
+
+    let parquet_path = dir.path().join("v1.parquet");
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            "tapedeck.schema_version".to_owned(),
+            "1".to_owned(),
+        )]))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&parquet_path).unwrap(),
+        v1.schema(),
+        Some(props),
+    )
+    .unwrap();
+    w.write(&v1).unwrap();
+    w.close().unwrap();
+
+    let spool_path = dir.path().join("v1.arrows");
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(
+        std::fs::File::create(&spool_path).unwrap(),
+        &v1.schema(),
+    )
+    .unwrap();
+    w.write(&v1).unwrap();
+    w.finish().unwrap();
+
+    for path in [&parquet_path, &spool_path] {
+        let got: Vec<Exchange> = Tape::open(&[path])
+            .unwrap()
+            .exchanges(Filter::default())
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(got.len(), ex.len(), "{}", path.display());
+        assert!(got.iter().all(|e| e.trace_id.is_none()));
+        assert_eq!(got[3].path, ex[3].path);
+        assert_eq!(got[3].resp_body, ex[3].resp_body);
+    }
+
+    // Schema 2: trace ids are written and read back.
+    let traced: Vec<Exchange> = ex
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Exchange {
+            trace_id: (i % 3 != 0).then(|| format!("{:032x}", i + 1)),
+            ..e.clone()
+        })
+        .collect();
+    let tape = dir.path().join("tape");
+    write_all(&tape, &traced);
+    let back = read_all(&tape);
+    assert_eq!(
+        back.iter().map(|e| e.trace_id.clone()).collect::<Vec<_>>(),
+        traced
+            .iter()
+            .map(|e| e.trace_id.clone())
+            .collect::<Vec<_>>()
+    );
 }

@@ -356,7 +356,10 @@ mod tests {
         let c = m.counts(Some(&stats));
         assert_eq!((c.requests, c.recorded, c.written), (20, 9, 6));
         assert_eq!((c.dropped_total(), c.skipped_total()), (6, 4));
-        assert_eq!(c.dropped[0], 4, "the hand-off's and the writer's queue drops add up");
+        assert_eq!(
+            c.dropped[0], 4,
+            "the hand-off's and the writer's queue drops add up"
+        );
         let health = Health {
             degraded: false,
             reason: None,

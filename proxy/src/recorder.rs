@@ -276,15 +276,19 @@ fn open_tape(
         })?;
     let sender = writer.sender();
     let tick = (s.flush_interval / 10).clamp(Duration::from_millis(5), Duration::from_millis(50));
-    let (handoff, forwarder) =
-        Handoff::start(sender.clone(), s.queue_capacity, tick, batch, metrics.clone()).map_err(
-            |source| {
-                OpenError::Fatal(RecordError::Thread {
-                    dir: dir.to_owned(),
-                    source,
-                })
-            },
-        )?;
+    let (handoff, forwarder) = Handoff::start(
+        sender.clone(),
+        s.queue_capacity,
+        tick,
+        batch,
+        metrics.clone(),
+    )
+    .map_err(|source| {
+        OpenError::Fatal(RecordError::Thread {
+            dir: dir.to_owned(),
+            source,
+        })
+    })?;
     Ok(Opened {
         writer,
         forwarder,

@@ -37,6 +37,9 @@ pub(crate) struct Args {
     /// Seed of the traffic mix.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// The recorder's data plane (`tapedeck record --engine`): hyper or pingora.
+    #[arg(long, default_value = "hyper", value_name = "ENGINE")]
+    engine: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -90,7 +93,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     ));
 
     // ② Record through the real proxy, as a child process.
-    let recorded = record(&rt, &tape, v1, args.requests, args.seed)?;
+    let recorded = record(&rt, &tape, v1, args.requests, args.seed, &args.engine)?;
     say(&format!(
         "② recorded {recorded} exchanges through `tapedeck record` into {}",
         tape.display()
@@ -190,6 +193,7 @@ fn record(
     upstream: std::net::SocketAddr,
     requests: usize,
     seed: u64,
+    engine: &str,
 ) -> anyhow::Result<u64> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -210,6 +214,8 @@ fn record(
             &tape.display().to_string(),
             "--admin",
             "off",
+            "--engine",
+            engine,
             "--flush-interval",
             "200ms",
             // Nothing is in flight when the demo stops the recorder: don't wait the default 5 s.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::util::{Reply, TestServer, run, stderr, stdout};
+use crate::util::{Engine, Reply, TestServer, run, stderr, stdout};
 
 const T: Duration = Duration::from_secs(240);
 
@@ -11,8 +11,7 @@ fn read_json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("valid JSON")
 }
 
-#[test]
-fn demo_finds_exactly_the_planted_regressions() {
+fn demo_finds_exactly_the_planted_regressions(engine: Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("demo");
     let o = run(
@@ -22,6 +21,8 @@ fn demo_finds_exactly_the_planted_regressions() {
             out.to_str().expect("utf-8"),
             "--requests",
             "600",
+            "--engine",
+            engine.name(),
         ],
         T,
     );
@@ -66,8 +67,7 @@ fn demo_finds_exactly_the_planted_regressions() {
     assert!(out.join("report/junit.xml").is_file());
 }
 
-#[test]
-fn demo_with_the_good_build_passes_with_no_findings() {
+fn demo_with_the_good_build_passes_with_no_findings(engine: Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("demo");
     let o = run(
@@ -79,6 +79,8 @@ fn demo_with_the_good_build_passes_with_no_findings() {
             "600",
             "--candidate-build",
             "good",
+            "--engine",
+            engine.name(),
         ],
         T,
     );
@@ -240,3 +242,8 @@ fn check_is_inconclusive_when_the_baseline_does_not_answer() {
         );
     }
 }
+
+on_both_engines!(
+    demo_finds_exactly_the_planted_regressions,
+    demo_with_the_good_build_passes_with_no_findings,
+);

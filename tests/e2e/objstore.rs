@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::util::{Proc, Reply, TestServer, curl, free_port, tapedeck, wait_for_port, wait_until};
+use crate::util::{
+    Engine, Proc, Recorder, Reply, TestServer, curl, free_port, tapedeck, wait_for_port, wait_until,
+};
 
 const STARTUP: Duration = Duration::from_secs(60);
 const STOP: Duration = Duration::from_secs(90);
@@ -128,65 +130,34 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A running `tapedeck record` whose tape is an object-store URL.
-struct Recorder {
-    proc: Proc,
-    port: u16,
-    admin: u16,
+/// `tapedeck record` whose tape is an object-store URL, with the S3 settings of [`td`].
+fn recorder(
+    endpoint: &str,
+    spool_root: &Path,
+    upstream: &str,
+    tape: &str,
+    logs: &Path,
+    engine: Engine,
+) -> Recorder {
+    let spool = spool_root.to_str().expect("utf-8 path");
+    Recorder::new(upstream)
+        .tape_url(tape)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("TAPEDECK_SPOOL_DIR", spool)
+        .log_level("info")
+        .log_name("record")
+        .engine(engine)
+        .start(logs)
 }
 
-impl Recorder {
-    fn start(endpoint: &str, spool_root: &Path, upstream: &str, tape: &str, logs: &Path) -> Self {
-        let port = free_port();
-        let admin = free_port();
-        let err = std::fs::File::create(logs.join("record.stderr")).expect("log");
-        let child = td(endpoint, spool_root)
-            .env("RUST_LOG", "info")
-            .args([
-                "record",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--upstream",
-                upstream,
-                "--tape",
-                tape,
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-                "--grace-period",
-                "1s",
-                "--threads",
-                "2",
-            ])
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("spawn record");
-        let rec = Recorder {
-            proc: Proc { child },
-            port,
-            admin,
-        };
-        for p in [port, admin] {
-            let addr: SocketAddr = format!("127.0.0.1:{p}").parse().expect("addr");
-            assert!(
-                wait_for_port(addr, STARTUP),
-                "recorder did not start:\n{}",
-                std::fs::read_to_string(logs.join("record.stderr")).unwrap_or_default()
-            );
-        }
-        rec
-    }
-
-    fn get(&self, path: &str) -> u16 {
-        curl(&[&format!("http://127.0.0.1:{}{path}", self.port)]).0
-    }
-
-    fn metric(&self, name: &str) -> Option<u64> {
-        let (_, m) = curl(&[&format!("http://127.0.0.1:{}/metrics", self.admin)]);
-        m.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-    }
+/// A GET through the recorder; the status.
+fn get(rec: &Recorder, path: &str) -> u16 {
+    curl(&[&rec.url(path)]).0
 }
 
 fn upstream() -> TestServer {
@@ -223,8 +194,7 @@ fn inspect_count(endpoint: &str, spool: &Path, url: &str) -> u64 {
     v["exchanges"].as_u64().expect("exchanges count")
 }
 
-#[test]
-fn record_replay_diff_through_s3() {
+fn record_replay_diff_through_s3(engine: Engine) {
     let tmp = tempfile::tempdir().expect("tmp");
     let moto = Moto::start(tmp.path());
     let endpoint = moto.url();
@@ -232,11 +202,11 @@ fn record_replay_diff_through_s3() {
     let up = upstream();
     let tape = format!("s3://{BUCKET}/svc/tape");
 
-    let rec = Recorder::start(&endpoint, &spool, &up.url(), &tape, tmp.path());
+    let rec = recorder(&endpoint, &spool, &up.url(), &tape, tmp.path(), engine);
     let paths = ["/api/users/1", "/api/users/2", "/api/items?q=a", "/healthz"];
     let n = 40;
     for i in 0..n {
-        assert_eq!(rec.get(paths[i % paths.len()]), 200);
+        assert_eq!(get(&rec, paths[i % paths.len()]), 200);
     }
     let mut proc = rec.proc;
     proc.signal("TERM");
@@ -448,8 +418,7 @@ fn pipe(from: std::io::Result<TcpStream>, to: std::io::Result<TcpStream>) {
     });
 }
 
-#[test]
-fn upload_outage_keeps_recording_and_loses_nothing() {
+fn upload_outage_keeps_recording_and_loses_nothing(engine: Engine) {
     let tmp = tempfile::tempdir().expect("tmp");
     let moto = Moto::start(tmp.path());
     let mut fwd = Forwarder::start(moto.port);
@@ -457,14 +426,14 @@ fn upload_outage_keeps_recording_and_loses_nothing() {
     let up = upstream();
     let tape = format!("s3://{BUCKET}/outage/tape");
 
-    let rec = Recorder::start(&fwd.url(), &spool, &up.url(), &tape, tmp.path());
+    let rec = recorder(&fwd.url(), &spool, &up.url(), &tape, tmp.path(), engine);
     for i in 0..20 {
-        assert_eq!(rec.get(&format!("/before/{i}")), 200);
+        assert_eq!(get(&rec, &format!("/before/{i}")), 200);
     }
     // The store goes away: recording goes on, unaffected.
     fwd.close();
     for i in 0..20 {
-        assert_eq!(rec.get(&format!("/during/{i}")), 200);
+        assert_eq!(get(&rec, &format!("/during/{i}")), 200);
     }
     assert_eq!(rec.metric("tapedeck_dropped_total{reason=\"io\"}"), Some(0));
 
@@ -507,3 +476,8 @@ fn upload_outage_keeps_recording_and_loses_nothing() {
         "no exchange lost"
     );
 }
+
+on_both_engines!(
+    record_replay_diff_through_s3,
+    upload_outage_keeps_recording_and_loses_nothing,
+);

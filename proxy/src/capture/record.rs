@@ -94,7 +94,8 @@ impl ResponseCapture {
 
     /// The upstream's trailers, after a [`TRAILER_MARKER`].
     pub(crate) fn trailers(&mut self, trailers: &HeaderMap) {
-        self.headers.push(Header::new(TRAILER_MARKER, bytes::Bytes::new()));
+        self.headers
+            .push(Header::new(TRAILER_MARKER, bytes::Bytes::new()));
         append_headers(&mut self.headers, trailers);
     }
 }
@@ -340,5 +341,4 @@ mod tests {
         assert!(a < b);
         assert_ne!(fast_v7(5_000), fast_v7(5_000));
     }
-
 }

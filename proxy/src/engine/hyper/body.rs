@@ -413,9 +413,8 @@ impl Body for RespBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 let kind = body_error_kind(&e);
-                let message = format!(
-                    "upstream response body: {e} (the client's response was cut short)"
-                );
+                let message =
+                    format!("upstream response body: {e} (the client's response was cut short)");
                 this.end(Some(Failure { kind, message }));
                 Poll::Ready(Some(Err(BodyError(e.to_string()))))
             }

@@ -161,7 +161,11 @@ impl<C: Graceful> Drive<C> {
     /// Ends the connection after `idle_timeout` without an open stream (HTTP/2).
     pub(crate) fn idle_timeout(mut self, streams: Arc<Streams>, idle_timeout: Duration) -> Self {
         let first = Instant::now() + idle_timeout;
-        self.idle = Some((streams, idle_timeout, Box::pin(tokio::time::sleep_until(first))));
+        self.idle = Some((
+            streams,
+            idle_timeout,
+            Box::pin(tokio::time::sleep_until(first)),
+        ));
         self
     }
 

@@ -126,10 +126,19 @@ mod tests {
         ]);
         assert!(wants_upgrade(&m));
         strip(&mut m, true);
-        assert_eq!(m.get("connection").map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
-        assert_eq!(m.get("upgrade").map(|v| v.as_bytes()), Some(&b"websocket"[..]));
+        assert_eq!(
+            m.get("connection").map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+        assert_eq!(
+            m.get("upgrade").map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
         let mut plain = map(&[("upgrade", "websocket")]);
-        assert!(!wants_upgrade(&plain), "Upgrade without Connection: upgrade");
+        assert!(
+            !wants_upgrade(&plain),
+            "Upgrade without Connection: upgrade"
+        );
         strip(&mut plain, false);
         assert!(plain.is_empty());
     }

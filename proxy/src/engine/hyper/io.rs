@@ -334,9 +334,7 @@ mod tests {
     }
 
     /// Reads until an error or end of file (bounded); returns the bytes and the error kind.
-    async fn read_until_error(
-        io: &mut ClientIo<DuplexStream>,
-    ) -> (Vec<u8>, Option<io::ErrorKind>) {
+    async fn read_until_error(io: &mut ClientIo<DuplexStream>) -> (Vec<u8>, Option<io::ErrorKind>) {
         let mut got = Vec::new();
         let mut buf = [0u8; 64];
         let r = tokio::time::timeout(BOUND, async {
@@ -356,7 +354,10 @@ mod tests {
     #[tokio::test]
     async fn a_trickled_head_is_cut_with_408_and_counted() {
         let (mut io, mut client, metrics) = wrap();
-        client.write_all(b"GET / HTTP/1.1\r\nho").await.expect("write");
+        client
+            .write_all(b"GET / HTTP/1.1\r\nho")
+            .await
+            .expect("write");
         let (got, err) = read_until_error(&mut io).await;
         assert_eq!(err, Some(io::ErrorKind::TimedOut));
         assert_eq!(got, b"GET / HTTP/1.1\r\nho");
@@ -382,7 +383,10 @@ mod tests {
     #[tokio::test]
     async fn busy_reads_have_no_deadline_and_idle_ends_quietly() {
         let (mut io, mut client, metrics) = wrap();
-        client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.expect("write");
+        client
+            .write_all(b"POST / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
         let mut buf = [0u8; 64];
         assert!(io.read(&mut buf).await.expect("head") > 0);
         io.phase().busy();
@@ -391,7 +395,10 @@ mod tests {
             client.write_all(b"ok").await.expect("body");
             client
         });
-        let n = io.read(&mut buf).await.expect("a slow body read is not cut");
+        let n = io
+            .read(&mut buf)
+            .await
+            .expect("a slow body read is not cut");
         assert_eq!(&buf[..n], b"ok");
         let _client = slow.await.expect("writer");
         io.phase().idle();
@@ -404,7 +411,10 @@ mod tests {
     #[tokio::test]
     async fn the_next_head_gets_a_fresh_deadline_from_its_first_byte() {
         let (mut io, mut client, metrics) = wrap();
-        client.write_all(b"GET /a HTTP/1.1\r\n\r\n").await.expect("write");
+        client
+            .write_all(b"GET /a HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
         let mut buf = [0u8; 64];
         assert!(io.read(&mut buf).await.expect("head") > 0);
         io.phase().busy();

@@ -368,23 +368,22 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, sh: Arc<Shared>, up: Arc<Worker
             }
         }
         Some(acceptor) => {
-            let tls = match tokio::time::timeout(sh.limits.header_timeout, acceptor.accept(tcp))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    debug!(error = %e, "TLS handshake with a client failed");
-                    return;
-                }
-                Err(_) => {
-                    sh.limits
-                        .metrics
-                        .client_timeouts_header
-                        .fetch_add(1, Ordering::Relaxed);
-                    debug!("TLS handshake not complete within header-timeout; closing");
-                    return;
-                }
-            };
+            let tls =
+                match tokio::time::timeout(sh.limits.header_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "TLS handshake with a client failed");
+                        return;
+                    }
+                    Err(_) => {
+                        sh.limits
+                            .metrics
+                            .client_timeouts_header
+                            .fetch_add(1, Ordering::Relaxed);
+                        debug!("TLS handshake not complete within header-timeout; closing");
+                        return;
+                    }
+                };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = ClientIo::new(tls, sh.limits.clone(), h2);
             if h2 {

@@ -189,8 +189,7 @@ fn http_error_kind(e: &hyper::Error) -> ErrorKind {
         }
         src = s.source();
     }
-    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() || e.is_body_write_aborted()
-    {
+    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() || e.is_body_write_aborted() {
         return ErrorKind::Reset;
     }
     ErrorKind::Other
@@ -297,7 +296,9 @@ impl Upstream {
                 Ok(()) => (tx, true),
                 Err(_) => match self.connect().await? {
                     Connected::H1(tx) => (tx, false),
-                    Connected::H2(tx) => return self.adopt_h2(worker, tx, head, body, progress).await,
+                    Connected::H2(tx) => {
+                        return self.adopt_h2(worker, tx, head, body, progress).await;
+                    }
                 },
             },
             None => match self.connect().await? {
@@ -351,7 +352,10 @@ impl Upstream {
     }
 
     /// The worker's HTTP/2 connection, opened if there is none (or it closed).
-    async fn shared_h2(&self, worker: &WorkerUpstream) -> Result<http2::SendRequest<ReqBody>, UpError> {
+    async fn shared_h2(
+        &self,
+        worker: &WorkerUpstream,
+    ) -> Result<http2::SendRequest<ReqBody>, UpError> {
         let mut slot = worker.h2.lock().await;
         if let Some(tx) = slot.as_ref()
             && !tx.is_closed()
@@ -391,7 +395,11 @@ impl Upstream {
 
     /// Waits for `fut` while the upstream is not silent for longer than `upstream-timeout`:
     /// the clock restarts whenever a request body chunk has been sent.
-    async fn wait<F: Future>(&self, fut: F, progress: Option<&ReqState>) -> Result<F::Output, UpError> {
+    async fn wait<F: Future>(
+        &self,
+        fut: F,
+        progress: Option<&ReqState>,
+    ) -> Result<F::Output, UpError> {
         Silence {
             fut,
             sleep: None,
@@ -404,12 +412,12 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<Connected, UpError> {
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await
-        {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(UpError::Connect(e)),
-            Err(_) => return Err(UpError::ConnectTimeout),
-        };
+        let tcp =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) => return Err(UpError::Connect(e)),
+                Err(_) => return Err(UpError::ConnectTimeout),
+            };
         let _ = tcp.set_nodelay(true);
         let io = match &self.tls {
             None => UpIo::Plain(tcp),

@@ -25,6 +25,7 @@ mod util;
 mod bench;
 mod check;
 mod diff;
+mod engine;
 mod faults;
 mod fresh_machine;
 mod har;

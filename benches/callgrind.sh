@@ -74,11 +74,6 @@ nginx -c "$work/up.conf" -g "daemon off;" >"$work/up.log" 2>&1 &
 pids+=($!)
 wait_port "$up_port"
 
-# One keep-alive connection: curl reuses it for every URL it is given.
-for n in $SMALL $LARGE; do
-  : >"$work/urls.$n"
-done
-
 # total_instructions FILE...: the sum of the "totals:" lines (one file per thread).
 totals() {
   awk '/^totals:/ { s += $2 } END { printf "%d\n", s }' "$@"
@@ -123,9 +118,9 @@ row() {
   local case=$1
   local port
   port=$(free_port)
+  # One keep-alive connection: curl reuses it for every URL of its config file.
   for n in $SMALL $LARGE; do
-    : >"$work/urls.$case.$n"
-    for _ in $(seq 1 "$n"); do echo "url = \"http://127.0.0.1:$port/small\"" >>"$work/urls.$case.$n"; done
+    yes "url = \"http://127.0.0.1:$port/small\"" | head -n "$n" >"$work/urls.$case.$n"
   done
   local -a cmd
   case $case in

@@ -76,7 +76,7 @@ fn readyz_turns_off_when_shutdown_begins(engine: Engine) {
     let up = TestServer::start(|r| {
         let mut reply = Reply::json(format!("{{\"path\":\"{}\"}}", r.uri));
         if r.uri == "/slow" {
-            reply.delay = Duration::from_secs(3);
+            reply.delay = Duration::from_secs(5);
         }
         reply
     });

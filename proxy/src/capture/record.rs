@@ -51,6 +51,17 @@ impl Timings {
         }
     }
 
+    /// Timings of an exchange whose request head is complete now, without the wall clock
+    /// (`started_at_us` is 0): for exchanges that are not recorded, which never need it.
+    pub(crate) fn monotonic() -> Self {
+        Timings {
+            start: Instant::now(),
+            started_at_us: 0,
+            ttfb: None,
+            upstream_done: None,
+        }
+    }
+
     /// Notes that the upstream's response head arrived; returns the time it took.
     pub(crate) fn response_head(&mut self) -> Duration {
         let d = self.start.elapsed();

@@ -31,9 +31,21 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    *n == CONNECTION
+        || *n == UPGRADE
+        || *n == TE
+        || n == KEEP_ALIVE
+        || n == PROXY_CONNECTION
+}
+
 /// Removes the hop-by-hop headers of a message about to be forwarded; with `upgrade`, the
 /// `Upgrade` header and the `upgrade` token of `Connection` stay.
 pub(crate) fn strip(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the names first: most messages have none of these.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         // Headers named as connection options go too (`Connection: close, x-hop`).
         let named: Vec<HeaderName> = headers
@@ -74,7 +86,9 @@ pub(crate) fn strip(headers: &mut HeaderMap, upgrade: bool) {
 /// `Connection`.
 pub(crate) fn strip_for_h2(headers: &mut HeaderMap) {
     strip(headers, false);
-    headers.remove(TRANSFER_ENCODING);
+    if headers.contains_key(TRANSFER_ENCODING) {
+        headers.remove(TRANSFER_ENCODING);
+    }
 }
 
 #[cfg(test)]

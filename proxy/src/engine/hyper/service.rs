@@ -72,7 +72,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 }
 
 async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>) -> Answer {
-    let t = Timings::now();
+    let mut t = Timings::monotonic();
     let end = match &conn.kind {
         ConnKind::H1(phase) => {
             phase.busy();
@@ -83,6 +83,7 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
     let capture = &sh.capture;
     let record = capture.decide(req.method(), req.uri().path(), req.headers());
     let ex = record.then(|| {
+        t.started_at_us = tapedeck_storage::now_us();
         capture.begin(
             &RequestHead {
                 method: req.method(),

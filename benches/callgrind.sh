@@ -53,7 +53,7 @@ wait_port() {
 }
 
 # The upstream: nginx serving a 278-byte JSON, not measured.
-body='{"id":4711,"name":"Grace Hopper","email":"grace.hopper@example.test","plan":"team","active":true,"created_at":"2025-03-14T08:00:00Z","roles":["admin","billing"],"settings":{"theme":"dark","locale":"en-US","tz":"Europe/Berlin"},"score":982,"tags":["early-adopter","mentor"]}'
+body='{"id":4711,"name":"Grace M Hopper","email":"grace.b.hopper@example.test","plan":"teams","active":true,"created_at":"2025-03-14T08:00:00Z","roles":["admin","billing"],"settings":{"theme":"dark","locale":"en-US","tz":"Europe/Berlin"},"score":982,"tags":["early-adopter","mentor"]}'
 [ ${#body} -eq 278 ] || { echo "body is ${#body} bytes, not 278" >&2; exit 2; }
 up_port=$(free_port)
 cat >"$work/up.conf" <<EOF
@@ -120,7 +120,8 @@ row() {
   port=$(free_port)
   # One keep-alive connection: curl reuses it for every URL of its config file.
   for n in $SMALL $LARGE; do
-    yes "url = \"http://127.0.0.1:$port/small\"" | head -n "$n" >"$work/urls.$case.$n"
+    awk -v n="$n" -v u="url = \"http://127.0.0.1:$port/small\"" \
+      'BEGIN { for (i = 0; i < n; i++) print u }' >"$work/urls.$case.$n"
   done
   local -a cmd
   case $case in

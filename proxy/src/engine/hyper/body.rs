@@ -230,8 +230,9 @@ pub(crate) enum ConnEnd {
 /// One exchange in progress. See the [module docs](self).
 pub(crate) struct Flight {
     pub(crate) shared: Arc<Shared>,
-    /// The record (request fields filled) when the exchange is recorded.
-    pub(crate) ex: Option<Exchange>,
+    /// The record (request fields filled) when the exchange is recorded; boxed, so that an
+    /// exchange that is not recorded stays small to move.
+    pub(crate) ex: Option<Box<Exchange>>,
     pub(crate) req: Option<Arc<ReqState>>,
     pub(crate) resp: ResponseCapture,
     pub(crate) t: Timings,
@@ -251,7 +252,7 @@ impl fmt::Debug for Flight {
 impl Flight {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        ex: Option<Exchange>,
+        ex: Option<Box<Exchange>>,
         t: Timings,
         end: Option<ConnEnd>,
     ) -> Self {
@@ -295,7 +296,7 @@ impl Flight {
             let resp = std::mem::take(&mut self.resp);
             self.shared
                 .capture
-                .finish(ex, req_body, resp, &self.t, failure);
+                .finish(*ex, req_body, resp, &self.t, failure);
         }
     }
 }
@@ -322,7 +323,7 @@ impl Drop for Flight {
 /// The body of a response to the client. See the [module docs](self).
 pub(crate) struct RespBody {
     inner: Option<Incoming>,
-    flight: Option<Box<Flight>>,
+    flight: Option<Flight>,
     gap: Option<Pin<Box<Sleep>>>,
     gap_deadline: Option<Instant>,
     timeout: Duration,
@@ -349,7 +350,7 @@ impl RespBody {
     }
 
     /// The upstream's body, ending `flight` when it ends.
-    pub(crate) fn upstream(inner: Incoming, flight: Box<Flight>, timeout: Duration) -> Self {
+    pub(crate) fn upstream(inner: Incoming, flight: Flight, timeout: Duration) -> Self {
         RespBody {
             inner: Some(inner),
             flight: Some(flight),
@@ -363,7 +364,8 @@ impl RespBody {
         if let Some(mut f) = self.flight.take() {
             match &failure {
                 None => {
-                    if f.t.upstream_done.is_none() {
+                    // Only records need the time the upstream finished.
+                    if f.recorded() && f.t.upstream_done.is_none() {
                         f.t.upstream_done();
                     }
                 }
@@ -395,11 +397,11 @@ impl Body for RespBody {
                             let cap = f.shared.capture.max_body();
                             f.resp.body.push(data, cap);
                         }
-                    } else if let Some(trailers) = frame.trailers_ref() {
+                    } else if let Some(trailers) = frame.trailers_ref()
+                        && f.recorded()
+                    {
                         f.t.upstream_done();
-                        if f.recorded() {
-                            f.resp.trailers(trailers);
-                        }
+                        f.resp.trailers(trailers);
                     }
                 }
                 if inner.is_end_stream() {

@@ -53,14 +53,19 @@ pub(crate) fn strip(headers: &mut HeaderMap, upgrade: bool) {
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .map(|t| t.trim_ascii())
-            .filter(|t| !(t.is_empty() || upgrade && t.eq_ignore_ascii_case(b"upgrade")))
+            // `close` and `keep-alive` are options, not header names worth a lookup
+            // (`Keep-Alive` goes anyway); `upgrade` is handled below.
+            .filter(|t| {
+                !(t.is_empty()
+                    || t.eq_ignore_ascii_case(b"close")
+                    || t.eq_ignore_ascii_case(b"keep-alive")
+                    || t.eq_ignore_ascii_case(b"upgrade"))
+            })
             .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         headers.remove(CONNECTION);
         for n in named {
-            if !(upgrade && n == UPGRADE) {
-                headers.remove(&n);
-            }
+            headers.remove(&n);
         }
         if upgrade {
             headers.insert(CONNECTION, http::HeaderValue::from_static("upgrade"));

@@ -405,6 +405,7 @@ where
             peer,
             kind: ConnKind::H1(io.phase()),
             up: Default::default(),
+            timer: Default::default(),
             worker: up,
         }),
     };
@@ -428,6 +429,7 @@ where
             peer,
             kind: ConnKind::H2(streams.clone()),
             up: Default::default(),
+            timer: Default::default(),
             worker: up,
         }),
     };

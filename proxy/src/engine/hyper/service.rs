@@ -18,7 +18,7 @@ use super::body::{ConnEnd, Flight, ReqBody, ReqState, RespBody};
 use super::drive::Streams;
 use super::headers;
 use super::io::Phase;
-use super::upstream::{ConnUpstream, UpError, WorkerUpstream};
+use super::upstream::{ConnUpstream, TimerSlot, UpError, WorkerUpstream};
 use crate::capture::{Failure, RequestHead, Timings};
 
 /// What the service knows of the client connection it serves.
@@ -28,6 +28,8 @@ pub(crate) struct ConnCtx {
     pub(crate) kind: ConnKind,
     /// This connection's own HTTP/1.1 upstream connection.
     pub(crate) up: ConnUpstream,
+    /// The timer of the wait for each response head (HTTP/1.1 clients: one at a time).
+    pub(crate) timer: TimerSlot,
     /// The worker thread's shared HTTP/2 upstream connection.
     pub(crate) worker: Arc<WorkerUpstream>,
 }
@@ -84,7 +86,7 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
     let record = capture.decide(req.method(), req.uri().path(), req.headers());
     let ex = record.then(|| {
         t.started_at_us = tapedeck_storage::now_us();
-        capture.begin(
+        Box::new(capture.begin(
             &RequestHead {
                 method: req.method(),
                 uri: req.uri(),
@@ -93,9 +95,9 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
                 client: Some(conn.peer),
             },
             t.started_at_us,
-        )
+        ))
     });
-    let mut flight = Box::new(Flight::new(sh.clone(), ex, t, Some(end)));
+    let mut flight = Flight::new(sh.clone(), ex, t, Some(end));
     let version = req.version();
     let h2_client = version == Version::HTTP_2;
     let upgrade = !h2_client
@@ -116,9 +118,13 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
         ReqBody::new(body, state, sh.clone())
     };
     let progress = flight.req.clone();
+    let timer = match conn.kind {
+        ConnKind::H1(_) => Some(&conn.timer),
+        ConnKind::H2(_) => None,
+    };
     let sent = sh
         .upstream
-        .send(&conn.worker, &conn.up, head, body, progress.as_deref())
+        .send(&conn.worker, &conn.up, head, body, progress.as_deref(), timer)
         .await;
     let mut resp = match sent {
         Ok(a) => a.resp,
@@ -186,7 +192,7 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
 
 /// No response head came from the upstream: the client gets 502 or 504 and the exchange is
 /// recorded as an error — unless the client itself broke its request.
-fn failed(sh: &Shared, mut flight: Box<Flight>, e: UpError, h2_client: bool) -> Answer {
+fn failed(sh: &Shared, mut flight: Flight, e: UpError, h2_client: bool) -> Answer {
     if let Some(client) = flight.req.as_ref().and_then(|r| r.client_failure()) {
         flight.finish(Some(client));
         return Err(ClientFailed);

@@ -85,6 +85,23 @@ impl ConnUpstream {
     }
 }
 
+/// A client connection's timer for the wait of each request's response head, kept between
+/// requests: moving a registered timer later costs far less than making a new one.
+#[derive(Debug, Default)]
+pub(crate) struct TimerSlot(Mutex<Option<Pin<Box<Sleep>>>>);
+
+impl TimerSlot {
+    fn take(&self) -> Option<Pin<Box<Sleep>>> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+
+    fn put(&self, sleep: Pin<Box<Sleep>>) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(sleep);
+        }
+    }
+}
+
 /// A worker thread's shared HTTP/2 upstream connection.
 #[derive(Debug, Default)]
 pub(crate) struct WorkerUpstream {
@@ -278,7 +295,8 @@ impl Upstream {
     }
 
     /// Sends a request on the connection it belongs to (see the module docs) and waits for the
-    /// response head.
+    /// response head. `timer` is the client connection's timer for the wait (HTTP/1.1 clients,
+    /// one exchange at a time), reused from one request to the next.
     pub(crate) async fn send(
         &self,
         worker: &WorkerUpstream,
@@ -286,55 +304,73 @@ impl Upstream {
         head: http::request::Parts,
         body: ReqBody,
         progress: Option<&ReqState>,
+        timer: Option<&TimerSlot>,
     ) -> Result<Answer, UpError> {
+        // The common case stays inline; connecting, HTTP/2 and retries are boxed so that the
+        // future of every request stays small (it is moved into a box per request by hyper's
+        // service call).
         if self.h2c || worker.speaks_h2.load(Ordering::Relaxed) {
-            let tx = self.shared_h2(worker).await?;
-            return self.send_h2(tx, head, body, progress).await;
+            return Box::pin(self.send_shared_h2(worker, head, body, progress)).await;
         }
-        let (mut tx, reused) = match conn.take() {
-            Some(mut tx) => match tx.ready().await {
-                Ok(()) => (tx, true),
-                Err(_) => match self.connect().await? {
-                    Connected::H1(tx) => (tx, false),
-                    Connected::H2(tx) => {
-                        return self.adopt_h2(worker, tx, head, body, progress).await;
-                    }
-                },
-            },
-            None => match self.connect().await? {
-                Connected::H1(tx) => (tx, false),
-                Connected::H2(tx) => return self.adopt_h2(worker, tx, head, body, progress).await,
-            },
+        let reused = match conn.take() {
+            Some(mut tx) => tx.ready().await.is_ok().then_some(tx),
+            None => None,
+        };
+        let Some(mut tx) = reused else {
+            return Box::pin(self.send_new(worker, conn, head, body, progress)).await;
         };
         let req = Request::from_parts(for_h1(head), body);
-        match self.wait(tx.try_send_request(req), progress).await? {
+        match self.wait(tx.try_send_request(req), progress, timer).await? {
             Ok(resp) => {
                 conn.put(tx);
                 Ok(Answer { resp })
             }
-            Err(mut e) => {
+            Err(mut e) => match e.take_message() {
                 // A reused connection the upstream closed meanwhile: the request never left.
-                if reused && let Some(req) = e.take_message() {
+                Some(req) => {
                     debug!("upstream connection closed while idle; sending on a new one");
-                    match self.connect().await? {
-                        Connected::H1(mut tx) => {
-                            let resp = self
-                                .wait(tx.send_request(req), progress)
-                                .await?
-                                .map_err(UpError::Http)?;
-                            conn.put(tx);
-                            Ok(Answer { resp })
-                        }
-                        Connected::H2(tx) => {
-                            let (head, body) = req.into_parts();
-                            self.adopt_h2(worker, tx, head, body, progress).await
-                        }
-                    }
-                } else {
-                    Err(UpError::Http(e.into_error()))
+                    let (head, body) = req.into_parts();
+                    Box::pin(self.send_new(worker, conn, head, body, progress)).await
                 }
-            }
+                None => Err(UpError::Http(e.into_error())),
+            },
         }
+    }
+
+    /// Sends on a new connection (HTTP/1.1 for this client connection, or the worker's HTTP/2
+    /// one if the upstream picks `h2`).
+    async fn send_new(
+        &self,
+        worker: &WorkerUpstream,
+        conn: &ConnUpstream,
+        head: http::request::Parts,
+        body: ReqBody,
+        progress: Option<&ReqState>,
+    ) -> Result<Answer, UpError> {
+        match self.connect().await? {
+            Connected::H1(mut tx) => {
+                let req = Request::from_parts(for_h1(head), body);
+                let resp = self
+                    .wait(tx.send_request(req), progress, None)
+                    .await?
+                    .map_err(UpError::Http)?;
+                conn.put(tx);
+                Ok(Answer { resp })
+            }
+            Connected::H2(tx) => self.adopt_h2(worker, tx, head, body, progress).await,
+        }
+    }
+
+    /// Sends on the worker's HTTP/2 connection.
+    async fn send_shared_h2(
+        &self,
+        worker: &WorkerUpstream,
+        head: http::request::Parts,
+        body: ReqBody,
+        progress: Option<&ReqState>,
+    ) -> Result<Answer, UpError> {
+        let tx = self.shared_h2(worker).await?;
+        self.send_h2(tx, head, body, progress).await
     }
 
     /// The upstream picked HTTP/2 by ALPN: the connection becomes the worker's shared one.
@@ -387,28 +423,36 @@ impl Upstream {
     ) -> Result<Answer, UpError> {
         let req = Request::from_parts(self.for_h2(head), body);
         let resp = self
-            .wait(tx.send_request(req), progress)
+            .wait(tx.send_request(req), progress, None)
             .await?
             .map_err(UpError::Http)?;
         Ok(Answer { resp })
     }
 
     /// Waits for `fut` while the upstream is not silent for longer than `upstream-timeout`:
-    /// the clock restarts whenever a request body chunk has been sent.
+    /// the clock restarts whenever a request body chunk has been sent. The timer comes from
+    /// `slot` (and goes back there) when there is one.
     async fn wait<F: Future>(
         &self,
         fut: F,
         progress: Option<&ReqState>,
+        slot: Option<&TimerSlot>,
     ) -> Result<F::Output, UpError> {
-        Silence {
+        let sleep = slot.and_then(TimerSlot::take);
+        let silence = Silence {
             fut,
-            sleep: None,
+            sleep,
+            armed: false,
             timeout: self.timeout,
             progress,
             seen: progress.map_or(0, |p| p.progress()),
+        };
+        tokio::pin!(silence);
+        let out = silence.as_mut().await;
+        if let (Some(slot), Some(sleep)) = (slot, silence.project().sleep.take()) {
+            slot.put(sleep);
         }
-        .await
-        .ok_or(UpError::Timeout)
+        out.ok_or(UpError::Timeout)
     }
 
     async fn connect(&self) -> Result<Connected, UpError> {
@@ -514,6 +558,8 @@ pin_project_lite::pin_project! {
         #[pin]
         fut: F,
         sleep: Option<Pin<Box<Sleep>>>,
+        // Whether `sleep` is set for this wait.
+        armed: bool,
         timeout: Duration,
         progress: Option<&'a ReqState>,
         seen: u64,
@@ -529,9 +575,17 @@ impl<F: Future> Future for Silence<'_, F> {
             return Poll::Ready(Some(out));
         }
         let timeout = *this.timeout;
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        let sleep = match this.sleep {
+            Some(s) => {
+                if !*this.armed {
+                    // A timer reused from an earlier wait: moving it later is cheap.
+                    s.as_mut().reset(Instant::now() + timeout);
+                }
+                s
+            }
+            None => this.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
+        };
+        *this.armed = true;
         loop {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;

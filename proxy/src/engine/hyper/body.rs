@@ -323,7 +323,7 @@ impl Drop for Flight {
 /// The body of a response to the client. See the [module docs](self).
 pub(crate) struct RespBody {
     inner: Option<Incoming>,
-    flight: Option<Flight>,
+    flight: Option<Box<Flight>>,
     gap: Option<Pin<Box<Sleep>>>,
     gap_deadline: Option<Instant>,
     timeout: Duration,
@@ -350,7 +350,7 @@ impl RespBody {
     }
 
     /// The upstream's body, ending `flight` when it ends.
-    pub(crate) fn upstream(inner: Incoming, flight: Flight, timeout: Duration) -> Self {
+    pub(crate) fn upstream(inner: Incoming, flight: Box<Flight>, timeout: Duration) -> Self {
         RespBody {
             inner: Some(inner),
             flight: Some(flight),

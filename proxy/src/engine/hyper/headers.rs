@@ -16,13 +16,39 @@ use http::header::{CONNECTION, HeaderName, TE, TRANSFER_ENCODING, UPGRADE};
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Whether an HTTP/1.1 request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
-pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE)
-        && headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|v| has_token(v.as_bytes(), b"upgrade"))
+/// Which hop-by-hop headers a message has: found by one pass over its names ([`scan`]), so
+/// that only those present are looked up again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HopByHop(u8);
+
+const CONN: u8 = 1;
+const UPG: u8 = 1 << 1;
+const TE_: u8 = 1 << 2;
+const KA: u8 = 1 << 3;
+const PC: u8 = 1 << 4;
+const TRANSFER: u8 = 1 << 5;
+
+/// One pass over the header names.
+pub(crate) fn scan(headers: &HeaderMap) -> HopByHop {
+    let mut found = 0;
+    for n in headers.keys() {
+        found |= if *n == CONNECTION {
+            CONN
+        } else if *n == UPGRADE {
+            UPG
+        } else if *n == TE {
+            TE_
+        } else if *n == TRANSFER_ENCODING {
+            TRANSFER
+        } else if n == KEEP_ALIVE {
+            KA
+        } else if n == PROXY_CONNECTION {
+            PC
+        } else {
+            0
+        };
+    }
+    HopByHop(found)
 }
 
 fn has_token(value: &[u8], token: &[u8]) -> bool {
@@ -31,68 +57,74 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
-fn is_hop_by_hop(n: &HeaderName) -> bool {
-    *n == CONNECTION
-        || *n == UPGRADE
-        || *n == TE
-        || n == KEEP_ALIVE
-        || n == PROXY_CONNECTION
-}
+impl HopByHop {
+    /// Whether an HTTP/1.1 request asks for a protocol upgrade (`Connection: upgrade` +
+    /// `Upgrade`).
+    pub(crate) fn wants_upgrade(self, headers: &HeaderMap) -> bool {
+        self.0 & UPG != 0
+            && self.0 & CONN != 0
+            && headers
+                .get_all(CONNECTION)
+                .iter()
+                .any(|v| has_token(v.as_bytes(), b"upgrade"))
+    }
 
-/// Removes the hop-by-hop headers of a message about to be forwarded; with `upgrade`, the
-/// `Upgrade` header and the `upgrade` token of `Connection` stay.
-pub(crate) fn strip(headers: &mut HeaderMap, upgrade: bool) {
-    // One pass over the names first: most messages have none of these.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    if headers.contains_key(CONNECTION) {
-        // Headers named as connection options go too (`Connection: close, x-hop`).
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(|t| t.trim_ascii())
-            // `close` and `keep-alive` are options, not header names worth a lookup
-            // (`Keep-Alive` goes anyway); `upgrade` is handled below.
-            .filter(|t| {
-                !(t.is_empty()
-                    || t.eq_ignore_ascii_case(b"close")
-                    || t.eq_ignore_ascii_case(b"keep-alive")
-                    || t.eq_ignore_ascii_case(b"upgrade"))
-            })
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .collect();
-        headers.remove(CONNECTION);
-        for n in named {
-            headers.remove(&n);
+    /// Removes the hop-by-hop headers of a message about to be forwarded; with `upgrade`, the
+    /// `Upgrade` header and the `upgrade` token of `Connection` stay.
+    pub(crate) fn strip(self, headers: &mut HeaderMap, upgrade: bool) {
+        let found = self.0;
+        if found & !TRANSFER == 0 {
+            return;
         }
-        if upgrade {
-            headers.insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
+        if found & CONN != 0 {
+            // Headers named as connection options go too (`Connection: close, x-hop`).
+            let named: Vec<HeaderName> = headers
+                .get_all(CONNECTION)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .map(|t| t.trim_ascii())
+                // `close` and `keep-alive` are options, not header names worth a lookup
+                // (`Keep-Alive` goes anyway); `upgrade` is handled below.
+                .filter(|t| {
+                    !(t.is_empty()
+                        || t.eq_ignore_ascii_case(b"close")
+                        || t.eq_ignore_ascii_case(b"keep-alive")
+                        || t.eq_ignore_ascii_case(b"upgrade"))
+                })
+                .filter_map(|t| HeaderName::from_bytes(t).ok())
+                .collect();
+            headers.remove(CONNECTION);
+            for n in named {
+                headers.remove(&n);
+            }
+            if upgrade {
+                headers.insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
+            }
+        }
+        if found & UPG != 0 && !upgrade {
+            headers.remove(UPGRADE);
+        }
+        if found & KA != 0 {
+            headers.remove(&KEEP_ALIVE);
+        }
+        if found & PC != 0 {
+            headers.remove(&PROXY_CONNECTION);
+        }
+        if found & TE_ != 0
+            && headers
+                .get(TE)
+                .is_some_and(|te| !te.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        {
+            headers.remove(TE);
         }
     }
-    if !upgrade {
-        headers.remove(UPGRADE);
-    }
-    if headers.contains_key(&KEEP_ALIVE) {
-        headers.remove(&KEEP_ALIVE);
-    }
-    if headers.contains_key(&PROXY_CONNECTION) {
-        headers.remove(&PROXY_CONNECTION);
-    }
-    if let Some(te) = headers.get(TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
-    {
-        headers.remove(TE);
-    }
-}
 
-/// Removes what HTTP/2 forbids on top of [`strip`]: `Transfer-Encoding`, `Upgrade`,
-/// `Connection`.
-pub(crate) fn strip_for_h2(headers: &mut HeaderMap) {
-    strip(headers, false);
-    if headers.contains_key(TRANSFER_ENCODING) {
-        headers.remove(TRANSFER_ENCODING);
+    /// [`HopByHop::strip`], and what HTTP/2 forbids on top: `Transfer-Encoding`.
+    pub(crate) fn strip_for_h2(self, headers: &mut HeaderMap) {
+        self.strip(headers, false);
+        if self.0 & TRANSFER != 0 {
+            headers.remove(TRANSFER_ENCODING);
+        }
     }
 }
 
@@ -126,13 +158,14 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("x-end", "2"),
         ]);
-        strip(&mut m, false);
+        let mut h2 = m.clone();
+        scan(&m).strip(&mut m, false);
         assert_eq!(names(&m), ["host", "transfer-encoding", "x-end"]);
-        strip_for_h2(&mut m);
-        assert_eq!(names(&m), ["host", "x-end"]);
+        scan(&h2).strip_for_h2(&mut h2);
+        assert_eq!(names(&h2), ["host", "x-end"]);
 
         let mut grpc = map(&[("te", "trailers"), ("content-type", "application/grpc")]);
-        strip(&mut grpc, false);
+        scan(&grpc).strip(&mut grpc, false);
         assert_eq!(names(&grpc), ["content-type", "te"]);
     }
 
@@ -143,8 +176,8 @@ mod tests {
             ("upgrade", "websocket"),
             ("sec-websocket-key", "k"),
         ]);
-        assert!(wants_upgrade(&m));
-        strip(&mut m, true);
+        assert!(scan(&m).wants_upgrade(&m));
+        scan(&m).strip(&mut m, true);
         assert_eq!(
             m.get("connection").map(|v| v.as_bytes()),
             Some(&b"upgrade"[..])
@@ -155,10 +188,10 @@ mod tests {
         );
         let mut plain = map(&[("upgrade", "websocket")]);
         assert!(
-            !wants_upgrade(&plain),
+            !scan(&plain).wants_upgrade(&plain),
             "Upgrade without Connection: upgrade"
         );
-        strip(&mut plain, false);
+        scan(&plain).strip(&mut plain, false);
         assert!(plain.is_empty());
     }
 }

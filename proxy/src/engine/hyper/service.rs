@@ -97,15 +97,16 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
             t.started_at_us,
         ))
     });
-    let mut flight = Flight::new(sh.clone(), ex, t, Some(end));
+    // Boxed: hyper moves the response body (which takes the flight) several times.
+    let mut flight = Box::new(Flight::new(sh.clone(), ex, t, Some(end)));
     let version = req.version();
     let h2_client = version == Version::HTTP_2;
-    let upgrade = !h2_client
-        && headers::wants_upgrade(req.headers())
-        && sh.upstream.may_upgrade(&conn.worker);
+    let hop = headers::scan(req.headers());
+    let upgrade =
+        !h2_client && hop.wants_upgrade(req.headers()) && sh.upstream.may_upgrade(&conn.worker);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut head, body) = req.into_parts();
-    headers::strip(&mut head.headers, upgrade);
+    hop.strip(&mut head.headers, upgrade);
     let body = if body.is_end_stream() {
         ReqBody::plain(body)
     } else {
@@ -124,11 +125,18 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
     };
     let sent = sh
         .upstream
-        .send(&conn.worker, &conn.up, head, body, progress.as_deref(), timer)
+        .send(
+            &conn.worker,
+            &conn.up,
+            head,
+            body,
+            progress.as_deref(),
+            timer,
+        )
         .await;
     let mut resp = match sent {
         Ok(a) => a.resp,
-        Err(e) => return failed(&sh, flight, e, h2_client),
+        Err(e) => return failed(&sh, &mut flight, e, h2_client),
     };
     let status = resp.status();
     let metrics = capture.metrics();
@@ -154,7 +162,7 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
         metrics.status(101);
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let (mut parts, _) = resp.into_parts();
-        headers::strip(&mut parts.headers, true);
+        headers::scan(&parts.headers).strip(&mut parts.headers, true);
         parts.version = version;
         let guard = sh.open_guard();
         tokio::spawn(async move {
@@ -177,10 +185,11 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
         return Ok(Response::from_parts(parts, RespBody::empty()));
     }
     let (mut parts, body) = resp.into_parts();
+    let hop = headers::scan(&parts.headers);
     if h2_client {
-        headers::strip_for_h2(&mut parts.headers);
+        hop.strip_for_h2(&mut parts.headers);
     } else {
-        headers::strip(&mut parts.headers, false);
+        hop.strip(&mut parts.headers, false);
     }
     parts.version = version;
     metrics.status(status.as_u16());
@@ -192,7 +201,7 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
 
 /// No response head came from the upstream: the client gets 502 or 504 and the exchange is
 /// recorded as an error — unless the client itself broke its request.
-fn failed(sh: &Shared, mut flight: Flight, e: UpError, h2_client: bool) -> Answer {
+fn failed(sh: &Shared, flight: &mut Flight, e: UpError, h2_client: bool) -> Answer {
     if let Some(client) = flight.req.as_ref().and_then(|r| r.client_failure()) {
         flight.finish(Some(client));
         return Err(ClientFailed);

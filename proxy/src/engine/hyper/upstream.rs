@@ -523,7 +523,7 @@ impl Upstream {
         }
         head.uri = Uri::from_parts(parts).unwrap_or_default();
         head.version = Version::HTTP_2;
-        headers::strip_for_h2(&mut head.headers);
+        headers::scan(&head.headers).strip_for_h2(&mut head.headers);
         head
     }
 }

@@ -162,3 +162,126 @@ impl Capture {
         tape.handoff.push(ex);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tapedeck_storage::{Filter, Tape, TapeWriter};
+
+    use crate::sample::SamplerBuilder;
+
+    fn capture(sink: Sink, metrics: &Arc<Metrics>) -> Capture {
+        Capture::new(CaptureParts {
+            source: "svc".into(),
+            tls_listener: false,
+            max_body: 4,
+            sampler: SamplerBuilder::new()
+                .exclude_path("/skip")
+                .and_then(|b| b.build())
+                .expect("sampler"),
+            redactor: Arc::new(tapedeck_common::RuleRedactor::default()),
+            metrics: metrics.clone(),
+            sink,
+        })
+    }
+
+    fn head_of<'a>(
+        method: &'a Method,
+        uri: &'a http::Uri,
+        headers: &'a HeaderMap,
+    ) -> RequestHead<'a> {
+        RequestHead {
+            method,
+            uri,
+            version: http::Version::HTTP_11,
+            headers,
+            client: Some(([127, 0, 0, 1], 4000).into()),
+        }
+    }
+
+    #[test]
+    fn every_request_has_one_fate_and_records_are_redacted_before_the_hand_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = TapeWriter::builder(dir.path()).open().expect("writer");
+        let metrics = Arc::new(Metrics::default());
+        let (handoff, forwarder) = Handoff::start(
+            writer.sender(),
+            100,
+            Duration::from_millis(5),
+            64,
+            metrics.clone(),
+        )
+        .expect("hand-off");
+        let c = capture(
+            Sink::Tape(TapeSink {
+                handoff,
+                sender: writer.sender(),
+            }),
+            &metrics,
+        );
+        let get = Method::GET;
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer SECRET".parse().expect("value"));
+        headers.insert("host", "svc.example".parse().expect("value"));
+        assert!(!c.decide(&get, "/skip", &headers));
+        assert!(c.decide(&get, "/keep", &headers));
+        let uri: http::Uri = "/keep?a=1".parse().expect("uri");
+        let ex = c.begin(&head_of(&get, &uri, &headers), 1_700_000_000_000_000);
+        let mut req_body = BodyCapture::default();
+        req_body.push(&bytes::Bytes::from_static(b"hello"), c.max_body());
+        let mut resp = ResponseCapture::default();
+        resp.head(http::StatusCode::OK, &HeaderMap::new());
+        let mut t = Timings::now();
+        t.response_head();
+        c.finish(ex, req_body, resp, &t, None);
+        // In this thread's batch until it is handed over.
+        assert_eq!(metrics.counts(None).recorded, 0);
+        flush_local();
+        let counts = metrics.counts(None);
+        assert_eq!(
+            (counts.requests, counts.recorded, counts.skipped_total()),
+            (2, 1, 1)
+        );
+        assert_eq!(counts.skipped[0], 1, "skipped by the filter");
+        assert_eq!(metrics.truncated.load(Ordering::Relaxed), 1);
+        forwarder.finish();
+        writer.close().expect("close");
+        let tape: Vec<Exchange> = Tape::open(&[dir.path()])
+            .expect("open")
+            .exchanges(Filter::default())
+            .collect::<Result<_, _>>()
+            .expect("read");
+        assert_eq!(tape.len(), 1);
+        let ex = &tape[0];
+        assert_eq!(
+            (ex.path.as_str(), ex.query.as_deref(), ex.authority.as_str()),
+            ("/keep", Some("a=1"), "svc.example")
+        );
+        assert_eq!(&ex.req_body[..], b"hell");
+        assert!(ex.req_body_truncated && ex.req_body_size == 5);
+        assert_eq!(ex.client_addr.as_deref(), Some("127.0.0.1:4000"));
+        assert!(ex.has_flag(flags::REDACTED));
+        let auth = tapedeck_storage::find_header(&ex.req_headers, "authorization")
+            .expect("kept, redacted");
+        assert!(!auth.value_lossy().contains("SECRET"));
+    }
+
+    #[test]
+    fn off_and_unavailable_are_counted_at_the_decision() {
+        let metrics = Arc::new(Metrics::default());
+        let off = capture(Sink::Off, &metrics);
+        assert!(!off.decide(&Method::GET, "/x", &HeaderMap::new()));
+        let pending = capture(
+            Sink::Unavailable(Arc::new(PendingTape::new("disk".into()))),
+            &metrics,
+        );
+        assert!(!pending.decide(&Method::GET, "/x", &HeaderMap::new()));
+        // A filtered request is skipped, not dropped, even without a tape.
+        assert!(!pending.decide(&Method::GET, "/skip", &HeaderMap::new()));
+        let c = metrics.counts(None);
+        assert_eq!(c.requests, 3);
+        assert_eq!(c.skipped, [1, 0, 1]);
+        assert_eq!(c.dropped, [0, 0, 0, 1]);
+    }
+}

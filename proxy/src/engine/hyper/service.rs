@@ -105,37 +105,29 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
     let upgrade =
         !h2_client && hop.wants_upgrade(req.headers()) && sh.upstream.may_upgrade(&conn.worker);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut head, body) = req.into_parts();
-    hop.strip(&mut head.headers, upgrade);
-    let body = if body.is_end_stream() {
-        ReqBody::plain(body)
-    } else {
-        let state = Arc::new(ReqState::new(
+    hop.strip(req.headers_mut(), upgrade);
+    let state = (!req.body().is_end_stream()).then(|| {
+        Arc::new(ReqState::new(
             flight.recorded(),
             capture.max_body(),
             sh.limits.header_timeout,
-        ));
-        flight.req = Some(state.clone());
-        ReqBody::new(body, state, sh.clone())
-    };
-    let progress = flight.req.clone();
+        ))
+    });
+    flight.req = state.clone();
+    let req = req.map(|body| match state {
+        Some(state) => ReqBody::new(body, state, sh.clone()),
+        None => ReqBody::plain(body),
+    });
     let timer = match conn.kind {
         ConnKind::H1(_) => Some(&conn.timer),
         ConnKind::H2(_) => None,
     };
     let sent = sh
         .upstream
-        .send(
-            &conn.worker,
-            &conn.up,
-            head,
-            body,
-            progress.as_deref(),
-            timer,
-        )
+        .send(&conn.worker, &conn.up, req, flight.req.as_deref(), timer)
         .await;
     let mut resp = match sent {
-        Ok(a) => a.resp,
+        Ok(resp) => resp,
         Err(e) => return failed(&sh, &mut flight, e, h2_client),
     };
     let status = resp.status();

@@ -226,11 +226,6 @@ enum Connected {
     H2(http2::SendRequest<ReqBody>),
 }
 
-/// A response head and the protocol it came by.
-pub(crate) struct Answer {
-    pub(crate) resp: Response<Incoming>,
-}
-
 impl Upstream {
     /// The upstream of `s`, with its TLS configuration built once.
     pub(crate) fn new(s: &Settings) -> Result<Upstream, RecordError> {
@@ -301,36 +296,35 @@ impl Upstream {
         &self,
         worker: &WorkerUpstream,
         conn: &ConnUpstream,
-        head: http::request::Parts,
-        body: ReqBody,
+        req: Request<ReqBody>,
         progress: Option<&ReqState>,
         timer: Option<&TimerSlot>,
-    ) -> Result<Answer, UpError> {
+    ) -> Result<Response<Incoming>, UpError> {
         // The common case stays inline; connecting, HTTP/2 and retries are boxed so that the
         // future of every request stays small (it is moved into a box per request by hyper's
         // service call).
         if self.h2c || worker.speaks_h2.load(Ordering::Relaxed) {
-            return Box::pin(self.send_shared_h2(worker, head, body, progress)).await;
+            return Box::pin(self.send_shared_h2(worker, req, progress)).await;
         }
         let reused = match conn.take() {
             Some(mut tx) => tx.ready().await.is_ok().then_some(tx),
             None => None,
         };
         let Some(mut tx) = reused else {
-            return Box::pin(self.send_new(worker, conn, head, body, progress)).await;
+            return Box::pin(self.send_new(worker, conn, req, progress)).await;
         };
-        let req = Request::from_parts(for_h1(head), body);
+        let mut req = req;
+        for_h1(&mut req);
         match self.wait(tx.try_send_request(req), progress, timer).await? {
             Ok(resp) => {
                 conn.put(tx);
-                Ok(Answer { resp })
+                Ok(resp)
             }
             Err(mut e) => match e.take_message() {
                 // A reused connection the upstream closed meanwhile: the request never left.
                 Some(req) => {
                     debug!("upstream connection closed while idle; sending on a new one");
-                    let (head, body) = req.into_parts();
-                    Box::pin(self.send_new(worker, conn, head, body, progress)).await
+                    Box::pin(self.send_new(worker, conn, req, progress)).await
                 }
                 None => Err(UpError::Http(e.into_error())),
             },
@@ -343,21 +337,21 @@ impl Upstream {
         &self,
         worker: &WorkerUpstream,
         conn: &ConnUpstream,
-        head: http::request::Parts,
-        body: ReqBody,
+        req: Request<ReqBody>,
         progress: Option<&ReqState>,
-    ) -> Result<Answer, UpError> {
+    ) -> Result<Response<Incoming>, UpError> {
         match self.connect().await? {
             Connected::H1(mut tx) => {
-                let req = Request::from_parts(for_h1(head), body);
+                let mut req = req;
+                for_h1(&mut req);
                 let resp = self
                     .wait(tx.send_request(req), progress, None)
                     .await?
                     .map_err(UpError::Http)?;
                 conn.put(tx);
-                Ok(Answer { resp })
+                Ok(resp)
             }
-            Connected::H2(tx) => self.adopt_h2(worker, tx, head, body, progress).await,
+            Connected::H2(tx) => self.adopt_h2(worker, tx, req, progress).await,
         }
     }
 
@@ -365,12 +359,11 @@ impl Upstream {
     async fn send_shared_h2(
         &self,
         worker: &WorkerUpstream,
-        head: http::request::Parts,
-        body: ReqBody,
+        req: Request<ReqBody>,
         progress: Option<&ReqState>,
-    ) -> Result<Answer, UpError> {
+    ) -> Result<Response<Incoming>, UpError> {
         let tx = self.shared_h2(worker).await?;
-        self.send_h2(tx, head, body, progress).await
+        self.send_h2(tx, req, progress).await
     }
 
     /// The upstream picked HTTP/2 by ALPN: the connection becomes the worker's shared one.
@@ -378,13 +371,12 @@ impl Upstream {
         &self,
         worker: &WorkerUpstream,
         tx: http2::SendRequest<ReqBody>,
-        head: http::request::Parts,
-        body: ReqBody,
+        req: Request<ReqBody>,
         progress: Option<&ReqState>,
-    ) -> Result<Answer, UpError> {
+    ) -> Result<Response<Incoming>, UpError> {
         worker.speaks_h2.store(true, Ordering::Relaxed);
         *worker.h2.lock().await = Some(tx.clone());
-        self.send_h2(tx, head, body, progress).await
+        self.send_h2(tx, req, progress).await
     }
 
     /// The worker's HTTP/2 connection, opened if there is none (or it closed).
@@ -417,16 +409,16 @@ impl Upstream {
     async fn send_h2(
         &self,
         mut tx: http2::SendRequest<ReqBody>,
-        head: http::request::Parts,
-        body: ReqBody,
+        req: Request<ReqBody>,
         progress: Option<&ReqState>,
-    ) -> Result<Answer, UpError> {
-        let req = Request::from_parts(self.for_h2(head), body);
+    ) -> Result<Response<Incoming>, UpError> {
+        let mut req = req;
+        self.for_h2(&mut req);
         let resp = self
             .wait(tx.send_request(req), progress, None)
             .await?
             .map_err(UpError::Http)?;
-        Ok(Answer { resp })
+        Ok(resp)
     }
 
     /// Waits for `fut` while the upstream is not silent for longer than `upstream-timeout`:
@@ -504,51 +496,50 @@ impl Upstream {
 
     /// The request head as an HTTP/2 upstream wants it: an absolute URI (`:scheme` of the
     /// upstream, `:authority` from the client's `Host` or URI), no connection-specific headers.
-    fn for_h2(&self, mut head: http::request::Parts) -> http::request::Parts {
-        let authority = head
-            .uri
+    fn for_h2<B>(&self, req: &mut Request<B>) {
+        let authority = req
+            .uri()
             .authority()
             .cloned()
             .or_else(|| {
-                head.headers
+                req.headers()
                     .get(http::header::HOST)
                     .and_then(|h| Authority::try_from(h.as_bytes()).ok())
             })
             .unwrap_or_else(|| self.authority.clone());
-        let mut parts = std::mem::take(&mut head.uri).into_parts();
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(authority);
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
-        head.uri = Uri::from_parts(parts).unwrap_or_default();
-        head.version = Version::HTTP_2;
-        headers::scan(&head.headers).strip_for_h2(&mut head.headers);
-        head
+        *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+        *req.version_mut() = Version::HTTP_2;
+        let headers = req.headers_mut();
+        headers::scan(headers).strip_for_h2(headers);
     }
 }
 
 /// The request head as an HTTP/1.1 upstream wants it: origin-form target, a `Host` (from the
 /// URI of an HTTP/2 client's request, which has none).
-fn for_h1(mut head: http::request::Parts) -> http::request::Parts {
-    if head.uri.scheme().is_some() || head.uri.authority().is_some() {
-        if !head.headers.contains_key(http::header::HOST)
-            && let Some(a) = head.uri.authority()
+fn for_h1<B>(req: &mut Request<B>) {
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        if !req.headers().contains_key(http::header::HOST)
+            && let Some(a) = req.uri().authority()
             && let Ok(v) = HeaderValue::from_str(a.as_str())
         {
-            head.headers.insert(http::header::HOST, v);
+            req.headers_mut().insert(http::header::HOST, v);
         }
-        let pq = head
-            .uri
+        let pq = req
+            .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        head.uri = Uri::from(pq);
+        *req.uri_mut() = Uri::from(pq);
     }
-    if head.version == Version::HTTP_2 {
-        head.version = Version::HTTP_11;
+    if req.version() == Version::HTTP_2 {
+        *req.version_mut() = Version::HTTP_11;
     }
-    head
 }
 
 pin_project_lite::pin_project! {

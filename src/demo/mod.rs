@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use nix::sys::signal::Signal;
 use tapedeck_diff::{Classification, DiffOutcome, Verdict};
 
 use crate::check;
@@ -243,13 +244,9 @@ fn record(
             sent.failed
         );
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .context("sending SIGTERM to the recorder")?;
-    if !status.success() {
-        bail!("could not signal the recorder (pid {pid})");
-    }
+    // A signal, not the `kill` program: the container image has no programs besides tapedeck.
+    signal_pid(pid, Signal::SIGTERM)
+        .with_context(|| format!("sending SIGTERM to the recorder (pid {pid})"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let exit = loop {
         if let Some(s) = child.try_wait()? {
@@ -270,6 +267,11 @@ fn record(
     Ok(sent.ok)
 }
 
+fn signal_pid(pid: u32, signal: Signal) -> nix::Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| nix::errno::Errno::ESRCH)?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+}
+
 struct KillOnDrop(Option<u32>);
 
 impl KillOnDrop {
@@ -282,9 +284,7 @@ impl KillOnDrop {
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            let _ = signal_pid(pid, Signal::SIGKILL);
         }
     }
 }

@@ -6,6 +6,8 @@ mod util;
 
 mod bench;
 mod check;
+mod container;
+mod deploy;
 mod diff;
 mod faults;
 mod fresh_machine;

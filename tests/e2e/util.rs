@@ -24,29 +24,60 @@ pub fn tapedeck() -> Command {
 
 /// Runs `tapedeck` with `args` to completion (bounded by `timeout`), capturing its output.
 pub fn run(args: &[&str], timeout: Duration) -> Output {
-    let mut child = tapedeck()
-        .args(args)
+    run_command(tapedeck().args(args), timeout)
+}
+
+/// Runs `cmd` to completion (bounded by `timeout`: past it the process is killed by PID and the
+/// test fails, showing what it printed), capturing its output.
+pub fn run_command(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn tapedeck");
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    // Drain both pipes while waiting, so a chatty command cannot block on a full pipe.
+    let out = child.stdout.take().map(drain);
+    let err = child.stderr.take().map(drain);
     let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait().expect("wait for tapedeck") {
-            Some(_) => break,
+    let status = loop {
+        match child.try_wait().expect("wait for child") {
+            Some(status) => break status,
             None if Instant::now() >= deadline => {
                 let _ = child.kill();
-                let out = child.wait_with_output().expect("collect output");
+                let _ = child.wait();
+                let text = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+                    String::from_utf8_lossy(
+                        &h.map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+                    )
+                    .into_owned()
+                };
                 panic!(
-                    "tapedeck {args:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
+                    "{cmd:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    text(out),
+                    text(err)
                 );
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
+    };
+    let collect = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        h.map(|h| h.join().expect("output reader"))
+            .unwrap_or_default()
+    };
+    Output {
+        status,
+        stdout: collect(out),
+        stderr: collect(err),
     }
-    child.wait_with_output().expect("collect output")
+}
+
+fn drain(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
 }
 
 /// stdout of a finished command, as text.

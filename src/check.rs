@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tapedeck_diff::{DiffOptions, DiffOutcome, InconclusiveAs};
-use tapedeck_replay::{
-    BarProgress, LogProgress, NoProgress, PaceMode, ReplayOptions, ReplaySummary,
-};
+use tapedeck_replay::{BarProgress, LogProgress, NoProgress, ReplayOptions, ReplaySummary};
 
 /// Replay a tape against baseline and candidate, judge the difference, exit 0 / 1 / 3.
 #[derive(Debug, Clone, clap::Args)]
@@ -58,9 +56,9 @@ pub(crate) struct Args {
     #[arg(long, value_name = "LABEL")]
     candidate_version: Option<String>,
 
-    /// Pacing: recorded inter-arrival times, a fixed rate (--rate), or closed loop (--max).
-    #[arg(long, value_enum, default_value_t = PaceArg::Max)]
-    pace: PaceArg,
+    /// Pacing mode [default: max, or rate with --rate].
+    #[arg(long, value_name = "MODE", value_parser = crate::replay::pace_modes())]
+    pace: Option<String>,
     /// Recorded pacing: speed factor.
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
@@ -123,13 +121,6 @@ enum InconclusiveArg {
     Fail,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum PaceArg {
-    Recorded,
-    Rate,
-    Max,
-}
-
 /// Target labels in the run that `check` writes.
 pub(crate) const BASELINE: &str = "baseline";
 pub(crate) const CANDIDATE: &str = "candidate";
@@ -152,25 +143,21 @@ impl Args {
         if let Some(s) = &self.secondary {
             targets.push(format!("{SECONDARY}={s}"));
         }
-        let pace = if self.rate.is_some() {
-            PaceMode::Rate
-        } else {
-            match self.pace {
-                PaceArg::Recorded => PaceMode::Recorded,
-                PaceArg::Rate => PaceMode::Rate,
-                PaceArg::Max => PaceMode::Max,
-            }
+        let pace = match (&self.pace, self.rate) {
+            (Some(name), _) => name.clone(),
+            (None, Some(_)) => "rate".to_owned(),
+            (None, None) => "max".to_owned(),
         };
         ReplayOptions {
             tape: self.tape.clone(),
             out: Some(out.to_path_buf()),
             targets,
             http2: self.http2,
+            concurrency: self.concurrency.or((pace == "max").then_some(16)),
             pace,
             speed: self.speed,
             max_gap: self.max_gap.clone(),
             rate: self.rate,
-            concurrency: self.concurrency.or((pace == PaceMode::Max).then_some(16)),
             timeout: self.timeout.clone(),
             set_headers: self.set_headers.clone(),
             drop_headers: self.drop_headers.clone(),

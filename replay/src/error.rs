@@ -51,9 +51,21 @@ pub enum ReplayError {
         /// How many.
         lost: u64,
     },
-    /// The async runtime or a worker thread failed.
-    #[error("replay runtime: {0}")]
-    Runtime(String),
+    /// A thread or runtime of the replay could not be started.
+    #[error("replay: starting {what}: {source}")]
+    Start {
+        /// What was being started, e.g. `the tape reader thread`.
+        what: &'static str,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread or task of the replay panicked (a bug); the run could not be completed.
+    #[error("replay: {what} panicked")]
+    Panicked {
+        /// Which one, e.g. `the result writer thread`.
+        what: &'static str,
+    },
 }
 
 impl ReplayError {

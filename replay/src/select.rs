@@ -84,10 +84,9 @@ impl Shard {
 /// Whether a method may change state on the target (POST, PUT, PATCH, DELETE, and anything not
 /// known to be safe).
 pub fn is_unsafe_method(m: &str) -> bool {
-    !matches!(
-        m.to_ascii_uppercase().as_str(),
-        "GET" | "HEAD" | "OPTIONS" | "TRACE"
-    )
+    !["GET", "HEAD", "OPTIONS", "TRACE"]
+        .iter()
+        .any(|safe| safe.eq_ignore_ascii_case(m))
 }
 
 /// Counts of what the selection let through and left out.
@@ -138,6 +137,11 @@ pub(crate) struct Selector {
     sel: Selection,
     /// Normalized authorities of the targets (for the same-host guard).
     target_hosts: Vec<String>,
+    /// The last recorded (authority, scheme) checked by the same-host guard and whether it is a
+    /// target's: a tape's rows mostly share one, so it is normalized once, not per row.
+    last_host: Option<(String, String, bool)>,
+    /// Reused for route keys (allocates only for a route not seen before).
+    key: String,
     pub(crate) stats: SelectionStats,
 }
 
@@ -162,6 +166,8 @@ impl Selector {
         Self {
             sel,
             target_hosts,
+            last_host: None,
+            key: String::new(),
             stats: SelectionStats::default(),
         }
     }
@@ -182,7 +188,11 @@ impl Selector {
                 if ex.req_body_truncated {
                     s.truncated_bodies += 1;
                 }
-                bump(&mut s.routes, route_key(ex));
+                self.key.clear();
+                self.key.push_str(&ex.method);
+                self.key.push(' ');
+                self.key.push_str(&template_path(&ex.path));
+                bump_str(&mut s.routes, &self.key);
             }
             Err(Skip::Time) => s.skipped_time += 1,
             Err(Skip::Method) => s.skipped_method += 1,
@@ -198,7 +208,7 @@ impl Selector {
         r
     }
 
-    fn check(&self, ex: &Exchange) -> Result<(), Skip> {
+    fn check(&mut self, ex: &Exchange) -> Result<(), Skip> {
         let sel = &self.sel;
         if sel.from_us.is_some_and(|f| ex.started_at_us < f)
             || sel.to_us.is_some_and(|t| ex.started_at_us >= t)
@@ -232,8 +242,16 @@ impl Selector {
             return Err(Skip::Writes);
         }
         if !sel.allow_same_host && !ex.authority.is_empty() {
-            let recorded = normalize_authority(&ex.authority, &ex.scheme);
-            if self.target_hosts.contains(&recorded) {
+            let same = match &self.last_host {
+                Some((a, s, same)) if *a == ex.authority && *s == ex.scheme => *same,
+                _ => {
+                    let recorded = normalize_authority(&ex.authority, &ex.scheme);
+                    let same = self.target_hosts.contains(&recorded);
+                    self.last_host = Some((ex.authority.clone(), ex.scheme.clone(), same));
+                    same
+                }
+            };
+            if same {
                 return Err(Skip::SameHost);
             }
         }
@@ -244,6 +262,14 @@ impl Selector {
 /// `METHOD /path/{id}`: the route an exchange is counted under.
 pub(crate) fn route_key(ex: &Exchange) -> String {
     format!("{} {}", ex.method, template_path(&ex.path))
+}
+
+/// [`bump`] without allocating for a key already counted.
+fn bump_str(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => bump(map, key.to_owned()),
+    }
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, key: String) {

@@ -13,9 +13,9 @@ use crate::select::{SelectionStats, Selector, normalize_authority};
 /// One prepared origin, boxed so that queues and task futures move a pointer, not the struct.
 pub(super) type Item = Box<Prepared>;
 
-/// Columns a replay reads from the recorded tape: the request side only. Recorded responses
-/// (often most of a tape's bytes) are never decoded.
-pub(super) const REQUEST_COLUMNS: [&str; 14] = [
+/// Columns a replay reads from the recorded tape: what is sent, what selection looks at, and
+/// what results copy. Recorded responses (often most of a tape's bytes) are never decoded.
+pub(super) const REQUEST_COLUMNS: [&str; 13] = [
     col::ID,
     col::SOURCE,
     col::STARTED_AT,
@@ -24,7 +24,6 @@ pub(super) const REQUEST_COLUMNS: [&str; 14] = [
     col::AUTHORITY,
     col::PATH,
     col::QUERY,
-    col::HTTP_VERSION,
     col::REQ_HEADERS,
     col::REQ_BODY,
     col::REQ_BODY_SIZE,

@@ -240,6 +240,8 @@ type Handler = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Received>>>,
+    /// Connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -267,6 +269,8 @@ impl TestServer {
         let addr = listener.local_addr().expect("local addr");
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let rec = received.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted_count = connections.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -280,6 +284,7 @@ impl TestServer {
                         _ = &mut rx => break,
                         accepted = listener.accept() => {
                             let Ok((tcp, _)) = accepted else { continue };
+                            accepted_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let (tls, handler, rec) = (tls.clone(), handler.clone(), rec.clone());
                             tokio::spawn(async move {
                                 match tls {
@@ -299,6 +304,7 @@ impl TestServer {
         TestServer {
             addr,
             received,
+            connections,
             shutdown: Some(tx),
             thread: Some(thread),
         }
@@ -312,6 +318,11 @@ impl TestServer {
     /// A copy of the requests received so far.
     pub fn requests(&self) -> Vec<Received> {
         self.received.lock().expect("lock").clone()
+    }
+
+    /// How many connections the server has accepted.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

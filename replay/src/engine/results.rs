@@ -27,6 +27,8 @@ pub(super) const RESULT_QUEUE: usize = 64;
 pub(super) const RESULT_FLUSH: Duration = Duration::from_millis(10);
 /// Rows per spool (Arrow IPC) batch of the result tape.
 const SPOOL_BATCH_ROWS: usize = 512;
+/// Spool segment size at which the result tape seals a segment while the run goes on.
+const SEGMENT_BYTES: u64 = 1 << 30;
 
 /// Sees every origin's results while the replay runs, in the order they are written: the plug-in
 /// point for judging a run as it goes (and stopping it once the verdict is decided).
@@ -185,11 +187,16 @@ pub(super) fn open_writer(
     // blocks), so a deep queue buys nothing, and row groups bound the sealer's memory. Small
     // spool batches: the spool thread encodes a batch in one go, and on a shared or pinned
     // core a 4096-row burst (several ms) delays the sends of an open-loop run behind it; the
-    // sealed Parquet (row groups of `row_group_rows`) is the same either way.
+    // sealed Parquet (row groups of `row_group_rows`) is the same either way. Large segments:
+    // sealing (Parquet encoding and zstd, about twice the spool's CPU per row) then mostly
+    // happens at close, after the last send, instead of in bursts that take the senders' core
+    // mid-run (at 50k/s a 128 MiB segment fills every few seconds); the spool on disk is what
+    // grows, never memory.
     let mut b = TapeWriter::builder(out)
         .when_full(WhenFull::Block)
         .queue_capacity(4096)
         .flush_rows(SPOOL_BATCH_ROWS)
+        .segment_max_bytes(SEGMENT_BYTES)
         .row_group_rows(16_384)
         .metadata(meta::KIND, "replay-results")
         .metadata(meta::TARGETS, targets.join(","))

@@ -142,6 +142,7 @@ pub(super) fn spawn_results_thread(
         .spawn(move || {
             let mut lost_appends = 0u64;
             while let Some(batch) = rx.blocking_recv() {
+                let mut rows = Vec::with_capacity(batch.iter().map(Vec::len).sum());
                 for group in batch {
                     if let Some(o) = observer.as_mut()
                         && o.group(&group).is_break()
@@ -150,11 +151,14 @@ pub(super) fn spawn_results_thread(
                     }
                     for (i, ex) in group.into_iter().enumerate() {
                         collector.record(i, &ex);
-                        match sender.append(ex) {
-                            Ok(()) => collector.written += 1,
-                            Err(_) => lost_appends += 1,
-                        }
+                        rows.push(ex);
                     }
+                }
+                // One message per batch: the spool thread wakes once for all of them.
+                let n = rows.len() as u64;
+                match sender.append_batch(rows) {
+                    Ok(()) => collector.written += n,
+                    Err(_) => lost_appends += n,
                 }
             }
             if let Some(o) = observer.as_mut() {
@@ -184,7 +188,7 @@ pub(super) fn open_writer(
         .map(|p| p.display().to_string())
         .collect();
     // Smaller queue and row groups than the recorder's defaults: replay never drops (it
-    // blocks), so a deep queue buys nothing, and row groups bound the sealer's memory. Small
+    // blocks), so a deep queue buys nothing (RESULT_QUEUE batches of RESULT_BATCH groups), and row groups bound the sealer's memory. Small
     // spool batches: the spool thread encodes a batch in one go, and on a shared or pinned
     // core a 4096-row burst (several ms) delays the sends of an open-loop run behind it; the
     // sealed Parquet (row groups of `row_group_rows`) is the same either way. Large segments:
@@ -194,7 +198,8 @@ pub(super) fn open_writer(
     // grows, never memory.
     let mut b = TapeWriter::builder(out)
         .when_full(WhenFull::Block)
-        .queue_capacity(4096)
+        // Messages, each a batch of up to RESULT_BATCH origin groups (`append_batch`).
+        .queue_capacity(RESULT_QUEUE)
         .flush_rows(SPOOL_BATCH_ROWS)
         .segment_max_bytes(SEGMENT_BYTES)
         .row_group_rows(16_384)

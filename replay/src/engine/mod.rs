@@ -3,8 +3,9 @@
 //! ```text
 //!  reader thread ──(bounded, 16 × 64 origins)──► senders ──(batches of ≤ 64 groups)──► results
 //!  (tape scan, select,          closed loop: N long-lived tasks        thread (observer,
-//!   prepare: headers,           open loop: dispatcher thread ─spawn─►  statistics, TapeWriter
-//!   path; `reader.rs`)          one task per origin (`*_loop.rs`)      with Block; `results.rs`)
+//!   prepare: headers,           open loop: a pacer task (timerfd)      statistics, TapeWriter
+//!   path; `reader.rs`)          spawning one task per origin           with Block; `results.rs`)
+//!                               (`closed_loop.rs`, `open_loop.rs`)
 //!                               on worker threads (`workers.rs`), each
 //!                               a current-thread runtime owning its
 //!                               connections (`conn.rs`)
@@ -323,7 +324,7 @@ async fn run_replay(r: Replay<'_>) -> Result<ReplaySummary, ReplayError> {
                 config.max_in_flight,
                 &stop,
             )
-            .await?
+            .await
         }
     };
     // Every origin has completed and pushed its results: hand over the rest and close the

@@ -99,10 +99,6 @@ impl Workers {
         Ok(Self(workers))
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.0.len()
-    }
-
     /// Worker `i` (modulo their number).
     pub(super) fn get(&self, i: usize) -> &Worker {
         &self.0[i % self.0.len()]

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::{Drive, Mode, Pacer, Param, Schedule};
 use crate::config::ReplayOptions;
-use tapedeck_common::parse::parse_duration;
 use crate::error::ReplayError;
+use tapedeck_common::parse::parse_duration;
 
 pub(super) const MODE: Mode = Mode {
     name: "recorded",

@@ -451,7 +451,7 @@ impl Counters {
     }
 }
 
-/// What one sender (or the dispatcher) sent, for the pacing summary.
+/// What one sender (or the open-loop pacer) sent, for the pacing summary.
 #[derive(Debug, Default)]
 struct Dispatched {
     origins: u64,

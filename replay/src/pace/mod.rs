@@ -5,7 +5,7 @@
 //! metadata and the CLI's `--pace` values know pacing only through that list and the trait:
 //!
 //! - [`Pacer::drive`] says how the engine sends: an open-loop [`Schedule`] (each origin due at a
-//!   computed offset from the start, sent from a dispatcher with sub-millisecond sleeps, its
+//!   computed offset from the start, started by a pacer with sub-millisecond timer sleeps, its
 //!   lateness measured) or a closed loop of N slots (each origin due when a slot frees up).
 //! - [`Pacer::describe`] is the `tapedeck.run.pace` metadata; [`Pacer::speed`] and
 //!   [`Pacer::target_rate`] fill the summary's pacing section.

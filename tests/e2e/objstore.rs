@@ -507,3 +507,68 @@ fn upload_outage_keeps_recording_and_loses_nothing() {
         "no exchange lost"
     );
 }
+
+/// Issue 17: an `s3://` location with a plain-HTTP endpoint and no `AWS_ALLOW_HTTP` used to
+/// retry for ~30 s and end in "HTTP error: builder error". It fails at once, naming the fix.
+#[test]
+fn issue_17_http_endpoint_without_allow_http_fails_at_once_naming_the_fix() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Nothing listens there: the error must come before any request.
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let spool = tmp.path().join("spool");
+    let local = tmp.path().join("local-tape");
+    let synth = crate::util::run(
+        &[
+            "synth",
+            "--out",
+            local.to_str().expect("utf-8"),
+            "--count",
+            "20",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(synth.status.success(), "synth: {}", text(&synth));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let runs: [&[&str]; 3] = [
+        &["inspect", "s3://tapes/svc/tape"],
+        &[
+            "replay",
+            "--tape",
+            local.to_str().expect("utf-8"),
+            "--target",
+            "c=http://127.0.0.1:9",
+            "--max",
+            "--out",
+            "s3://tapes/svc/runs/r1",
+        ],
+        &[
+            "record",
+            "--listen",
+            &listen,
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--admin",
+            "off",
+            "--tape",
+            "s3://tapes/svc/tape",
+        ],
+    ];
+    for args in runs {
+        let mut c = td(&endpoint, &spool);
+        c.env_remove("AWS_ALLOW_HTTP").args(args);
+        let started = Instant::now();
+        let out = run_cmd(c, Duration::from_secs(20));
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("AWS_ALLOW_HTTP=true") && err.contains(&endpoint),
+            "{args:?}: the error names the endpoint and the fix: {}",
+            text(&out)
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "{args:?}: took {took:?}, expected an immediate error"
+        );
+    }
+}

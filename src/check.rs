@@ -236,7 +236,7 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     let checked = check(&args)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &checked.outcome)?;
         writeln!(out)?;
@@ -245,7 +245,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
             write!(out, "{}", tapedeck_replay::render_text(&checked.replay))?;
             writeln!(out)?;
         }
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = crate::output::stdout_is_terminal() && std::env::var_os("NO_COLOR").is_none();
         write!(
             out,
             "{}",
@@ -263,11 +263,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         opts.run = Some(checked.run_dir.clone());
         match crate::ticket::write_ticket(&opts) {
             // Keep stdout pure JSON with --json.
-            Ok(outcome) if args.json => eprintln!("{}", crate::ticket::describe(&outcome, dir)),
+            Ok(outcome) if args.json => {
+                crate::output::note!("{}", crate::ticket::describe(&outcome, dir))
+            }
             Ok(outcome) => writeln!(out, "{}", crate::ticket::describe(&outcome, dir))?,
             // The verdict decides the exit code; a ticket that could not be written does not
             // turn a fail or an inconclusive into something else.
-            Err(e) => eprintln!(
+            Err(e) => crate::output::note!(
                 "tapedeck: error: writing the ticket to {}: {e:#}",
                 dir.display()
             ),

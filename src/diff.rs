@@ -1,7 +1,7 @@
 //! `tapedeck diff`: flags → [`tapedeck_diff::DiffOptions`] → the judge; prints the summary,
 //! writes the reports, exits with the verdict's code.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -135,7 +135,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     if let Some(path) = &args.write_rules {
         tapedeck_diff::report::write_learned_rules(&outcome, path)?;
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &outcome).context("writing verdict JSON")?;
         writeln!(out)?;
@@ -144,7 +144,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
             ColorArg::Always => true,
             ColorArg::Never => false,
             ColorArg::Auto => {
-                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+                crate::output::stdout_is_terminal() && std::env::var_os("NO_COLOR").is_none()
             }
         };
         write!(out, "{}", tapedeck_diff::report::summary(&outcome, color))?;

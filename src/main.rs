@@ -3,6 +3,8 @@
 //! This binary only parses flags and wires the crates together; the work happens in
 //! `tapedeck-storage`, `tapedeck-proxy`, `tapedeck-replay` and `tapedeck-diff`.
 #![forbid(unsafe_code)]
+// Output goes through `output` (a closed stdout is not an error): the print macros panic on EPIPE.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
 
@@ -14,6 +16,7 @@ mod diff;
 mod flags;
 mod har;
 mod inspect;
+mod output;
 mod record;
 mod replay;
 mod serve;
@@ -91,9 +94,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(e) if util::is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
+        // A closed stdout never reaches here: `output::stdout` absorbs it, so every command
+        // exits with its own code (issue 17).
         Err(e) => {
-            eprintln!("tapedeck: error: {}", error_text(&e));
+            output::note!("tapedeck: error: {}", error_text(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -198,7 +198,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         .run()
         .context("running the recorder")?;
     match (&summary.writer, tape) {
-        (Some(w), Some(dir)) => eprintln!(
+        (Some(w), Some(dir)) => crate::output::note!(
             "recorded {} of {} requests to {} ({} written, {} dropped, {} sealed files)",
             thousands(summary.recorded),
             thousands(summary.requests),
@@ -207,7 +207,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
             thousands(w.dropped()),
             w.files_sealed
         ),
-        _ => eprintln!(
+        _ => crate::output::note!(
             "proxied {} requests (nothing recorded{})",
             thousands(summary.requests),
             if summary.dropped_unavailable > 0 {

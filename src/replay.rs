@@ -211,7 +211,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     }
     .run_blocking()
     .context("replay failed")?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if json {
         serde_json::to_writer_pretty(&mut out, &summary).context("writing the summary")?;
         writeln!(out)?;

@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -1095,10 +1096,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         labels: args.labels.clone(),
     };
     let outcome = write_ticket(&opts)?;
-    println!("{}", describe(&outcome, &args.out));
+    let mut out = crate::output::stdout();
+    writeln!(out, "{}", describe(&outcome, &args.out))?;
     if let (TicketOutcome::Written(t), Some(post)) = (&outcome, &post) {
         let status = post_ticket(post, t)?;
-        println!("posted ticket.json to {}: HTTP {status}", post.url);
+        writeln!(out, "posted ticket.json to {}: HTTP {status}", post.url)?;
     }
     Ok(crate::EXIT_OK)
 }

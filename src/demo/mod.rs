@@ -12,6 +12,7 @@ mod app;
 mod traffic;
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,41 +109,49 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         checked.replay.origins
     ));
     say("④ verdict:");
-    println!();
-    let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    print!(
+    let mut out = crate::output::stdout();
+    let color = crate::output::stdout_is_terminal();
+    writeln!(out)?;
+    write!(
+        out,
         "{}",
         tapedeck_diff::report::summary(&checked.outcome, color)
-    );
-    println!();
-    println!(
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
         "reports: {} (and report.md, verdict.json, junit.xml)  ·  run: {}  ·  took {:.1} s",
         report.join("report.html").display(),
         checked.run_dir.display(),
         started.elapsed().as_secs_f64()
-    );
+    )?;
 
     let problems = self_check(&checked.outcome, args.candidate_build);
     if problems.is_empty() {
         match args.candidate_build {
-            CandidateBuild::Bad => println!(
+            CandidateBuild::Bad => writeln!(
+                out,
                 "\ndemo OK: the judge found exactly the {} planted regressions and said roll back.",
                 PLANTED.len()
-            ),
-            CandidateBuild::Good => println!("\ndemo OK: the good build passed with no findings."),
+            )?,
+            CandidateBuild::Good => {
+                writeln!(out, "\ndemo OK: the good build passed with no findings.")?
+            }
         }
+        out.flush()?;
         Ok(crate::EXIT_OK)
     } else {
-        eprintln!("\ndemo FAILED: the judge did not find exactly what was planted:");
+        out.flush()?;
+        say("\ndemo FAILED: the judge did not find exactly what was planted:");
         for p in &problems {
-            eprintln!("  - {p}");
+            say(&format!("  - {p}"));
         }
         Ok(crate::EXIT_ERROR)
     }
 }
 
 fn say(s: &str) {
-    eprintln!("{s}");
+    crate::output::note!("{s}");
 }
 
 fn check_args(

@@ -6,6 +6,7 @@ mod util;
 
 mod bench;
 mod check;
+mod closed_stdout;
 mod container;
 mod deploy;
 mod diff;

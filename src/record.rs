@@ -197,27 +197,32 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     let summary = Recorder::new(settings)
         .run()
         .context("running the recorder")?;
-    match (&summary.writer, tape) {
-        (Some(w), Some(dir)) => crate::output::note!(
-            "recorded {} of {} requests to {} ({} written, {} dropped, {} sealed files)",
-            thousands(summary.recorded),
-            thousands(summary.requests),
+    // Every number comes from the counters `/metrics` renders, every reason listed.
+    let c = &summary.counts;
+    let reasons = |it: &mut dyn Iterator<Item = (&'static str, u64)>| {
+        it.map(|(reason, n)| format!("{reason} {}", thousands(n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let counted = format!(
+        "dropped {} ({}); skipped {} ({})",
+        thousands(c.dropped_total()),
+        reasons(&mut c.dropped_by_reason()),
+        thousands(c.skipped_total()),
+        reasons(&mut c.skipped_by_reason()),
+    );
+    match tape {
+        Some(dir) => crate::output::note!(
+            "recorded {} of {} requests to {}: written {}; {counted}; sealed files {}",
+            thousands(c.recorded),
+            thousands(c.requests),
             dir.display(),
-            thousands(w.written),
-            thousands(w.dropped()),
-            w.files_sealed
+            thousands(c.written),
+            summary.writer.as_ref().map_or(0, |w| w.files_sealed)
         ),
-        _ => crate::output::note!(
-            "proxied {} requests (nothing recorded{})",
-            thousands(summary.requests),
-            if summary.dropped_unavailable > 0 {
-                format!(
-                    "; {} dropped: the tape could not be opened",
-                    thousands(summary.dropped_unavailable)
-                )
-            } else {
-                String::new()
-            }
+        None => crate::output::note!(
+            "proxied {} requests (recording off); {counted}",
+            thousands(c.requests)
         ),
     }
     Ok(crate::EXIT_OK)

@@ -77,9 +77,7 @@ impl ServeHttp for AdminApp {
                 let text = match (&self.sink, self.tape()) {
                     (_, Some(s)) => {
                         let (mut stats, health) = (s.sender.stats(), s.sender.health());
-                        // The hand-off in front of the writer is part of the same queue.
-                        stats.queue_depth += s.batcher.depth() as u64;
-                        stats.dropped_queue_full += s.batcher.dropped();
+                        s.batcher.add_to(&mut stats);
                         self.metrics.render(Some((&stats, &health)))
                     }
                     (Sink::Unavailable(_), None) => self.metrics.render(None),

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tapedeck_storage::{Exchange, TapeSender};
+use tapedeck_storage::{Exchange, TapeSender, WriterStats};
 use tracing::warn;
 
 #[derive(Debug)]
@@ -92,6 +92,14 @@ impl Batcher {
     /// Records dropped because the hand-off was full.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Adds the hand-off to the writer's counters: it is part of the same queue, so its waiting
+    /// records count in `queue_depth` and its drops in `dropped_queue_full`. Every reader of
+    /// the writer's counters (`/metrics`, the exit summary) goes through this.
+    pub fn add_to(&self, stats: &mut WriterStats) {
+        stats.queue_depth += self.depth() as u64;
+        stats.dropped_queue_full += self.dropped();
     }
 }
 

@@ -25,6 +25,7 @@
 //! - **Fail-open**: nothing the recorder does can fail or slow a request. A full queue or a
 //!   failing disk drops the record and counts it by reason (`/metrics`), and `/healthz` reports
 //!   `degraded` with the reason; a tape that cannot be opened at start still lets traffic flow.
+//!   `/metrics` and the exit summary read the same [`Counts`], so they always agree.
 //! - **No secret reaches disk**: the redactor (`tapedeck_common::Redactor`) runs before the record
 //!   enters the writer queue.
 //! - **Capture from the upstream side**: status, headers and body are what the upstream sent
@@ -59,7 +60,7 @@ pub mod sample;
 pub mod upstream_tls;
 
 pub use config::{ConfigError, RawConfig, Settings};
-pub use metrics::Metrics;
+pub use metrics::{Counts, Metrics};
 pub use proxy::RecordingProxy;
 pub use recorder::{RecordError, Recorder, RunSummary};
 pub use sample::{Sampler, SamplerBuilder};

@@ -46,6 +46,53 @@ pub struct Metrics {
     status_class: [AtomicU64; 6],
 }
 
+/// One reading of the counters that say what became of each request: rendered by `/metrics`
+/// and printed by the recorder's exit summary, so the two cannot disagree (issue 17). Made by
+/// [`Metrics::counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Requests proxied.
+    pub requests: u64,
+    /// Exchanges handed to the tape (hand-off accepted them).
+    pub recorded: u64,
+    /// Exchanges written to the spool.
+    pub written: u64,
+    /// Not recorded by choice, by reason: [`Counts::SKIP_REASONS`].
+    pub skipped: [u64; 3],
+    /// Should have been recorded but were not, by reason: [`Counts::DROP_REASONS`].
+    pub dropped: [u64; 4],
+}
+
+impl Counts {
+    /// Labels of [`Counts::skipped`] (the `reason` of `tapedeck_skipped_total`): a method/path
+    /// filter, sampling, recording turned off.
+    pub const SKIP_REASONS: [&'static str; 3] = ["filter", "sample", "off"];
+    /// Labels of [`Counts::dropped`] (the `reason` of `tapedeck_dropped_total`): the queue in
+    /// front of the writer was full, the disk failed, the writer had closed, the tape could not
+    /// be opened.
+    pub const DROP_REASONS: [&'static str; 4] = ["queue_full", "io", "closed", "unavailable"];
+
+    /// Skipped exchanges, whatever the reason.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.iter().sum()
+    }
+
+    /// Dropped exchanges, whatever the reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    /// `(reason, count)` of every skip reason, in [`Counts::SKIP_REASONS`] order.
+    pub fn skipped_by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Self::SKIP_REASONS.into_iter().zip(self.skipped)
+    }
+
+    /// `(reason, count)` of every drop reason, in [`Counts::DROP_REASONS`] order.
+    pub fn dropped_by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Self::DROP_REASONS.into_iter().zip(self.dropped)
+    }
+}
+
 fn kind_index(k: ErrorKind) -> usize {
     ErrorKind::ALL.iter().position(|x| *x == k).unwrap_or(0)
 }
@@ -78,9 +125,33 @@ impl Metrics {
         self.upstream_errors[kind_index(k)].load(Ordering::Relaxed)
     }
 
+    /// The counters of what became of each request, with the tape writer's (its hand-off
+    /// included, see [`crate::batch::Batcher::add_to`]) when a tape is open.
+    pub fn counts(&self, writer: Option<&WriterStats>) -> Counts {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let w = writer.cloned().unwrap_or_default();
+        Counts {
+            requests: l(&self.requests),
+            recorded: l(&self.recorded),
+            written: w.written,
+            skipped: [
+                l(&self.skipped_filter),
+                l(&self.skipped_sample),
+                l(&self.skipped_off),
+            ],
+            dropped: [
+                w.dropped_queue_full,
+                w.dropped_io,
+                w.dropped_closed,
+                l(&self.dropped_unavailable),
+            ],
+        }
+    }
+
     /// Renders the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self, writer: Option<(&WriterStats, &Health)>) -> String {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let counts = self.counts(writer.map(|(s, _)| s));
         let mut o = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -88,12 +159,12 @@ impl Metrics {
         counter(
             "tapedeck_requests_total",
             "Requests proxied.",
-            l(&self.requests),
+            counts.requests,
         );
         counter(
             "tapedeck_recorded_total",
             "Exchanges handed to the tape writer.",
-            l(&self.recorded),
+            counts.recorded,
         );
         counter(
             "tapedeck_truncated_total",
@@ -123,27 +194,19 @@ impl Metrics {
         let _ = writeln!(
             o,
             "# HELP tapedeck_skipped_total Exchanges not recorded by choice.\n\
-             # TYPE tapedeck_skipped_total counter\n\
-             tapedeck_skipped_total{{reason=\"filter\"}} {}\n\
-             tapedeck_skipped_total{{reason=\"sample\"}} {}\n\
-             tapedeck_skipped_total{{reason=\"off\"}} {}",
-            l(&self.skipped_filter),
-            l(&self.skipped_sample),
-            l(&self.skipped_off)
+             # TYPE tapedeck_skipped_total counter"
         );
+        for (reason, n) in counts.skipped_by_reason() {
+            let _ = writeln!(o, "tapedeck_skipped_total{{reason=\"{reason}\"}} {n}");
+        }
         let _ = writeln!(
             o,
             "# HELP tapedeck_dropped_total Exchanges that should have been recorded but were not.\n\
-             # TYPE tapedeck_dropped_total counter\n\
-             tapedeck_dropped_total{{reason=\"queue_full\"}} {}\n\
-             tapedeck_dropped_total{{reason=\"io\"}} {}\n\
-             tapedeck_dropped_total{{reason=\"closed\"}} {}\n\
-             tapedeck_dropped_total{{reason=\"unavailable\"}} {}",
-            w.dropped_queue_full,
-            w.dropped_io,
-            w.dropped_closed,
-            l(&self.dropped_unavailable)
+             # TYPE tapedeck_dropped_total counter"
         );
+        for (reason, n) in counts.dropped_by_reason() {
+            let _ = writeln!(o, "tapedeck_dropped_total{{reason=\"{reason}\"}} {n}");
+        }
         let _ = writeln!(
             o,
             "# HELP tapedeck_tape_written_total Exchanges written to the spool.\n\
@@ -158,7 +221,7 @@ impl Metrics {
              # TYPE tapedeck_tape_seal_errors_total counter\ntapedeck_tape_seal_errors_total {}\n\
              # HELP tapedeck_writer_queue_depth Records waiting in the tape writer queue.\n\
              # TYPE tapedeck_writer_queue_depth gauge\ntapedeck_writer_queue_depth {}",
-            w.written,
+            counts.written,
             w.bytes_spooled,
             w.bytes_sealed,
             w.files_sealed,
@@ -239,6 +302,39 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_what_render_prints() {
+        let m = Metrics::default();
+        m.requests.fetch_add(20, Ordering::Relaxed);
+        m.recorded.fetch_add(9, Ordering::Relaxed);
+        m.skipped_sample.fetch_add(4, Ordering::Relaxed);
+        m.dropped_unavailable.fetch_add(2, Ordering::Relaxed);
+        let stats = WriterStats {
+            written: 6,
+            dropped_queue_full: 3,
+            ..WriterStats::default()
+        };
+        let c = m.counts(Some(&stats));
+        assert_eq!((c.requests, c.recorded, c.written), (20, 9, 6));
+        assert_eq!((c.dropped_total(), c.skipped_total()), (5, 4));
+        let health = Health {
+            degraded: false,
+            reason: None,
+        };
+        let t = m.render(Some((&stats, &health)));
+        for (reason, n) in c.dropped_by_reason() {
+            assert!(t.contains(&format!(
+                "tapedeck_dropped_total{{reason=\"{reason}\"}} {n}\n"
+            )));
+        }
+        for (reason, n) in c.skipped_by_reason() {
+            assert!(t.contains(&format!(
+                "tapedeck_skipped_total{{reason=\"{reason}\"}} {n}\n"
+            )));
+        }
+        assert!(t.contains("tapedeck_tape_written_total 6\n"), "{t}");
+    }
 
     #[test]
     fn renders_prometheus_text() {

@@ -20,7 +20,7 @@ use crate::admin::AdminApp;
 use crate::batch::{Batcher, Forwarder};
 use crate::config::Settings;
 use crate::head_deadline::{HeadDeadline, HeadLimits};
-use crate::metrics::Metrics;
+use crate::metrics::{Counts, Metrics};
 use crate::proxy::{PendingTape, ProxyParts, RecordingProxy, Sink, TapeSink};
 use tapedeck_common::Redactor;
 
@@ -86,14 +86,11 @@ pub enum RecordError {
 /// What a finished run did.
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
-    /// Requests proxied.
-    pub requests: u64,
-    /// Exchanges handed to the tape writer.
-    pub recorded: u64,
-    /// The tape writer's final counters (when a tape was open).
+    /// The final counters of what became of each request: the same reading `/metrics` renders
+    /// (every drop and skip reason included).
+    pub counts: Counts,
+    /// The tape writer's final counters, its hand-off included (when a tape was open).
     pub writer: Option<WriterStats>,
-    /// Records dropped because the tape could not be opened.
-    pub dropped_unavailable: u64,
 }
 
 /// The recording proxy, configured and ready to [`run`](Recorder::run).
@@ -244,35 +241,35 @@ impl Recorder {
         );
         server.run(RunArgs::default());
 
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        let mut summary = RunSummary {
-            requests: load(&metrics.requests),
-            recorded: load(&metrics.recorded),
-            writer: None,
-            dropped_unavailable: load(&metrics.dropped_unavailable),
-        };
         if let Some(r) = retry {
             opened = r.stop();
         }
+        let mut writer = None;
         if let Some(Opened {
             writer: w,
             forwarder,
-            ..
+            sink,
         }) = opened
         {
             forwarder.finish();
             let dir = w.dir().to_owned();
-            let stats = w.close().map_err(|source| RecordError::Close {
+            let mut stats = w.close().map_err(|source| RecordError::Close {
                 dir: dir.clone(),
                 source,
             })?;
-            if stats.dropped() > 0 {
-                warn!(tape = %dir.display(), dropped = stats.dropped(), "some exchanges were not recorded");
-            }
+            sink.batcher.add_to(&mut stats);
             info!(tape = %dir.display(), written = stats.written, files = stats.files_sealed, "tape sealed");
-            summary.writer = Some(stats);
+            writer = Some(stats);
         }
-        Ok(summary)
+        // The same reading of the same counters as `/metrics`, taken once nothing moves.
+        let counts = metrics.counts(writer.as_ref());
+        if counts.dropped_total() > 0 {
+            warn!(
+                dropped = counts.dropped_total(),
+                "some exchanges were not recorded"
+            );
+        }
+        Ok(RunSummary { counts, writer })
     }
 }
 

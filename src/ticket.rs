@@ -171,6 +171,9 @@ struct Verdict {
     counts: Value,
     #[serde(default)]
     routes: Vec<Route>,
+    /// How the judge keyed routes (absent in reports of older versions: the defaults).
+    #[serde(default)]
+    route_keys: tapedeck_diff::route::RouteKeys,
 }
 
 #[derive(Debug, Deserialize)]
@@ -467,11 +470,6 @@ fn route_matches(route: &str, key: &str) -> bool {
             .all(|(r, k)| r == k || *r == tapedeck_diff::route::PARAM)
 }
 
-fn route_key(ex: &Exchange) -> String {
-    let mut keyer = tapedeck_diff::route::RouteKeyer::new(&[], 0);
-    keyer.key(&ex.method, &ex.path, ex.query.as_deref())
-}
-
 /// Selects the failing origins from the run and writes all their rows, redacted, to `tape_dir`.
 fn bundle_exchanges(
     redactor: &RuleRedactor,
@@ -501,13 +499,18 @@ fn bundle_exchanges(
     //    `max_per_route` kept per route).
     let tape = Tape::open(&[run]).with_context(|| format!("opening run {}", run.display()))?;
     let mut worst: HashMap<&str, Vec<(i64, Uuid)>> = HashMap::new();
+    // The judge's own keying: the rules' templates and threshold, recorded in verdict.json.
+    // It sees the candidate's rows in run order, as the judge did, so it infers the same
+    // `{param}` positions (rows keyed before a position collapsed still match by
+    // `route_matches`).
+    let mut keyer = v.route_keys.keyer();
     for ex in tape.exchanges(Filter::default()) {
         let ex = ex.with_context(|| format!("reading run {}", run.display()))?;
         if ex.target.as_deref() != Some(v.candidate.as_str()) {
             continue;
         }
         let Some(origin) = ex.origin_id else { continue };
-        let key = route_key(&ex);
+        let key = keyer.key(&ex.method, &ex.path, ex.query.as_deref());
         let Some(route) = failing.iter().find(|r| route_matches(&r.route, &key)) else {
             continue;
         };
@@ -1242,6 +1245,7 @@ mod tests {
             window_us: None,
             counts: Value::Null,
             routes: vec![],
+            route_keys: Default::default(),
         };
         assert!(!wants_ticket(&v("pass", 0)));
         assert!(!wants_ticket(&v("marginal", 0)));

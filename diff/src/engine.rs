@@ -390,7 +390,7 @@ impl<'a> Engine<'a> {
             judge: Judge {
                 cfg,
                 comparator,
-                keyer: RouteKeyer::new(&cfg.templates, s.route_cardinality),
+                keyer: cfg.route_keys().keyer(),
                 routes: BTreeMap::new(),
                 overall: LatencyAcc::new(s.seed, s.max_samples),
                 window: None,
@@ -1393,6 +1393,7 @@ fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<String>) -> Diff
         noise_candidates,
         learned_rules: learned,
         skipped_files,
+        route_keys: cfg.route_keys(),
     }
 }
 

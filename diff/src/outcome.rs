@@ -320,6 +320,9 @@ pub struct DiffOutcome {
     pub learned_rules: Vec<IgnoreRule>,
     /// Damaged files skipped (`--skip-corrupt`), with the reason.
     pub skipped_files: Vec<String>,
+    /// How requests were keyed into routes (templates and threshold), so that a tool reading
+    /// this verdict keys the run's requests the same way.
+    pub route_keys: crate::route::RouteKeys,
 }
 
 impl DiffOutcome {

@@ -518,7 +518,10 @@ fn issue_17_ticket_keys_routes_with_the_judges_templates() {
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
     let t = read_json(&out.join("ticket.json"));
     assert_eq!(t["routes"][0], "GET /api/orders/{order}", "{t:#}");
-    assert_eq!(t["origins"], 5, "the route's worst exchanges are bundled: {t:#}");
+    assert_eq!(
+        t["origins"], 5,
+        "the route's worst exchanges are bundled: {t:#}"
+    );
     assert_eq!(t["exchanges"], 10, "every target's row of each: {t:#}");
     let md = std::fs::read_to_string(out.join("ticket.md")).expect("ticket.md");
     assert!(

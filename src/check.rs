@@ -110,6 +110,8 @@ pub(crate) struct Args {
     /// Print verdict.json on stdout instead of the summary.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    color: crate::output::ColorFlag,
     /// Also write a bug-ticket bundle here when the verdict is not a pass (see `tapedeck ticket`).
     #[arg(long, value_name = "DIR")]
     ticket: Option<PathBuf>,
@@ -245,7 +247,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
             write!(out, "{}", tapedeck_replay::render_text(&checked.replay))?;
             writeln!(out)?;
         }
-        let color = crate::output::stdout_is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = args.color.color.enabled();
         write!(
             out,
             "{}",

@@ -77,22 +77,14 @@ pub(crate) struct Args {
     /// Print verdict.json to stdout instead of the summary.
     #[arg(long)]
     json: bool,
-    /// Colors in the summary.
-    #[arg(long, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
-    color: ColorArg,
+    #[command(flatten)]
+    color: crate::output::ColorFlag,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum InconclusiveArg {
     Pass,
     Fail,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum ColorArg {
-    Auto,
-    Always,
-    Never,
 }
 
 impl Args {
@@ -140,13 +132,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         serde_json::to_writer_pretty(&mut out, &outcome).context("writing verdict JSON")?;
         writeln!(out)?;
     } else {
-        let color = match args.color {
-            ColorArg::Always => true,
-            ColorArg::Never => false,
-            ColorArg::Auto => {
-                crate::output::stdout_is_terminal() && std::env::var_os("NO_COLOR").is_none()
-            }
-        };
+        let color = args.color.color.enabled();
         write!(out, "{}", tapedeck_diff::report::summary(&outcome, color))?;
         if let Some(dir) = &args.report {
             writeln!(

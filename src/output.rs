@@ -61,6 +61,38 @@ pub(crate) fn stdout_is_terminal() -> bool {
     io::stdout().is_terminal()
 }
 
+/// When the summary on stdout is colored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ColorWhen {
+    /// When stdout is a terminal and `NO_COLOR` is not set.
+    #[default]
+    Auto,
+    /// Always (e.g. for a CI log that renders ANSI colors).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorWhen {
+    /// Whether to color now.
+    pub(crate) fn enabled(self) -> bool {
+        match self {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => stdout_is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+}
+
+/// `--color WHEN`: one definition for every command that prints a verdict summary (`diff`,
+/// `check`); flatten it into their flags.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub(crate) struct ColorFlag {
+    /// Colors in the summary: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    pub(crate) color: ColorWhen,
+}
+
 /// Writes one line to stderr (messages for people: summaries of long-running commands, the
 /// final error). A stderr nobody reads is not an error either: the line is dropped.
 pub(crate) fn note_line(args: std::fmt::Arguments<'_>) {

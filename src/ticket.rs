@@ -238,8 +238,18 @@ impl Route {
     fn regressions(&self) -> impl Iterator<Item = &PathFinding> {
         self.paths.iter().filter(|p| p.status == "regression")
     }
-    fn p95(&self, side: &str) -> Option<f64> {
-        self.latency.get(side)?.get("p95")?.as_f64()
+    /// The p95 of one side as text: the value, `~value` when it is only a low-n estimate
+    /// (`low_n.p95`), `–` without samples.
+    fn p95(&self, side: &str) -> String {
+        let p = self.latency.get(side);
+        match (
+            p.and_then(|p| p.get("p95")?.as_f64()),
+            p.and_then(|p| p.get("low_n")?.get("p95")?.as_f64()),
+        ) {
+            (Some(us), _) => ms(Some(us)),
+            (None, Some(us)) => format!("{}{}", tapedeck_diff::report::LOW_N_MARK, ms(Some(us))),
+            (None, None) => ms(None),
+        }
     }
 }
 
@@ -764,8 +774,8 @@ fn render_markdown(r: &Render<'_>) -> String {
             r.score
                 .map_or_else(|| "–".to_owned(), |s| format!("{s:.0}")),
             thousands(r.paired),
-            ms(r.p95("baseline")),
-            ms(r.p95("candidate")),
+            r.p95("baseline"),
+            r.p95("candidate"),
             err("baseline"),
             err("candidate"),
             if failed.is_empty() {

@@ -110,7 +110,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     ));
     say("④ verdict:");
     let mut out = crate::output::stdout();
-    let color = crate::output::stdout_is_terminal();
+    let color = crate::output::ColorWhen::Auto.enabled();
     writeln!(out)?;
     write!(
         out,

@@ -24,9 +24,14 @@ pub(crate) struct Args {
     /// Tape to replay: a directory, a .parquet file or a spool segment (repeatable).
     #[arg(long, value_name = "PATH", required = true)]
     tape: Vec<PathBuf>,
-    /// Output tape directory for the results (required unless --dry-run).
+    /// Output tape directory (or object-store URL) for the results (required unless
+    /// --dry-run). It must not hold results yet: two runs are never mixed unless --append.
     #[arg(long, value_name = "DIR", required_unless_present = "dry_run")]
     out: Option<PathBuf>,
+    /// Add the results to an --out that already holds some (e.g. finishing an interrupted run),
+    /// uploading what an earlier run to the same URL left in the local spool directory.
+    #[arg(long)]
+    append: bool,
     /// Target as NAME=URL, e.g. candidate=http://127.0.0.1:9001 (HTTP/1.1),
     /// candidate=h2c://127.0.0.1:9001 (HTTP/2 prior knowledge) or candidate=https://host:8443 (TLS,
     /// HTTP/2 or HTTP/1.1 by ALPN). Repeatable: every request goes to every target at the same
@@ -162,6 +167,7 @@ impl Args {
         ReplayOptions {
             tape: self.tape,
             out: self.out,
+            append: self.append,
             targets: self.targets,
             http2: self.http2,
             ca_cert: self.ca_cert,

@@ -22,8 +22,13 @@ use crate::select::Shard;
 pub struct ReplayOptions {
     /// Tape paths to replay (directories, `.parquet` files or spool segments).
     pub tape: Vec<PathBuf>,
-    /// Output tape directory for the results (required unless `dry_run`).
+    /// Output tape directory for the results (required unless `dry_run`). It must hold no
+    /// results yet (nor, for a URL, leftovers of an earlier run in its local spool directory),
+    /// unless `append`.
     pub out: Option<PathBuf>,
+    /// Add the results to an output tape that already holds some (on purpose: e.g. finishing
+    /// an interrupted run, or uploading an earlier run's leftovers into the same URL).
+    pub append: bool,
     /// Targets as `name=URL`; URL is `http://host:port[/prefix]` (HTTP/1.1),
     /// `h2c://host:port[/prefix]` (HTTP/2 with prior knowledge) or `https://host[:port][/prefix]`
     /// (TLS; HTTP/2 or HTTP/1.1 as ALPN decides).
@@ -99,6 +104,7 @@ impl Default for ReplayOptions {
         Self {
             tape: Vec::new(),
             out: None,
+            append: false,
             targets: Vec::new(),
             http2: false,
             ca_cert: None,
@@ -201,6 +207,7 @@ pub(crate) struct Selection {
 pub struct ReplayConfig {
     pub(crate) tape: Vec<PathBuf>,
     pub(crate) out: Option<PathBuf>,
+    pub(crate) append: bool,
     pub(crate) targets: Vec<Target>,
     pub(crate) pace: Pace,
     pub(crate) max_in_flight: usize,
@@ -406,6 +413,7 @@ impl ReplayOptions {
         Ok(ReplayConfig {
             tape: self.tape.clone(),
             out: self.out.clone(),
+            append: self.append,
             targets,
             pace,
             max_in_flight,

@@ -43,6 +43,19 @@ pub enum ReplayError {
         #[source]
         source: tapedeck_storage::StorageError,
     },
+    /// The output tape already holds results (or, for a URL, an earlier run's leftovers in its
+    /// local spool directory) and `append` was not asked for: two runs are never mixed.
+    #[error(
+        "{source}; a replay never mixes two runs in one output: choose a new --out (or remove \
+         what is there), or pass --append to add to it on purpose"
+    )]
+    OutputNotEmpty {
+        /// The output tape directory or URL.
+        path: PathBuf,
+        /// [`tapedeck_storage::StorageError::NotEmpty`], naming what is there.
+        #[source]
+        source: tapedeck_storage::StorageError,
+    },
     /// Results were lost on the way to the output tape (the writer failed).
     #[error("{lost} result exchanges could not be written to {}", path.display())]
     ResultsLost {
@@ -81,7 +94,10 @@ impl ReplayError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            ReplayError::Config { .. } | ReplayError::SameHost { .. } | ReplayError::Tape { .. }
+            ReplayError::Config { .. }
+                | ReplayError::SameHost { .. }
+                | ReplayError::Tape { .. }
+                | ReplayError::OutputNotEmpty { .. }
         )
     }
 }

@@ -866,6 +866,45 @@ mod tests {
     }
 
     #[test]
+    fn a_new_tape_refuses_existing_data_and_leftovers_but_not_an_empty_place() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let new_only = |loc: &Path, spool: &Path| {
+            TapeWriter::builder(loc)
+                .spool_dir(spool)
+                .new_tape_only(true)
+                .open()
+        };
+        // A local tape with data is refused; an empty (or new) directory is fine.
+        let local = tmp.path().join("run");
+        std::fs::create_dir_all(&local).expect("mkdir");
+        new_only(&local, Path::new("/unused"))
+            .expect("empty dir")
+            .close()
+            .expect("close");
+        let w = TapeWriter::builder(&local).open().expect("open");
+        w.append(generate(&SynthConfig::default()).next().expect("one"))
+            .expect("append");
+        w.close().expect("close");
+        let e = new_only(&local, Path::new("/unused")).expect_err("holds a tape");
+        assert!(matches!(e, StorageError::NotEmpty { .. }), "{e}");
+        assert!(e.to_string().contains(".parquet"), "{e}");
+        // A URL whose prefix holds objects is refused.
+        let url = format!("file://{}/remote", tmp.path().display());
+        write_remote(&url, &tmp.path().join("spool-a"), 10);
+        let e = new_only(Path::new(&url), &tmp.path().join("spool-b")).expect_err("objects");
+        assert!(e.to_string().contains("object(s)"), "{e}");
+        // A fresh URL whose spool directory holds an earlier writer's leftovers is refused,
+        // naming the directory, and nothing is uploaded.
+        let spool = tmp.path().join("spool-c");
+        std::fs::create_dir_all(spool.join("date=2026-01-01/hour=00")).expect("mkdir");
+        std::fs::write(spool.join("date=2026-01-01/hour=00/part-x.parquet"), b"x").expect("file");
+        let fresh = format!("file://{}/fresh", tmp.path().display());
+        let e = new_only(Path::new(&fresh), &spool).expect_err("leftovers");
+        assert!(e.to_string().contains(&spool.display().to_string()), "{e}");
+        assert!(!tmp.path().join("fresh").exists());
+    }
+
+    #[test]
     fn failed_uploads_keep_files_local_retry_mid_run_and_lose_nothing() {
         let tmp = tempfile::tempdir().expect("tmp");
         // A regular file where the destination's directory should be: every PUT fails.

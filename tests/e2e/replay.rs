@@ -1309,3 +1309,55 @@ fn an_observer_sees_every_group_and_can_stop_the_run() {
     }
     assert_eq!(read_tape(&out_dir).len(), written);
 }
+
+/// Issue 17: `replay --out DIR` into a directory that already held results mixed two runs
+/// (42 rows for 21 origins, no warning). An output that holds results is refused (exit 2,
+/// naming `--append`) before anything is sent; `--append` adds to it on purpose.
+#[test]
+fn issue_17_replay_refuses_an_output_that_holds_a_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let t0 = now_us();
+    let recorded: Vec<Exchange> = (0..21)
+        .map(|i| get(&format!("/api/items/{i}"), t0 + i * 1000))
+        .collect();
+    write_tape(&tape, &recorded);
+    let target = TestServer::start(|_| Reply::json("{}"));
+    let out = dir.path().join("run");
+    // An empty directory is a fine place for a new run.
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let replay = |extra: &[&str]| {
+        let target_arg = format!("c={}", target.url());
+        let mut args = vec![
+            "replay",
+            "--tape",
+            s(&tape),
+            "--target",
+            &target_arg,
+            "--max",
+            "--quiet",
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        run(&args, T)
+    };
+    let o = replay(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(read_tape(&out).len(), 21);
+    assert_eq!(target.requests().len(), 21);
+
+    let o = replay(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}\n{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--append") && err.contains(s(&out)) && err.contains("already holds"),
+        "the error names the output and the flag: {err}"
+    );
+    assert_eq!(target.requests().len(), 21, "nothing was sent");
+    assert_eq!(read_tape(&out).len(), 21, "the first run is untouched");
+
+    let o = replay(&["--append"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(read_tape(&out).len(), 42, "--append adds on purpose");
+}

@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tapedeck_storage::{Exchange, TapeSender, TapeWriter, WhenFull};
+use tapedeck_storage::{Exchange, StorageError, TapeSender, TapeWriter, WhenFull};
 use tokio::sync::mpsc;
 
 use super::{Stop, meta};
@@ -197,6 +197,8 @@ pub(super) fn open_writer(
     // mid-run (at 50k/s a 128 MiB segment fills every few seconds); the spool on disk is what
     // grows, never memory.
     let mut b = TapeWriter::builder(out)
+        // One output holds one run (issue 17): refuse results already there, unless --append.
+        .new_tape_only(!config.append)
         .when_full(WhenFull::Block)
         // Messages, each a batch of up to RESULT_BATCH origin groups (`append_batch`).
         .queue_capacity(RESULT_QUEUE)
@@ -214,9 +216,15 @@ pub(super) fn open_writer(
     if let Ok(json) = serde_json::to_string(&config.options) {
         b = b.metadata(meta::OPTIONS, json);
     }
-    b.open().map_err(|source| ReplayError::Output {
-        path: out.to_owned(),
-        source,
+    b.open().map_err(|source| match source {
+        StorageError::NotEmpty { .. } => ReplayError::OutputNotEmpty {
+            path: out.to_owned(),
+            source,
+        },
+        source => ReplayError::Output {
+            path: out.to_owned(),
+            source,
+        },
     })
 }
 

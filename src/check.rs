@@ -83,6 +83,10 @@ pub(crate) struct Args {
     /// Remove a header from every request.
     #[arg(long = "drop-header", value_name = "NAME")]
     drop_headers: Vec<String>,
+    /// Refuse to start when requests would carry redacted-credential placeholders that no
+    /// --set-header or --drop-header replaces (see `tapedeck replay --help`).
+    #[arg(long)]
+    strict_credentials: bool,
     /// Only these methods.
     #[arg(long = "method", value_name = "METHOD")]
     methods: Vec<String>,
@@ -163,6 +167,7 @@ impl Args {
             timeout: self.timeout.clone(),
             set_headers: self.set_headers.clone(),
             drop_headers: self.drop_headers.clone(),
+            strict_credentials: self.strict_credentials,
             methods: self.methods.clone(),
             routes: self.routes.clone(),
             limit: self.limit,

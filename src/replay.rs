@@ -103,6 +103,11 @@ pub(crate) struct Args {
     /// Remove a header from every request (repeatable).
     #[arg(long = "drop-header", value_name = "NAME")]
     drop_headers: Vec<String>,
+    /// Refuse to start (exit 2, nothing sent) when requests would carry the placeholder the
+    /// recorder wrote for a redacted credential ([REDACTED], hmac-sha256:…) that no
+    /// --set-header or --drop-header replaces. Without it: a warning, and counts in the summary.
+    #[arg(long)]
+    strict_credentials: bool,
 
     /// Only these methods (repeatable or comma-separated).
     #[arg(long = "method", value_name = "METHOD", value_delimiter = ',')]
@@ -186,6 +191,7 @@ impl Args {
             max_body: self.max_body,
             set_headers: self.set_headers,
             drop_headers: self.drop_headers,
+            strict_credentials: self.strict_credentials,
             methods: self.methods,
             routes: self.routes,
             from: self.from,

@@ -46,8 +46,10 @@ use crate::coding;
 /// Headers redacted by default, whatever the configuration says.
 pub const DEFAULT_SENSITIVE_HEADERS: [&str; 6] = tapedeck_storage::SENSITIVE_HEADERS;
 
-/// The placeholder written in [`RedactMode::Mask`] (in query strings: `REDACTED`).
-pub const MASK: &str = "[REDACTED]";
+/// The placeholder written in [`RedactMode::Mask`] (in query strings: `REDACTED`). Shared with
+/// the replayer through the storage crate, which recognizes it
+/// ([`tapedeck_storage::is_redaction_placeholder`]).
+pub const MASK: &str = tapedeck_storage::REDACTED_MASK;
 const QUERY_MASK: &str = "REDACTED";
 
 /// Most bytes a compressed body is decoded to for redaction, unless
@@ -645,8 +647,8 @@ fn hmac_token(mac: &Hmac<Sha256>, secret: &[u8]) -> String {
     let mut m = mac.clone();
     m.update(secret);
     let digest = m.finalize().into_bytes();
-    let mut s = String::with_capacity(12 + 32);
-    s.push_str("hmac-sha256:");
+    let mut s = String::with_capacity(tapedeck_storage::REDACTED_HASH_PREFIX.len() + 32);
+    s.push_str(tapedeck_storage::REDACTED_HASH_PREFIX);
     for b in &digest[..16] {
         s.push(char::from(HEX[usize::from(b >> 4)]));
         s.push(char::from(HEX[usize::from(b & 0xf)]));
@@ -788,6 +790,10 @@ mod tests {
         assert_eq!(body["user"], "al");
         assert_eq!(body["password"], MASK);
         assert_eq!(body["items"][0]["card_number"], MASK);
+        // The replayer recognizes what the recorder wrote into a sensitive header.
+        assert!(tapedeck_storage::is_redaction_placeholder(
+            &e.req_headers[0].value
+        ));
     }
 
     #[test]
@@ -804,6 +810,9 @@ mod tests {
         a.redact(&mut e2);
         assert_eq!(e1.req_headers[0].value, e2.req_headers[0].value);
         assert!(!text(&e1.req_headers[0].value).contains("TOPSECRET"));
+        assert!(tapedeck_storage::is_redaction_placeholder(
+            &e1.req_headers[0].value
+        ));
         let v: Value = serde_json::from_slice(&e1.req_body).expect("json");
         assert_eq!(v["password"], Value::String(a.token(b"hunter2")));
     }

@@ -75,6 +75,10 @@ pub struct ReplayOptions {
     pub set_headers: Vec<String>,
     /// Header names to remove from every request.
     pub drop_headers: Vec<String>,
+    /// Refuse to start (before anything is sent) when a selected request would carry a
+    /// redaction placeholder (`[REDACTED]`, `hmac-sha256:…`) that neither `set_headers` nor
+    /// `drop_headers` replaces. Without it, the replay warns once and counts them.
+    pub strict_credentials: bool,
     /// Only these methods (case-insensitive); empty means all.
     pub methods: Vec<String>,
     /// Only paths matching one of these globs (e.g. `/api/users/*`); empty means all.
@@ -123,6 +127,7 @@ impl Default for ReplayOptions {
             max_body: 1 << 20,
             set_headers: Vec::new(),
             drop_headers: Vec::new(),
+            strict_credentials: false,
             methods: Vec::new(),
             routes: Vec::new(),
             from: None,
@@ -200,6 +205,9 @@ pub(crate) struct Selection {
     pub(crate) shard: Option<Shard>,
     pub(crate) allow_writes: bool,
     pub(crate) allow_same_host: bool,
+    /// Lower-case names of the headers `--set-header` or `--drop-header` replace: a redaction
+    /// placeholder recorded there is never sent.
+    pub(crate) replaced_headers: Vec<String>,
 }
 
 /// Checked, runnable replay settings. Built only by [`ReplayOptions::validate`].
@@ -222,6 +230,7 @@ pub struct ReplayConfig {
     pub(crate) select: Selection,
     pub(crate) skip_corrupt: bool,
     pub(crate) dry_run: bool,
+    pub(crate) strict_credentials: bool,
     pub(crate) options: ReplayOptions,
 }
 
@@ -410,6 +419,11 @@ impl ReplayOptions {
             return Err(E::config("max-body", "must be at least 1 byte"));
         }
 
+        let replaced_headers: Vec<String> = set_headers
+            .iter()
+            .map(|h: &SetHeader| h.name.as_str().to_owned())
+            .chain(drop_headers.iter().map(|n| n.as_str().to_owned()))
+            .collect();
         Ok(ReplayConfig {
             tape: self.tape.clone(),
             out: self.out.clone(),
@@ -439,9 +453,11 @@ impl ReplayOptions {
                 shard,
                 allow_writes: self.allow_writes,
                 allow_same_host: self.allow_same_host,
+                replaced_headers,
             },
             skip_corrupt: self.skip_corrupt,
             dry_run: self.dry_run,
+            strict_credentials: self.strict_credentials,
             options: self.clone(),
         })
     }

@@ -43,6 +43,19 @@ pub enum ReplayError {
         #[source]
         source: tapedeck_storage::StorageError,
     },
+    /// `strict_credentials`: selected requests would carry redaction placeholders instead of
+    /// credentials (nothing was sent).
+    #[error(
+        "--strict-credentials: the tape's requests carry the redaction placeholder the recorder \
+         wrote instead of a credential (requests by header: {found}) and nothing replaces it; \
+         nothing was sent. Set real values with {fix} (or drop them with --drop-header NAME)"
+    )]
+    RedactedCredentials {
+        /// `authorization 400, x-api-key 400`.
+        found: String,
+        /// The `--set-header` flags that fix it.
+        fix: String,
+    },
     /// The output tape already holds results (or, for a URL, an earlier run's leftovers in its
     /// local spool directory) and `append` was not asked for: two runs are never mixed.
     #[error(
@@ -98,6 +111,7 @@ impl ReplayError {
                 | ReplayError::SameHost { .. }
                 | ReplayError::Tape { .. }
                 | ReplayError::OutputNotEmpty { .. }
+                | ReplayError::RedactedCredentials { .. }
         )
     }
 }

@@ -117,6 +117,67 @@ pub struct SelectionStats {
     /// Selected exchanges whose recorded request body was truncated at capture (replayed with
     /// the captured prefix).
     pub truncated_bodies: u64,
+    /// Selected exchanges that carry a redaction placeholder (`[REDACTED]`, `hmac-sha256:…`)
+    /// in a request header that `--set-header`/`--drop-header` does not replace, by lower-case
+    /// header name: the targets receive the placeholder, not a credential. Counted only when
+    /// request headers are read (a real replay, a dry run, `--strict-credentials`).
+    pub redacted_credentials: BTreeMap<String, u64>,
+}
+
+/// `authorization 400, x-api-key 400`: placeholders by header, for messages.
+pub fn describe_placeholders(found: &BTreeMap<String, u64>) -> String {
+    found
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The flags that send real values instead: `--set-header 'Authorization: ${AUTHORIZATION}'`
+/// per header (the variable named after the header), space-separated.
+pub fn set_header_fix(found: &BTreeMap<String, u64>) -> String {
+    found
+        .keys()
+        .map(|name| {
+            let shown: Vec<String> = name
+                .split('-')
+                .map(|part| {
+                    let mut c = part.chars();
+                    c.next()
+                        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let var = name.to_ascii_uppercase().replace('-', "_");
+            format!("--set-header '{}: ${{{var}}}'", shown.join("-"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Counts the request headers of a selected exchange that hold a redaction placeholder and are
+/// not replaced: once per header name and request. `buf` is reused for the lower-case name, so
+/// nothing is allocated for a header already counted.
+fn count_placeholders(
+    ex: &Exchange,
+    replaced: &[String],
+    buf: &mut String,
+    s: &mut SelectionStats,
+) {
+    for (i, h) in ex.req_headers.iter().enumerate() {
+        if !tapedeck_storage::is_redaction_placeholder(&h.value)
+            || replaced.iter().any(|r| r.eq_ignore_ascii_case(&h.name))
+            || ex.req_headers[..i].iter().any(|e| {
+                e.name.eq_ignore_ascii_case(&h.name)
+                    && tapedeck_storage::is_redaction_placeholder(&e.value)
+            })
+        {
+            continue;
+        }
+        buf.clear();
+        buf.extend(h.name.chars().map(|c| c.to_ascii_lowercase()));
+        bump_str(&mut s.redacted_credentials, buf);
+    }
 }
 
 /// Why an exchange is not replayed.
@@ -193,6 +254,7 @@ impl Selector {
                 self.key.push(' ');
                 self.key.push_str(&template_path(&ex.path));
                 bump_str(&mut s.routes, &self.key);
+                count_placeholders(ex, &self.sel.replaced_headers, &mut self.key, s);
             }
             Err(Skip::Time) => s.skipped_time += 1,
             Err(Skip::Method) => s.skipped_method += 1,

@@ -349,6 +349,19 @@ pub fn render_text(s: &ReplaySummary) -> String {
             let _ = writeln!(o, "  {n:>8}  {r}");
         }
     }
+    if !sel.redacted_credentials.is_empty() {
+        let _ = writeln!(
+            o,
+            "  note: requests {} with redaction placeholders instead of credentials ({}); set real values with {}",
+            if s.dry_run {
+                "would be sent"
+            } else {
+                "were sent"
+            },
+            crate::select::describe_placeholders(&sel.redacted_credentials),
+            crate::select::set_header_fix(&sel.redacted_credentials)
+        );
+    }
     if sel.truncated_bodies > 0 {
         let _ = writeln!(
             o,

@@ -1361,3 +1361,115 @@ fn issue_17_replay_refuses_an_output_that_holds_a_run() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(read_tape(&out).len(), 42, "--append adds on purpose");
 }
+
+/// Issue 17: replaying a tape whose credentials were redacted sent the placeholders
+/// (`Authorization: [REDACTED]`, `hmac-sha256:…`) without a word. The replay warns once, before
+/// sending, naming the headers, their counts and the `--set-header` that fixes it, and counts
+/// them in the summary; `--strict-credentials` refuses to start (exit 2, nothing sent).
+#[test]
+fn issue_17_redacted_credentials_are_warned_about_or_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let t0 = now_us();
+    // What `tapedeck record` stores: the mask in mask mode, an HMAC token in hash mode.
+    let recorded: Vec<Exchange> = (0..20)
+        .map(|i| {
+            let mut ex = get(&format!("/api/items/{i}"), t0 + i * 1000);
+            ex.req_headers
+                .push(Header::new("Authorization", "[REDACTED]"));
+            ex.req_headers.push(Header::new(
+                "X-Api-Key",
+                "hmac-sha256:0123456789abcdef0123456789abcdef",
+            ));
+            if i % 2 == 0 {
+                ex.req_headers.push(Header::new("Cookie", "[REDACTED]"));
+            }
+            ex
+        })
+        .collect();
+    write_tape(&tape, &recorded);
+    let target = TestServer::start(|_| Reply::json("{}"));
+    let target_arg = format!("c={}", target.url());
+    let replay = |out: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "replay",
+            "--tape",
+            s(&tape),
+            "--target",
+            &target_arg,
+            "--max",
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        run_env(&args, env, T)
+    };
+
+    // Without --strict-credentials: sent, with one warning before the first request, and counted.
+    let o = replay("r1", &["--json"], &[]);
+    let summary = json(&o);
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("redaction placeholder").count(),
+        1,
+        "one warning:\n{err}"
+    );
+    for needle in [
+        "authorization",
+        "x-api-key",
+        "cookie",
+        "--set-header 'Authorization: ${AUTHORIZATION}'",
+        "--strict-credentials",
+    ] {
+        assert!(err.contains(needle), "the warning lacks {needle:?}:\n{err}");
+    }
+    let counted = &summary["selection"]["redacted_credentials"];
+    assert_eq!(counted["authorization"], 20, "{summary:#}");
+    assert_eq!(counted["x-api-key"], 20, "{summary:#}");
+    assert_eq!(counted["cookie"], 10, "{summary:#}");
+    assert_eq!(target.requests().len(), 20);
+
+    // --strict-credentials: refused before anything is sent.
+    let o = replay("r2", &["--strict-credentials"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}\n{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("authorization") && err.contains("--set-header") && err.contains("20"),
+        "{err}"
+    );
+    assert_eq!(target.requests().len(), 20, "nothing was sent");
+    assert!(!dir.path().join("r2").exists(), "no output was written");
+
+    // Real values (or dropped headers) leave nothing to warn about.
+    let o = replay(
+        "r3",
+        &[
+            "--strict-credentials",
+            "--set-header",
+            "Authorization: Bearer ${TOKEN}",
+            "--drop-header",
+            "x-api-key",
+            "--drop-header",
+            "cookie",
+            "--json",
+        ],
+        &[("TOKEN", "t0ken-42")],
+    );
+    let summary = json(&o);
+    assert!(
+        !stderr(&o).contains("redaction placeholder"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        summary["selection"]["redacted_credentials"],
+        serde_json::json!({})
+    );
+    let sent = target.requests();
+    assert_eq!(sent.len(), 40);
+    assert!(sent[20..].iter().all(|r| {
+        r.header("authorization").as_deref() == Some("Bearer t0ken-42")
+            && r.header("x-api-key").is_none()
+    }));
+}

@@ -219,12 +219,20 @@ async fn run_replay(r: Replay<'_>) -> Result<ReplaySummary, ReplayError> {
     tape.verify(&verify).map_err(tape_err)?;
 
     let mut total = None;
-    if config.dry_run || progress.wants_total() {
+    // Issue 17: `--strict-credentials` needs every selected request's headers before the first
+    // send, so it reads the request-header column in this pass (a dry run too, to report them);
+    // otherwise the reader warns from its first batch and the summary counts them all.
+    let read_headers = config.dry_run || config.strict_credentials;
+    if read_headers || progress.wants_total() {
         let (tape2, selector) = (
             tape.clone(),
             Selector::new(config.select.clone(), target_hosts.clone()),
         );
-        let opts = reader::read_options(config, &reader::COUNT_COLUMNS);
+        let mut columns = reader::COUNT_COLUMNS.to_vec();
+        if read_headers {
+            columns.push(tapedeck_storage::schema::col::REQ_HEADERS);
+        }
+        let opts = reader::read_options(config, &columns);
         let (stats, report, err) =
             tokio::task::spawn_blocking(move || reader::count_pass(&tape2, opts, selector))
                 .await
@@ -233,6 +241,12 @@ async fn run_replay(r: Replay<'_>) -> Result<ReplaySummary, ReplayError> {
                 })?;
         if let Some(e) = err {
             return Err(tape_err(e));
+        }
+        if config.strict_credentials && !stats.redacted_credentials.is_empty() {
+            return Err(ReplayError::RedactedCredentials {
+                found: crate::select::describe_placeholders(&stats.redacted_credentials),
+                fix: crate::select::set_header_fix(&stats.redacted_credentials),
+            });
         }
         if config.dry_run {
             return Ok(dry_summary(config, stats, report, began));

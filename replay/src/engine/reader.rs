@@ -83,6 +83,7 @@ pub(super) fn spawn_reader(
             let mut it = tape.scan(opts).exchanges();
             let mut err = None;
             let mut batch = Vec::with_capacity(READ_BATCH);
+            let mut warned = false;
             while !sel.exhausted() {
                 match it.next() {
                     None => break,
@@ -94,6 +95,7 @@ pub(super) fn spawn_reader(
                         if sel.decide(&ex).is_ok() {
                             batch.push(Box::new(prepare(ex, &drop_set, &set_headers)));
                             if batch.len() == READ_BATCH {
+                                warn_placeholders(&sel.stats, &mut warned);
                                 let full =
                                     std::mem::replace(&mut batch, Vec::with_capacity(READ_BATCH));
                                 if tx.blocking_send(full).is_err() {
@@ -106,6 +108,7 @@ pub(super) fn spawn_reader(
                 }
             }
             if !batch.is_empty() {
+                warn_placeholders(&sel.stats, &mut warned);
                 let _ = tx.blocking_send(batch);
             }
             (sel.stats, it.report().clone(), err)
@@ -114,6 +117,24 @@ pub(super) fn spawn_reader(
             what: "the tape reader thread",
             source,
         })
+}
+
+/// Warns once, before the batch that carries them is handed on (so before they are sent), that
+/// requests carry redaction placeholders: which headers, in how many of the requests read so far,
+/// and the flags that fix it (issue 17).
+fn warn_placeholders(stats: &SelectionStats, warned: &mut bool) {
+    if *warned || stats.redacted_credentials.is_empty() {
+        return;
+    }
+    *warned = true;
+    tracing::warn!(
+        headers = %crate::select::describe_placeholders(&stats.redacted_credentials),
+        of_first = stats.selected,
+        fix = %crate::select::set_header_fix(&stats.redacted_credentials),
+        "requests carry the redaction placeholder the recorder wrote instead of a credential, \
+         and the targets receive it as is; set real values with the fix shown (or --drop-header \
+         NAME), or pass --strict-credentials to refuse such a replay"
+    );
 }
 
 /// Counts what a run would select (dry run, progress totals), reading a few small columns.

@@ -1,6 +1,9 @@
 //! `tapedeck check`: the whole judgement in one command — replay a tape against the baseline, the
-//! candidate (and a second baseline for noise) in one pass, diff the run, write the reports, and
-//! exit with the verdict's code. Made for CI jobs and canary analysis (Argo Rollouts Job provider).
+//! candidate and a noise target in one pass, diff the run, write the reports, and exit with the
+//! verdict's code. Made for CI jobs and canary analysis (Argo Rollouts Job provider). The noise
+//! target is `--secondary` (a second baseline instance) or, without it, the baseline itself
+//! replayed a second time at the same instant, so every latency verdict has a noise floor
+//! (`--no-noise-target` opts out). `serve` and `demo` run through [`check`] and get the same.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +19,8 @@ tapedeck check --tape ./tapes/svc --baseline http://127.0.0.1:9000 --candidate h
 --secondary http://127.0.0.1:9002 --report ./report\n  \
 tapedeck check --tape ./tapes/svc --baseline http://v1.svc:80 --candidate http://v2.svc:80 \\\n      \
 --slo 'GET /api/users: p95<300ms' --rate 200 --limit 5000 --report ./report\n\n\
+Without --secondary the baseline is replayed twice in the same pass (targets `baseline` and\n\
+`secondary`): the second copy is the noise floor of every verdict (--no-noise-target: none).\n\n\
 Exit codes: 0 pass (also marginal unless --strict), 1 fail (roll back), 2 usage or input error,\n\
 3 inconclusive (see --inconclusive-as).")]
 pub(crate) struct Args {
@@ -29,8 +34,14 @@ pub(crate) struct Args {
     #[arg(long, value_name = "URL")]
     candidate: String,
     /// URL of a second baseline instance: replayed in the same pass, it measures noise.
+    /// Without it the baseline itself is replayed a second time, at the same instant, as the
+    /// noise target (so every latency verdict has a noise floor); see --no-noise-target.
     #[arg(long, value_name = "URL")]
     secondary: Option<String>,
+    /// Without --secondary, do not replay the baseline a second time as the noise target
+    /// (latency and response differences are then judged without a measured noise floor).
+    #[arg(long, conflicts_with = "secondary")]
+    no_noise_target: bool,
     /// Directory (or object-store URL) for verdict.json, report.md and junit.xml.
     #[arg(long, default_value = "./tapedeck-report", value_name = "DIR")]
     report: PathBuf,
@@ -141,12 +152,22 @@ pub(crate) struct Checked {
 }
 
 impl Args {
+    /// The noise target: `--secondary`, else the baseline replayed a second time (issue 17: a
+    /// latency verdict always has a noise floor), unless `--no-noise-target`.
+    fn noise_url(&self) -> Option<&str> {
+        match &self.secondary {
+            Some(s) => Some(s),
+            None if self.no_noise_target => None,
+            None => Some(&self.baseline),
+        }
+    }
+
     fn replay_options(&self, out: &Path) -> ReplayOptions {
         let mut targets = vec![
             format!("{BASELINE}={}", self.baseline),
             format!("{CANDIDATE}={}", self.candidate),
         ];
-        if let Some(s) = &self.secondary {
+        if let Some(s) = self.noise_url() {
             targets.push(format!("{SECONDARY}={s}"));
         }
         let pace = match (&self.pace, self.rate) {
@@ -184,7 +205,7 @@ impl Args {
             run: vec![run.to_path_buf()],
             baseline: BASELINE.into(),
             candidate: CANDIDATE.into(),
-            noise: self.secondary.as_ref().map(|_| SECONDARY.into()),
+            noise: self.noise_url().map(|_| SECONDARY.into()),
             rules: self.rules.clone(),
             slos: self.slo.clone(),
             strict: self.strict,
@@ -213,6 +234,13 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
         .replay_options(&run_dir)
         .validate()
         .context("invalid replay settings")?;
+    if args.allow_writes && args.secondary.is_none() && !args.no_noise_target {
+        tracing::warn!(
+            baseline = %args.baseline,
+            "the baseline is also the noise target: it receives each replayed write twice; give \
+             --secondary URL or --no-noise-target to avoid that"
+        );
+    }
     let replay = if args.quiet || args.json {
         tapedeck_replay::run_blocking(&config, NoProgress)
     } else if std::io::stderr().is_terminal() {

@@ -1287,9 +1287,43 @@ fn full_disk_drops_and_counts_while_traffic_flows() {
     });
     assert!(dropped, "no io drops counted on a full disk:\n{metrics}");
     assert_eq!(metric(&metrics, "tapedeck_requests_total"), 12);
-    // The writer retries with a fresh segment after a failure, so a later record that fits in
-    // space freed by an abandoned segment turns it healthy again. Take the rest of the space so
-    // that it stays full, then check what the next records do.
+    // The writer retries with a fresh segment after a failure, and the sealer deletes abandoned
+    // segments (with the partial batch a failed write left in them), so space comes back until
+    // every record has been handled. Wait for that: every record written or dropped, and the
+    // tape's files unchanged for a while (on a loaded machine the sealer runs late: the filler
+    // used to be written before it freed space, and the next records fitted again).
+    let tape_files = || {
+        let mut files = Vec::new();
+        let mut stack = vec![fs.0.join("tape")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                match e.metadata() {
+                    Ok(m) if m.is_dir() => stack.push(p),
+                    Ok(m) => files.push((p, m.len())),
+                    Err(_) => {}
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    let mut last = tape_files();
+    let mut stable_since = std::time::Instant::now();
+    let settled = wait_until(Duration::from_secs(60), || {
+        metrics = rec.admin_get("/metrics").1;
+        let handled = metric(&metrics, "tapedeck_tape_written_total")
+            + metric(&metrics, "tapedeck_dropped_total{reason=\"io\"}")
+            == 12;
+        let now = tape_files();
+        if now != last {
+            last = now;
+            stable_since = std::time::Instant::now();
+        }
+        handled && stable_since.elapsed() > Duration::from_secs(1)
+    });
+    assert!(settled, "the writer did not settle:\n{metrics}\n{last:?}");
+    // Take the rest of the space so that it stays full, then check what the next records do.
     let filler = fs.0.join("filler");
     {
         use std::io::Write;

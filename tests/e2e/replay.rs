@@ -656,13 +656,14 @@ fn speed_2_halves_recorded_gaps_and_keeps_order() {
         "arrival order mostly kept: {:?}",
         got.iter().map(index).collect::<Vec<_>>()
     );
-    let first = got.iter().find(|r| index(r) == 0).expect("first").at;
-    let last = got.iter().find(|r| index(r) == 20).expect("last").at;
-    let arrived = last.duration_since(first);
-    assert!(
-        arrived > Duration::from_millis(50) && arrived < Duration::from_millis(190),
-        "about half of the recorded 200 ms: {arrived:?}"
-    );
+    // The gaps were kept: no request left before its scheduled time, so the last one left at
+    // least the scheduled span (≈ 100 ms) after the first was due. (How late sends and arrivals
+    // are depends on the machine's load; issue 17: an upper bound on the arrival window flaked
+    // under load, so none is asserted.)
+    for (s, t) in sched.iter().zip(&sent) {
+        assert!(*t >= s - 1_000, "sent before its schedule: {t} < {s}");
+    }
+    assert!(sent[20] - sched[0] >= 95_000, "{sent:?} vs {sched:?}");
 }
 
 #[test]

@@ -162,11 +162,7 @@ impl Mask {
 
 fn collect_any(j: &Json, path: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
     match j {
-        Json::Any => {
-            if !out.contains(path) {
-                out.push(path.clone());
-            }
-        }
+        Json::Any if !out.contains(path) => out.push(path.clone()),
         Json::Arr(a) => {
             for v in a {
                 path.push(Step::Index);
@@ -294,7 +290,7 @@ impl Normalizer {
         }
         if matches!(side, Side::Recorded { .. }) {
             let pieces = text_pieces(&raw);
-            if pieces.iter().any(|p| *p == Piece::Any) {
+            if pieces.contains(&Piece::Any) {
                 return (Body::Text(pieces), raw);
             }
         }

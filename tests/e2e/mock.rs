@@ -223,7 +223,7 @@ fn concurrent_traces_get_their_own_answers_in_order() {
     const TRACES: usize = 64;
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("deps");
-    let trace = |i: usize| format!("{:032x}", 0xa11ce_0000_u64 + i as u64);
+    let trace = |i: usize| format!("{:032x}", 0x000a_11ce_0000_u64 + i as u64);
     // Recorded as a busy service would: the traces' calls interleaved.
     let mut calls = Vec::new();
     for step in 0..4 {

@@ -362,6 +362,12 @@ fn sequences_without_traces_follow_recorded_order() {
             assert_eq!(a.json()["version"], expect);
             assert_eq!(a.headers["content-length"], a.body.len().to_string());
         }
+        // HTTP/2 with prior knowledge (h2c) is served too.
+        let h2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let a = call(&h2, "GET", &mock.url("/config"), &[], "").await;
+        assert_eq!(a.json()["version"], 3);
         let t = Instant::now();
         let a = call(&c, "GET", &mock.url("/slow"), &[], "").await;
         assert_eq!(a.status, 200);
@@ -372,8 +378,8 @@ fn sequences_without_traces_follow_recorded_order() {
         );
     });
     let summary = mock.stop();
-    assert!(summary.contains("6 hit"), "{summary}");
-    assert!(summary.contains("2 repeated"), "{summary}");
+    assert!(summary.contains("7 hit"), "{summary}");
+    assert!(summary.contains("3 repeated"), "{summary}");
 }
 
 /// Each miss policy: 502 with a JSON body naming what was asked (the default), 404, and
@@ -573,6 +579,12 @@ fn faults_are_injected_at_the_configured_rate() {
         for t in tasks {
             injected += t.await.expect("task");
         }
+        // HTTP/2 with prior knowledge (h2c) is served too.
+        let h2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let a = call(&h2, "GET", &mock.url("/config"), &[], "").await;
+        assert_eq!(a.json()["version"], 3);
         let t = Instant::now();
         let a = call(&c, "GET", &mock.url("/slow"), &[], "").await;
         assert_eq!((a.status, a.json()["slow"].clone()), (200, Value::from(1)));

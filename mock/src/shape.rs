@@ -42,19 +42,27 @@ pub(crate) enum Json {
     Any,
 }
 
+/// What an ignore rule writes over the fields it selects before the tree is built (a string no
+/// JSON body holds: it starts with a NUL).
+const IGNORED: &str = "\u{0}tapedeck-ignored";
+
 impl Json {
-    fn from_value(v: Value) -> Json {
+    /// The tree of `v`. Ignored fields become [`Json::Any`] on both sides; redaction
+    /// placeholders only on the recorded side (`wild`): in a live body they are just strings.
+    fn from_value(v: Value, wild: bool) -> Json {
         match v {
             Value::Null => Json::Null,
             Value::Bool(b) => Json::Bool(b),
             Value::Number(n) => Json::Num(n),
-            Value::String(s) if is_placeholder(s.as_bytes()) => Json::Any,
+            Value::String(s) if s == IGNORED || (wild && is_placeholder(s.as_bytes())) => Json::Any,
             Value::String(s) => Json::Str(s),
-            Value::Array(a) => Json::Arr(a.into_iter().map(Json::from_value).collect()),
+            Value::Array(a) => {
+                Json::Arr(a.into_iter().map(|v| Json::from_value(v, wild)).collect())
+            }
             Value::Object(o) => {
                 let mut members: Vec<(String, Json)> = o
                     .into_iter()
-                    .map(|(k, v)| (k, Json::from_value(v)))
+                    .map(|(k, v)| (k, Json::from_value(v, wild)))
                     .collect();
                 members.sort_by(|a, b| a.0.cmp(&b.0));
                 Json::Obj(members)
@@ -282,11 +290,12 @@ impl Normalizer {
         {
             for p in &self.json {
                 p.visit(&mut v, &mut |leaf| {
-                    *leaf = Value::String(MASK.to_owned());
+                    *leaf = Value::String(IGNORED.to_owned());
                     true
                 });
             }
-            return (Body::Json(Json::from_value(v)), raw);
+            let wild = matches!(side, Side::Recorded { .. });
+            return (Body::Json(Json::from_value(v, wild)), raw);
         }
         if matches!(side, Side::Recorded { .. }) {
             let pieces = text_pieces(&raw);
@@ -507,7 +516,10 @@ impl Shape {
                 Body::Json(j) => {
                     1u8.hash(&mut h);
                     let mut path = Vec::new();
-                    hash_json(j, mask, &mut path, &mut h);
+                    // A recorded body that is one placeholder masks the whole body.
+                    if !mask.json.contains(&path) {
+                        hash_json(j, mask, &mut path, &mut h);
+                    }
                 }
                 Body::Form(f) => {
                     2u8.hash(&mut h);
@@ -895,5 +907,110 @@ mod tests {
         assert!(similarity(&close, &l) <= 7.0);
         let same = rec("/p/1", Some("a=1&b=2"), r#"{"x":1,"y":2,"z":3}"#);
         assert!((similarity(&same, &l) - 7.0).abs() < 1e-9);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                "[a-c0-9]{0,3}".prop_map(Value::String),
+                (0i32..4).prop_map(Value::from),
+                (0i32..4).prop_map(|i| Value::from(f64::from(i))),
+                any::<bool>().prop_map(Value::Bool),
+                Just(Value::Null),
+                Just(Value::String(MASK.to_owned())),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map("[a-d]{1,2}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn shape_of(v: &Value, q: &str, side: Side) -> Shape {
+            norm().shape(
+                "/p",
+                Some(q),
+                &json_headers(),
+                &Bytes::from(serde_json::to_vec(v).expect("json")),
+                side,
+            )
+        }
+
+        /// `v` with every placeholder replaced by a value taken from `fills` (cycled).
+        fn fill(v: &Value, fills: &[i32], at: &mut usize) -> Value {
+            match v {
+                Value::String(s) if s == MASK => {
+                    *at += 1;
+                    match fills.get(*at % fills.len().max(1)) {
+                        Some(n) if n % 2 == 0 => Value::from(*n),
+                        Some(n) => Value::String(format!("secret-{n}")),
+                        None => Value::Null,
+                    }
+                }
+                Value::Array(a) => Value::Array(a.iter().map(|x| fill(x, fills, at)).collect()),
+                Value::Object(o) => Value::Object(
+                    o.iter()
+                        .map(|(k, x)| (k.clone(), fill(x, fills, at)))
+                        .collect(),
+                ),
+                other => other.clone(),
+            }
+        }
+
+        proptest! {
+            /// A live request that differs from a recording only where the recording holds
+            /// placeholders matches it and hashes like it.
+            #[test]
+            fn placeholders_accept_any_value(
+                rec in arb_json(),
+                fills in prop::collection::vec(any::<i32>(), 1..6),
+            ) {
+                let r = shape_of(&rec, "b=REDACTED&a=1", Side::Recorded { truncated: false });
+                let mut mask = Mask::default();
+                mask.add(&r);
+                let live = shape_of(&fill(&rec, &fills, &mut 0), "a=1&b=zz", Side::Live);
+                prop_assert!(matches(&r, &live).is_some(), "{:?} vs {:?}", r.body, live.body);
+                prop_assert_eq!(r.key(&mask), live.key(&mask));
+            }
+
+            /// What `matches` accepts hashes alike, so the one hash lookup never misses a match.
+            #[test]
+            fn matching_shapes_share_their_key(
+                recs in prop::collection::vec((arb_json(), "(a=[12]|b=REDACTED|c=[xy])(&(a|b|c)=[12x])?"), 1..4),
+                live in arb_json(),
+                lq in "(a|b|c)=[12xy](&(a|b|c)=[12xy])?",
+            ) {
+                let recs: Vec<Shape> = recs
+                    .iter()
+                    .map(|(v, q)| shape_of(v, q, Side::Recorded { truncated: false }))
+                    .collect();
+                let mut mask = Mask::default();
+                for r in &recs {
+                    mask.add(r);
+                }
+                let live = shape_of(&live, &lq, Side::Live);
+                for r in &recs {
+                    if matches(r, &live).is_some() {
+                        prop_assert_eq!(r.key(&mask), live.key(&mask));
+                    }
+                    // A request always matches its own recording, exactly when it has no
+                    // wildcard.
+                    let own = shape_of(
+                        &serde_json::from_slice(&r.raw).expect("json"),
+                        "",
+                        Side::Live,
+                    );
+                    let mut r2 = r.clone();
+                    r2.query.clear();
+                    prop_assert!(matches(&r2, &own).is_some());
+                    prop_assert_eq!(r2.key(&mask), own.key(&mask));
+                }
+            }
+        }
     }
 }

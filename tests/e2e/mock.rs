@@ -406,7 +406,10 @@ fn misses_follow_the_policy() {
     let mock = MockProc::start(&tape, &dir.path().join("l502"), &["--out", s(&out)]);
     rt().block_on(async {
         let c = client();
-        let a = call(&c, "GET", &mock.url("/known"), &tp(known), "").await;
+        // The caller's credentials are served with, but never written to the output tape.
+        let mut h = tp(known);
+        h.push(("authorization", "Bearer MOCK-SECRET-TOKEN".to_owned()));
+        let a = call(&c, "GET", &mock.url("/known"), &h, "").await;
         assert_eq!(
             (a.status, a.json()["known"].clone()),
             (200, Value::Bool(true))
@@ -439,6 +442,17 @@ fn misses_follow_the_policy() {
     assert!(summary.contains("1 hit, 2 miss"), "{summary}");
     let rows = read_tape(&out);
     assert_eq!(rows.len(), 3);
+    let auth = rows
+        .iter()
+        .find_map(|r| tapedeck_storage::find_header(&r.req_headers, "authorization"))
+        .expect("the authorization header is kept, redacted");
+    assert_eq!(auth.value_lossy(), "[REDACTED]");
+    for r in &rows {
+        assert!(
+            !format!("{r:?}").contains("MOCK-SECRET-TOKEN"),
+            "secret on the output tape"
+        );
+    }
     let misses: Vec<&Exchange> = rows
         .iter()
         .filter(|r| r.has_flag(flags::MOCK_MISS))

@@ -678,14 +678,17 @@ def bench_mock(args, tmp, lines):
                  "(traced: with its `traceparent`) on CPU 1; the server on CPU 0: `tapedeck mock --threads 1`, "
                  f"or nginx `worker_processes 1` returning one fixed body. Medians of {args.reps} interleaved "
                  "repetitions.\n")
-    lines.append("| server | req/s | p50 ms | p99 ms | server CPU s | req/s vs nginx |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| server | req/s | p50 ms | p99 ms | server CPU s | server CPU µs / request | req/s vs nginx |")
+    lines.append("|---|---|---|---|---|---|---|")
     nginx_rps = median([r["rps"] for r in rows[cases[0][0]]])
     for label, _, _ in cases:
         rs = rows[label]
         rps = median([r["rps"] for r in rs])
+        # CPU time per answer does not depend on how much of the core others took meanwhile.
+        per_req = median([r["cpu_s"] * 1e6 / (r["rps"] * args.seconds) if r["rps"] else None for r in rs])
         lines.append(f"| {label} | {fmt(rps)} | {fmt(median([r['p50_ms'] for r in rs]), 2)} "
                      f"| {fmt(median([r['p99_ms'] for r in rs]), 2)} | {fmt(median([r['cpu_s'] for r in rs]), 1)} "
+                     f"| {fmt(per_req, 1)} "
                      f"| {fmt(ratio(rps, nginx_rps), 2) if label != cases[0][0] else '—'} |")
     lines.append("")
 

@@ -593,12 +593,6 @@ fn faults_are_injected_at_the_configured_rate() {
         for t in tasks {
             injected += t.await.expect("task");
         }
-        // HTTP/2 with prior knowledge (h2c) is served too.
-        let h2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build_http();
-        let a = call(&h2, "GET", &mock.url("/config"), &[], "").await;
-        assert_eq!(a.json()["version"], 3);
         let t = Instant::now();
         let a = call(&c, "GET", &mock.url("/slow"), &[], "").await;
         assert_eq!((a.status, a.json()["slow"].clone()), (200, Value::from(1)));

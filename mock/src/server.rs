@@ -198,11 +198,10 @@ impl Worker {
             Ok(mut b) => std::mem::take(&mut *b),
             Err(_) => return,
         };
-        for ex in batch {
-            // Blocking queue: a failure means the writer has closed (counted by the writer).
-            if let Err(e) = out.sender.append(ex) {
-                debug!(error = %e, "output exchange not written");
-            }
+        // One queue message (one wake-up of the spool thread) per batch. Blocking queue: a
+        // failure means the writer has closed (counted by the writer).
+        if let Err(e) = out.sender.append_batch(batch) {
+            debug!(error = %e, "output exchanges not written");
         }
     }
 }

@@ -562,12 +562,143 @@ def bench_replay_memory(args, tmp, lines):
         upstream.stop()
 
 
+# --------------------------------------------------------------------------------------------
+# mock: recorded dependency answers
+
+
+MOCK_ANSWERS = 1000
+
+NGINX_STATIC = """
+worker_processes 1;
+pid {dir}/static.pid;
+error_log {dir}/static-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{ default_type application/json; return 200 '{body}'; }}
+  }}
+}}
+"""
+
+# Each request asks for one of the recorded prices; with `traced`, inside that price's trace.
+MOCK_LUA = """
+local n = 0
+request = function()
+  n = n % {count} + 1
+  local headers = {{}}
+  if {traced} then
+    headers["traceparent"] = string.format("00-%032x-00f067aa0ba902b7-01", n)
+  end
+  return wrk.format("GET", "/price/" .. n .. "?cur=eur", headers)
+end
+"""
+
+
+def price_body(i):
+    return json.dumps({"sku": i, "price_cents": 1000 + i, "currency": "EUR", "valid_until": "2026-01-01T00:00:00Z"},
+                      separators=(",", ":"))
+
+
+def mock_tape(args, tmp):
+    """A dependency tape of MOCK_ANSWERS small JSON answers, each in its own trace (via a HAR)."""
+    entries = []
+    for i in range(1, MOCK_ANSWERS + 1):
+        body = price_body(i)
+        entries.append({
+            "startedDateTime": f"2026-01-01T00:00:{i // 1000:02d}.{i % 1000:03d}Z", "time": 1.0,
+            "request": {"method": "GET", "url": f"http://pricing.internal/price/{i}?cur=eur",
+                        "httpVersion": "HTTP/1.1", "headers": [], "queryString": [], "cookies": [],
+                        "headersSize": -1, "bodySize": 0},
+            "response": {"status": 200, "statusText": "OK", "httpVersion": "HTTP/1.1",
+                         "headers": [{"name": "content-type", "value": "application/json"}], "cookies": [],
+                         "content": {"size": len(body), "mimeType": "application/json", "text": body},
+                         "redirectURL": "", "headersSize": -1, "bodySize": len(body)},
+            "cache": {}, "timings": {"send": 0, "wait": 1, "receive": 0},
+            "_tapedeck": {"trace_id": f"{i:032x}", "source": "pricing"},
+        })
+    har = os.path.join(tmp, "pricing.har")
+    with open(har, "w") as f:
+        json.dump({"log": {"version": "1.2", "creator": {"name": "bench", "version": "1"}, "entries": entries}}, f)
+    tape = os.path.join(tmp, "pricing-tape")
+    subprocess.run([args.bin, "import-har", har, "--tape", tape], check=True, timeout=300,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return tape
+
+
+def wrk_lua(url, conns, seconds, cpu, script):
+    argv = pin(cpu) + ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", script, url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    return parse_wrk(out.stdout)
+
+
+def bench_mock(args, tmp, lines):
+    """`tapedeck mock` on one core (CPU 0, one worker) answering small recorded JSON, vs nginx
+    returning one fixed body from the same core; wrk with a Lua script on CPU 1."""
+    tape = mock_tape(args, tmp)
+    scripts = {}
+    for traced in (False, True):
+        path = os.path.join(tmp, f"mock-{traced}.lua")
+        with open(path, "w") as f:
+            f.write(MOCK_LUA.format(count=MOCK_ANSWERS, traced="true" if traced else "false"))
+        scripts[traced] = path
+    cases = [("nginx (fixed body)", "nginx", True), ("mock, untraced", "mock", False),
+             ("mock, traced", "mock", True), ("mock, traced, --out", "mock-out", True)]
+    rows = {c[0]: [] for c in cases}
+    for rep in range(args.reps):
+        for label, kind, traced in cases:
+            port = free_port()
+            if kind == "nginx":
+                proc = start_nginx(NGINX_STATIC.format(dir=tmp, port=port, body=price_body(1)), f"static-{rep}", tmp, 0)
+            else:
+                argv = pin(0) + [args.bin, "mock", "--tape", tape, "--listen", f"127.0.0.1:{port}", "--threads", "1"]
+                if kind == "mock-out":
+                    argv += ["--out", tempfile.mkdtemp(prefix="mock-out-", dir=tmp)]
+                proc = Proc(argv, os.path.join(tmp, f"mock-{rep}-{len(rows[label])}.log"))
+            try:
+                assert wait_port(port, 60), f"{label} did not start"
+                time.sleep(0.3)
+                pids = proc_tree(proc.p.pid)
+                cpu0 = cpu_seconds(pids)
+                r = wrk_lua(f"http://127.0.0.1:{port}", 64, args.seconds, 1, scripts[traced])
+                r["cpu_s"] = cpu_seconds(proc_tree(proc.p.pid)) - cpu0
+            finally:
+                code = proc.stop()
+            if kind != "nginx" and code != 0:
+                raise RuntimeError(f"{label}: tapedeck mock exited with {code}")
+            if r.get("non2xx"):
+                raise RuntimeError(f"{label}: {r['non2xx']} answers were not 2xx (misses?)")
+            rows[label].append(r)
+            print(f"mock rep{rep} {label}: {r}", flush=True)
+    lines.append("## Mock: recorded dependency answers\n")
+    lines.append(f"A dependency tape of {MOCK_ANSWERS:,} small JSON answers (≈ 90 B), each recorded in its own "
+                 f"trace. `wrk -t1 -c64 -d{args.seconds}s` with a Lua script asking for each price in turn "
+                 "(traced: with its `traceparent`) on CPU 1; the server on CPU 0: `tapedeck mock --threads 1`, "
+                 f"or nginx `worker_processes 1` returning one fixed body. Medians of {args.reps} interleaved "
+                 "repetitions.\n")
+    lines.append("| server | req/s | p50 ms | p99 ms | server CPU s | server CPU µs / request | req/s vs nginx |")
+    lines.append("|---|---|---|---|---|---|---|")
+    nginx_rps = median([r["rps"] for r in rows[cases[0][0]]])
+    for label, _, _ in cases:
+        rs = rows[label]
+        rps = median([r["rps"] for r in rs])
+        # CPU time per answer does not depend on how much of the core others took meanwhile.
+        per_req = median([r["cpu_s"] * 1e6 / (r["rps"] * args.seconds) if r["rps"] else None for r in rs])
+        lines.append(f"| {label} | {fmt(rps)} | {fmt(median([r['p50_ms'] for r in rs]), 2)} "
+                     f"| {fmt(median([r['p99_ms'] for r in rs]), 2)} | {fmt(median([r['cpu_s'] for r in rs]), 1)} "
+                     f"| {fmt(per_req, 1)} "
+                     f"| {fmt(ratio(rps, nginx_rps), 2) if label != cases[0][0] else '—'} |")
+    lines.append("")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="a few seconds per section")
-    ap.add_argument("--sections", default="proxy,half,replay,memory")
+    ap.add_argument("--sections", default="proxy,half,replay,memory,mock")
     ap.add_argument("--reps", type=int, help="override repetitions")
     ap.add_argument("--seconds", type=int, help="override seconds per load run")
     ap.add_argument("--paths", help="override proxy paths, e.g. /large")
@@ -599,6 +730,8 @@ def main():
             bench_replay(args, tmp, lines)
         if "memory" in sections:
             bench_replay_memory(args, tmp, lines)
+        if "mock" in sections:
+            bench_mock(args, tmp, lines)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

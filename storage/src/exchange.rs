@@ -153,6 +153,19 @@ pub mod flags {
     /// A body that had to be looked into for redaction could not be decoded (unknown or damaged
     /// `Content-Encoding`), so it was not stored: the body is empty and flagged truncated.
     pub const BODY_DROPPED: u32 = 1 << 4;
+    /// Written by `tapedeck mock`: no recorded exchange matched the request; the answer is the
+    /// mock's miss policy (`404`, `502`, or the pass-through target's answer), `origin_id` is
+    /// null and `error` says why nothing matched.
+    pub const MOCK_MISS: u32 = 1 << 5;
+    /// Written by `tapedeck mock`: a fault was injected into this answer (status, delay or
+    /// connection reset); `error` names the fault rule.
+    pub const MOCK_FAULT: u32 = 1 << 6;
+    /// Written by `tapedeck mock`: no recorded request was equal to this one, so the closest
+    /// recorded request of the same method and route template answered (`origin_id`).
+    pub const MOCK_NEAREST: u32 = 1 << 7;
+    /// Written by `tapedeck mock`: the recorded answers to this request (in its trace) had all
+    /// been served, so the last one was served again (`origin_id`).
+    pub const MOCK_REPEAT: u32 = 1 << 8;
 }
 
 /// Header name that separates response headers from trailers in `resp_headers`.

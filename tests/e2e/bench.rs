@@ -56,7 +56,7 @@ fn harness_smoke_run_produces_every_table() {
         .arg(root.join("benches/run.sh"))
         .arg("--smoke")
         .env("TAPEDECK", env!("CARGO_BIN_EXE_tapedeck"))
-        .env("SECTIONS", "proxy,replay")
+        .env("SECTIONS", "proxy,replay,mock")
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -120,4 +120,11 @@ fn harness_smoke_run_produces_every_table() {
     }
     let open = row(&report, &["1,000", "1"]);
     assert!(number(open[2]) > 0.0, "open loop sent nothing:\n{report}");
+    // Mock section: every server answered (the harness refuses runs with misses).
+    for server in ["mock, untraced", "mock, traced", "mock, traced, --out"] {
+        assert!(
+            number(row(&report, &[server])[1]) > 0.0,
+            "{server} served nothing:\n{report}"
+        );
+    }
 }

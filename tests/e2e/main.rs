@@ -14,6 +14,7 @@ mod faults;
 mod fresh_machine;
 mod har;
 mod inspect;
+mod mock;
 mod objstore;
 mod record;
 mod replay;

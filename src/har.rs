@@ -763,7 +763,7 @@ pub(crate) fn run_import(args: ImportArgs) -> anyhow::Result<u8> {
         writer.append(ex).context("writing exchange")?;
     }
     let stats = writer.close().context("closing tape")?;
-    eprintln!(
+    crate::output::note!(
         "imported {} exchanges from {} into {}",
         thousands(stats.written),
         args.file.display(),
@@ -864,13 +864,13 @@ pub(crate) fn run_export(args: ExportArgs) -> anyhow::Result<u8> {
         Ok(())
     };
     if args.out.as_os_str() == "-" {
-        write(&mut std::io::stdout().lock())?;
+        write(&mut crate::output::stdout())?;
     } else {
         let mut f = std::fs::File::create(&args.out)
             .with_context(|| format!("creating {}", args.out.display()))?;
         write(&mut f).with_context(|| format!("writing {}", args.out.display()))?;
     }
-    eprintln!(
+    crate::output::note!(
         "exported {} exchanges to {}",
         thousands(count as u64),
         args.out.display()

@@ -215,7 +215,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         reasons(&mut c.skipped_by_reason()),
     );
     match tape {
-        Some(dir) => eprintln!(
+        Some(dir) => crate::output::note!(
             "recorded {} of {} requests to {}: written {}; {counted}; sealed files {}",
             thousands(c.recorded),
             thousands(c.requests),
@@ -223,7 +223,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
             thousands(c.written),
             summary.writer.as_ref().map_or(0, |w| w.files_sealed)
         ),
-        None => eprintln!(
+        None => crate::output::note!(
             "proxied {} requests (recording off); {counted}",
             thousands(c.requests)
         ),

@@ -25,4 +25,6 @@ pub mod redact;
 pub mod tls;
 pub mod trace;
 
-pub use redact::{RedactMode, RedactRules, Redactor, RedactorBuilder, RuleError, RuleRedactor};
+pub use redact::{
+    JsonPath, RedactMode, RedactRules, Redactor, RedactorBuilder, RuleError, RuleRedactor,
+};

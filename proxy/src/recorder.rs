@@ -38,6 +38,15 @@ pub enum RecordError {
         /// The tape directory.
         dir: PathBuf,
     },
+    /// The tape location cannot be used (bad URL, object-store settings that can never work).
+    #[error("cannot record to this tape: {source}")]
+    Location {
+        /// The tape as given.
+        location: PathBuf,
+        /// The storage error.
+        #[source]
+        source: StorageError,
+    },
     /// The TLS certificate or key could not be loaded.
     #[error("cannot load TLS certificate {cert} / key {key}: {message}")]
     Tls {
@@ -272,6 +281,12 @@ fn open_tape(
         .open()
         .map_err(|e| match e {
             StorageError::InUse { dir } => OpenError::Fatal(RecordError::TapeInUse { dir }),
+            // A location that cannot work (bad URL, plain HTTP not allowed…) never heals by
+            // retrying: refuse to start rather than forward without recording forever.
+            source @ StorageError::BadLocation { .. } => OpenError::Fatal(RecordError::Location {
+                location: dir.to_owned(),
+                source,
+            }),
             e => OpenError::Unavailable(format!("cannot open tape: {e}")),
         })?;
     let sender = writer.sender();

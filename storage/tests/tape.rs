@@ -238,6 +238,60 @@ fn drop_policy_counts_what_it_drops() {
 }
 
 #[test]
+fn batches_are_written_in_order_and_counted_like_single_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex: Vec<Exchange> = generate(&SynthConfig {
+        count: 1000,
+        ..SynthConfig::default()
+    })
+    .collect();
+    let w = TapeWriter::builder(dir.path())
+        .when_full(WhenFull::Block)
+        .queue_capacity(2)
+        .open()
+        .unwrap();
+    let sender = w.sender();
+    sender.append(ex[0].clone()).unwrap();
+    for chunk in ex[1..].chunks(64) {
+        sender.append_batch(chunk.to_vec()).unwrap();
+    }
+    sender.append_batch(Vec::new()).unwrap();
+    let stats = w.close().unwrap();
+    assert_eq!((stats.appended, stats.written), (1000, 1000));
+    assert_eq!(stats.dropped(), 0);
+    let ids: Vec<_> = read_all(dir.path()).into_iter().map(|e| e.id).collect();
+    assert_eq!(
+        ids,
+        ex.iter().map(|e| e.id).collect::<Vec<_>>(),
+        "order kept"
+    );
+    // A batch offered after close is refused whole and counted.
+    assert_eq!(
+        sender.append_batch(ex[..10].to_vec()),
+        Err(tapedeck_storage::AppendError::Closed)
+    );
+    assert_eq!(sender.stats().dropped_closed, 10);
+
+    // The drop policy refuses a whole batch when the queue is full, and counts every row.
+    let dir = tempfile::tempdir().unwrap();
+    let w = TapeWriter::builder(dir.path())
+        .queue_capacity(1)
+        .flush_interval(Duration::from_secs(5))
+        .open()
+        .unwrap();
+    let mut refused = 0u64;
+    for chunk in ex.chunks(50) {
+        if w.sender().append_batch(chunk.to_vec()).is_err() {
+            refused += chunk.len() as u64;
+        }
+    }
+    let stats = w.close().unwrap();
+    assert_eq!(stats.appended + stats.dropped_queue_full, 1000);
+    assert_eq!(stats.dropped_queue_full, refused);
+    assert_eq!(read_all(dir.path()).len() as u64, stats.appended);
+}
+
+#[test]
 fn filters_select_rows_and_prune_row_groups() {
     let dir = tempfile::tempdir().unwrap();
     let all: Vec<Exchange> = generate(&SynthConfig {

@@ -81,7 +81,7 @@ fn readyz_turns_off_when_shutdown_begins(engine: Engine) {
         reply
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut rec = Recorder::new(&up.url())
+    let mut rec = Recorder::builder(&up.url())
         .tape(&dir.path().join("tape"))
         .grace("20s")
         .engine(engine)
@@ -227,7 +227,7 @@ fn headers_are_forwarded_unchanged() {
           content-length: 2\r\n\r\nok",
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::new(&up)
+    let rec = Recorder::builder(&up)
         .tape(&dir.path().join("tape"))
         .start(dir.path());
     let mut c = TcpStream::connect(("127.0.0.1", rec.port)).expect("connect");
@@ -296,7 +296,7 @@ fn a_trailers_only_grpc_answer_gets_no_date() {
         }
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::new(&format!("http://{addr}"))
+    let rec = Recorder::builder(&format!("http://{addr}"))
         .tape(&dir.path().join("tape"))
         .args(&["--upstream-h2c"])
         .start(dir.path());
@@ -341,7 +341,7 @@ fn tls_sessions_resume(engine: Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     make_certs(dir.path());
     let up = TestServer::start(|_| Reply::json("{\"ok\":true}"));
-    let rec = Recorder::new(&up.url())
+    let rec = Recorder::builder(&up.url())
         .tape(&dir.path().join("tape"))
         .args(&[
             "--tls-cert",

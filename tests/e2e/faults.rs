@@ -130,7 +130,7 @@ fn graceful_stop_under_load_keeps_every_answered_exchange(engine: Engine) {
     let up = echo_path_upstream();
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
-    let mut rec = Recorder::new(&up.url())
+    let mut rec = Recorder::builder(&up.url())
         .tape(&tape)
         .admin_off()
         .grace("2s")
@@ -194,7 +194,7 @@ fn crash_under_load_loses_at_most_the_last_flush_intervals(engine: Engine) {
     let up = echo_path_upstream();
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
-    let mut rec = Recorder::new(&up.url())
+    let mut rec = Recorder::builder(&up.url())
         .tape(&tape)
         .args(&["--flush-interval", "200ms"])
         .admin_off()
@@ -243,7 +243,7 @@ fn crash_under_load_loses_at_most_the_last_flush_intervals(engine: Engine) {
         }
     }
     // Restart on the same tape dir: the spool is recovered and sealed.
-    let rec = Recorder::new(&up.url())
+    let rec = Recorder::builder(&up.url())
         .tape(&tape)
         .args(&["--flush-interval", "200ms"])
         .admin_off()
@@ -489,7 +489,7 @@ fn status_of(resp: &[u8]) -> u16 {
 fn upstream_faults_incl_a_bad_chunk_give_502_504_error_exchanges_with_kinds(engine: Engine) {
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::new(&up.url())
+    let rec = Recorder::builder(&up.url())
         .tape(&dir.path().join("tape"))
         .args(&["--upstream-timeout", "500ms"])
         .admin_off()
@@ -685,7 +685,7 @@ fn first_status(resp: &[u8]) -> u16 {
 fn malformed_requests_are_rejected_and_the_proxy_stays_healthy(engine: Engine) {
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::new(&up.url())
+    let rec = Recorder::builder(&up.url())
         .tape(&dir.path().join("tape"))
         .admin_off()
         .grace("2s")
@@ -789,7 +789,7 @@ fn a_300_mb_streamed_upload_is_forwarded_with_bounded_memory(engine: Engine) {
     const RSS_LIMIT_KIB: u64 = 300 * 1024;
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::new(&up.url())
+    let rec = Recorder::builder(&up.url())
         .tape(&dir.path().join("tape"))
         .admin_off()
         .grace("2s")
@@ -888,7 +888,7 @@ fn start_lorises(
 fn slowloris_does_not_starve_other_clients(engine: Engine) {
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::new(&up.url())
+    let rec = Recorder::builder(&up.url())
         .tape(&dir.path().join("tape"))
         .args(&["--header-timeout", "2s"])
         .admin_off()
@@ -922,7 +922,7 @@ fn slowloris_does_not_starve_other_clients(engine: Engine) {
 
 /// A `tapedeck record` with its admin listener on, for `/metrics`.
 fn recorder_with_metrics(up: &BadUpstream, dir: &Path, extra: &[&str], engine: Engine) -> Recorder {
-    Recorder::new(&up.url())
+    Recorder::builder(&up.url())
         .tape(&dir.join("tape"))
         .args(extra)
         .grace("2s")
@@ -1165,7 +1165,7 @@ fn odd_bodies_are_recorded_faithfully_and_diff_reports_undecodable(engine: Engin
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let tape_dir = dir.path().join("tape");
-    let rec = Recorder::new(&up.url())
+    let rec = Recorder::builder(&up.url())
         .tape(&tape_dir)
         .admin_off()
         .grace("2s")
@@ -1528,7 +1528,7 @@ fn request_heads_over_64_kib_get_431_and_never_reach_the_upstream(engine: Engine
     // forwarded upstream. The proxy now answers 431 above `MAX_REQUEST_HEAD` (64 KiB).
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::new(&up.url())
+    let rec = Recorder::builder(&up.url())
         .tape(&dir.path().join("tape"))
         .admin_off()
         .grace("2s")

@@ -24,12 +24,16 @@ mod util;
 
 mod bench;
 mod check;
+mod closed_stdout;
+mod container;
+mod deploy;
 mod diff;
 mod engine;
 mod faults;
 mod fresh_machine;
 mod har;
 mod inspect;
+mod mock;
 mod objstore;
 mod record;
 mod replay;

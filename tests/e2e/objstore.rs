@@ -140,7 +140,7 @@ fn recorder(
     engine: Engine,
 ) -> Recorder {
     let spool = spool_root.to_str().expect("utf-8 path");
-    Recorder::new(upstream)
+    Recorder::builder(upstream)
         .tape_url(tape)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -481,3 +481,167 @@ on_both_engines!(
     record_replay_diff_through_s3,
     upload_outage_keeps_recording_and_loses_nothing,
 );
+/// Issue 17: an `s3://` location with a plain-HTTP endpoint and no `AWS_ALLOW_HTTP` used to
+/// retry for ~30 s and end in "HTTP error: builder error". It fails at once, naming the fix.
+#[test]
+fn issue_17_http_endpoint_without_allow_http_fails_at_once_naming_the_fix() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Nothing listens there: the error must come before any request.
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let spool = tmp.path().join("spool");
+    let local = tmp.path().join("local-tape");
+    let synth = crate::util::run(
+        &[
+            "synth",
+            "--out",
+            local.to_str().expect("utf-8"),
+            "--count",
+            "20",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(synth.status.success(), "synth: {}", text(&synth));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let runs: [&[&str]; 3] = [
+        &["inspect", "s3://tapes/svc/tape"],
+        &[
+            "replay",
+            "--tape",
+            local.to_str().expect("utf-8"),
+            "--target",
+            "c=http://127.0.0.1:9",
+            "--max",
+            "--out",
+            "s3://tapes/svc/runs/r1",
+        ],
+        &[
+            "record",
+            "--listen",
+            &listen,
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--admin",
+            "off",
+            "--tape",
+            "s3://tapes/svc/tape",
+        ],
+    ];
+    for args in runs {
+        let mut c = td(&endpoint, &spool);
+        c.env_remove("AWS_ALLOW_HTTP").args(args);
+        let started = Instant::now();
+        let out = run_cmd(c, Duration::from_secs(20));
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("AWS_ALLOW_HTTP=true") && err.contains(&endpoint),
+            "{args:?}: the error names the endpoint and the fix: {}",
+            text(&out)
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "{args:?}: took {took:?}, expected an immediate error"
+        );
+    }
+}
+
+/// Issue 17: on object storage, a failed upload's leftover file was pushed into the next run at
+/// the same URL (2,400 rows, `paired: 800` for a 400-request tape). A replay never starts into
+/// a URL that holds results, nor while its local spool directory holds an earlier run's
+/// leftovers (the error names the directory); `--append` uploads them on purpose.
+#[test]
+fn issue_17_replay_never_mixes_runs_in_object_storage() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let moto = Moto::start(tmp.path());
+    let endpoint = moto.url();
+    let spool = tmp.path().join("spool");
+    let tape = tmp.path().join("tape");
+    let o = crate::util::run(
+        &[
+            "synth",
+            "--out",
+            tape.to_str().expect("utf-8"),
+            "--count",
+            "20",
+        ],
+        STOP,
+    );
+    assert!(o.status.success(), "synth: {}", text(&o));
+    let target = upstream();
+    let sent = || {
+        target
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET")
+            .count()
+    };
+    let replay = |out: &str, extra: &[&str]| {
+        let mut c = td(&endpoint, &spool);
+        c.args([
+            "replay",
+            "--tape",
+            tape.to_str().expect("utf-8"),
+            "--target",
+            &format!("c={}", target.url()),
+            "--max",
+            "--quiet",
+            "--out",
+            out,
+        ])
+        .args(extra);
+        run_cmd(c, STOP)
+    };
+
+    // A second run into the same URL is refused before anything is sent.
+    let a = format!("s3://{BUCKET}/runs/a");
+    let o = replay(&a, &[]);
+    assert!(o.status.success(), "first run: {}", text(&o));
+    let per_run = sent();
+    assert!(per_run > 0);
+    let objects = moto.list("runs/a/");
+    let o = replay(&a, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("--append") && err.contains(&a), "{err}");
+    assert_eq!(sent(), per_run, "nothing was sent");
+    assert_eq!(moto.list("runs/a/"), objects, "the first run is untouched");
+
+    // What an earlier run to URL b could not upload waits in b's local spool directory: here a
+    // sealed file of another run, put where a failed upload leaves it (same relative path).
+    let b = format!("s3://{BUCKET}/runs/b");
+    let b_spool = spool.join(
+        tapedeck_storage::object::spool_dir_for(&b)
+            .file_name()
+            .expect("spool dir name"),
+    );
+    let local_run = tmp.path().join("local-run");
+    let o = replay(local_run.to_str().expect("utf-8"), &[]);
+    assert!(o.status.success(), "local run: {}", text(&o));
+    let per_run = sent() / 2;
+    let sealed = local_parquet(&local_run);
+    let first = sealed.first().expect("a sealed file");
+    let leftover = b_spool.join(first.strip_prefix(&local_run).expect("under the run"));
+    std::fs::create_dir_all(leftover.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(first, &leftover).expect("copy the leftover");
+    let o = replay(&b, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        err.contains(b_spool.to_str().expect("utf-8")) && err.contains("--append"),
+        "the error names the spool directory and the flag: {err}"
+    );
+    assert!(moto.list("runs/b/").is_empty(), "no leftover was uploaded");
+    assert!(leftover.is_file(), "the leftover is kept");
+    assert_eq!(sent(), 2 * per_run, "nothing was sent");
+
+    // On purpose: --append uploads the leftover and adds the new run.
+    let o = replay(&b, &["--append"]);
+    assert!(o.status.success(), "append: {}", text(&o));
+    assert!(!leftover.exists());
+    let leftover_rows = crate::util::read_tape(first).len() as u64;
+    assert_eq!(
+        inspect_count(&endpoint, &spool, &b),
+        leftover_rows + inspect_count(&endpoint, &spool, &a)
+    );
+}

@@ -196,7 +196,7 @@ fn no_default_sensitive_header_reaches_tapes_reports_tickets_or_logs(engine: Eng
     }
 
     // 1. Record, at debug log level, with default settings.
-    let rec = Recorder::new(&upstream.url())
+    let rec = Recorder::builder(&upstream.url())
         .tape(&tape)
         .log_level("debug")
         .log_name("record")
@@ -353,7 +353,7 @@ fn the_admin_listener_binds_loopback_by_default(engine: Engine) {
         wait_until(T, || listeners_on(DEFAULT_ADMIN).is_empty()),
         "port {DEFAULT_ADMIN} stays busy: cannot check the default admin address"
     );
-    let mut rec = Recorder::new(&upstream.url())
+    let mut rec = Recorder::builder(&upstream.url())
         .tape(&dir.path().join("tape"))
         .admin_unset()
         .engine(engine)

@@ -24,29 +24,60 @@ pub fn tapedeck() -> Command {
 
 /// Runs `tapedeck` with `args` to completion (bounded by `timeout`), capturing its output.
 pub fn run(args: &[&str], timeout: Duration) -> Output {
-    let mut child = tapedeck()
-        .args(args)
+    run_command(tapedeck().args(args), timeout)
+}
+
+/// Runs `cmd` to completion (bounded by `timeout`: past it the process is killed by PID and the
+/// test fails, showing what it printed), capturing its output.
+pub fn run_command(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn tapedeck");
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    // Drain both pipes while waiting, so a chatty command cannot block on a full pipe.
+    let out = child.stdout.take().map(drain);
+    let err = child.stderr.take().map(drain);
     let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait().expect("wait for tapedeck") {
-            Some(_) => break,
+    let status = loop {
+        match child.try_wait().expect("wait for child") {
+            Some(status) => break status,
             None if Instant::now() >= deadline => {
                 let _ = child.kill();
-                let out = child.wait_with_output().expect("collect output");
+                let _ = child.wait();
+                let text = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+                    String::from_utf8_lossy(
+                        &h.map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+                    )
+                    .into_owned()
+                };
                 panic!(
-                    "tapedeck {args:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
+                    "{cmd:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    text(out),
+                    text(err)
                 );
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
+    };
+    let collect = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        h.map(|h| h.join().expect("output reader"))
+            .unwrap_or_default()
+    };
+    Output {
+        status,
+        stdout: collect(out),
+        stderr: collect(err),
     }
-    child.wait_with_output().expect("collect output")
+}
+
+fn drain(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
 }
 
 /// stdout of a finished command, as text.
@@ -209,6 +240,8 @@ type Handler = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Received>>>,
+    /// Connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -236,6 +269,8 @@ impl TestServer {
         let addr = listener.local_addr().expect("local addr");
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let rec = received.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted_count = connections.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -249,6 +284,7 @@ impl TestServer {
                         _ = &mut rx => break,
                         accepted = listener.accept() => {
                             let Ok((tcp, _)) = accepted else { continue };
+                            accepted_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let (tls, handler, rec) = (tls.clone(), handler.clone(), rec.clone());
                             tokio::spawn(async move {
                                 match tls {
@@ -268,6 +304,7 @@ impl TestServer {
         TestServer {
             addr,
             received,
+            connections,
             shutdown: Some(tx),
             thread: Some(thread),
         }
@@ -281,6 +318,11 @@ impl TestServer {
     /// A copy of the requests received so far.
     pub fn requests(&self) -> Vec<Received> {
         self.received.lock().expect("lock").clone()
+    }
+
+    /// How many connections the server has accepted.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -657,7 +699,7 @@ enum AdminAt {
 /// (ports picked at run time, logs in a directory, killed by PID on drop).
 ///
 /// ```ignore
-/// let rec = Recorder::new(&up.url()).tape(&dir).args(&["--max-body", "64KiB"]).engine(engine).start(logs);
+/// let rec = Recorder::builder(&up.url()).tape(&dir).args(&["--max-body", "64KiB"]).engine(engine).start(logs);
 /// ```
 #[derive(Debug, Clone)]
 pub struct RecorderBuilder {
@@ -691,7 +733,7 @@ impl Recorder {
     /// A recorder forwarding to `upstream` (a URL), with: no tape (set one with
     /// [`RecorderBuilder::tape`], or pass `--no-record`), the admin listener on a free port,
     /// `--grace-period 1s`, `--threads 2`, the hyper engine, `RUST_LOG=warn`.
-    pub fn new(upstream: &str) -> RecorderBuilder {
+    pub fn builder(upstream: &str) -> RecorderBuilder {
         RecorderBuilder {
             upstream: upstream.to_owned(),
             tape: None,

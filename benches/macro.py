@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -536,48 +537,155 @@ def bench_latency_at_half_rate(args, tmp, lines, proxy_results):
 # replay
 
 
-def bench_replay(args, tmp, lines):
-    up_port = free_port()
-    upstream = start_nginx(NGINX_UPSTREAM.format(dir=tmp, port=up_port, small=SMALL_BODY.replace("'", "")),
-                           "upstream3", tmp, 1)
-    assert wait_port(up_port)
-    try:
-        tape = record_tape(args, tmp, up_port, "/small", 3 if not args.smoke else 1)
-        rows = {"wrk": [], "replay": []}
-        for rep in range(args.reps):
-            rows["wrk"].append(wrk(f"http://127.0.0.1:{up_port}/small", 64, args.seconds, 0)["rps"])
-            out = tempfile.mkdtemp(prefix="max-", dir=tmp)
-            s = replay_json(args, ["replay", "--tape", tape, "--target", f"t=http://127.0.0.1:{up_port}",
-                                   "--out", out, "--max", "--concurrency", "64", "--allow-same-host"], 600, cpu=0)
-            rows["replay"].append(s["pacing"]["achieved_rate"])
-            print(f"replay max rep{rep}: wrk {rows['wrk'][-1]:.0f}/s replay {rows['replay'][-1]:.0f}/s", flush=True)
-        w, r = median(rows["wrk"]), median(rows["replay"])
-        lines.append("## Replay: closed loop against nginx\n")
-        lines.append("`wrk -t1 -c64` vs `tapedeck replay --max --concurrency 64` of a recorded tape of the same "
-                     "request, writing every result to a tape; load generator pinned to CPU 0, nginx to CPU 1.\n")
-        lines.append("| load generator | req/s | ratio to wrk |")
-        lines.append("|---|---|---|")
-        lines.append(f"| wrk | {fmt(w)} | — |")
-        lines.append(f"| tapedeck replay --max | {fmt(r)} | {fmt(ratio(r, w), 2)} |")
-        lines.append("")
+NGINX_REPLAY = """
+worker_processes 1;
+pid {dir}/replay-up.pid;
+error_log {dir}/replay-up-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  http2_max_requests 100000000;
+  http2_max_concurrent_streams 1024;
+  ssl_certificate {dir}/h2.pem;
+  ssl_certificate_key {dir}/h2.key;
+  server {{
+    listen 127.0.0.1:{h1} reuseport backlog=4096;
+    listen 127.0.0.1:{h2c} http2 reuseport backlog=4096;
+    listen 127.0.0.1:{h2tls} ssl http2 reuseport backlog=4096;
+    location / {{ default_type application/json; return 200 '{small}'; }}
+  }}
+}}
+"""
 
+
+def timed(argv, timeout):
+    """Runs argv; returns (CompletedProcess, CPU seconds it used: user + system, children incl.)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return out, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def replay_run(args, argv, timeout, cpu):
+    """`tapedeck replay ARGV --json --quiet` pinned to `cpu`: (summary, CPU µs per origin)."""
+    out, cpu_s = timed(pin(cpu) + [args.bin, "replay"] + argv + ["--json", "--quiet"], timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"tapedeck replay {' '.join(argv)} failed: {out.stderr[-2000:]}")
+    s = json.loads(out.stdout)
+    errors = sum(t["errors"] for t in s["targets"])
+    if errors:
+        raise RuntimeError(f"tapedeck replay {' '.join(argv)}: {errors} error results; the run would measure errors")
+    return s, cpu_s / max(s["origins"], 1) * 1e6
+
+
+def h2load(url, conns, streams, seconds, cpu):
+    """h2load pinned to `cpu`: (req/s, CPU µs per request)."""
+    out, cpu_s = timed(pin(cpu) + ["h2load", f"-c{conns}", f"-m{streams}", f"-D{seconds}", url], seconds + 60)
+    m = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out.stdout)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out.stdout)
+    if not m or not done or done.group(1) != done.group(2):
+        raise RuntimeError(f"h2load {url} failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+    return float(m.group(1)), cpu_s / max(int(done.group(1)), 1) * 1e6
+
+
+def self_signed(tmp):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", os.path.join(tmp, "h2.key"), "-out", os.path.join(tmp, "h2.pem")],
+                   check=True, capture_output=True, timeout=60)
+
+
+def bench_replay(args, tmp, lines):
+    """Replay against nginx, side by side with wrk (HTTP/1.1) and h2load (HTTP/2): closed loop
+    throughput and CPU per request, and open-loop accuracy. Load generators on CPU 0, nginx on
+    CPU 1. Every replay writes every result to a tape; any error result fails the run."""
+    ports = {k: free_port() for k in ("h1", "h2c", "h2tls")}
+    self_signed(tmp)
+    upstream = start_nginx(NGINX_REPLAY.format(dir=tmp, small=SMALL_BODY.replace("'", ""), **ports),
+                           "replay-up", tmp, 1)
+    assert all(wait_port(p) for p in ports.values()), "replay upstream nginx did not start"
+    h1 = f"http://127.0.0.1:{ports['h1']}"
+    conns, h2conns, streams = 64, 4, 16
+    try:
+        # A recorded tape of the request wrk sends, long enough for a closed-loop run.
+        tape = record_tape(args, tmp, ports["h1"], "/small", args.seconds)
+        rows = {k: [] for k in ("wrk", "replay", "h2load", "replay-h2c", "h2load-tls", "replay-h2tls")}
+        for rep in range(args.reps):
+            out, cpu_s = timed(pin(0) + ["wrk", "-t1", f"-c{conns}", f"-d{args.seconds}s", f"{h1}/small"],
+                               args.seconds + 60)
+            w = parse_wrk(out.stdout)
+            n = re.search(r"(\d+) requests in", out.stdout)
+            rows["wrk"].append((w["rps"], cpu_s / max(int(n.group(1)) if n else 1, 1) * 1e6))
+            for key, target, extra in (
+                    ("replay", f"t={h1}", ["--concurrency", str(conns)]),
+                    ("replay-h2c", f"t=h2c://127.0.0.1:{ports['h2c']}",
+                     ["--concurrency", str(h2conns * streams), "--connections", str(h2conns)]),
+                    ("replay-h2tls", f"t=https://127.0.0.1:{ports['h2tls']}",
+                     ["--concurrency", str(h2conns * streams), "--connections", str(h2conns), "--insecure"])):
+                argv = ["--tape", tape, "--out", tempfile.mkdtemp(prefix="max-", dir=tmp), "--max",
+                        "--allow-same-host", "--target", target] + extra
+                s, cpu_us = replay_run(args, argv, 600, 0)
+                rows[key].append((s["pacing"]["achieved_rate"], cpu_us))
+            rows["h2load"].append(h2load(f"http://127.0.0.1:{ports['h2c']}/small", h2conns, streams, args.seconds, 0))
+            rows["h2load-tls"].append(h2load(f"https://127.0.0.1:{ports['h2tls']}/small", h2conns, streams,
+                                             args.seconds, 0))
+            print(f"replay max rep{rep}: " + ", ".join(f"{k} {v[-1][0]:.0f}/s {v[-1][1]:.1f}us" for k, v in rows.items()),
+                  flush=True)
+        med = {k: (median([r for r, _ in v]), median([c for _, c in v])) for k, v in rows.items()}
+        lines.append("## Replay: closed loop against nginx\n")
+        lines.append(f"Load generator pinned to CPU 0, nginx (1 worker) to CPU 1; medians of {args.reps} interleaved "
+                     f"repetitions. HTTP/1.1: `wrk -t1 -c{conns}` vs `tapedeck replay --max --concurrency {conns}` of a "
+                     f"recorded tape of the same request. HTTP/2: `h2load -c{h2conns} -m{streams}` vs `tapedeck replay "
+                     f"--max --concurrency {h2conns * streams} --connections {h2conns}` (h2c, and TLS with ALPN h2). "
+                     "Every replay writes every result to a tape. CPU µs per request: user + system time of the load "
+                     "generator's process (replay: all its threads: reading the tape, sending, writing results).\n")
+        lines.append("| protocol | load generator | req/s | CPU µs / request | ratio |")
+        lines.append("|---|---|---|---|---|")
+        for proto, ref, ours in (("HTTP/1.1", "wrk", "replay"), ("h2c", "h2load", "replay-h2c"),
+                                 ("h2 (TLS)", "h2load-tls", "replay-h2tls")):
+            lines.append(f"| {proto} | {ref.split('-')[0]} | {fmt(med[ref][0])} | {fmt(med[ref][1], 1)} | — |")
+            lines.append(f"| {proto} | tapedeck replay --max | {fmt(med[ours][0])} | {fmt(med[ours][1], 1)} "
+                         f"| {fmt(ratio(med[ours][0], med[ref][0]), 2)} |")
+        lines.append("")
+    finally:
+        upstream.stop()
+    bench_open_loop(args, tmp, lines)
+
+
+def bench_open_loop(args, tmp, lines):
+    """Open-loop accuracy: `--rate R` for `--seconds`, each repetition reported (the goal holds
+    in every run, not in the median)."""
+    port = free_port()
+    conf = NGINX_REPLAY.format(dir=tmp, small=SMALL_BODY.replace("'", ""), h1=port, h2c=free_port(),
+                               h2tls=free_port()).replace("replay-up", "open-up")
+    upstream = start_nginx(conf, "open-up", tmp, 1)
+    assert wait_port(port)
+    try:
+        # Synthetic traffic (every path answers 200 here), as many exchanges as the fastest rate needs.
+        tape = os.path.join(tmp, "open-tape")
+        count = max(args.rates) * args.seconds * 2
+        subprocess.run([args.bin, "synth", "--out", tape, "--count", str(count)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=3600)
         lines.append("## Replay: open-loop accuracy\n")
-        lines.append("| target rate | achieved rate | achieved/target | send lateness p50 µs | p99 µs | max µs |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append(f"`tapedeck replay --rate R --limit R×{args.seconds}` of a synthetic tape (GETs; writes skipped) "
+                     "against nginx, replay on CPU 0, nginx on CPU 1. One row per run. Lateness: how late each request "
+                     "left versus its schedule.\n")
+        lines.append("| target rate | run | achieved rate | achieved/target | lateness p50 µs | p99 µs | max µs "
+                     "| CPU µs / request |")
+        lines.append("|---|---|---|---|---|---|---|---|")
         for rate in args.rates:
-            got = []
             for rep in range(args.reps):
                 out = tempfile.mkdtemp(prefix="rate-", dir=tmp)
-                s = replay_json(args, ["replay", "--tape", tape, "--target", f"t=http://127.0.0.1:{up_port}",
-                                       "--out", out, "--rate", str(rate), "--limit", str(rate * args.seconds),
-                                       "--allow-same-host"], args.seconds * 4 + 60, cpu=0)
-                got.append(s["pacing"])
-                print(f"rate {rate} rep{rep}: {s['pacing']['achieved_rate']:.1f}/s lateness p99 {s['pacing']['lateness_us']['p99']}us", flush=True)
-            ach = median([g["achieved_rate"] for g in got])
-            lines.append(f"| {rate:,} | {fmt(ach, 1)} | {fmt(ratio(ach, rate), 4)} "
-                         f"| {fmt(median([g['lateness_us']['p50'] for g in got]))} "
-                         f"| {fmt(median([g['lateness_us']['p99'] for g in got]))} "
-                         f"| {fmt(median([g['lateness_us']['max'] for g in got]))} |")
+                s, cpu_us = replay_run(args, ["--tape", tape, "--target", f"t=http://127.0.0.1:{port}", "--out", out,
+                                              "--rate", str(rate), "--limit", str(rate * args.seconds)],
+                                       args.seconds * 4 + 120, 0)
+                p = s["pacing"]
+                print(f"rate {rate} rep{rep}: {p['achieved_rate']:.1f}/s lateness p99 {p['lateness_us']['p99']}us",
+                      flush=True)
+                lines.append(f"| {rate:,} | {rep + 1} | {fmt(p['achieved_rate'], 1)} "
+                             f"| {fmt(ratio(p['achieved_rate'], rate), 4)} | {fmt(p['lateness_us']['p50'])} "
+                             f"| {fmt(p['lateness_us']['p99'])} | {fmt(p['lateness_us']['max'])} | {fmt(cpu_us, 1)} |")
         lines.append("")
     finally:
         upstream.stop()
@@ -615,12 +723,143 @@ def bench_replay_memory(args, tmp, lines):
         upstream.stop()
 
 
+# --------------------------------------------------------------------------------------------
+# mock: recorded dependency answers
+
+
+MOCK_ANSWERS = 1000
+
+NGINX_STATIC = """
+worker_processes 1;
+pid {dir}/static.pid;
+error_log {dir}/static-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{ default_type application/json; return 200 '{body}'; }}
+  }}
+}}
+"""
+
+# Each request asks for one of the recorded prices; with `traced`, inside that price's trace.
+MOCK_LUA = """
+local n = 0
+request = function()
+  n = n % {count} + 1
+  local headers = {{}}
+  if {traced} then
+    headers["traceparent"] = string.format("00-%032x-00f067aa0ba902b7-01", n)
+  end
+  return wrk.format("GET", "/price/" .. n .. "?cur=eur", headers)
+end
+"""
+
+
+def price_body(i):
+    return json.dumps({"sku": i, "price_cents": 1000 + i, "currency": "EUR", "valid_until": "2026-01-01T00:00:00Z"},
+                      separators=(",", ":"))
+
+
+def mock_tape(args, tmp):
+    """A dependency tape of MOCK_ANSWERS small JSON answers, each in its own trace (via a HAR)."""
+    entries = []
+    for i in range(1, MOCK_ANSWERS + 1):
+        body = price_body(i)
+        entries.append({
+            "startedDateTime": f"2026-01-01T00:00:{i // 1000:02d}.{i % 1000:03d}Z", "time": 1.0,
+            "request": {"method": "GET", "url": f"http://pricing.internal/price/{i}?cur=eur",
+                        "httpVersion": "HTTP/1.1", "headers": [], "queryString": [], "cookies": [],
+                        "headersSize": -1, "bodySize": 0},
+            "response": {"status": 200, "statusText": "OK", "httpVersion": "HTTP/1.1",
+                         "headers": [{"name": "content-type", "value": "application/json"}], "cookies": [],
+                         "content": {"size": len(body), "mimeType": "application/json", "text": body},
+                         "redirectURL": "", "headersSize": -1, "bodySize": len(body)},
+            "cache": {}, "timings": {"send": 0, "wait": 1, "receive": 0},
+            "_tapedeck": {"trace_id": f"{i:032x}", "source": "pricing"},
+        })
+    har = os.path.join(tmp, "pricing.har")
+    with open(har, "w") as f:
+        json.dump({"log": {"version": "1.2", "creator": {"name": "bench", "version": "1"}, "entries": entries}}, f)
+    tape = os.path.join(tmp, "pricing-tape")
+    subprocess.run([args.bin, "import-har", har, "--tape", tape], check=True, timeout=300,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return tape
+
+
+def wrk_lua(url, conns, seconds, cpu, script):
+    argv = pin(cpu) + ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", script, url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    return parse_wrk(out.stdout)
+
+
+def bench_mock(args, tmp, lines):
+    """`tapedeck mock` on one core (CPU 0, one worker) answering small recorded JSON, vs nginx
+    returning one fixed body from the same core; wrk with a Lua script on CPU 1."""
+    tape = mock_tape(args, tmp)
+    scripts = {}
+    for traced in (False, True):
+        path = os.path.join(tmp, f"mock-{traced}.lua")
+        with open(path, "w") as f:
+            f.write(MOCK_LUA.format(count=MOCK_ANSWERS, traced="true" if traced else "false"))
+        scripts[traced] = path
+    cases = [("nginx (fixed body)", "nginx", True), ("mock, untraced", "mock", False),
+             ("mock, traced", "mock", True), ("mock, traced, --out", "mock-out", True)]
+    rows = {c[0]: [] for c in cases}
+    for rep in range(args.reps):
+        for label, kind, traced in cases:
+            port = free_port()
+            if kind == "nginx":
+                proc = start_nginx(NGINX_STATIC.format(dir=tmp, port=port, body=price_body(1)), f"static-{rep}", tmp, 0)
+            else:
+                argv = pin(0) + [args.bin, "mock", "--tape", tape, "--listen", f"127.0.0.1:{port}", "--threads", "1"]
+                if kind == "mock-out":
+                    argv += ["--out", tempfile.mkdtemp(prefix="mock-out-", dir=tmp)]
+                proc = Proc(argv, os.path.join(tmp, f"mock-{rep}-{len(rows[label])}.log"))
+            try:
+                assert wait_port(port, 60), f"{label} did not start"
+                time.sleep(0.3)
+                pids = proc_tree(proc.p.pid)
+                cpu0 = cpu_seconds(pids)
+                r = wrk_lua(f"http://127.0.0.1:{port}", 64, args.seconds, 1, scripts[traced])
+                r["cpu_s"] = cpu_seconds(proc_tree(proc.p.pid)) - cpu0
+            finally:
+                code = proc.stop()
+            if kind != "nginx" and code != 0:
+                raise RuntimeError(f"{label}: tapedeck mock exited with {code}")
+            if r.get("non2xx"):
+                raise RuntimeError(f"{label}: {r['non2xx']} answers were not 2xx (misses?)")
+            rows[label].append(r)
+            print(f"mock rep{rep} {label}: {r}", flush=True)
+    lines.append("## Mock: recorded dependency answers\n")
+    lines.append(f"A dependency tape of {MOCK_ANSWERS:,} small JSON answers (≈ 90 B), each recorded in its own "
+                 f"trace. `wrk -t1 -c64 -d{args.seconds}s` with a Lua script asking for each price in turn "
+                 "(traced: with its `traceparent`) on CPU 1; the server on CPU 0: `tapedeck mock --threads 1`, "
+                 f"or nginx `worker_processes 1` returning one fixed body. Medians of {args.reps} interleaved "
+                 "repetitions.\n")
+    lines.append("| server | req/s | p50 ms | p99 ms | server CPU s | server CPU µs / request | req/s vs nginx |")
+    lines.append("|---|---|---|---|---|---|---|")
+    nginx_rps = median([r["rps"] for r in rows[cases[0][0]]])
+    for label, _, _ in cases:
+        rs = rows[label]
+        rps = median([r["rps"] for r in rs])
+        # CPU time per answer does not depend on how much of the core others took meanwhile.
+        per_req = median([r["cpu_s"] * 1e6 / (r["rps"] * args.seconds) if r["rps"] else None for r in rs])
+        lines.append(f"| {label} | {fmt(rps)} | {fmt(median([r['p50_ms'] for r in rs]), 2)} "
+                     f"| {fmt(median([r['p99_ms'] for r in rs]), 2)} | {fmt(median([r['cpu_s'] for r in rs]), 1)} "
+                     f"| {fmt(per_req, 1)} "
+                     f"| {fmt(ratio(rps, nginx_rps), 2) if label != cases[0][0] else '—'} |")
+    lines.append("")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="a few seconds per section")
-    ap.add_argument("--sections", default="proxy,half,replay,memory")
+    ap.add_argument("--sections", default="proxy,half,replay,memory,mock")
     ap.add_argument("--reps", type=int, help="override repetitions")
     ap.add_argument("--seconds", type=int, help="override seconds per load run")
     ap.add_argument("--paths", help="override proxy paths, e.g. /large")
@@ -632,11 +871,12 @@ def main():
     ap.add_argument("--targets", help="only these proxy targets (and nginx), e.g. record,passthrough")
     ap.add_argument("--seal-compare", action="store_true",
                     help="also record with --seal-backlog 0 (sealing at normal priority)")
+    ap.add_argument("--rates", help="override open-loop rates, e.g. 10000,50000")
     args = ap.parse_args()
     if args.smoke:
         args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 2, 1, [16], ["/small"], [1000], 20_000
     else:
-        args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 10, 3, [64], ["/small", "/large"], [1000, 10000], 5_000_000
+        args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 10, 3, [64], ["/small", "/large"], [1000, 10000, 50000], 5_000_000
     over = ap.parse_args()
     args.reps = over.reps or args.reps
     args.seconds = over.seconds or args.seconds
@@ -644,6 +884,8 @@ def main():
         args.paths = over.paths.split(",")
     if over.conns:
         args.conns = [int(c) for c in over.conns.split(",")]
+    if over.rates:
+        args.rates = [int(r) for r in over.rates.split(",")]
     sections = args.sections.split(",")
     lines = []
     with tempfile.TemporaryDirectory(prefix="tapedeck-bench-") as tmp:
@@ -656,6 +898,8 @@ def main():
             bench_replay(args, tmp, lines)
         if "memory" in sections:
             bench_replay_memory(args, tmp, lines)
+        if "mock" in sections:
+            bench_mock(args, tmp, lines)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

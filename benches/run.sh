@@ -4,7 +4,7 @@
 #
 #   benches/run.sh            full run (≈ 30 min on 2 cores), writes benches/results-macro.md
 #   benches/run.sh --smoke    a few seconds per section, to check the harness works
-#   SECTIONS=proxy,half benches/run.sh    only some sections (proxy, half, replay, memory)
+#   SECTIONS=proxy,half benches/run.sh    only some sections (proxy, half, replay, memory, mock)
 #   TAPEDECK=target/debug/tapedeck benches/run.sh --smoke   use this binary, skip the release build
 #   MACRO_ARGS="--cpu-cap 0 --seal-compare" benches/run.sh   extra benches/macro.py flags
 #
@@ -21,6 +21,8 @@ smoke=""
 need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 [ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
@@ -29,8 +31,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 if [ -z "${TAPEDECK:-}" ]; then
-  cargo build --release --bin tapedeck
-  TAPEDECK="${CARGO_TARGET_DIR:-target}/release/tapedeck"
+  # The shipped build: fat LTO, one codegen unit ([profile.dist] in Cargo.toml).
+  cargo build --profile dist --bin tapedeck
+  TAPEDECK="${CARGO_TARGET_DIR:-target}/dist/tapedeck"
 fi
 out=benches/results-macro.md
 [ -n "$smoke" ] && out=$(mktemp --suffix=.md)
@@ -39,7 +42,7 @@ out=benches/results-macro.md
   echo
   echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
-  echo "- nginx: $(nginx -v 2>&1 | sed 's/.*nginx\///'), wrk: $(wrk --version 2>&1 | head -1 | awk '{print $2}')"
+  echo "- nginx: $(nginx -v 2>&1 | sed 's/.*nginx\///'), wrk: $(wrk --version 2>&1 | head -1 | awk '{print $2}'), h2load: $(h2load --version 2>&1 | head -1 | awk '{print $NF}')"
   echo "- command: benches/run.sh ${smoke} (binary: $TAPEDECK)"
   echo
 } > "$out.head"

@@ -1,15 +1,16 @@
 //! `tapedeck check`: the whole judgement in one command — replay a tape against the baseline, the
-//! candidate (and a second baseline for noise) in one pass, diff the run, write the reports, and
-//! exit with the verdict's code. Made for CI jobs and canary analysis (Argo Rollouts Job provider).
+//! candidate and a noise target in one pass, diff the run, write the reports, and exit with the
+//! verdict's code. Made for CI jobs and canary analysis (Argo Rollouts Job provider). The noise
+//! target is `--secondary` (a second baseline instance) or, without it, the baseline itself
+//! replayed a second time at the same instant, so every latency verdict has a noise floor
+//! (`--no-noise-target` opts out). `serve` and `demo` run through [`check`] and get the same.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tapedeck_diff::{DiffOptions, DiffOutcome, InconclusiveAs};
-use tapedeck_replay::{
-    BarProgress, LogProgress, NoProgress, PaceMode, ReplayOptions, ReplaySummary,
-};
+use tapedeck_replay::{BarProgress, LogProgress, NoProgress, ReplayOptions, ReplaySummary};
 
 /// Replay a tape against baseline and candidate, judge the difference, exit 0 / 1 / 3.
 #[derive(Debug, Clone, clap::Args)]
@@ -18,6 +19,8 @@ tapedeck check --tape ./tapes/svc --baseline http://127.0.0.1:9000 --candidate h
 --secondary http://127.0.0.1:9002 --report ./report\n  \
 tapedeck check --tape ./tapes/svc --baseline http://v1.svc:80 --candidate http://v2.svc:80 \\\n      \
 --slo 'GET /api/users: p95<300ms' --rate 200 --limit 5000 --report ./report\n\n\
+Without --secondary the baseline is replayed twice in the same pass (targets `baseline` and\n\
+`secondary`): the second copy is the noise floor of every verdict (--no-noise-target: none).\n\n\
 Exit codes: 0 pass (also marginal unless --strict), 1 fail (roll back), 2 usage or input error,\n\
 3 inconclusive (see --inconclusive-as).")]
 pub(crate) struct Args {
@@ -31,8 +34,14 @@ pub(crate) struct Args {
     #[arg(long, value_name = "URL")]
     candidate: String,
     /// URL of a second baseline instance: replayed in the same pass, it measures noise.
+    /// Without it the baseline itself is replayed a second time, at the same instant, as the
+    /// noise target (so every latency verdict has a noise floor); see --no-noise-target.
     #[arg(long, value_name = "URL")]
     secondary: Option<String>,
+    /// Without --secondary, do not replay the baseline a second time as the noise target
+    /// (latency and response differences are then judged without a measured noise floor).
+    #[arg(long, conflicts_with = "secondary")]
+    no_noise_target: bool,
     /// Directory (or object-store URL) for verdict.json, report.md and junit.xml.
     #[arg(long, default_value = "./tapedeck-report", value_name = "DIR")]
     report: PathBuf,
@@ -58,9 +67,9 @@ pub(crate) struct Args {
     #[arg(long, value_name = "LABEL")]
     candidate_version: Option<String>,
 
-    /// Pacing: recorded inter-arrival times, a fixed rate (--rate), or closed loop (--max).
-    #[arg(long, value_enum, default_value_t = PaceArg::Max)]
-    pace: PaceArg,
+    /// Pacing mode [default: max, or rate with --rate].
+    #[arg(long, value_name = "MODE", value_parser = crate::replay::pace_modes())]
+    pace: Option<String>,
     /// Recorded pacing: speed factor.
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
@@ -85,6 +94,10 @@ pub(crate) struct Args {
     /// Remove a header from every request.
     #[arg(long = "drop-header", value_name = "NAME")]
     drop_headers: Vec<String>,
+    /// Refuse to start when requests would carry redacted-credential placeholders that no
+    /// --set-header or --drop-header replaces (see `tapedeck replay --help`).
+    #[arg(long)]
+    strict_credentials: bool,
     /// Only these methods.
     #[arg(long = "method", value_name = "METHOD")]
     methods: Vec<String>,
@@ -112,6 +125,8 @@ pub(crate) struct Args {
     /// Print verdict.json on stdout instead of the summary.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    color: crate::output::ColorFlag,
     /// Also write a bug-ticket bundle here when the verdict is not a pass (see `tapedeck ticket`).
     #[arg(long, value_name = "DIR")]
     ticket: Option<PathBuf>,
@@ -121,13 +136,6 @@ pub(crate) struct Args {
 enum InconclusiveArg {
     Pass,
     Fail,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum PaceArg {
-    Recorded,
-    Rate,
-    Max,
 }
 
 /// Target labels in the run that `check` writes.
@@ -144,36 +152,43 @@ pub(crate) struct Checked {
 }
 
 impl Args {
+    /// The noise target: `--secondary`, else the baseline replayed a second time (issue 17: a
+    /// latency verdict always has a noise floor), unless `--no-noise-target`.
+    fn noise_url(&self) -> Option<&str> {
+        match &self.secondary {
+            Some(s) => Some(s),
+            None if self.no_noise_target => None,
+            None => Some(&self.baseline),
+        }
+    }
+
     fn replay_options(&self, out: &Path) -> ReplayOptions {
         let mut targets = vec![
             format!("{BASELINE}={}", self.baseline),
             format!("{CANDIDATE}={}", self.candidate),
         ];
-        if let Some(s) = &self.secondary {
+        if let Some(s) = self.noise_url() {
             targets.push(format!("{SECONDARY}={s}"));
         }
-        let pace = if self.rate.is_some() {
-            PaceMode::Rate
-        } else {
-            match self.pace {
-                PaceArg::Recorded => PaceMode::Recorded,
-                PaceArg::Rate => PaceMode::Rate,
-                PaceArg::Max => PaceMode::Max,
-            }
+        let pace = match (&self.pace, self.rate) {
+            (Some(name), _) => name.clone(),
+            (None, Some(_)) => "rate".to_owned(),
+            (None, None) => "max".to_owned(),
         };
         ReplayOptions {
             tape: self.tape.clone(),
             out: Some(out.to_path_buf()),
             targets,
             http2: self.http2,
+            concurrency: self.concurrency.or((pace == "max").then_some(16)),
             pace,
             speed: self.speed,
             max_gap: self.max_gap.clone(),
             rate: self.rate,
-            concurrency: self.concurrency.or((pace == PaceMode::Max).then_some(16)),
             timeout: self.timeout.clone(),
             set_headers: self.set_headers.clone(),
             drop_headers: self.drop_headers.clone(),
+            strict_credentials: self.strict_credentials,
             methods: self.methods.clone(),
             routes: self.routes.clone(),
             limit: self.limit,
@@ -190,7 +205,7 @@ impl Args {
             run: vec![run.to_path_buf()],
             baseline: BASELINE.into(),
             candidate: CANDIDATE.into(),
-            noise: self.secondary.as_ref().map(|_| SECONDARY.into()),
+            noise: self.noise_url().map(|_| SECONDARY.into()),
             rules: self.rules.clone(),
             slos: self.slo.clone(),
             strict: self.strict,
@@ -219,6 +234,13 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
         .replay_options(&run_dir)
         .validate()
         .context("invalid replay settings")?;
+    if args.allow_writes && args.secondary.is_none() && !args.no_noise_target {
+        tracing::warn!(
+            baseline = %args.baseline,
+            "the baseline is also the noise target: it receives each replayed write twice; give \
+             --secondary URL or --no-noise-target to avoid that"
+        );
+    }
     let replay = if args.quiet || args.json {
         tapedeck_replay::run_blocking(&config, NoProgress)
     } else if std::io::stderr().is_terminal() {
@@ -249,7 +271,7 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     let checked = check(&args)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &checked.outcome)?;
         writeln!(out)?;
@@ -258,7 +280,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
             write!(out, "{}", tapedeck_replay::render_text(&checked.replay))?;
             writeln!(out)?;
         }
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = args.color.color.enabled();
         write!(
             out,
             "{}",
@@ -276,11 +298,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         opts.run = Some(checked.run_dir.clone());
         match crate::ticket::write_ticket(&opts) {
             // Keep stdout pure JSON with --json.
-            Ok(outcome) if args.json => eprintln!("{}", crate::ticket::describe(&outcome, dir)),
+            Ok(outcome) if args.json => {
+                crate::output::note!("{}", crate::ticket::describe(&outcome, dir))
+            }
             Ok(outcome) => writeln!(out, "{}", crate::ticket::describe(&outcome, dir))?,
             // The verdict decides the exit code; a ticket that could not be written does not
             // turn a fail or an inconclusive into something else.
-            Err(e) => eprintln!(
+            Err(e) => crate::output::note!(
                 "tapedeck: error: writing the ticket to {}: {e:#}",
                 dir.display()
             ),

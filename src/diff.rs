@@ -1,7 +1,7 @@
 //! `tapedeck diff`: flags → [`tapedeck_diff::DiffOptions`] → the judge; prints the summary,
 //! writes the reports, exits with the verdict's code.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -77,22 +77,14 @@ pub(crate) struct Args {
     /// Print verdict.json to stdout instead of the summary.
     #[arg(long)]
     json: bool,
-    /// Colors in the summary.
-    #[arg(long, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
-    color: ColorArg,
+    #[command(flatten)]
+    color: crate::output::ColorFlag,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum InconclusiveArg {
     Pass,
     Fail,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum ColorArg {
-    Auto,
-    Always,
-    Never,
 }
 
 impl Args {
@@ -135,18 +127,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     if let Some(path) = &args.write_rules {
         tapedeck_diff::report::write_learned_rules(&outcome, path)?;
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &outcome).context("writing verdict JSON")?;
         writeln!(out)?;
     } else {
-        let color = match args.color {
-            ColorArg::Always => true,
-            ColorArg::Never => false,
-            ColorArg::Auto => {
-                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-            }
-        };
+        let color = args.color.color.enabled();
         write!(out, "{}", tapedeck_diff::report::summary(&outcome, color))?;
         if let Some(dir) = &args.report {
             writeln!(

@@ -314,6 +314,9 @@ pub(crate) struct Extra {
     /// Replay results: when it left (µs since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) sent_at_us: Option<i64>,
+    /// The trace the exchange belongs to (tape schema 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) trace_id: Option<String>,
     /// Durations the tape did not have (`ttfb`, `duration`, `total`); HAR's are numbers, always.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) missing_times: Vec<String>,
@@ -567,6 +570,7 @@ pub(crate) fn entry_to_exchange(e: Entry, source: &str) -> anyhow::Result<Exchan
         target: extra.target,
         scheduled_at_us: extra.scheduled_at_us,
         sent_at_us: extra.sent_at_us,
+        trace_id: extra.trace_id,
     })
 }
 
@@ -696,6 +700,7 @@ pub(crate) fn exchange_to_entry(ex: &Exchange) -> Entry {
             target: ex.target.clone(),
             scheduled_at_us: ex.scheduled_at_us,
             sent_at_us: ex.sent_at_us,
+            trace_id: ex.trace_id.clone(),
             missing_times: [
                 ("ttfb", ex.ttfb_us),
                 ("duration", ex.duration_us),
@@ -758,7 +763,7 @@ pub(crate) fn run_import(args: ImportArgs) -> anyhow::Result<u8> {
         writer.append(ex).context("writing exchange")?;
     }
     let stats = writer.close().context("closing tape")?;
-    eprintln!(
+    crate::output::note!(
         "imported {} exchanges from {} into {}",
         thousands(stats.written),
         args.file.display(),
@@ -859,13 +864,13 @@ pub(crate) fn run_export(args: ExportArgs) -> anyhow::Result<u8> {
         Ok(())
     };
     if args.out.as_os_str() == "-" {
-        write(&mut std::io::stdout().lock())?;
+        write(&mut crate::output::stdout())?;
     } else {
         let mut f = std::fs::File::create(&args.out)
             .with_context(|| format!("creating {}", args.out.display()))?;
         write(&mut f).with_context(|| format!("writing {}", args.out.display()))?;
     }
-    eprintln!(
+    crate::output::note!(
         "exported {} exchanges to {}",
         thousands(count as u64),
         args.out.display()
@@ -1093,6 +1098,7 @@ mod tests {
                 target: replay.as_ref().map(|(t, _)| t.clone()),
                 scheduled_at_us: replay.as_ref().map(|_| started),
                 sent_at_us: replay.as_ref().map(|(_, lag)| started + lag),
+                trace_id: (flags % 2 == 0).then(|| format!("{:032x}", started)),
                 ..Exchange::default()
             }
         }

@@ -143,7 +143,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     routes.truncate(args.top);
     summary.top_routes = routes;
 
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &summary)?;
         writeln!(out)?;

@@ -1,8 +1,10 @@
 //! `tapedeck`: record production HTTP traffic, replay it against a new build, judge the difference.
 //!
 //! This binary only parses flags and wires the crates together; the work happens in
-//! `tapedeck-storage`, `tapedeck-proxy`, `tapedeck-replay` and `tapedeck-diff`.
+//! `tapedeck-storage`, `tapedeck-proxy`, `tapedeck-replay`, `tapedeck-diff` and `tapedeck-mock`.
 #![forbid(unsafe_code)]
+// Output goes through `output` (a closed stdout is not an error): the print macros panic on EPIPE.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
 
@@ -14,6 +16,8 @@ mod diff;
 mod flags;
 mod har;
 mod inspect;
+mod mock;
+mod output;
 mod record;
 mod replay;
 mod serve;
@@ -55,6 +59,8 @@ enum Command {
     ImportHar(har::ImportArgs),
     /// Summarize a tape: exchanges, time range, size and compression, routes, statuses, errors.
     Inspect(inspect::Args),
+    /// Serve a dependency's recorded answers as a mock: per trace, in recorded order, with misses and faults.
+    Mock(Box<mock::Args>),
     /// Record traffic to a service through a reverse proxy into a tape (redacted, fail-open).
     Record(Box<record::Args>),
     /// Replay a tape against one or more targets (paced, multi-target) and write the results as a tape.
@@ -83,6 +89,7 @@ fn main() -> ExitCode {
         Command::ExportHar(args) => har::run_export(args),
         Command::ImportHar(args) => har::run_import(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Mock(args) => mock::run(*args),
         Command::Record(args) => record::run(*args),
         Command::Replay(args) => replay::run(args),
         Command::Serve(args) => serve::run(*args),
@@ -91,9 +98,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(e) if util::is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
+        // A closed stdout never reaches here: `output::stdout` absorbs it, so every command
+        // exits with its own code (issue 17).
         Err(e) => {
-            eprintln!("tapedeck: error: {}", error_text(&e));
+            output::note!("tapedeck: error: {}", error_text(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tapedeck_common::RedactMode;
-use tapedeck_proxy::config::NumOrText;
-use tapedeck_proxy::{RawConfig, Recorder};
+use tapedeck_proxy::{NumOrText, RawConfig, Recorder};
 
 use crate::util::thousands;
 
@@ -53,6 +52,9 @@ pub(crate) struct Args {
     /// Proxy worker threads [default: number of CPUs].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// The data plane: hyper (per-thread runtimes, the default) or pingora [default: hyper].
+    #[arg(long, value_name = "ENGINE")]
+    engine: Option<String>,
     /// Admin listener for /metrics, /healthz, /readyz, or `off` [default: 127.0.0.1:9180].
     #[arg(long, value_name = "ADDR|off")]
     admin: Option<String>,
@@ -158,6 +160,7 @@ impl Args {
             record: self.no_record.then_some(false),
             max_body: text(self.max_body),
             threads: self.threads,
+            engine: self.engine,
             admin: self.admin,
             grace_period: text(self.grace_period),
             flush_interval: text(self.flush_interval),
@@ -207,27 +210,32 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     let summary = Recorder::new(settings)
         .run()
         .context("running the recorder")?;
-    match (&summary.writer, tape) {
-        (Some(w), Some(dir)) => eprintln!(
-            "recorded {} of {} requests to {} ({} written, {} dropped, {} sealed files)",
-            thousands(summary.recorded),
-            thousands(summary.requests),
+    // Every number comes from the counters `/metrics` renders, every reason listed.
+    let c = &summary.counts;
+    let reasons = |it: &mut dyn Iterator<Item = (&'static str, u64)>| {
+        it.map(|(reason, n)| format!("{reason} {}", thousands(n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let counted = format!(
+        "dropped {} ({}); skipped {} ({})",
+        thousands(c.dropped_total()),
+        reasons(&mut c.dropped_by_reason()),
+        thousands(c.skipped_total()),
+        reasons(&mut c.skipped_by_reason()),
+    );
+    match tape {
+        Some(dir) => crate::output::note!(
+            "recorded {} of {} requests to {}: written {}; {counted}; sealed files {}",
+            thousands(c.recorded),
+            thousands(c.requests),
             dir.display(),
-            thousands(w.written),
-            thousands(w.dropped()),
-            w.files_sealed
+            thousands(c.written),
+            summary.writer.as_ref().map_or(0, |w| w.files_sealed)
         ),
-        _ => eprintln!(
-            "proxied {} requests (nothing recorded{})",
-            thousands(summary.requests),
-            if summary.dropped_unavailable > 0 {
-                format!(
-                    "; {} dropped: the tape could not be opened",
-                    thousands(summary.dropped_unavailable)
-                )
-            } else {
-                String::new()
-            }
+        None => crate::output::note!(
+            "proxied {} requests (recording off); {counted}",
+            thousands(c.requests)
         ),
     }
     Ok(crate::EXIT_OK)

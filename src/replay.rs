@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tapedeck_replay::{
-    BarProgress, LogProgress, NoProgress, PaceMode, ReplayOptions, ReplaySummary, Stop,
-    render_text, run_blocking_until,
+    BarProgress, LogProgress, NoProgress, Replay, ReplayOptions, ReplaySummary, Stop, pace,
+    render_text,
 };
 
 /// Replay a tape against one or more targets and write the results as a tape.
@@ -24,9 +24,14 @@ pub(crate) struct Args {
     /// Tape to replay: a directory, a .parquet file or a spool segment (repeatable).
     #[arg(long, value_name = "PATH", required = true)]
     tape: Vec<PathBuf>,
-    /// Output tape directory for the results (required unless --dry-run).
+    /// Output tape directory (or object-store URL) for the results (required unless
+    /// --dry-run). It must not hold results yet: two runs are never mixed unless --append.
     #[arg(long, value_name = "DIR", required_unless_present = "dry_run")]
     out: Option<PathBuf>,
+    /// Add the results to an --out that already holds some (e.g. finishing an interrupted run),
+    /// uploading what an earlier run to the same URL left in the local spool directory.
+    #[arg(long)]
+    append: bool,
     /// Target as NAME=URL, e.g. candidate=http://127.0.0.1:9001 (HTTP/1.1),
     /// candidate=h2c://127.0.0.1:9001 (HTTP/2 prior knowledge) or candidate=https://host:8443 (TLS,
     /// HTTP/2 or HTTP/1.1 by ALPN). Repeatable: every request goes to every target at the same
@@ -48,9 +53,9 @@ pub(crate) struct Args {
     #[arg(long)]
     insecure: bool,
 
-    /// Pacing: recorded inter-arrival times, a fixed rate (--rate), or closed loop (--max).
-    #[arg(long, value_enum, value_name = "MODE")]
-    pace: Option<PaceArg>,
+    /// Pacing mode [default: recorded, or rate with --rate, max with --max].
+    #[arg(long, value_name = "MODE", value_parser = pace_modes())]
+    pace: Option<String>,
     /// Recorded pacing: speed factor (2 = twice as fast).
     #[arg(long, default_value_t = 1.0, value_name = "X")]
     speed: f64,
@@ -60,7 +65,8 @@ pub(crate) struct Args {
     /// Open loop at N requests/s (implies --pace rate).
     #[arg(long, value_name = "N", conflicts_with = "max")]
     rate: Option<f64>,
-    /// With --rate: Poisson arrivals (exponential gaps) instead of constant gaps.
+    /// With --rate: Poisson arrivals (exponential gaps) instead of constant gaps (= --pace
+    /// poisson).
     #[arg(long)]
     poisson: bool,
     /// Closed loop, as fast as possible with --concurrency requests in flight (= --pace max).
@@ -72,6 +78,13 @@ pub(crate) struct Args {
     /// Seed for --poisson.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Sending threads, each with its own connections [default: one per available core].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// HTTP/2 targets: connections per target, the requests in flight multiplexed over them
+    /// [default: one per sending thread]. HTTP/1.1 uses one connection per request in flight.
+    #[arg(long, value_name = "N")]
+    connections: Option<usize>,
 
     /// Per-request timeout, from the actual send to the end of the response body.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
@@ -90,6 +103,11 @@ pub(crate) struct Args {
     /// Remove a header from every request (repeatable).
     #[arg(long = "drop-header", value_name = "NAME")]
     drop_headers: Vec<String>,
+    /// Refuse to start (exit 2, nothing sent) when requests would carry the placeholder the
+    /// recorder wrote for a redacted credential ([REDACTED], hmac-sha256:…) that no
+    /// --set-header or --drop-header replaces. Without it: a warning, and counts in the summary.
+    #[arg(long)]
+    strict_credentials: bool,
 
     /// Only these methods (repeatable or comma-separated).
     #[arg(long = "method", value_name = "METHOD", value_delimiter = ',')]
@@ -134,29 +152,27 @@ pub(crate) struct Args {
     json: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum PaceArg {
-    /// Recorded inter-arrival times (scaled by --speed, clamped by --max-gap).
-    Recorded,
-    /// Fixed rate (--rate N).
-    Rate,
-    /// Closed loop (--concurrency N).
-    Max,
+/// `--pace` values: the replay crate's list of pacing modes, with their help lines.
+pub(crate) fn pace_modes() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        pace::MODES
+            .iter()
+            .map(|m| clap::builder::PossibleValue::new(m.name).help(m.help)),
+    )
 }
 
 impl Args {
     fn options(self) -> ReplayOptions {
         let pace = match (self.max, self.pace, self.rate) {
-            (true, _, _) => PaceMode::Max,
-            (false, Some(PaceArg::Recorded), _) => PaceMode::Recorded,
-            (false, Some(PaceArg::Rate), _) => PaceMode::Rate,
-            (false, Some(PaceArg::Max), _) => PaceMode::Max,
-            (false, None, Some(_)) => PaceMode::Rate,
-            (false, None, None) => PaceMode::Recorded,
+            (true, _, _) => "max".to_owned(),
+            (false, Some(name), _) => name,
+            (false, None, Some(_)) => "rate".to_owned(),
+            (false, None, None) => pace::DEFAULT.to_owned(),
         };
         ReplayOptions {
             tape: self.tape,
             out: self.out,
+            append: self.append,
             targets: self.targets,
             http2: self.http2,
             ca_cert: self.ca_cert,
@@ -168,11 +184,14 @@ impl Args {
             poisson: self.poisson,
             concurrency: self.concurrency,
             seed: self.seed,
+            threads: self.threads,
+            connections: self.connections,
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             max_body: self.max_body,
             set_headers: self.set_headers,
             drop_headers: self.drop_headers,
+            strict_credentials: self.strict_credentials,
             methods: self.methods,
             routes: self.routes,
             from: self.from,
@@ -194,15 +213,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     // SIGINT / SIGTERM: stop sending, finish what is in flight, write every result, summarize.
     let stop = Stop::new();
     stop.on_signals().context("installing signal handlers")?;
+    let replay = Replay::new(&config).stop(stop);
     let summary: ReplaySummary = if quiet || config.dry_run() {
-        run_blocking_until(&config, NoProgress, stop)
+        replay.progress(NoProgress)
     } else if std::io::stderr().is_terminal() {
-        run_blocking_until(&config, BarProgress::new(), stop)
+        replay.progress(BarProgress::new())
     } else {
-        run_blocking_until(&config, LogProgress::default(), stop)
+        replay.progress(LogProgress::default())
     }
+    .run_blocking()
     .context("replay failed")?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::stdout();
     if json {
         serde_json::to_writer_pretty(&mut out, &summary).context("writing the summary")?;
         writeln!(out)?;

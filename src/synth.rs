@@ -54,7 +54,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         writer.append(ex).context("writing exchange")?;
     }
     let stats = writer.close().context("closing tape")?;
-    eprintln!(
+    crate::output::note!(
         "wrote {} exchanges to {} ({} sealed files)",
         thousands(stats.written),
         args.out.display(),

@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -170,6 +171,9 @@ struct Verdict {
     counts: Value,
     #[serde(default)]
     routes: Vec<Route>,
+    /// How the judge keyed routes (absent in reports of older versions: the defaults).
+    #[serde(default)]
+    route_keys: tapedeck_diff::route::RouteKeys,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,8 +238,18 @@ impl Route {
     fn regressions(&self) -> impl Iterator<Item = &PathFinding> {
         self.paths.iter().filter(|p| p.status == "regression")
     }
-    fn p95(&self, side: &str) -> Option<f64> {
-        self.latency.get(side)?.get("p95")?.as_f64()
+    /// The p95 of one side as text: the value, `~value` when it is only a low-n estimate
+    /// (`low_n.p95`), `–` without samples.
+    fn p95(&self, side: &str) -> String {
+        let p = self.latency.get(side);
+        match (
+            p.and_then(|p| p.get("p95")?.as_f64()),
+            p.and_then(|p| p.get("low_n")?.get("p95")?.as_f64()),
+        ) {
+            (Some(us), _) => ms(Some(us)),
+            (None, Some(us)) => format!("{}{}", tapedeck_diff::report::LOW_N_MARK, ms(Some(us))),
+            (None, None) => ms(None),
+        }
     }
 }
 
@@ -466,11 +480,6 @@ fn route_matches(route: &str, key: &str) -> bool {
             .all(|(r, k)| r == k || *r == tapedeck_diff::route::PARAM)
 }
 
-fn route_key(ex: &Exchange) -> String {
-    let mut keyer = tapedeck_diff::route::RouteKeyer::new(&[], 0);
-    keyer.key(&ex.method, &ex.path, ex.query.as_deref())
-}
-
 /// Selects the failing origins from the run and writes all their rows, redacted, to `tape_dir`.
 fn bundle_exchanges(
     redactor: &RuleRedactor,
@@ -500,13 +509,18 @@ fn bundle_exchanges(
     //    `max_per_route` kept per route).
     let tape = Tape::open(&[run]).with_context(|| format!("opening run {}", run.display()))?;
     let mut worst: HashMap<&str, Vec<(i64, Uuid)>> = HashMap::new();
+    // The judge's own keying: the rules' templates and threshold, recorded in verdict.json.
+    // It sees the candidate's rows in run order, as the judge did, so it infers the same
+    // `{param}` positions (rows keyed before a position collapsed still match by
+    // `route_matches`).
+    let mut keyer = v.route_keys.keyer();
     for ex in tape.exchanges(Filter::default()) {
         let ex = ex.with_context(|| format!("reading run {}", run.display()))?;
         if ex.target.as_deref() != Some(v.candidate.as_str()) {
             continue;
         }
         let Some(origin) = ex.origin_id else { continue };
-        let key = route_key(&ex);
+        let key = keyer.key(&ex.method, &ex.path, ex.query.as_deref());
         let Some(route) = failing.iter().find(|r| route_matches(&r.route, &key)) else {
             continue;
         };
@@ -760,8 +774,8 @@ fn render_markdown(r: &Render<'_>) -> String {
             r.score
                 .map_or_else(|| "–".to_owned(), |s| format!("{s:.0}")),
             thousands(r.paired),
-            ms(r.p95("baseline")),
-            ms(r.p95("candidate")),
+            r.p95("baseline"),
+            r.p95("candidate"),
             err("baseline"),
             err("candidate"),
             if failed.is_empty() {
@@ -1095,10 +1109,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         labels: args.labels.clone(),
     };
     let outcome = write_ticket(&opts)?;
-    println!("{}", describe(&outcome, &args.out));
+    let mut out = crate::output::stdout();
+    writeln!(out, "{}", describe(&outcome, &args.out))?;
     if let (TicketOutcome::Written(t), Some(post)) = (&outcome, &post) {
         let status = post_ticket(post, t)?;
-        println!("posted ticket.json to {}: HTTP {status}", post.url);
+        writeln!(out, "posted ticket.json to {}: HTTP {status}", post.url)?;
     }
     Ok(crate::EXIT_OK)
 }
@@ -1240,6 +1255,7 @@ mod tests {
             window_us: None,
             counts: Value::Null,
             routes: vec![],
+            route_keys: Default::default(),
         };
         assert!(!wants_ticket(&v("pass", 0)));
         assert!(!wants_ticket(&v("marginal", 0)));

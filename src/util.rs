@@ -1,4 +1,4 @@
-//! Small helpers shared by the subcommands: logging set-up, error triage, time formatting.
+//! Small helpers shared by the subcommands: logging set-up, time formatting.
 
 use std::io::IsTerminal;
 
@@ -44,14 +44,6 @@ pub(crate) fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
-}
-
-/// Whether an error is a closed stdout (e.g. `tapedeck inspect … | head`): a quiet success.
-pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 pub(crate) use tapedeck_common::format::{human_bytes, thousands};

@@ -7,6 +7,7 @@
 //! | [`tls`] | rustls set-up: reading and checking PEM files, root stores, client and server configurations | proxy, replay, ticket webhooks |
 //! | [`parse`] | sizes (`1MiB`), durations (`250ms`), times (RFC 3339 or µs) | every flag and config key |
 //! | [`format`] | `1,234,567`, `1.5 KiB`, RFC 3339 | reports, summaries |
+//! | [`trace`] | trace ids from `traceparent` (or a chosen header), and new `traceparent` values | proxy (record), replay, mocks |
 //!
 //! Invariants:
 //! - A stored body always decodes with its stored `content-encoding` through [`coding::decode`]:
@@ -22,5 +23,8 @@ pub mod format;
 pub mod parse;
 pub mod redact;
 pub mod tls;
+pub mod trace;
 
-pub use redact::{RedactMode, RedactRules, Redactor, RedactorBuilder, RuleError, RuleRedactor};
+pub use redact::{
+    JsonPath, RedactMode, RedactRules, Redactor, RedactorBuilder, RuleError, RuleRedactor,
+};

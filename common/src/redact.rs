@@ -46,8 +46,10 @@ use crate::coding;
 /// Headers redacted by default, whatever the configuration says.
 pub const DEFAULT_SENSITIVE_HEADERS: [&str; 6] = tapedeck_storage::SENSITIVE_HEADERS;
 
-/// The placeholder written in [`RedactMode::Mask`] (in query strings: `REDACTED`).
-pub const MASK: &str = "[REDACTED]";
+/// The placeholder written in [`RedactMode::Mask`] (in query strings: `REDACTED`). Shared with
+/// the replayer through the storage crate, which recognizes it
+/// ([`tapedeck_storage::is_redaction_placeholder`]).
+pub const MASK: &str = tapedeck_storage::REDACTED_MASK;
 const QUERY_MASK: &str = "REDACTED";
 
 /// Most bytes a compressed body is decoded to for redaction, unless
@@ -207,7 +209,7 @@ enum Seg {
 pub struct RedactorBuilder {
     headers: Vec<String>,
     query: Vec<String>,
-    json: Vec<Vec<Seg>>,
+    json: Vec<JsonPath>,
     regexes: Vec<regex::bytes::Regex>,
     key: Option<Vec<u8>>,
     decoded_limit: Option<usize>,
@@ -233,7 +235,7 @@ impl RedactorBuilder {
 
     /// Redact the JSON body field(s) at `path`.
     pub fn json_path(mut self, path: &str) -> Result<Self, RuleError> {
-        self.json.push(parse_path(path)?);
+        self.json.push(JsonPath::parse(path)?);
         Ok(self)
     }
 
@@ -274,7 +276,7 @@ impl RedactorBuilder {
         let mut names: Vec<String> = self
             .json
             .iter()
-            .filter_map(|p| match p.last() {
+            .filter_map(|p| match p.segs.last() {
                 Some(Seg::Child(n)) | Some(Seg::Descendant(n)) => Some(regex::escape(n)),
                 _ => None,
             })
@@ -339,7 +341,7 @@ impl fmt::Debug for RuleRedactor {
 struct Inner {
     headers: Vec<String>,
     query: Vec<String>,
-    json: Vec<Vec<Seg>>,
+    json: Vec<JsonPath>,
     json_fallback: Option<regex::bytes::Regex>,
     regexes: Vec<regex::bytes::Regex>,
     mac: Option<Hmac<Sha256>>,
@@ -488,7 +490,13 @@ impl RuleRedactor {
                     Ok(mut v) => {
                         let mut hit = false;
                         for path in &self.inner.json {
-                            hit |= self.apply_path(&mut v, path);
+                            hit |= path.visit(&mut v, &mut |leaf| {
+                                if leaf.is_null() {
+                                    return false;
+                                }
+                                *leaf = self.json_token(leaf);
+                                true
+                            });
                         }
                         if hit && let Ok(out) = serde_json::to_vec(&v) {
                             *body = Bytes::from(out);
@@ -548,68 +556,6 @@ impl RuleRedactor {
         };
         Value::String(s)
     }
-
-    fn apply_path(&self, v: &mut Value, path: &[Seg]) -> bool {
-        let Some((seg, rest)) = path.split_first() else {
-            return false;
-        };
-        let mut hit = false;
-        match seg {
-            Seg::Child(name) => {
-                if let Some(child) = v.as_object_mut().and_then(|o| o.get_mut(name)) {
-                    hit |= self.leaf_or_descend(child, rest);
-                }
-            }
-            Seg::Index(i) => {
-                if let Some(child) = v.as_array_mut().and_then(|a| a.get_mut(*i)) {
-                    hit |= self.leaf_or_descend(child, rest);
-                }
-            }
-            Seg::Any => match v {
-                Value::Array(a) => {
-                    for child in a {
-                        hit |= self.leaf_or_descend(child, rest);
-                    }
-                }
-                Value::Object(o) => {
-                    for (_, child) in o.iter_mut() {
-                        hit |= self.leaf_or_descend(child, rest);
-                    }
-                }
-                _ => {}
-            },
-            Seg::Descendant(name) => match v {
-                Value::Object(o) => {
-                    for (k, child) in o.iter_mut() {
-                        if k == name {
-                            hit |= self.leaf_or_descend(child, rest);
-                        } else {
-                            hit |= self.apply_path(child, path);
-                        }
-                    }
-                }
-                Value::Array(a) => {
-                    for child in a {
-                        hit |= self.apply_path(child, path);
-                    }
-                }
-                _ => {}
-            },
-        }
-        hit
-    }
-
-    fn leaf_or_descend(&self, v: &mut Value, rest: &[Seg]) -> bool {
-        if rest.is_empty() {
-            if v.is_null() {
-                return false;
-            }
-            *v = self.json_token(v);
-            true
-        } else {
-            self.apply_path(v, rest)
-        }
-    }
 }
 
 impl Redactor for RuleRedactor {
@@ -645,8 +591,8 @@ fn hmac_token(mac: &Hmac<Sha256>, secret: &[u8]) -> String {
     let mut m = mac.clone();
     m.update(secret);
     let digest = m.finalize().into_bytes();
-    let mut s = String::with_capacity(12 + 32);
-    s.push_str("hmac-sha256:");
+    let mut s = String::with_capacity(tapedeck_storage::REDACTED_HASH_PREFIX.len() + 32);
+    s.push_str(tapedeck_storage::REDACTED_HASH_PREFIX);
     for b in &digest[..16] {
         s.push(char::from(HEX[usize::from(b >> 4)]));
         s.push(char::from(HEX[usize::from(b & 0xf)]));
@@ -659,6 +605,108 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// A JSON path as redaction rules (`redact-json`) and mock ignore rules write it: `$.a.b`,
+/// `$..name` (at any depth), `$.list[*].x`, `$.list[0]`, `$['odd key']`. Parsed once, applied
+/// to parsed bodies with [`JsonPath::visit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonPath {
+    text: String,
+    segs: Vec<Seg>,
+}
+
+impl std::fmt::Display for JsonPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl JsonPath {
+    /// Parses a path; the error names it and says what is wrong.
+    pub fn parse(path: &str) -> Result<JsonPath, RuleError> {
+        Ok(JsonPath {
+            text: path.trim().to_owned(),
+            segs: parse_path(path)?,
+        })
+    }
+
+    /// The path as written (trimmed).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Calls `f` on every value the path selects in `v` (`$..name` selects every `name` at any
+    /// depth, and does not look inside a selected value). Returns whether `f` returned `true`
+    /// for any of them.
+    pub fn visit(&self, v: &mut Value, f: &mut dyn FnMut(&mut Value) -> bool) -> bool {
+        visit(v, &self.segs, f)
+    }
+}
+
+fn visit(v: &mut Value, path: &[Seg], f: &mut dyn FnMut(&mut Value) -> bool) -> bool {
+    let Some((seg, rest)) = path.split_first() else {
+        return false;
+    };
+    let leaf_or_descend = |child: &mut Value, f: &mut dyn FnMut(&mut Value) -> bool| {
+        if rest.is_empty() {
+            f(child)
+        } else {
+            visit(child, rest, f)
+        }
+    };
+    let mut hit = false;
+    match seg {
+        Seg::Child(name) => {
+            if let Some(child) = v.as_object_mut().and_then(|o| o.get_mut(name)) {
+                hit |= leaf_or_descend(child, f);
+            }
+        }
+        Seg::Index(i) => {
+            if let Some(child) = v.as_array_mut().and_then(|a| a.get_mut(*i)) {
+                hit |= leaf_or_descend(child, f);
+            }
+        }
+        Seg::Any => match v {
+            Value::Array(a) => {
+                for child in a {
+                    hit |= leaf_or_descend(child, f);
+                }
+            }
+            Value::Object(o) => {
+                for (_, child) in o.iter_mut() {
+                    hit |= leaf_or_descend(child, f);
+                }
+            }
+            _ => {}
+        },
+        Seg::Descendant(name) => match v {
+            Value::Object(o) => {
+                for (k, child) in o.iter_mut() {
+                    if k == name {
+                        hit |= leaf_or_descend(child, f);
+                    } else {
+                        hit |= visit(child, path, f);
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for child in a {
+                    hit |= visit(child, path, f);
+                }
+            }
+            _ => {}
+        },
+    }
+    hit
+}
+
+/// Whether `value` is a placeholder the redactor writes: [`MASK`] (bodies and headers),
+/// `REDACTED` (query strings and form bodies) or an `hmac-sha256:<32 hex digits>` token. A
+/// consumer that compares recorded values with live ones (the dependency mock) treats these as
+/// "any value".
+pub fn is_placeholder(value: &[u8]) -> bool {
+    value == QUERY_MASK.as_bytes() || tapedeck_storage::is_redaction_placeholder(value)
 }
 
 fn parse_path(path: &str) -> Result<Vec<Seg>, RuleError> {
@@ -788,6 +836,10 @@ mod tests {
         assert_eq!(body["user"], "al");
         assert_eq!(body["password"], MASK);
         assert_eq!(body["items"][0]["card_number"], MASK);
+        // The replayer recognizes what the recorder wrote into a sensitive header.
+        assert!(tapedeck_storage::is_redaction_placeholder(
+            &e.req_headers[0].value
+        ));
     }
 
     #[test]
@@ -804,6 +856,9 @@ mod tests {
         a.redact(&mut e2);
         assert_eq!(e1.req_headers[0].value, e2.req_headers[0].value);
         assert!(!text(&e1.req_headers[0].value).contains("TOPSECRET"));
+        assert!(tapedeck_storage::is_redaction_placeholder(
+            &e1.req_headers[0].value
+        ));
         let v: Value = serde_json::from_slice(&e1.req_body).expect("json");
         assert_eq!(v["password"], Value::String(a.token(b"hunter2")));
     }
@@ -1079,6 +1134,47 @@ mod tests {
         );
         for bad in ["password", "$", "$.", "$[x", "$..", "$[abc]"] {
             assert!(parse_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_paths_visit_what_they_select() {
+        let mut v: Value =
+            serde_json::from_str(r#"{"ts":1,"a":{"ts":2,"b":[{"ts":3},{"x":4}]},"list":[5,6]}"#)
+                .expect("json");
+        let mut seen = Vec::new();
+        let p = JsonPath::parse("$..ts").expect("path");
+        assert_eq!(p.as_str(), "$..ts");
+        assert!(p.visit(&mut v, &mut |leaf| {
+            seen.push(leaf.clone());
+            *leaf = Value::Null;
+            true
+        }));
+        // Every `ts` at any depth (the order follows serde_json's map order).
+        let mut seen: Vec<i64> = seen.iter().filter_map(Value::as_i64).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, vec![1, 2, 3]);
+        let second = JsonPath::parse("$.list[1]").expect("path");
+        assert!(second.visit(&mut v, &mut |leaf| {
+            *leaf = Value::from("x");
+            true
+        }));
+        assert_eq!(v["list"], serde_json::json!([5, "x"]));
+        assert!(
+            !JsonPath::parse("$.missing")
+                .expect("path")
+                .visit(&mut v, &mut |_| true)
+        );
+    }
+
+    #[test]
+    fn placeholders_are_recognised() {
+        let r = full().hash_with_key(b"0123456789abcdef0123").build();
+        assert!(is_placeholder(r.token(b"secret").as_bytes()));
+        assert!(is_placeholder(MASK.as_bytes()));
+        assert!(is_placeholder(b"REDACTED"));
+        for not in [&b"hmac-sha256:xyz"[..], b"[redacted]", b"", b"hmac-sha256:"] {
+            assert!(!is_placeholder(not), "{}", String::from_utf8_lossy(not));
         }
     }
 }

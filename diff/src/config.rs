@@ -591,6 +591,16 @@ impl DiffOptions {
     }
 }
 
+impl DiffConfig {
+    /// How this judge keys routes (recorded in `verdict.json`).
+    pub fn route_keys(&self) -> crate::route::RouteKeys {
+        crate::route::RouteKeys {
+            templates: self.templates.clone(),
+            cardinality: self.settings.route_cardinality,
+        }
+    }
+}
+
 /// Checked configuration of one diff: what [`crate::run`] takes.
 #[derive(Debug, Clone)]
 pub struct DiffConfig {

@@ -390,7 +390,7 @@ impl<'a> Engine<'a> {
             judge: Judge {
                 cfg,
                 comparator,
-                keyer: RouteKeyer::new(&cfg.templates, s.route_cardinality),
+                keyer: cfg.route_keys().keyer(),
                 routes: BTreeMap::new(),
                 overall: LatencyAcc::new(s.seed, s.max_samples),
                 window: None,
@@ -697,7 +697,7 @@ fn percentiles(h: &Histogram<u64>, s: &Settings) -> Percentiles {
     let at = |q: f64| -> Option<u64> {
         (n > 0 && n as f64 * (1.0 - q) >= s.tail_samples).then(|| h.value_at_quantile(q))
     };
-    Percentiles {
+    let mut p = Percentiles {
         count: n,
         p50: at(0.5),
         p90: at(0.9),
@@ -705,7 +705,21 @@ fn percentiles(h: &Histogram<u64>, s: &Settings) -> Percentiles {
         p99: at(0.99),
         p999: at(0.999),
         max: (n > 0).then(|| h.max()),
+        low_n: std::collections::BTreeMap::new(),
+    };
+    // What the tail rule leaves out is still worth showing, marked (issue 17).
+    for (label, q, v) in [
+        ("p50", 0.5, p.p50),
+        ("p90", 0.9, p.p90),
+        ("p95", 0.95, p.p95),
+        ("p99", 0.99, p.p99),
+        ("p999", 0.999, p.p999),
+    ] {
+        if n > 0 && v.is_none() {
+            p.low_n.insert(label.to_owned(), h.value_at_quantile(q));
+        }
     }
+    p
 }
 
 fn estimable(n: usize, q: f64, s: &Settings) -> bool {
@@ -1135,6 +1149,7 @@ fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<String>) -> Diff
             })
             .collect();
         let total: f64 = scored.iter().map(|c| c.weight).sum();
+        // `fold` from +0.0: `f64::sum` of nothing is -0.0, which printed as "score: -0".
         let score = (total > 0.0).then(|| {
             100.0
                 * scored
@@ -1142,8 +1157,7 @@ fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<String>) -> Diff
                     .filter(|c| {
                         matches!(c.classification, Classification::Pass | Classification::Low)
                     })
-                    .map(|c| c.weight)
-                    .sum::<f64>()
+                    .fold(0.0, |sum, c| sum + c.weight)
                 / total
         });
         let critical_fail = checks
@@ -1393,6 +1407,7 @@ fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<String>) -> Diff
         noise_candidates,
         learned_rules: learned,
         skipped_files,
+        route_keys: cfg.route_keys(),
     }
 }
 

@@ -36,6 +36,7 @@ mod pair;
 pub mod report;
 pub mod report_html;
 pub mod route;
+pub mod sequential;
 pub mod stats;
 
 pub use config::{DiffConfig, DiffOptions, InconclusiveAs, RulesFile, Settings};

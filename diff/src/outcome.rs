@@ -112,6 +112,28 @@ pub struct Percentiles {
     pub p999: Option<u64>,
     /// Largest value.
     pub max: Option<u64>,
+    /// The percentiles above that are `None` because fewer than `tail_samples` samples lie
+    /// above them (`"p95"` with fewer than 40 samples, by default), as estimated from those few
+    /// samples: shown with a low-n marker, never used by a check.
+    pub low_n: std::collections::BTreeMap<String, u64>,
+}
+
+impl Percentiles {
+    /// Percentile `label` (`p50`, `p90`, `p95`, `p99`, `p999`) for people: the value and
+    /// whether it is a low-n estimate (see [`Percentiles::low_n`]); `None` without samples.
+    pub fn shown(&self, label: &str) -> Option<(u64, bool)> {
+        let exact = match label {
+            "p50" => self.p50,
+            "p90" => self.p90,
+            "p95" => self.p95,
+            "p99" => self.p99,
+            "p999" => self.p999,
+            _ => None,
+        };
+        exact
+            .map(|v| (v, false))
+            .or_else(|| self.low_n.get(label).map(|v| (*v, true)))
+    }
 }
 
 /// The latency comparison of one route.
@@ -320,6 +342,9 @@ pub struct DiffOutcome {
     pub learned_rules: Vec<IgnoreRule>,
     /// Damaged files skipped (`--skip-corrupt`), with the reason.
     pub skipped_files: Vec<String>,
+    /// How requests were keyed into routes (templates and threshold), so that a tool reading
+    /// this verdict keys the run's requests the same way.
+    pub route_keys: crate::route::RouteKeys,
 }
 
 impl DiffOutcome {

@@ -50,8 +50,30 @@ pub fn fmt_us(us: u64) -> String {
     }
 }
 
-fn fmt_opt_us(v: Option<u64>) -> String {
-    v.map_or_else(|| "nodata".to_owned(), fmt_us)
+/// Marks a percentile estimated from too few samples above it ([`Percentiles::low_n`]).
+pub const LOW_N_MARK: &str = "~";
+
+/// Explains [`LOW_N_MARK`] under a table or summary that shows one.
+pub const LOW_N_LEGEND: &str = "~ estimated from few samples above that percentile (fewer than 40 for p95): not used by the checks";
+
+/// Percentile `label` of `p` for people: `9.6 ms`, `~9.6 ms` (a low-n estimate) or `nodata`.
+pub fn fmt_percentile(p: &Percentiles, label: &str) -> String {
+    match p.shown(label) {
+        Some((v, false)) => fmt_us(v),
+        Some((v, true)) => format!("{LOW_N_MARK}{}", fmt_us(v)),
+        None => "nodata".to_owned(),
+    }
+}
+
+/// Whether any of these routes' percentiles `labels` is shown as a low-n estimate.
+fn any_low_n<'a>(mut routes: impl Iterator<Item = &'a RouteReport>, labels: &[&str]) -> bool {
+    routes.any(|r| {
+        [&r.latency.baseline, &r.latency.candidate].iter().any(|p| {
+            labels
+                .iter()
+                .any(|l| p.shown(l).is_some_and(|(_, low)| low))
+        })
+    })
 }
 
 fn shell_quote(s: &str) -> String {
@@ -249,8 +271,13 @@ pub fn markdown(o: &DiffOutcome) -> String {
             break;
         }
         let l = &r.latency;
-        let p = |b: Option<u64>, c: Option<u64>| {
-            format!("{} → {} ({})", fmt_opt_us(b), fmt_opt_us(c), delta(b, c))
+        let p = |label: &str, b: Option<u64>, c: Option<u64>| {
+            format!(
+                "{} → {} ({})",
+                fmt_percentile(&l.baseline, label),
+                fmt_percentile(&l.candidate, label),
+                delta(b, c)
+            )
         };
         let ci95 = l.ratios.iter().find(|x| x.q == 0.95).map_or_else(
             || "nodata".to_owned(),
@@ -278,15 +305,18 @@ pub fn markdown(o: &DiffOutcome) -> String {
             md_escape(&r.route),
             r.verdict.as_str(),
             r.paired,
-            p(l.baseline.p50, l.candidate.p50),
-            p(l.baseline.p95, l.candidate.p95),
-            p(l.baseline.p99, l.candidate.p99),
+            p("p50", l.baseline.p50, l.candidate.p50),
+            p("p95", l.baseline.p95, l.candidate.p95),
+            p("p99", l.baseline.p99, l.candidate.p99),
             ci95,
             hl,
             r.errors.baseline,
             r.errors.candidate,
             regress
         );
+    }
+    if any_low_n(o.routes.iter(), &["p50", "p95", "p99"]) {
+        let _ = writeln!(md, "\n{LOW_N_LEGEND}.");
     }
     md.push('\n');
 
@@ -582,8 +612,8 @@ pub fn summary(o: &DiffOutcome, color: bool) -> String {
             paint(vcolor(r.verdict), &format!("{:<12}", r.verdict.as_str())),
             truncate(&r.route, 40),
             r.paired,
-            fmt_opt_us(l.baseline.p95),
-            fmt_opt_us(l.candidate.p95),
+            fmt_percentile(&l.baseline, "p95"),
+            fmt_percentile(&l.candidate, "p95"),
             checks.join(" ")
         );
     }
@@ -593,6 +623,9 @@ pub fn summary(o: &DiffOutcome, color: bool) -> String {
             "  … {} more routes (see report)",
             o.routes.len() - limit
         );
+    }
+    if any_low_n(o.routes.iter().take(limit), &["p95"]) {
+        let _ = writeln!(out, "  {LOW_N_LEGEND}");
     }
     out.push('\n');
     for r in o.reasons.iter().take(8) {

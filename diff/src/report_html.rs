@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 use crate::outcome::*;
-use crate::report::{fmt_pct, fmt_us, rfc3339_us, thousands};
+use crate::report::{LOW_N_LEGEND, LOW_N_MARK, fmt_pct, fmt_us, rfc3339_us, thousands};
 
 /// At most this many per-route latency plots.
 pub const MAX_PLOTTED_ROUTES: usize = 40;
@@ -192,11 +192,11 @@ fn traffic(h: &mut String, o: &DiffOutcome) {
     );
 }
 
-fn opt_us(v: Option<u64>) -> String {
-    v.map_or_else(|| "<span class=\"muted\">nodata</span>".to_owned(), fmt_us)
-}
-
-fn delta_cell(b: Option<u64>, c: Option<u64>) -> String {
+fn delta_cell(base: &Percentiles, cand: &Percentiles, label: &str) -> String {
+    let (b, c) = (
+        base.shown(label).filter(|(_, low)| !low).map(|(v, _)| v),
+        cand.shown(label).filter(|(_, low)| !low).map(|(v, _)| v),
+    );
     match (b, c) {
         (Some(b), Some(c)) if b > 0 => {
             let change = c as f64 / b as f64 - 1.0;
@@ -214,7 +214,21 @@ fn delta_cell(b: Option<u64>, c: Option<u64>) -> String {
                 escape(&fmt_pct(change))
             )
         }
-        _ => format!("{} → {}", opt_us(b), opt_us(c)),
+        _ => format!("{} → {}", shown_us(base, label), shown_us(cand, label)),
+    }
+}
+
+/// A percentile cell: the value, a muted `~value` for a low-n estimate, or a muted `nodata`.
+fn shown_us(p: &Percentiles, label: &str) -> String {
+    match p.shown(label) {
+        Some((v, false)) => fmt_us(v),
+        Some((v, true)) => format!(
+            "<span class=\"muted\" title=\"{}\">{}{}</span>",
+            escape(LOW_N_LEGEND),
+            LOW_N_MARK,
+            fmt_us(v)
+        ),
+        None => "<span class=\"muted\">nodata</span>".to_owned(),
     }
 }
 
@@ -260,9 +274,9 @@ fn routes_table(h: &mut String, o: &DiffOutcome) {
             r.score
                 .map_or_else(|| "n/a".to_owned(), |s| format!("{s:.0}")),
             thousands(r.paired),
-            delta_cell(l.baseline.p50, l.candidate.p50),
-            delta_cell(l.baseline.p95, l.candidate.p95),
-            delta_cell(l.baseline.p99, l.candidate.p99),
+            delta_cell(&l.baseline, &l.candidate, "p50"),
+            delta_cell(&l.baseline, &l.candidate, "p95"),
+            delta_cell(&l.baseline, &l.candidate, "p99"),
             r.errors.baseline,
             r.errors.candidate,
             checks.join(" "),

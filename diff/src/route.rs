@@ -11,10 +11,42 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::RouteTemplate;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{RouteTemplate, Settings};
 
 /// Placeholder for a high-cardinality segment.
 pub const PARAM: &str = "{param}";
+
+/// How a judge turns requests into route keys: the rules' explicit templates and the
+/// high-cardinality threshold (`settings.route_cardinality`). Written to `verdict.json`
+/// (`route_keys`) so that whatever reads a report later (a ticket) keys the run's requests
+/// exactly as the judge did, without the rules file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RouteKeys {
+    /// Explicit path templates, tried first.
+    pub templates: Vec<RouteTemplate>,
+    /// Segments with more distinct values than this at one position become `{param}` (0: off).
+    pub cardinality: usize,
+}
+
+impl Default for RouteKeys {
+    /// No templates and the default threshold: how a judge without a rules file keys.
+    fn default() -> Self {
+        Self {
+            templates: Vec::new(),
+            cardinality: Settings::default().route_cardinality,
+        }
+    }
+}
+
+impl RouteKeys {
+    /// A fresh keyer with these templates and this threshold.
+    pub fn keyer(&self) -> RouteKeyer {
+        RouteKeyer::new(&self.templates, self.cardinality)
+    }
+}
 
 /// Turns a request into its route key.
 #[derive(Debug, Clone, Default)]

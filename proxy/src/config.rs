@@ -17,6 +17,7 @@ use tapedeck_common::parse::{parse_duration, parse_size};
 use tapedeck_common::tls::{Identity, TlsError};
 use tapedeck_common::{RedactMode, RedactRules, RuleRedactor};
 
+use crate::engine::Engine;
 use crate::sample::{Sampler, SamplerBuilder};
 use crate::upstream_tls::{UpstreamTls, UpstreamTlsKeys};
 
@@ -56,6 +57,8 @@ pub struct RawConfig {
     pub max_body: Option<NumOrText>,
     /// Worker threads of the proxy (default: the number of CPUs).
     pub threads: Option<usize>,
+    /// The data plane: `hyper` (default) or `pingora`.
+    pub engine: Option<String>,
     /// Admin listener for `/metrics`, `/healthz`, `/readyz` (default `127.0.0.1:9180`; `off`).
     pub admin: Option<String>,
     /// How long `SIGTERM` waits for in-flight exchanges before stopping (default 5 s).
@@ -232,6 +235,8 @@ pub struct Settings {
     pub max_body: usize,
     /// Proxy worker threads.
     pub threads: usize,
+    /// The data plane.
+    pub engine: Engine,
     /// Admin listener, if enabled.
     pub admin: Option<SocketAddr>,
     /// Shutdown grace period.
@@ -299,6 +304,7 @@ impl RawConfig {
             record,
             max_body,
             threads,
+            engine,
             admin,
             grace_period,
             flush_interval,
@@ -364,6 +370,16 @@ impl RawConfig {
             Some(0) => return Err(invalid("threads", "must be at least 1")),
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let engine = match self.engine.as_deref() {
+            None => Engine::default(),
+            Some(name) => Engine::parse(name).ok_or_else(|| {
+                let known: Vec<&str> = Engine::ALL.iter().map(|(n, _)| *n).collect();
+                invalid(
+                    "engine",
+                    format!("unknown engine `{name}`: use one of {}", known.join(", ")),
+                )
+            })?,
         };
         let admin = match self.admin.as_deref() {
             Some("off") | Some("none") | Some("") => None,
@@ -470,6 +486,7 @@ impl RawConfig {
             tape,
             max_body,
             threads,
+            engine,
             admin,
             grace_period,
             flush_interval,
@@ -578,6 +595,7 @@ tape = "/var/lib/tapedeck/svc"
 source = "users-api"
 max-body = "1MiB"
 threads = 2
+engine = "hyper"
 admin = "127.0.0.1:9180"
 grace-period = "5s"
 flush-interval = "1s"
@@ -728,6 +746,29 @@ exclude-methods = ["OPTIONS"]
         .validate()
         .expect_err("zero bytes");
         assert!(e.to_string().contains("queue-bytes"), "{e}");
+    }
+
+    #[test]
+    fn engine_key() {
+        assert_eq!(base().validate().expect("valid").engine, Engine::Hyper);
+        let s = RawConfig {
+            engine: Some("pingora".into()),
+            ..base()
+        }
+        .validate()
+        .expect("valid");
+        assert_eq!(s.engine, Engine::Pingora);
+        let e = RawConfig {
+            engine: Some("nginx".into()),
+            ..base()
+        }
+        .validate()
+        .expect_err("unknown engine");
+        let text = e.to_string();
+        assert!(
+            text.contains("`engine`") && text.contains("nginx") && text.contains("pingora"),
+            "{text}"
+        );
     }
 
     #[test]

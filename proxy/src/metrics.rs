@@ -12,31 +12,61 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// What became of one proxied request, counted exactly once in [`Metrics`] by
+/// [`Metrics::count`]: `/metrics` and the recorder's exit summary read the same counters
+/// ([`Counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Accepted into the tape writer's queue (it may still lose it to a failed write, counted
+    /// by the writer as `io`). A record the writer's queue refuses (full, closed) is counted
+    /// by the writer, not here: [`Metrics::counts`] adds the writer's counts to these.
+    Recorded,
+    /// Not recorded by choice.
+    Skipped(SkipReason),
+    /// Should have been recorded but was not.
+    Dropped(DropReason),
+}
+
+/// Why a request was not recorded by choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Excluded by a method or path filter.
+    Filter,
+    /// Not selected by sampling.
+    Sample,
+    /// Recording is off (pass-through mode).
+    Off,
+}
+
+/// Why a record the proxy meant to keep was dropped before it reached the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// No room in front of the writer (counted here only for a record handed over by a
+    /// thread that is exiting; the writer counts the records its full queue refuses).
+    QueueFull,
+    /// The tape could not be opened (yet).
+    Unavailable,
+}
+
 /// Live counters. Shared by every worker thread; each update is one relaxed atomic add.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Requests seen (every exchange, recorded or not).
     pub requests: AtomicU64,
-    /// Records accepted by the tape writer's queue.
-    pub recorded: AtomicU64,
-    /// Not recorded: excluded by a method/path filter.
-    pub skipped_filter: AtomicU64,
-    /// Not recorded: not selected by sampling.
-    pub skipped_sample: AtomicU64,
-    /// Not recorded: recording is off (pass-through mode).
-    pub skipped_off: AtomicU64,
-    /// Dropped because no tape writer could be opened.
-    pub dropped_unavailable: AtomicU64,
+    recorded: AtomicU64,
+    /// Skipped by [`SkipReason`], in [`Counts::SKIP_REASONS`] order.
+    skipped: [AtomicU64; 3],
+    dropped_queue_full: AtomicU64,
+    dropped_unavailable: AtomicU64,
     /// Records with a truncated request or response body.
     pub truncated: AtomicU64,
     /// Records in which something was redacted.
     pub redacted: AtomicU64,
     /// HTTP/1.1 upgrades (WebSocket…) passed through.
     pub upgrades: AtomicU64,
-    /// Connections closed because a request head did not arrive within `header-timeout`
-    /// (see `head_deadline`).
+    /// Connections closed because a request head did not arrive within `header-timeout`.
     pub client_timeouts_header: AtomicU64,
-    /// Requests failed because a read of the client's request body waited past
+    /// Requests failed because the client's request body paused longer than
     /// `header-timeout`.
     pub client_timeouts_body: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
@@ -44,6 +74,52 @@ pub struct Metrics {
     latency_sum_us: AtomicU64,
     upstream_errors: [AtomicU64; ErrorKind::ALL.len()],
     status_class: [AtomicU64; 6],
+}
+
+/// One reading of the counters that say what became of each request: rendered by `/metrics`
+/// and printed by the recorder's exit summary, so the two cannot disagree. Made by
+/// [`Metrics::counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Requests proxied.
+    pub requests: u64,
+    /// Exchanges handed to the tape writer.
+    pub recorded: u64,
+    /// Exchanges written to the spool.
+    pub written: u64,
+    /// Not recorded by choice, by reason: [`Counts::SKIP_REASONS`].
+    pub skipped: [u64; 3],
+    /// Should have been recorded but were not, by reason: [`Counts::DROP_REASONS`].
+    pub dropped: [u64; 4],
+}
+
+impl Counts {
+    /// Labels of [`Counts::skipped`] (the `reason` of `tapedeck_skipped_total`).
+    pub const SKIP_REASONS: [&'static str; 3] = ["filter", "sample", "off"];
+    /// Labels of [`Counts::dropped`] (the `reason` of `tapedeck_dropped_total`): the queues in
+    /// front of the writer were full, the disk failed, the writer had closed, the tape could not
+    /// be opened.
+    pub const DROP_REASONS: [&'static str; 4] = ["queue_full", "io", "closed", "unavailable"];
+
+    /// Skipped exchanges, whatever the reason.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.iter().sum()
+    }
+
+    /// Dropped exchanges, whatever the reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    /// `(reason, count)` of every skip reason, in [`Counts::SKIP_REASONS`] order.
+    pub fn skipped_by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Self::SKIP_REASONS.into_iter().zip(self.skipped)
+    }
+
+    /// `(reason, count)` of every drop reason, in [`Counts::DROP_REASONS`] order.
+    pub fn dropped_by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Self::DROP_REASONS.into_iter().zip(self.dropped)
+    }
 }
 
 fn kind_index(k: ErrorKind) -> usize {
@@ -78,9 +154,43 @@ impl Metrics {
         self.upstream_errors[kind_index(k)].load(Ordering::Relaxed)
     }
 
+    /// Counts what became of one request (or of `n` requests with the same fate).
+    pub fn count(&self, fate: Fate, n: u64) {
+        let c = match fate {
+            Fate::Recorded => &self.recorded,
+            Fate::Skipped(r) => &self.skipped[r as usize],
+            Fate::Dropped(DropReason::QueueFull) => &self.dropped_queue_full,
+            Fate::Dropped(DropReason::Unavailable) => &self.dropped_unavailable,
+        };
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counters of what became of each request, with the tape writer's when a tape is open.
+    pub fn counts(&self, writer: Option<&WriterStats>) -> Counts {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let w = writer.cloned().unwrap_or_default();
+        Counts {
+            requests: l(&self.requests),
+            recorded: l(&self.recorded),
+            written: w.written,
+            skipped: [
+                l(&self.skipped[0]),
+                l(&self.skipped[1]),
+                l(&self.skipped[2]),
+            ],
+            dropped: [
+                l(&self.dropped_queue_full) + w.dropped_queue_full,
+                w.dropped_io,
+                w.dropped_closed,
+                l(&self.dropped_unavailable),
+            ],
+        }
+    }
+
     /// Renders the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self, writer: Option<(&WriterStats, &Health)>) -> String {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let counts = self.counts(writer.map(|(s, _)| s));
         let mut o = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -88,12 +198,12 @@ impl Metrics {
         counter(
             "tapedeck_requests_total",
             "Requests proxied.",
-            l(&self.requests),
+            counts.requests,
         );
         counter(
             "tapedeck_recorded_total",
             "Exchanges handed to the tape writer.",
-            l(&self.recorded),
+            counts.recorded,
         );
         counter(
             "tapedeck_truncated_total",
@@ -123,27 +233,19 @@ impl Metrics {
         let _ = writeln!(
             o,
             "# HELP tapedeck_skipped_total Exchanges not recorded by choice.\n\
-             # TYPE tapedeck_skipped_total counter\n\
-             tapedeck_skipped_total{{reason=\"filter\"}} {}\n\
-             tapedeck_skipped_total{{reason=\"sample\"}} {}\n\
-             tapedeck_skipped_total{{reason=\"off\"}} {}",
-            l(&self.skipped_filter),
-            l(&self.skipped_sample),
-            l(&self.skipped_off)
+             # TYPE tapedeck_skipped_total counter"
         );
+        for (reason, n) in counts.skipped_by_reason() {
+            let _ = writeln!(o, "tapedeck_skipped_total{{reason=\"{reason}\"}} {n}");
+        }
         let _ = writeln!(
             o,
             "# HELP tapedeck_dropped_total Exchanges that should have been recorded but were not.\n\
-             # TYPE tapedeck_dropped_total counter\n\
-             tapedeck_dropped_total{{reason=\"queue_full\"}} {}\n\
-             tapedeck_dropped_total{{reason=\"io\"}} {}\n\
-             tapedeck_dropped_total{{reason=\"closed\"}} {}\n\
-             tapedeck_dropped_total{{reason=\"unavailable\"}} {}",
-            w.dropped_queue_full,
-            w.dropped_io,
-            w.dropped_closed,
-            l(&self.dropped_unavailable)
+             # TYPE tapedeck_dropped_total counter"
         );
+        for (reason, n) in counts.dropped_by_reason() {
+            let _ = writeln!(o, "tapedeck_dropped_total{{reason=\"{reason}\"}} {n}");
+        }
         let _ = writeln!(
             o,
             "# HELP tapedeck_tape_written_total Exchanges written to the spool.\n\
@@ -162,7 +264,7 @@ impl Metrics {
              # TYPE tapedeck_writer_queue_bytes gauge\ntapedeck_writer_queue_bytes {}\n\
              # HELP tapedeck_tape_seal_backlog_bytes Bytes of closed spool segments not yet sealed.\n\
              # TYPE tapedeck_tape_seal_backlog_bytes gauge\ntapedeck_tape_seal_backlog_bytes {}",
-            w.written,
+            counts.written,
             w.bytes_spooled,
             w.bytes_sealed,
             w.files_sealed,
@@ -245,6 +347,44 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_what_render_prints() {
+        let m = Metrics::default();
+        m.requests.fetch_add(20, Ordering::Relaxed);
+        m.count(Fate::Recorded, 9);
+        m.count(Fate::Skipped(SkipReason::Sample), 4);
+        m.count(Fate::Dropped(DropReason::Unavailable), 2);
+        m.count(Fate::Dropped(DropReason::QueueFull), 1);
+        let stats = WriterStats {
+            written: 6,
+            dropped_queue_full: 3,
+            ..WriterStats::default()
+        };
+        let c = m.counts(Some(&stats));
+        assert_eq!((c.requests, c.recorded, c.written), (20, 9, 6));
+        assert_eq!((c.dropped_total(), c.skipped_total()), (6, 4));
+        assert_eq!(
+            c.dropped[0], 4,
+            "the hand-off's and the writer's queue drops add up"
+        );
+        let health = Health {
+            degraded: false,
+            reason: None,
+        };
+        let t = m.render(Some((&stats, &health)));
+        for (reason, n) in c.dropped_by_reason() {
+            assert!(t.contains(&format!(
+                "tapedeck_dropped_total{{reason=\"{reason}\"}} {n}\n"
+            )));
+        }
+        for (reason, n) in c.skipped_by_reason() {
+            assert!(t.contains(&format!(
+                "tapedeck_skipped_total{{reason=\"{reason}\"}} {n}\n"
+            )));
+        }
+        assert!(t.contains("tapedeck_tape_written_total 6\n"), "{t}");
+    }
 
     #[test]
     fn renders_prometheus_text() {

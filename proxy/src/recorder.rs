@@ -1,5 +1,6 @@
-//! [`Recorder`]: opens the tape, starts pingora with the recording proxy and the admin listener,
-//! and on `SIGTERM`/`SIGINT` flushes and seals the tape before returning.
+//! [`Recorder`]: opens the tape, starts the admin listener and the chosen engine, and on
+//! `SIGTERM`/`SIGINT` (once the engine has stopped) drains the hand-off and seals the tape before
+//! returning.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -7,22 +8,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pingora::apps::HttpServerOptions;
-use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::HttpProxy;
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server};
-use pingora::services::listening::Service;
+use tapedeck_common::Redactor;
 use tapedeck_storage::{StorageError, TapeWriter, WhenFull, WriterStats};
 use tracing::{error, info, warn};
 
-use crate::admin::AdminApp;
-use crate::batch::{Batcher, Forwarder};
+use crate::admin::{AdminServer, AdminState};
+use crate::capture::{
+    Capture, CaptureParts, Handoff, PendingTape, Sink, TapeSink, queue_bytes_split,
+};
 use crate::config::Settings;
-use crate::head_deadline::{HeadDeadline, HeadLimits};
-use crate::metrics::Metrics;
-use crate::proxy::{PendingTape, ProxyParts, RecordingProxy, Sink, TapeSink};
-use tapedeck_common::Redactor;
+use crate::engine::{self, Engine, Readiness};
+use crate::metrics::{Counts, Metrics};
 
 /// Why the recorder could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +40,15 @@ pub enum RecordError {
         /// The tape directory.
         dir: PathBuf,
     },
+    /// The tape location cannot be used (bad URL, object-store settings that can never work).
+    #[error("cannot record to this tape: {source}")]
+    Location {
+        /// The tape as given.
+        location: PathBuf,
+        /// The storage error.
+        #[source]
+        source: StorageError,
+    },
     /// The TLS certificate or key could not be loaded.
     #[error("cannot load TLS certificate {cert} / key {key}: {message}")]
     Tls {
@@ -54,11 +59,11 @@ pub enum RecordError {
         /// What went wrong.
         message: String,
     },
-    /// The batching thread could not be started.
-    #[error("cannot start the tape hand-off thread for {dir}: {source}")]
-    Thread {
-        /// The tape directory.
-        dir: PathBuf,
+    /// A thread or runtime of the recorder could not be started.
+    #[error("cannot start {what}: {source}")]
+    Start {
+        /// What could not start.
+        what: &'static str,
         /// The OS error.
         #[source]
         source: std::io::Error,
@@ -77,14 +82,11 @@ pub enum RecordError {
 /// What a finished run did.
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
-    /// Requests proxied.
-    pub requests: u64,
-    /// Exchanges handed to the tape writer.
-    pub recorded: u64,
+    /// The final counters of what became of each request: the same reading `/metrics` renders
+    /// (every drop and skip reason included).
+    pub counts: Counts,
     /// The tape writer's final counters (when a tape was open).
     pub writer: Option<WriterStats>,
-    /// Records dropped because the tape could not be opened.
-    pub dropped_unavailable: u64,
 }
 
 /// The recording proxy, configured and ready to [`run`](Recorder::run).
@@ -111,26 +113,34 @@ impl Recorder {
 
     /// Runs until `SIGTERM` (graceful: stop accepting, finish in-flight exchanges for the grace
     /// period) or `SIGINT` (fast), then flushes and seals the tape. Blocks the calling thread;
-    /// pingora builds its own runtimes, so call it from a plain thread, not from async code.
+    /// the engines build their own runtimes, so call it from a plain thread, not from async code.
     pub fn run(self) -> Result<RunSummary, RecordError> {
         let s = self.settings;
         check_bind("proxy", s.listen)?;
-        if s.tape.is_some() && s.queue_bytes < 2 * s.max_body {
+        let batch = s.engine.handoff_batch();
+        let writer_bytes = queue_bytes_split(s.queue_bytes, s.threads, batch).0;
+        if s.tape.is_some() && writer_bytes < 2 * s.max_body {
             warn!(
                 queue_bytes = s.queue_bytes,
                 max_body = s.max_body,
-                "queue-bytes is under twice max-body: exchanges with large bodies will not fit and will be dropped"
+                "queue-bytes leaves the writer's queue less than twice max-body: exchanges with large bodies will not fit and will be dropped"
             );
         }
-        if let Some(a) = s.admin {
-            check_bind("admin", a)?;
-        }
+        let admin_listener = match s.admin {
+            Some(addr) => Some(TcpListener::bind(addr).map_err(|source| RecordError::Bind {
+                what: "admin",
+                addr,
+                source,
+            })?),
+            None => None,
+        };
 
+        let metrics = Arc::new(Metrics::default());
         let mut opened: Option<Opened> = None;
         let mut retry: Option<Retry> = None;
         let sink = match &s.tape {
             None => Sink::Off,
-            Some(dir) => match open_tape(&s, dir) {
+            Some(dir) => match open_tape(&s, dir, batch, &metrics) {
                 Ok(o) => {
                     let sink = Sink::Tape(o.sink.clone());
                     opened = Some(o);
@@ -142,146 +152,103 @@ impl Recorder {
                     // why, and a background thread retries until the tape can be written.
                     error!(tape = %dir.display(), error = %why, "cannot open the tape; forwarding without recording until it can be");
                     let pending = Arc::new(PendingTape::new(why));
-                    retry = Some(Retry::start(s.clone(), dir.clone(), pending.clone()));
+                    retry = Some(Retry::start(
+                        s.clone(),
+                        dir.clone(),
+                        pending.clone(),
+                        batch,
+                        metrics.clone(),
+                    ));
                     Sink::Unavailable(pending)
                 }
             },
         };
 
-        let metrics = Arc::new(Metrics::default());
         let redactor: Arc<dyn Redactor> = match self.redactor {
             Some(r) => r,
             None => Arc::new(s.redactor.clone()),
         };
-        let proxy = RecordingProxy::new(ProxyParts {
-            upstream: s.upstream.clone(),
-            upstream_verify: s.upstream_verify,
-            upstream_h2c: s.upstream_h2c,
-            connect_timeout: s.connect_timeout,
-            upstream_timeout: s.upstream_timeout,
-            read_timeout: s.header_timeout,
-            idle_timeout: s.idle_timeout,
-            tls_listener: s.tls.is_some(),
+        let capture = Arc::new(Capture::new(CaptureParts {
             source: s.source.clone(),
+            tls_listener: s.tls.is_some(),
             max_body: s.max_body,
-            sink: sink.clone(),
-            redactor,
             sampler: s.sampler.clone(),
+            redactor,
             metrics: metrics.clone(),
-        });
-
-        let run_dir = std::env::temp_dir();
-        let pid = std::process::id();
-        let conf = ServerConf {
-            threads: s.threads,
-            grace_period_seconds: Some(s.grace_period.as_secs_f64().ceil() as u64),
-            graceful_shutdown_timeout_seconds: Some(2),
-            pid_file: run_dir
-                .join(format!("tapedeck-record-{pid}.pid"))
-                .to_string_lossy()
-                .into_owned(),
-            upgrade_sock: run_dir
-                .join(format!("tapedeck-record-{pid}.sock"))
-                .to_string_lossy()
-                .into_owned(),
-            max_retries: 2,
-            work_stealing: std::env::var_os("TAPEDECK_WORK_STEALING").is_some(),
-            ..ServerConf::default()
+            sink: sink.clone(),
+        }));
+        let readiness = Arc::new(Readiness::default());
+        let admin = match admin_listener {
+            Some(l) => Some(
+                AdminServer::start(
+                    l,
+                    Arc::new(AdminState {
+                        metrics: metrics.clone(),
+                        sink,
+                        readiness: readiness.clone(),
+                    }),
+                )
+                .map_err(|source| RecordError::Start {
+                    what: "the admin listener",
+                    source,
+                })?,
+            ),
+            None => None,
         };
-        let mut server = Server::new_with_opt_and_conf(None, conf);
-        server.bootstrap();
-
-        let mut opts = HttpServerOptions::default();
-        opts.h2c = s.h2c;
-        opts.h2_idle_timeout = Some(s.idle_timeout);
-        // pingora's HttpProxy, run behind the whole-request-head deadline (slowloris).
-        let mut app = HttpProxy::new(proxy, server.configuration.clone());
-        app.server_options = Some(opts);
-        app.handle_init_modules();
-        let app = HeadDeadline::new(
-            app,
-            HeadLimits {
-                header_timeout: s.header_timeout,
-                metrics: metrics.clone(),
-            },
-        );
-        let mut svc = Service::new("tapedeck record".to_owned(), app);
-        let listen = s.listen.to_string();
-        match &s.tls {
-            None => svc.add_tcp(&listen),
-            Some(t) => {
-                let tls_err = |message: String| RecordError::Tls {
-                    cert: t.cert.clone(),
-                    key: t.key.clone(),
-                    message,
-                };
-                let mut tls =
-                    TlsSettings::intermediate(&t.cert.to_string_lossy(), &t.key.to_string_lossy())
-                        .map_err(|e| tls_err(e.to_string()))?;
-                tls.enable_h2();
-                svc.add_tls_with_settings(&listen, None, tls);
-            }
-        }
-        server.add_service(svc);
-        if let Some(a) = s.admin {
-            let mut admin = Service::new(
-                "tapedeck admin".to_owned(),
-                AdminApp::new(metrics.clone(), sink),
-            );
-            admin.threads = Some(1);
-            admin.add_tcp(&a.to_string());
-            server.add_service(admin);
-        }
         info!(
             listen = %s.listen,
             upstream = %s.upstream.authority,
             tape = ?s.tape,
             admin = ?s.admin,
             threads = s.threads,
+            engine = s.engine.name(),
             "recording proxy started"
         );
-        server.run(RunArgs::default());
-
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        let mut summary = RunSummary {
-            requests: load(&metrics.requests),
-            recorded: load(&metrics.recorded),
-            writer: None,
-            dropped_unavailable: load(&metrics.dropped_unavailable),
+        let served = match s.engine {
+            Engine::Hyper => engine::hyper::run(&s, capture, readiness),
+            Engine::Pingora => engine::pingora::run(&s, capture, readiness),
         };
+
+        // Whatever happened, what was recorded is sealed.
         if let Some(r) = retry {
             opened = r.stop();
         }
-        if let Some(Opened {
-            writer: w,
-            forwarder,
-            ..
-        }) = opened
-        {
-            forwarder.finish();
+        let mut writer = None;
+        let mut closed = Ok(());
+        if let Some(Opened { writer: w, .. }) = opened {
             let dir = w.dir().to_owned();
-            let stats = w.close().map_err(|source| RecordError::Close {
-                dir: dir.clone(),
-                source,
-            })?;
-            if stats.dropped() > 0 {
-                warn!(tape = %dir.display(), dropped = stats.dropped(), "some exchanges were not recorded");
+            match w.close() {
+                Ok(stats) => {
+                    info!(tape = %dir.display(), written = stats.written, files = stats.files_sealed, "tape sealed");
+                    writer = Some(stats);
+                }
+                Err(source) => closed = Err(RecordError::Close { dir, source }),
             }
-            info!(tape = %dir.display(), written = stats.written, files = stats.files_sealed, "tape sealed");
-            summary.writer = Some(stats);
         }
-        Ok(summary)
+        if let Some(a) = admin {
+            a.stop();
+        }
+        served?;
+        closed?;
+        // The same reading of the same counters as `/metrics`, taken once nothing moves.
+        let counts = metrics.counts(writer.as_ref());
+        if counts.dropped_total() > 0 {
+            warn!(
+                dropped = counts.dropped_total(),
+                "some exchanges were not recorded"
+            );
+        }
+        Ok(RunSummary { counts, writer })
     }
 }
 
 /// How long a tape that could not be opened waits between attempts.
 const TAPE_RETRY: Duration = Duration::from_secs(2);
 
-/// An open tape: the writer, the hand-off thread, and the sink the proxy uses.
+/// An open tape: the writer and the sink the proxy uses.
 #[derive(Debug)]
 struct Opened {
     writer: TapeWriter,
-    forwarder: Forwarder,
     sink: TapeSink,
 }
 
@@ -292,11 +259,17 @@ enum OpenError {
     Unavailable(String),
 }
 
-fn open_tape(s: &Settings, dir: &Path) -> Result<Opened, OpenError> {
+fn open_tape(
+    s: &Settings,
+    dir: &Path,
+    batch: usize,
+    metrics: &Arc<Metrics>,
+) -> Result<Opened, OpenError> {
+    let (writer_bytes, batch_bytes) = queue_bytes_split(s.queue_bytes, s.threads, batch);
     let writer = TapeWriter::builder(dir)
         .when_full(WhenFull::Drop)
         .queue_capacity(s.queue_capacity)
-        .queue_bytes(s.queue_bytes)
+        .queue_bytes(writer_bytes)
         .seal_backlog(s.seal_backlog)
         .flush_interval(s.flush_interval)
         .metadata("tapedeck.recorder.upstream", s.upstream.authority.clone())
@@ -304,21 +277,19 @@ fn open_tape(s: &Settings, dir: &Path) -> Result<Opened, OpenError> {
         .open()
         .map_err(|e| match e {
             StorageError::InUse { dir } => OpenError::Fatal(RecordError::TapeInUse { dir }),
+            // A location that cannot work (bad URL, plain HTTP not allowed…) never heals by
+            // retrying: refuse to start rather than forward without recording forever.
+            source @ StorageError::BadLocation { .. } => OpenError::Fatal(RecordError::Location {
+                location: dir.to_owned(),
+                source,
+            }),
             e => OpenError::Unavailable(format!("cannot open tape: {e}")),
         })?;
     let sender = writer.sender();
-    let tick = (s.flush_interval / 10).clamp(Duration::from_millis(5), Duration::from_millis(50));
-    let (batcher, forwarder) =
-        Batcher::start(sender.clone(), s.queue_capacity, tick).map_err(|source| {
-            OpenError::Fatal(RecordError::Thread {
-                dir: dir.to_owned(),
-                source,
-            })
-        })?;
+    let handoff = Handoff::new(sender.clone(), batch, batch_bytes, metrics.clone());
     Ok(Opened {
         writer,
-        forwarder,
-        sink: TapeSink { batcher, sender },
+        sink: TapeSink { handoff, sender },
     })
 }
 
@@ -329,7 +300,13 @@ struct Retry {
 }
 
 impl Retry {
-    fn start(s: Settings, dir: PathBuf, pending: Arc<PendingTape>) -> Retry {
+    fn start(
+        s: Settings,
+        dir: PathBuf,
+        pending: Arc<PendingTape>,
+        batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> Retry {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -338,7 +315,7 @@ impl Retry {
                 if flag.load(Ordering::Acquire) {
                     break;
                 }
-                match open_tape(&s, &dir) {
+                match open_tape(&s, &dir, batch, &metrics) {
                     Ok(o) => {
                         info!(tape = %dir.display(), "tape opened; recording");
                         pending.set_ready(o.sink.clone());

@@ -7,8 +7,9 @@
 //! file, a file without PEM certificates, a certificate that does not parse, a key that does not
 //! match its certificate, an empty or malformed server name, or any of these keys next to an
 //! `http://` upstream is a [`ConfigError`] naming the key (exit code 2). The request path only
-//! clones `Arc`s ([`UpstreamTls::apply`] runs once, when the proxy is built), and pingora builds
-//! the per-peer rustls configuration when it opens a connection (connections are pooled).
+//! clones `Arc`s: the hyper engine builds one rustls client configuration at start
+//! ([`UpstreamTls::client_tls`]); the pingora engine puts these settings into its peer once and
+//! builds a configuration when it opens a connection (connections are pooled).
 //!
 //! Semantics, as in curl and nginx:
 //! - `upstream-ca` *replaces* the system roots for this upstream (only these CAs are trusted);
@@ -17,10 +18,7 @@
 //! - `upstream-insecure` accepts any certificate and is logged as a warning at start-up.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use pingora::prelude::HttpPeer;
-use pingora::utils::tls::{CertKey, WrappedX509, parse_x509};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tapedeck_common::tls::{ClientTls, Identity, TlsError, Trust};
 
@@ -188,28 +186,6 @@ impl UpstreamTls {
         let name = self.sni.as_deref().unwrap_or(host).to_owned();
         ServerName::try_from(name).map_err(|e| TlsError::Setup(format!("server name: {e}")))
     }
-
-    /// Sets the peer's server name, trust, client certificate and verification. Runs once, when
-    /// the proxy is built; per request the peer is cloned (`Arc`s).
-    pub fn apply(&self, peer: &mut HttpPeer) {
-        if let Some(sni) = &self.sni {
-            peer.sni = sni.clone();
-        }
-        if let Some(ca) = &self.ca {
-            let certs: Vec<WrappedX509> = ca
-                .iter()
-                .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
-                .collect();
-            peer.options.ca = Some(Arc::from(certs));
-        }
-        if let Some(c) = &self.client_cert {
-            let chain = c.chain().iter().map(|der| der.to_vec()).collect();
-            peer.client_cert_key =
-                Some(Arc::new(CertKey::new(chain, c.key().secret_der().to_vec())));
-        }
-        peer.options.verify_cert = !self.insecure;
-        peer.options.verify_hostname = !self.insecure;
-    }
 }
 
 #[cfg(test)]
@@ -347,9 +323,9 @@ mod tests {
         }
         .load(true)
         .expect("ok");
-        let mut peer = HttpPeer::new("127.0.0.1:1", true, "127.0.0.1".into());
-        ok.apply(&mut peer);
-        assert_eq!(peer.sni, "api.internal");
-        assert!(peer.options.verify_cert);
+        assert_eq!(
+            ok.server_name("127.0.0.1").expect("name"),
+            ServerName::try_from("api.internal").expect("name")
+        );
     }
 }

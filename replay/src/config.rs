@@ -12,20 +12,8 @@ use serde::{Deserialize, Serialize};
 use tapedeck_common::parse::{parse_duration, parse_time};
 
 use crate::error::ReplayError;
+use crate::pace::Pace;
 use crate::select::Shard;
-
-/// How sends are paced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PaceMode {
-    /// The recorded inter-arrival times (scaled by `speed`, gaps clamped by `max_gap`).
-    #[default]
-    Recorded,
-    /// Open loop at a constant (or Poisson) rate of `rate` requests per second.
-    Rate,
-    /// Closed loop: as fast as possible with `concurrency` requests in flight.
-    Max,
-}
 
 /// Raw replay settings, as flags or config keys. Every field has a default; call
 /// [`validate`](Self::validate) to get a runnable [`ReplayConfig`].
@@ -34,8 +22,13 @@ pub enum PaceMode {
 pub struct ReplayOptions {
     /// Tape paths to replay (directories, `.parquet` files or spool segments).
     pub tape: Vec<PathBuf>,
-    /// Output tape directory for the results (required unless `dry_run`).
+    /// Output tape directory for the results (required unless `dry_run`). It must hold no
+    /// results yet (nor, for a URL, leftovers of an earlier run in its local spool directory),
+    /// unless `append`.
     pub out: Option<PathBuf>,
+    /// Add the results to an output tape that already holds some (on purpose: e.g. finishing
+    /// an interrupted run, or uploading an earlier run's leftovers into the same URL).
+    pub append: bool,
     /// Targets as `name=URL`; URL is `http://host:port[/prefix]` (HTTP/1.1),
     /// `h2c://host:port[/prefix]` (HTTP/2 with prior knowledge) or `https://host[:port][/prefix]`
     /// (TLS; HTTP/2 or HTTP/1.1 as ALPN decides).
@@ -47,15 +40,16 @@ pub struct ReplayOptions {
     pub ca_cert: Option<PathBuf>,
     /// `https://` targets: accept any certificate (test environments only).
     pub insecure: bool,
-    /// Pacing mode.
-    pub pace: PaceMode,
+    /// Pacing mode: the name of one of [`crate::pace::MODES`] (`recorded`, `rate`, `poisson`,
+    /// `max`).
+    pub pace: String,
     /// `recorded` pacing: speed factor (2.0 = twice as fast).
     pub speed: f64,
     /// `recorded` pacing: longest idle gap kept, e.g. `1s` (none by default).
     pub max_gap: Option<String>,
     /// `rate` pacing: requests per second (origins, each sent to every target).
     pub rate: Option<f64>,
-    /// `rate` pacing: exponential inter-arrival gaps (Poisson process) instead of constant ones.
+    /// The earlier spelling of `pace = "poisson"`: with `pace = "rate"`, exponential gaps.
     pub poisson: bool,
     /// `max` pacing: requests in flight. Open-loop modes: a safety cap on requests in flight
     /// (when reached, sends wait and the wait shows up as lateness). Default 64 for `max`,
@@ -63,6 +57,13 @@ pub struct ReplayOptions {
     pub concurrency: Option<usize>,
     /// Seed for Poisson arrivals.
     pub seed: u64,
+    /// Worker threads that send (each runs its own single-threaded runtime and owns its
+    /// connections); default: one per available core.
+    pub threads: Option<usize>,
+    /// HTTP/2 targets (h2c, or `https://` when ALPN picks h2): connections per target, over
+    /// which all requests in flight are multiplexed as streams; default: one per worker
+    /// thread. HTTP/1.1 targets use one connection per request in flight.
+    pub connections: Option<usize>,
     /// Per-request timeout (whole exchange, from the actual send), e.g. `30s`.
     pub timeout: String,
     /// Connect timeout, e.g. `5s`.
@@ -74,6 +75,10 @@ pub struct ReplayOptions {
     pub set_headers: Vec<String>,
     /// Header names to remove from every request.
     pub drop_headers: Vec<String>,
+    /// Refuse to start (before anything is sent) when a selected request would carry a
+    /// redaction placeholder (`[REDACTED]`, `hmac-sha256:…`) that neither `set_headers` nor
+    /// `drop_headers` replaces. Without it, the replay warns once and counts them.
+    pub strict_credentials: bool,
     /// Only these methods (case-insensitive); empty means all.
     pub methods: Vec<String>,
     /// Only paths matching one of these globs (e.g. `/api/users/*`); empty means all.
@@ -103,22 +108,26 @@ impl Default for ReplayOptions {
         Self {
             tape: Vec::new(),
             out: None,
+            append: false,
             targets: Vec::new(),
             http2: false,
             ca_cert: None,
             insecure: false,
-            pace: PaceMode::Recorded,
+            pace: crate::pace::DEFAULT.to_owned(),
             speed: 1.0,
             max_gap: None,
             rate: None,
             poisson: false,
             concurrency: None,
             seed: 1,
+            threads: None,
+            connections: None,
             timeout: "30s".into(),
             connect_timeout: "5s".into(),
             max_body: 1 << 20,
             set_headers: Vec::new(),
             drop_headers: Vec::new(),
+            strict_credentials: false,
             methods: Vec::new(),
             routes: Vec::new(),
             from: None,
@@ -161,32 +170,6 @@ pub struct Target {
     pub prefix: String,
 }
 
-/// Checked pacing.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Pace {
-    /// Recorded inter-arrival times divided by `speed`, each gap clamped to `max_gap`.
-    Recorded {
-        /// Speed factor (> 0).
-        speed: f64,
-        /// Longest gap kept.
-        max_gap: Option<Duration>,
-    },
-    /// Open loop at `per_sec` origins per second.
-    Rate {
-        /// Rate (> 0).
-        per_sec: f64,
-        /// Exponential gaps.
-        poisson: bool,
-        /// Seed for the gaps.
-        seed: u64,
-    },
-    /// Closed loop with `concurrency` origins in flight.
-    Max {
-        /// Origins in flight (≥ 1).
-        concurrency: usize,
-    },
-}
-
 /// A header to set on every request.
 #[derive(Debug, Clone)]
 pub(crate) struct SetHeader {
@@ -222,6 +205,9 @@ pub(crate) struct Selection {
     pub(crate) shard: Option<Shard>,
     pub(crate) allow_writes: bool,
     pub(crate) allow_same_host: bool,
+    /// Lower-case names of the headers `--set-header` or `--drop-header` replace: a redaction
+    /// placeholder recorded there is never sent.
+    pub(crate) replaced_headers: Vec<String>,
 }
 
 /// Checked, runnable replay settings. Built only by [`ReplayOptions::validate`].
@@ -229,9 +215,12 @@ pub(crate) struct Selection {
 pub struct ReplayConfig {
     pub(crate) tape: Vec<PathBuf>,
     pub(crate) out: Option<PathBuf>,
+    pub(crate) append: bool,
     pub(crate) targets: Vec<Target>,
     pub(crate) pace: Pace,
     pub(crate) max_in_flight: usize,
+    pub(crate) threads: Option<usize>,
+    pub(crate) connections: Option<usize>,
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_body: usize,
@@ -241,6 +230,7 @@ pub struct ReplayConfig {
     pub(crate) select: Selection,
     pub(crate) skip_corrupt: bool,
     pub(crate) dry_run: bool,
+    pub(crate) strict_credentials: bool,
     pub(crate) options: ReplayOptions,
 }
 
@@ -250,8 +240,8 @@ impl ReplayConfig {
         &self.targets
     }
     /// The pacing.
-    pub fn pace(&self) -> Pace {
-        self.pace
+    pub fn pace(&self) -> &Pace {
+        &self.pace
     }
     /// Output tape directory (`None` only for a dry run).
     pub fn out(&self) -> Option<&std::path::Path> {
@@ -272,6 +262,16 @@ impl ReplayConfig {
 }
 
 impl ReplayOptions {
+    /// The pacing mode's name, with the earlier `pace = "rate"` + `poisson = true` spelling
+    /// read as `poisson`.
+    pub fn pace_name(&self) -> &str {
+        if self.poisson && self.pace == "rate" {
+            "poisson"
+        } else {
+            &self.pace
+        }
+    }
+
     /// Checks every setting and builds the runnable configuration. Errors name the setting.
     pub fn validate(&self) -> Result<ReplayConfig, ReplayError> {
         use ReplayError as E;
@@ -324,54 +324,21 @@ impl ReplayOptions {
         if concurrency == Some(0) {
             return Err(E::config("concurrency", "must be at least 1"));
         }
-        let pace = match self.pace {
-            PaceMode::Recorded => {
-                if !(self.speed.is_finite() && self.speed > 0.0) {
-                    return Err(E::config("speed", "must be a positive number, e.g. 2.0"));
-                }
-                if self.rate.is_some() {
-                    return Err(E::config(
-                        "rate",
-                        "--rate needs --pace rate (or use --speed with recorded pacing)",
-                    ));
-                }
-                let max_gap = self
-                    .max_gap
-                    .as_deref()
-                    .map(|s| parse_duration(s).map_err(|e| E::config("max-gap", e.to_string())))
-                    .transpose()?;
-                Pace::Recorded {
-                    speed: self.speed,
-                    max_gap,
-                }
-            }
-            PaceMode::Rate => {
-                let per_sec = self
-                    .rate
-                    .ok_or_else(|| E::config("rate", "rate pacing needs --rate N (per second)"))?;
-                if !(per_sec.is_finite() && per_sec > 0.0) {
-                    return Err(E::config("rate", "must be a positive number of requests/s"));
-                }
-                Pace::Rate {
-                    per_sec,
-                    poisson: self.poisson,
-                    seed: self.seed,
-                }
-            }
-            PaceMode::Max => Pace::Max {
-                concurrency: concurrency.unwrap_or(64),
-            },
-        };
-        if self.poisson && !matches!(pace, Pace::Rate { .. }) {
+        if self.poisson && !matches!(self.pace.as_str(), "rate" | "poisson") {
             return Err(E::config(
                 "poisson",
                 "--poisson only applies to --rate pacing",
             ));
         }
-        let max_in_flight = match pace {
-            Pace::Max { concurrency } => concurrency,
-            _ => concurrency.unwrap_or(4096),
-        };
+        let pace = Pace::from_options(self)?;
+        // Open loop: a safety cap (sends wait when it is reached, and the wait is lateness).
+        let max_in_flight = pace.closed_loop().unwrap_or(concurrency.unwrap_or(4096));
+        if self.threads == Some(0) {
+            return Err(E::config("threads", "must be at least 1"));
+        }
+        if self.connections == Some(0) {
+            return Err(E::config("connections", "must be at least 1"));
+        }
 
         let timeout =
             parse_duration(&self.timeout).map_err(|e| E::config("timeout", e.to_string()))?;
@@ -452,12 +419,20 @@ impl ReplayOptions {
             return Err(E::config("max-body", "must be at least 1 byte"));
         }
 
+        let replaced_headers: Vec<String> = set_headers
+            .iter()
+            .map(|h: &SetHeader| h.name.as_str().to_owned())
+            .chain(drop_headers.iter().map(|n| n.as_str().to_owned()))
+            .collect();
         Ok(ReplayConfig {
             tape: self.tape.clone(),
             out: self.out.clone(),
+            append: self.append,
             targets,
             pace,
             max_in_flight,
+            threads: self.threads,
+            connections: self.connections,
             timeout,
             connect_timeout,
             max_body: self.max_body,
@@ -478,9 +453,11 @@ impl ReplayOptions {
                 shard,
                 allow_writes: self.allow_writes,
                 allow_same_host: self.allow_same_host,
+                replaced_headers,
             },
             skip_corrupt: self.skip_corrupt,
             dry_run: self.dry_run,
+            strict_credentials: self.strict_credentials,
             options: self.clone(),
         })
     }
@@ -643,13 +620,17 @@ mod tests {
     #[test]
     fn validates_pacing_and_filters() {
         let mut o = opts();
-        o.pace = PaceMode::Rate;
+        o.pace = "rate".into();
         assert!(o.validate().is_err(), "rate without --rate");
         o.rate = Some(100.0);
-        assert!(matches!(
-            o.validate().expect("valid").pace,
-            Pace::Rate { per_sec, .. } if per_sec == 100.0
-        ));
+        let c = o.validate().expect("valid");
+        assert_eq!(c.pace.name(), "rate");
+        assert_eq!(c.pace.pacer().target_rate(None), Some(100.0));
+        o.poisson = true;
+        assert_eq!(o.validate().expect("valid").pace.name(), "poisson");
+        let mut o = opts();
+        o.poisson = true;
+        assert!(o.validate().is_err(), "--poisson needs --rate");
         let mut o = opts();
         o.speed = 0.0;
         assert!(o.validate().is_err());

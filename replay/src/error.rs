@@ -43,6 +43,32 @@ pub enum ReplayError {
         #[source]
         source: tapedeck_storage::StorageError,
     },
+    /// `strict_credentials`: selected requests would carry redaction placeholders instead of
+    /// credentials (nothing was sent).
+    #[error(
+        "--strict-credentials: the tape's requests carry the redaction placeholder the recorder \
+         wrote instead of a credential (requests by header: {found}) and nothing replaces it; \
+         nothing was sent. Set real values with {fix} (or drop them with --drop-header NAME)"
+    )]
+    RedactedCredentials {
+        /// `authorization 400, x-api-key 400`.
+        found: String,
+        /// The `--set-header` flags that fix it.
+        fix: String,
+    },
+    /// The output tape already holds results (or, for a URL, an earlier run's leftovers in its
+    /// local spool directory) and `append` was not asked for: two runs are never mixed.
+    #[error(
+        "{source}; a replay never mixes two runs in one output: choose a new --out (or remove \
+         what is there), or pass --append to add to it on purpose"
+    )]
+    OutputNotEmpty {
+        /// The output tape directory or URL.
+        path: PathBuf,
+        /// [`tapedeck_storage::StorageError::NotEmpty`], naming what is there.
+        #[source]
+        source: tapedeck_storage::StorageError,
+    },
     /// Results were lost on the way to the output tape (the writer failed).
     #[error("{lost} result exchanges could not be written to {}", path.display())]
     ResultsLost {
@@ -51,9 +77,21 @@ pub enum ReplayError {
         /// How many.
         lost: u64,
     },
-    /// The async runtime or a worker thread failed.
-    #[error("replay runtime: {0}")]
-    Runtime(String),
+    /// A thread or runtime of the replay could not be started.
+    #[error("replay: starting {what}: {source}")]
+    Start {
+        /// What was being started, e.g. `the tape reader thread`.
+        what: &'static str,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread or task of the replay panicked (a bug); the run could not be completed.
+    #[error("replay: {what} panicked")]
+    Panicked {
+        /// Which one, e.g. `the result writer thread`.
+        what: &'static str,
+    },
 }
 
 impl ReplayError {
@@ -69,7 +107,11 @@ impl ReplayError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            ReplayError::Config { .. } | ReplayError::SameHost { .. } | ReplayError::Tape { .. }
+            ReplayError::Config { .. }
+                | ReplayError::SameHost { .. }
+                | ReplayError::Tape { .. }
+                | ReplayError::OutputNotEmpty { .. }
+                | ReplayError::RedactedCredentials { .. }
         )
     }
 }

@@ -33,19 +33,22 @@
 //! - File metadata: see [`meta`].
 #![forbid(unsafe_code)]
 
-mod client;
 pub mod config;
+mod conn;
 mod engine;
 mod error;
+pub mod pace;
 mod progress;
 mod rewrite;
 pub mod select;
+mod send;
 mod summary;
 mod tls;
 
-pub use config::{Pace, PaceMode, Protocol, ReplayConfig, ReplayOptions, Target};
-pub use engine::{Stop, meta, run, run_blocking, run_blocking_until, run_until};
+pub use config::{Protocol, ReplayConfig, ReplayOptions, Target};
+pub use engine::{Observer, Replay, Stop, meta, run, run_blocking, run_blocking_until, run_until};
 pub use error::ReplayError;
+pub use pace::{Pace, Pacer};
 pub use progress::{BarProgress, LogProgress, NoProgress, Progress, ProgressSnapshot};
 pub use select::{SelectionStats, Shard, shard_hash};
 pub use summary::{

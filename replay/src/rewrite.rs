@@ -1,14 +1,22 @@
-//! Turning a recorded request into the request that is sent: hop-by-hop headers dropped,
-//! `Host` left to the client (it writes the target's authority), `--drop-header` and
-//! `--set-header` applied. Also what is written back to the result tape (credentials injected by
-//! `--set-header 'X: ${VAR}'` are stored as the unexpanded template, never the secret).
+//! Every change made to a recorded request before it is sent, in one place:
+//!
+//! - [`prepare`], once per origin (on the reader thread, ahead of the senders): hop-by-hop
+//!   headers and the recorded `Host` dropped, `--drop-header` and `--set-header` applied, the
+//!   path parsed; also what is written back to the result tape (credentials injected by
+//!   `--set-header 'X: ${VAR}'` are stored as the unexpanded template, never the secret).
+//! - [`for_target`], once per request (on the sending worker): what depends on the target and
+//!   the connection — `Host` for HTTP/1.1 (HTTP/2 sends `:authority` from the URI instead).
+//!   Headers that must differ per request (a fresh span id in a W3C `traceparent`, say) belong
+//!   here too, next to the `Host` rule.
 
 use bytes::Bytes;
 use http::Method;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use tapedeck_storage::{Exchange, Header};
 
 use crate::config::{DropSet, SetHeader};
+use crate::conn::Endpoint;
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1) or that the client computes itself.
 const HOP_BY_HOP: [&str; 9] = [
@@ -30,8 +38,8 @@ pub(crate) struct Prepared {
     pub(crate) origin: Exchange,
     /// Method to send.
     pub(crate) method: Method,
-    /// Path and query as on the recorded request line.
-    pub(crate) path_and_query: String,
+    /// Path and query as on the recorded request line (`/` when unsendable).
+    pub(crate) path_and_query: PathAndQuery,
     /// Headers to send (cloned per target).
     pub(crate) headers: HeaderMap,
     /// Headers as written to the result tape.
@@ -45,7 +53,7 @@ pub(crate) struct Prepared {
 /// Builds the request for `origin`; `unsendable` says why it cannot be sent (bad method).
 pub(crate) fn prepare(origin: Exchange, drop: &DropSet, set: &[SetHeader]) -> Prepared {
     let mut origin = origin;
-    let (method, unsendable) = match Method::from_bytes(origin.method.as_bytes()) {
+    let (method, mut unsendable) = match Method::from_bytes(origin.method.as_bytes()) {
         Ok(m) => (m, None),
         Err(_) => (
             Method::GET,
@@ -55,9 +63,25 @@ pub(crate) fn prepare(origin: Exchange, drop: &DropSet, set: &[SetHeader]) -> Pr
             )),
         ),
     };
-    let path_and_query = match &origin.query {
+    let mut raw = match &origin.query {
         Some(q) => format!("{}?{}", origin.path, q),
         None => origin.path.clone(),
+    };
+    if raw.is_empty() || raw.starts_with('?') {
+        raw.insert(0, '/'); // as a client sends an empty path
+    }
+    let path_and_query = match PathAndQuery::try_from(raw) {
+        Ok(pq) if pq.as_str().starts_with('/') => pq,
+        Ok(pq) => {
+            unsendable.get_or_insert_with(|| {
+                format!("recorded path `{pq}` is not a valid URI: it must start with `/`")
+            });
+            PathAndQuery::from_static("/")
+        }
+        Err(e) => {
+            unsendable.get_or_insert_with(|| format!("recorded path is not a valid URI: {e}"));
+            PathAndQuery::from_static("/")
+        }
     };
     let recorded = std::mem::take(&mut origin.req_headers);
     // Names the recorded `Connection` header lists are hop-by-hop too.
@@ -111,6 +135,15 @@ pub(crate) fn prepare(origin: Exchange, drop: &DropSet, set: &[SetHeader]) -> Pr
         stored_headers: stored,
         body,
         unsendable,
+    }
+}
+
+/// Completes `headers` for one request to `ep` over a connection that speaks HTTP/2 or not.
+pub(crate) fn for_target(headers: &mut HeaderMap, ep: &Endpoint, h2: bool) {
+    if h2 {
+        headers.remove(HOST); // `:authority` says it
+    } else {
+        headers.insert(HOST, ep.host.clone());
     }
 }
 
@@ -184,9 +217,29 @@ mod tests {
     }
 
     #[test]
-    fn bad_method_is_reported() {
+    fn bad_method_and_bad_path_are_reported() {
         let ex = Exchange {
             method: "GE T".into(),
+            path: "/".into(),
+            ..Exchange::default()
+        };
+        assert!(prepare(ex, &DropSet::new(vec![]), &[]).unsendable.is_some());
+        let ex = Exchange {
+            method: "GET".into(),
+            path: "/a b".into(),
+            ..Exchange::default()
+        };
+        let p = prepare(ex, &DropSet::new(vec![]), &[]);
+        assert!(
+            p.unsendable
+                .as_deref()
+                .is_some_and(|m| m.contains("not a valid URI")),
+            "{:?}",
+            p.unsendable
+        );
+        let ex = Exchange {
+            method: "GET".into(),
+            path: "relative".into(),
             ..Exchange::default()
         };
         assert!(prepare(ex, &DropSet::new(vec![]), &[]).unsendable.is_some());

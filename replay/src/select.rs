@@ -84,10 +84,9 @@ impl Shard {
 /// Whether a method may change state on the target (POST, PUT, PATCH, DELETE, and anything not
 /// known to be safe).
 pub fn is_unsafe_method(m: &str) -> bool {
-    !matches!(
-        m.to_ascii_uppercase().as_str(),
-        "GET" | "HEAD" | "OPTIONS" | "TRACE"
-    )
+    !["GET", "HEAD", "OPTIONS", "TRACE"]
+        .iter()
+        .any(|safe| safe.eq_ignore_ascii_case(m))
 }
 
 /// Counts of what the selection let through and left out.
@@ -118,6 +117,67 @@ pub struct SelectionStats {
     /// Selected exchanges whose recorded request body was truncated at capture (replayed with
     /// the captured prefix).
     pub truncated_bodies: u64,
+    /// Selected exchanges that carry a redaction placeholder (`[REDACTED]`, `hmac-sha256:…`)
+    /// in a request header that `--set-header`/`--drop-header` does not replace, by lower-case
+    /// header name: the targets receive the placeholder, not a credential. Counted only when
+    /// request headers are read (a real replay, a dry run, `--strict-credentials`).
+    pub redacted_credentials: BTreeMap<String, u64>,
+}
+
+/// `authorization 400, x-api-key 400`: placeholders by header, for messages.
+pub fn describe_placeholders(found: &BTreeMap<String, u64>) -> String {
+    found
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The flags that send real values instead: `--set-header 'Authorization: ${AUTHORIZATION}'`
+/// per header (the variable named after the header), space-separated.
+pub fn set_header_fix(found: &BTreeMap<String, u64>) -> String {
+    found
+        .keys()
+        .map(|name| {
+            let shown: Vec<String> = name
+                .split('-')
+                .map(|part| {
+                    let mut c = part.chars();
+                    c.next()
+                        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let var = name.to_ascii_uppercase().replace('-', "_");
+            format!("--set-header '{}: ${{{var}}}'", shown.join("-"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Counts the request headers of a selected exchange that hold a redaction placeholder and are
+/// not replaced: once per header name and request. `buf` is reused for the lower-case name, so
+/// nothing is allocated for a header already counted.
+fn count_placeholders(
+    ex: &Exchange,
+    replaced: &[String],
+    buf: &mut String,
+    s: &mut SelectionStats,
+) {
+    for (i, h) in ex.req_headers.iter().enumerate() {
+        if !tapedeck_storage::is_redaction_placeholder(&h.value)
+            || replaced.iter().any(|r| r.eq_ignore_ascii_case(&h.name))
+            || ex.req_headers[..i].iter().any(|e| {
+                e.name.eq_ignore_ascii_case(&h.name)
+                    && tapedeck_storage::is_redaction_placeholder(&e.value)
+            })
+        {
+            continue;
+        }
+        buf.clear();
+        buf.extend(h.name.chars().map(|c| c.to_ascii_lowercase()));
+        bump_str(&mut s.redacted_credentials, buf);
+    }
 }
 
 /// Why an exchange is not replayed.
@@ -138,6 +198,11 @@ pub(crate) struct Selector {
     sel: Selection,
     /// Normalized authorities of the targets (for the same-host guard).
     target_hosts: Vec<String>,
+    /// The last recorded (authority, scheme) checked by the same-host guard and whether it is a
+    /// target's: a tape's rows mostly share one, so it is normalized once, not per row.
+    last_host: Option<(String, String, bool)>,
+    /// Reused for route keys (allocates only for a route not seen before).
+    key: String,
     pub(crate) stats: SelectionStats,
 }
 
@@ -162,6 +227,8 @@ impl Selector {
         Self {
             sel,
             target_hosts,
+            last_host: None,
+            key: String::new(),
             stats: SelectionStats::default(),
         }
     }
@@ -182,7 +249,12 @@ impl Selector {
                 if ex.req_body_truncated {
                     s.truncated_bodies += 1;
                 }
-                bump(&mut s.routes, route_key(ex));
+                self.key.clear();
+                self.key.push_str(&ex.method);
+                self.key.push(' ');
+                self.key.push_str(&template_path(&ex.path));
+                bump_str(&mut s.routes, &self.key);
+                count_placeholders(ex, &self.sel.replaced_headers, &mut self.key, s);
             }
             Err(Skip::Time) => s.skipped_time += 1,
             Err(Skip::Method) => s.skipped_method += 1,
@@ -198,7 +270,7 @@ impl Selector {
         r
     }
 
-    fn check(&self, ex: &Exchange) -> Result<(), Skip> {
+    fn check(&mut self, ex: &Exchange) -> Result<(), Skip> {
         let sel = &self.sel;
         if sel.from_us.is_some_and(|f| ex.started_at_us < f)
             || sel.to_us.is_some_and(|t| ex.started_at_us >= t)
@@ -232,8 +304,16 @@ impl Selector {
             return Err(Skip::Writes);
         }
         if !sel.allow_same_host && !ex.authority.is_empty() {
-            let recorded = normalize_authority(&ex.authority, &ex.scheme);
-            if self.target_hosts.contains(&recorded) {
+            let same = match &self.last_host {
+                Some((a, s, same)) if *a == ex.authority && *s == ex.scheme => *same,
+                _ => {
+                    let recorded = normalize_authority(&ex.authority, &ex.scheme);
+                    let same = self.target_hosts.contains(&recorded);
+                    self.last_host = Some((ex.authority.clone(), ex.scheme.clone(), same));
+                    same
+                }
+            };
+            if same {
                 return Err(Skip::SameHost);
             }
         }
@@ -244,6 +324,14 @@ impl Selector {
 /// `METHOD /path/{id}`: the route an exchange is counted under.
 pub(crate) fn route_key(ex: &Exchange) -> String {
     format!("{} {}", ex.method, template_path(&ex.path))
+}
+
+/// [`bump`] without allocating for a key already counted.
+fn bump_str(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => bump(map, key.to_owned()),
+    }
 }
 
 fn bump(map: &mut BTreeMap<String, u64>, key: String) {

@@ -8,7 +8,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tapedeck_storage::{ErrorKind, Exchange, SkippedFile, WriterStats};
 
-use crate::config::{Pace, Protocol, Target};
+use crate::config::{Protocol, Target};
+use crate::pace::Pace;
 use crate::select::{SelectionStats, Shard};
 
 /// Version of the `--json` summary layout (bumped on incompatible changes).
@@ -81,7 +82,7 @@ pub struct TargetSummary {
 /// How well the run kept its schedule.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PacingSummary {
-    /// `recorded`, `rate` or `max`.
+    /// The pacing mode's name (`recorded`, `rate`, `poisson`, `max`…).
     pub mode: &'static str,
     /// `recorded`: the speed factor.
     pub speed: Option<f64>,
@@ -260,7 +261,7 @@ impl Collector {
 }
 
 pub(crate) fn pacing_summary(
-    pace: Pace,
+    pace: &Pace,
     origins: u64,
     first_sched_us: Option<i64>,
     last_sched_us: Option<i64>,
@@ -273,19 +274,14 @@ pub(crate) fn pacing_summary(
         _ => 0.0,
     };
     let achieved = (origins > 1 && window > 0.0).then(|| (origins - 1) as f64 / window);
-    let (mode, speed, target_rate) = match pace {
-        Pace::Recorded { speed, .. } => {
-            let planned = match (first_sched_us, last_sched_us) {
-                (Some(a), Some(b)) if b > a && origins > 1 => {
-                    Some((origins - 1) as f64 / ((b - a) as f64 / 1e6))
-                }
-                _ => None,
-            };
-            ("recorded", Some(speed), planned)
+    let planned = match (first_sched_us, last_sched_us) {
+        (Some(a), Some(b)) if b > a && origins > 1 => {
+            Some((origins - 1) as f64 / ((b - a) as f64 / 1e6))
         }
-        Pace::Rate { per_sec, .. } => ("rate", None, Some(per_sec)),
-        Pace::Max { .. } => ("max", None, None),
+        _ => None,
     };
+    let p = pace.pacer();
+    let (mode, speed, target_rate) = (p.name(), p.speed(), p.target_rate(planned));
     PacingSummary {
         mode,
         speed,
@@ -352,6 +348,19 @@ pub fn render_text(s: &ReplaySummary) -> String {
         for (r, n) in &sel.skipped_writes_by_route {
             let _ = writeln!(o, "  {n:>8}  {r}");
         }
+    }
+    if !sel.redacted_credentials.is_empty() {
+        let _ = writeln!(
+            o,
+            "  note: requests {} with redaction placeholders instead of credentials ({}); set real values with {}",
+            if s.dry_run {
+                "would be sent"
+            } else {
+                "were sent"
+            },
+            crate::select::describe_placeholders(&sel.redacted_credentials),
+            crate::select::set_header_fix(&sel.redacted_credentials)
+        );
     }
     if sel.truncated_bodies > 0 {
         let _ = writeln!(

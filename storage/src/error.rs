@@ -43,6 +43,16 @@ pub enum StorageError {
         /// The tape directory.
         dir: PathBuf,
     },
+    /// A new tape was asked for ([`crate::TapeWriterBuilder::new_tape_only`]) and the location
+    /// already holds data: files of another tape, or files an earlier writer to the same URL
+    /// left in the local spool directory.
+    #[error("{location} already holds {what}")]
+    NotEmpty {
+        /// The tape directory or URL.
+        location: String,
+        /// What is there, with the directory that holds it, in words.
+        what: String,
+    },
     /// Nothing readable was found at the given location.
     #[error("{}: no tape files found (expected *.parquet or spool/*.arrows)", path.display())]
     NoTape {
@@ -68,7 +78,7 @@ pub enum StorageError {
     /// close timeout). Nothing is lost: they stay in `dir`, and the next writer to the same URL
     /// with the same spool directory uploads them when it opens.
     #[error(
-        "{files} sealed file(s) could not be uploaded to {url} before close; they are kept in {} and uploaded by the next writer to this URL with this spool directory",
+        "{files} sealed file(s) could not be uploaded to {url} before close; they are kept in {} and uploaded by the next writer that continues this tape with this spool directory (a writer of a new tape refuses to start while they are there)",
         dir.display()
     )]
     UploadIncomplete {
@@ -118,6 +128,9 @@ impl StorageError {
             StorageError::InUse { dir } | StorageError::UploadIncomplete { dir, .. } => Some(dir),
             StorageError::BadLocation { url, .. } | StorageError::Remote { url, .. } => {
                 Some(std::path::Path::new(url.as_str()))
+            }
+            StorageError::NotEmpty { location, .. } => {
+                Some(std::path::Path::new(location.as_str()))
             }
             StorageError::Closed | StorageError::InvalidConfig(_) => None,
         }

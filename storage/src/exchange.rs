@@ -39,6 +39,29 @@ pub const SENSITIVE_HEADERS: [&str; 6] = [
     "x-auth-token",
 ];
 
+/// What the recorder stores instead of a redacted value in mask mode.
+pub const REDACTED_MASK: &str = "[REDACTED]";
+
+/// What the recorder stores instead of a redacted value in hash mode starts with this, followed
+/// by 32 lower-case hex digits (a keyed HMAC-SHA256 of the secret, truncated).
+pub const REDACTED_HASH_PREFIX: &str = "hmac-sha256:";
+
+/// Whether a stored header value is a redaction placeholder ([`REDACTED_MASK`] or a hash token)
+/// rather than a real value: replaying it sends the placeholder, not a credential.
+pub fn is_redaction_placeholder(value: &[u8]) -> bool {
+    if value == REDACTED_MASK.as_bytes() {
+        return true;
+    }
+    value
+        .strip_prefix(REDACTED_HASH_PREFIX.as_bytes())
+        .is_some_and(|hex| {
+            hex.len() == 32
+                && hex
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        })
+}
+
 /// Whether `name` is one of [`SENSITIVE_HEADERS`] (ASCII case-insensitive).
 pub fn is_sensitive_header(name: &str) -> bool {
     SENSITIVE_HEADERS
@@ -130,6 +153,19 @@ pub mod flags {
     /// A body that had to be looked into for redaction could not be decoded (unknown or damaged
     /// `Content-Encoding`), so it was not stored: the body is empty and flagged truncated.
     pub const BODY_DROPPED: u32 = 1 << 4;
+    /// Written by `tapedeck mock`: no recorded exchange matched the request; the answer is the
+    /// mock's miss policy (`404`, `502`, or the pass-through target's answer), `origin_id` is
+    /// null and `error` says why nothing matched.
+    pub const MOCK_MISS: u32 = 1 << 5;
+    /// Written by `tapedeck mock`: a fault was injected into this answer (status, delay or
+    /// connection reset); `error` names the fault rule.
+    pub const MOCK_FAULT: u32 = 1 << 6;
+    /// Written by `tapedeck mock`: no recorded request was equal to this one, so the closest
+    /// recorded request of the same method and route template answered (`origin_id`).
+    pub const MOCK_NEAREST: u32 = 1 << 7;
+    /// Written by `tapedeck mock`: the recorded answers to this request (in its trace) had all
+    /// been served, so the last one was served again (`origin_id`).
+    pub const MOCK_REPEAT: u32 = 1 << 8;
 }
 
 /// Header name that separates response headers from trailers in `resp_headers`.
@@ -206,6 +242,11 @@ pub struct Exchange {
     pub scheduled_at_us: Option<i64>,
     /// Replay results: when it actually left.
     pub sent_at_us: Option<i64>,
+
+    /// The trace this exchange belongs to (schema 2): the trace id of a W3C `traceparent` request
+    /// header, or the value of the recorder's `--trace-header`. Links a dependency call to the
+    /// inbound exchange that caused it; replay sends it on, mocks are scoped by it.
+    pub trace_id: Option<String>,
 }
 
 impl Default for Exchange {
@@ -240,6 +281,7 @@ impl Default for Exchange {
             target: None,
             scheduled_at_us: None,
             sent_at_us: None,
+            trace_id: None,
         }
     }
 }
@@ -308,6 +350,7 @@ impl Exchange {
             + self.resp_body.len()
             + opt(&self.error)
             + opt(&self.target)
+            + opt(&self.trace_id)
     }
 
     /// Whether the flag bit is set.
@@ -322,4 +365,32 @@ pub fn now_us() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_placeholders_are_recognized_and_real_values_are_not() {
+        assert!(is_redaction_placeholder(REDACTED_MASK.as_bytes()));
+        assert!(is_redaction_placeholder(
+            b"hmac-sha256:0123456789abcdef0123456789abcdef"
+        ));
+        for real in [
+            &b"Bearer [REDACTED]"[..],
+            b"[redacted]",
+            b"hmac-sha256:0123",
+            b"hmac-sha256:0123456789ABCDEF0123456789ABCDEF",
+            b"hmac-sha256:0123456789abcdef0123456789abcdefff",
+            b"Bearer eyJhbGciOi",
+            b"",
+        ] {
+            assert!(
+                !is_redaction_placeholder(real),
+                "{}",
+                String::from_utf8_lossy(real)
+            );
+        }
+    }
 }

@@ -105,6 +105,42 @@ fn bad(url: &str, reason: impl Into<String>) -> StorageError {
     }
 }
 
+/// An `http://` endpoint (MinIO, moto, a local gateway) is refused by the S3 client at every
+/// request unless `AWS_ALLOW_HTTP` is true, which shows up only as "builder error" after the
+/// retries (issue 17): say so at once, naming the endpoint and the setting.
+fn check_plain_http(url: &str, b: &object_store::aws::AmazonS3Builder) -> Result<()> {
+    use object_store::ClientConfigKey;
+    use object_store::aws::AmazonS3ConfigKey as K;
+    let Some(endpoint) = b
+        .get_config_value(&K::S3Endpoint)
+        .or_else(|| b.get_config_value(&K::Endpoint))
+    else {
+        return Ok(());
+    };
+    let plain = endpoint
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+    let allowed = b
+        .get_config_value(&K::Client(ClientConfigKey::AllowHttp))
+        .is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "on" | "yes" | "y"
+            )
+        });
+    if plain && !allowed {
+        return Err(bad(
+            url,
+            format!(
+                "the S3 endpoint {endpoint} is plain HTTP, which the S3 client refuses unless \
+                 AWS_ALLOW_HTTP=true is set (fine for a local MinIO or moto; otherwise use an \
+                 https:// endpoint)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Retries inside one request are few and short: the uploader retries whole files itself, with
 /// its own backoff, and a reader should fail in seconds, not minutes, when the store is down.
 fn retry_config() -> RetryConfig {
@@ -141,13 +177,11 @@ impl Remote {
         let store: Arc<dyn ObjectStore> = match scheme {
             "s3" | "s3a" => {
                 needs_bucket()?;
-                built(
-                    object_store::aws::AmazonS3Builder::from_env()
-                        .with_url(url)
-                        .with_retry(retry_config())
-                        .build()
-                        .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
-                )?
+                let builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_retry(retry_config());
+                check_plain_http(url, &builder)?;
+                built(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
             }
             "gs" => {
                 needs_bucket()?;
@@ -576,6 +610,22 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_endpoints_need_allow_http() {
+        use object_store::aws::AmazonS3Builder;
+        let b = || AmazonS3Builder::new().with_url("s3://b/p");
+        let e = check_plain_http("s3://b/p", &b().with_endpoint("http://127.0.0.1:9000"))
+            .expect_err("plain http without allow_http");
+        assert!(e.to_string().contains("AWS_ALLOW_HTTP=true"), "{e}");
+        assert!(e.to_string().contains("http://127.0.0.1:9000"), "{e}");
+        let allowed = b()
+            .with_endpoint("HTTP://127.0.0.1:9000")
+            .with_allow_http(true);
+        assert!(check_plain_http("s3://b/p", &allowed).is_ok());
+        assert!(check_plain_http("s3://b/p", &b().with_endpoint("https://s3.example")).is_ok());
+        assert!(check_plain_http("s3://b/p", &b()).is_ok());
+    }
+
+    #[test]
     fn keys_and_urls() {
         let r = Remote::parse("file:///tmp/some-dir/tape/").expect("file url");
         assert_eq!(r.url(), "file:///tmp/some-dir/tape");
@@ -813,6 +863,45 @@ mod tests {
             .exchanges(Filter::default())
             .count();
         assert_eq!(n, 300);
+    }
+
+    #[test]
+    fn a_new_tape_refuses_existing_data_and_leftovers_but_not_an_empty_place() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let new_only = |loc: &Path, spool: &Path| {
+            TapeWriter::builder(loc)
+                .spool_dir(spool)
+                .new_tape_only(true)
+                .open()
+        };
+        // A local tape with data is refused; an empty (or new) directory is fine.
+        let local = tmp.path().join("run");
+        std::fs::create_dir_all(&local).expect("mkdir");
+        new_only(&local, Path::new("/unused"))
+            .expect("empty dir")
+            .close()
+            .expect("close");
+        let w = TapeWriter::builder(&local).open().expect("open");
+        w.append(generate(&SynthConfig::default()).next().expect("one"))
+            .expect("append");
+        w.close().expect("close");
+        let e = new_only(&local, Path::new("/unused")).expect_err("holds a tape");
+        assert!(matches!(e, StorageError::NotEmpty { .. }), "{e}");
+        assert!(e.to_string().contains(".parquet"), "{e}");
+        // A URL whose prefix holds objects is refused.
+        let url = format!("file://{}/remote", tmp.path().display());
+        write_remote(&url, &tmp.path().join("spool-a"), 10);
+        let e = new_only(Path::new(&url), &tmp.path().join("spool-b")).expect_err("objects");
+        assert!(e.to_string().contains("object(s)"), "{e}");
+        // A fresh URL whose spool directory holds an earlier writer's leftovers is refused,
+        // naming the directory, and nothing is uploaded.
+        let spool = tmp.path().join("spool-c");
+        std::fs::create_dir_all(spool.join("date=2026-01-01/hour=00")).expect("mkdir");
+        std::fs::write(spool.join("date=2026-01-01/hour=00/part-x.parquet"), b"x").expect("file");
+        let fresh = format!("file://{}/fresh", tmp.path().display());
+        let e = new_only(Path::new(&fresh), &spool).expect_err("leftovers");
+        assert!(e.to_string().contains(&spool.display().to_string()), "{e}");
+        assert!(!tmp.path().join("fresh").exists());
     }
 
     #[test]

@@ -9,8 +9,13 @@
 //! ```
 //!
 //! Invariants:
-//! - A batch costs one lock and at most one `futex` wake: the spool thread is woken only when it
-//!   sleeps, and the first batch to find it asleep wakes it (later ones see it awake).
+//! - A batch costs one lock and at most one `futex` wake, and most batches none: a push wakes
+//!   the spool thread only when it sleeps *and* either it went to sleep idle (nothing taken on
+//!   its last round: the first record after a quiet spell is written promptly) or what waits
+//!   has reached a quarter of either bound or 512 records (so a busy queue never fills while
+//!   its consumer sleeps). A busy spool thread otherwise collects on its own tick ([`Queue::take`]'s
+//!   timeout), so a producer that hands over one record at a time costs no wake-up per record.
+//!   Flush requests, close, and a `Block` producer waiting for room always wake it.
 //! - The bytes and records a batch holds stay counted from `push` until the spool thread has
 //!   encoded that batch and calls [`Queue::release`], so the bound covers what waits in the queue
 //!   *and* what the spool thread holds but has not yet encoded.
@@ -30,6 +35,11 @@ use std::time::Duration;
 
 use crate::exchange::Exchange;
 use crate::writer::WhenFull;
+
+/// A sleeping busy spool thread is woken once this many records wait (or a quarter of either
+/// bound is reached, whichever comes first): it then encodes them in one go, a burst of a
+/// millisecond or so, rather than a larger one at its tick.
+const WAKE_RECORDS_MAX: usize = 512;
 
 /// One entry of the queue.
 #[derive(Debug)]
@@ -69,8 +79,10 @@ struct State {
     /// Records and bytes accepted and not yet released by the spool thread.
     records: usize,
     bytes: usize,
-    /// The spool thread is waiting in `take` (a push must wake it).
+    /// The spool thread is waiting in `take`.
     consumer_asleep: bool,
+    /// It went to sleep idle: any push wakes it (else only a quarter-full queue does).
+    wake_on_any: bool,
     /// `Block` producers waiting for room.
     producers_asleep: usize,
     /// `close` was called: the spool thread drains and stops.
@@ -89,6 +101,9 @@ pub(crate) struct Queue {
     room: Condvar,
     max_records: usize,
     max_bytes: usize,
+    /// A sleeping busy consumer is woken once this many records or bytes wait.
+    wake_records: usize,
+    wake_bytes: usize,
     /// Mirrors of `State::records` / `bytes`, for stats without the lock.
     depth: AtomicU64,
     depth_bytes: AtomicU64,
@@ -96,12 +111,15 @@ pub(crate) struct Queue {
 
 impl Queue {
     pub(crate) fn new(max_records: usize, max_bytes: usize) -> Self {
+        let (max_records, max_bytes) = (max_records.max(1), max_bytes.max(1));
         Queue {
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
             room: Condvar::new(),
-            max_records: max_records.max(1),
-            max_bytes: max_bytes.max(1),
+            max_records,
+            max_bytes,
+            wake_records: (max_records / 4).clamp(1, WAKE_RECORDS_MAX),
+            wake_bytes: (max_bytes / 4).max(1),
             depth: AtomicU64::new(0),
             depth_bytes: AtomicU64::new(0),
         }
@@ -132,6 +150,16 @@ impl Queue {
         self.depth_bytes.store(s.bytes as u64, Ordering::Relaxed);
     }
 
+    /// After records were queued: wakes the spool thread if it sleeps idle, or if enough waits.
+    fn nudge_consumer(&self, s: &mut State) {
+        if s.consumer_asleep
+            && (s.wake_on_any || s.records >= self.wake_records || s.bytes >= self.wake_bytes)
+        {
+            self.wake_consumer(s);
+        }
+    }
+
+    /// Wakes the spool thread if it sleeps.
     fn wake_consumer(&self, s: &mut State) {
         if s.consumer_asleep {
             s.consumer_asleep = false;
@@ -171,7 +199,7 @@ impl Queue {
                 bytes: total,
             });
             self.publish(&s);
-            self.wake_consumer(&mut s);
+            self.nudge_consumer(&mut s);
             return Pushed {
                 accepted: n,
                 ..Pushed::default()
@@ -197,7 +225,7 @@ impl Queue {
                         bytes: kept_bytes,
                     });
                     self.publish(&s);
-                    self.wake_consumer(&mut s);
+                    self.nudge_consumer(&mut s);
                 }
                 Pushed {
                     accepted,
@@ -262,7 +290,7 @@ impl Queue {
                 bytes: chunk_bytes,
             });
             self.publish(&s);
-            self.wake_consumer(&mut s);
+            self.nudge_consumer(&mut s);
         }
         out
     }
@@ -286,11 +314,14 @@ impl Queue {
     }
 
     /// The spool thread: moves every queued item into `out`, waiting up to `timeout` when there
-    /// is none.
-    pub(crate) fn take(&self, out: &mut VecDeque<Item>, timeout: Duration) -> Taken {
+    /// is none. `idle`: the caller had nothing to do last round, so the next push wakes it;
+    /// otherwise only a quarter-full queue (or a flush, close, or blocked producer) does, and
+    /// the caller comes back on its own after `timeout`.
+    pub(crate) fn take(&self, out: &mut VecDeque<Item>, timeout: Duration, idle: bool) -> Taken {
         let mut s = self.lock();
         if s.items.is_empty() && !s.closing && !timeout.is_zero() {
             s.consumer_asleep = true;
+            s.wake_on_any = idle;
             let (g, _) = self
                 .ready
                 .wait_timeout(s, timeout)
@@ -360,7 +391,7 @@ mod tests {
         assert_eq!((out.accepted, out.full, out.closed), (1, 2, 0));
         assert_eq!((q.depth(), q.depth_bytes()), (3, 240));
         let mut items = VecDeque::new();
-        assert_eq!(q.take(&mut items, Duration::ZERO), Taken::Open);
+        assert_eq!(q.take(&mut items, Duration::ZERO, true), Taken::Open);
         assert_eq!(paths(&items), ["/a", "/b", "/d"]);
         // Bytes stay counted until the spool thread releases them.
         assert_eq!(q.depth_bytes(), 240);
@@ -402,7 +433,7 @@ mod tests {
         let mut seen = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while seen.len() < 2 && std::time::Instant::now() < deadline {
-            q.take(&mut items, Duration::from_millis(50));
+            q.take(&mut items, Duration::from_millis(50), true);
             for item in items.drain(..) {
                 if let Item::Records { records, bytes } = item {
                     seen.extend(records.iter().map(|r| r.path.clone()));
@@ -425,10 +456,16 @@ mod tests {
         let blocked = std::thread::spawn(move || q2.push(vec![ex("/b")], &[1], WhenFull::Block));
         q.close();
         let mut items = VecDeque::new();
-        assert_eq!(q.take(&mut items, Duration::from_secs(1)), Taken::Open);
+        assert_eq!(
+            q.take(&mut items, Duration::from_secs(1), true),
+            Taken::Open
+        );
         assert_eq!(paths(&items), ["/a", "<flush>"]);
         items.clear();
-        assert_eq!(q.take(&mut items, Duration::from_secs(1)), Taken::Closed);
+        assert_eq!(
+            q.take(&mut items, Duration::from_secs(1), true),
+            Taken::Closed
+        );
         let out = blocked.join().expect("blocked producer");
         assert_eq!((out.accepted, out.closed), (0, 1));
         let out = q.push(vec![ex("/c")], &[1], WhenFull::Drop);

@@ -2,8 +2,13 @@
 //!
 //! The schema is the contract between every tapedeck component and every outside tool that reads
 //! tapes (DuckDB, Spark, pyarrow). It is versioned by [`SCHEMA_VERSION`], stored in each file's
-//! key-value metadata under [`META_SCHEMA_VERSION`]. Adding a nullable column is a minor change
-//! that keeps the version; anything else bumps it, and readers refuse versions newer than theirs.
+//! key-value metadata under [`META_SCHEMA_VERSION`]. Adding a nullable column that a reader may
+//! ignore is a minor change that keeps the version; anything else bumps it, and readers refuse
+//! versions newer than theirs. Version 2 added `trace_id`, a nullable column, and bumped the
+//! version anyway: an older tapedeck that copies exchanges (ticket bundles, HAR round trips)
+//! would silently drop it, and without it dependency mocks lose their per-trace scoping. Readers
+//! read every version from [`MIN_SCHEMA_VERSION`] on; columns a file lacks decode as their
+//! defaults (`trace_id`: none).
 
 use std::sync::{Arc, LazyLock};
 
@@ -30,7 +35,9 @@ use uuid::Uuid;
 use crate::exchange::{ErrorKind, Exchange, Header};
 
 /// Version of the tape schema this build writes and the newest it reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest schema version this build reads.
+pub const MIN_SCHEMA_VERSION: u32 = 1;
 /// File metadata key holding the schema version.
 pub const META_SCHEMA_VERSION: &str = "tapedeck.schema_version";
 /// File metadata key holding the version of the tapedeck build that wrote the file.
@@ -72,6 +79,7 @@ pub mod col {
     pub const TARGET: &str = "target";
     pub const SCHEDULED_AT: &str = "scheduled_at";
     pub const SENT_AT: &str = "sent_at";
+    pub const TRACE_ID: &str = "trace_id";
 }
 
 fn timestamp_type() -> DataType {
@@ -126,6 +134,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         f(TARGET, DataType::Utf8, true),
         f(SCHEDULED_AT, timestamp_type(), true),
         f(SENT_AT, timestamp_type(), true),
+        f(TRACE_ID, DataType::Utf8, true),
     ]))
 });
 
@@ -245,6 +254,7 @@ pub(crate) struct BatchEncoder {
     target: StringBuilder,
     scheduled_at: TimestampMicrosecondBuilder,
     sent_at: TimestampMicrosecondBuilder,
+    trace_id: StringBuilder,
     rows: usize,
     bytes: usize,
     /// The most bytes a column is pre-sized for after a batch.
@@ -283,6 +293,7 @@ impl Default for BatchEncoder {
             target: StringBuilder::new(),
             scheduled_at: TimestampMicrosecondBuilder::new(),
             sent_at: TimestampMicrosecondBuilder::new(),
+            trace_id: StringBuilder::new(),
             rows: 0,
             bytes: 0,
             presize_cap: 0,
@@ -349,6 +360,7 @@ impl BatchEncoder {
         self.target.append_option(x.target.as_deref());
         self.scheduled_at.append_option(x.scheduled_at_us);
         self.sent_at.append_option(x.sent_at_us);
+        self.trace_id.append_option(x.trace_id.as_deref());
         self.rows += 1;
         self.bytes += headers
             + x.req_body.len()
@@ -358,6 +370,7 @@ impl BatchEncoder {
             + x.path.len()
             + x.query.as_ref().map_or(0, String::len)
             + x.error.as_ref().map_or(0, String::len)
+            + x.trace_id.as_ref().map_or(0, String::len)
             + 96;
     }
 
@@ -408,6 +421,7 @@ impl BatchEncoder {
             finish_bytes(&mut self.target, n, cap),
             ts(&mut self.scheduled_at),
             ts(&mut self.sent_at),
+            finish_bytes(&mut self.trace_id, n, cap),
         ];
         self.rows = 0;
         self.bytes = 0;
@@ -491,6 +505,7 @@ struct Decoder<'a> {
     target: Col<'a, StringArray>,
     scheduled_at: Col<'a, TimestampMicrosecondArray>,
     sent_at: Col<'a, TimestampMicrosecondArray>,
+    trace_id: Col<'a, StringArray>,
 }
 
 fn s<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, StringArray>, String> {
@@ -625,6 +640,7 @@ impl<'a> Decoder<'a> {
             target: s(b, TARGET)?,
             scheduled_at: tsc(b, SCHEDULED_AT)?,
             sent_at: tsc(b, SENT_AT)?,
+            trace_id: s(b, TRACE_ID)?,
         })
     }
 
@@ -668,6 +684,7 @@ impl<'a> Decoder<'a> {
             target: str_at(&self.target, i),
             scheduled_at_us: ts_at(&self.scheduled_at, i),
             sent_at_us: ts_at(&self.sent_at, i),
+            trace_id: str_at(&self.trace_id, i),
         }
     }
 }

@@ -347,6 +347,9 @@ struct JobState {
     urgent: bool,
     /// Every segment has been queued: stop once none is left to attempt.
     closing: bool,
+    /// The idle lane is sealing a segment, which it may still give back: the normal lane must
+    /// not stop before it knows.
+    idle_busy: bool,
 }
 
 #[derive(Debug)]
@@ -545,9 +548,15 @@ impl Sealer {
             // The oldest segment not waiting for a retry.
             let available = s.jobs.iter().position(|j| j.due.is_none_or(|d| d <= now));
             if may_take && let Some(job) = available.and_then(|i| s.jobs.remove(i)) {
+                if self.lane == Lane::Idle {
+                    s.idle_busy = true;
+                }
                 drop(s);
                 let outcome = self.seal(&job.path);
                 s = self.queue.lock();
+                if self.lane == Lane::Idle {
+                    s.idle_busy = false;
+                }
                 match outcome {
                     Sealed::Done => {
                         let backlog = s.backlog.saturating_sub(job.bytes);
@@ -567,7 +576,10 @@ impl Sealer {
                 self.queue.cv.notify_all();
                 continue;
             }
-            if s.closing && (self.lane == Lane::Idle || available.is_none()) {
+            // The normal lane stops only once nothing is left to attempt, not even a segment the
+            // idle lane may yet hand back (it does between two batches, which can take a while
+            // at nice 19 on a busy machine).
+            if s.closing && (self.lane == Lane::Idle || (available.is_none() && !s.idle_busy)) {
                 break;
             }
             // Sleep until a job arrives, a retry is due, the backlog crosses the bound, or the

@@ -6,7 +6,10 @@
 //! record batch per flush. No IPC compression: the spool is written on the recorder's hot core
 //! and compressed once, by sealing.
 //!
-//! The spool thread, per wake-up: takes every batch waiting in the queue, appends each record to
+//! The spool thread wakes when a record arrives after a quiet spell, when the queue is a quarter
+//! full, on a flush request, and otherwise every tick (a tenth of the flush interval, 5–50 ms)
+//! while records keep coming, so producers that hand over small batches never pay a wake-up
+//! each. Per wake-up it takes every batch waiting in the queue, appends each record to
 //! a [`BatchEncoder`] (Arrow builders, pre-sized after the first batch) and drops the producer's
 //! batch once it is encoded, releasing its bytes in the queue. At `flush_interval`,
 //! `flush_rows` or `flush_bytes` the builders become one `RecordBatch`, written to the segment
@@ -34,7 +37,7 @@ use crate::error::{Result, StorageError};
 use crate::exchange::now_us;
 use crate::layout::{self, SPOOL_DIR};
 use crate::queue::{Item, Taken};
-use crate::schema::{self, BatchEncoder, META_SCHEMA_VERSION, SCHEMA_VERSION};
+use crate::schema::{self, BatchEncoder, META_SCHEMA_VERSION, MIN_SCHEMA_VERSION, SCHEMA_VERSION};
 use crate::seal::SealJobs;
 use crate::writer::Shared;
 
@@ -132,6 +135,12 @@ pub(crate) fn check_version(path: &Path, version: Option<&String>) -> Result<()>
             format!("`{META_SCHEMA_VERSION}` is `{v}`, not a number"),
         )
     })?;
+    if found < MIN_SCHEMA_VERSION {
+        return Err(StorageError::corrupt(
+            path,
+            format!("`{META_SCHEMA_VERSION}` is {found}: no tapedeck wrote that version"),
+        ));
+    }
     if found > SCHEMA_VERSION {
         return Err(StorageError::FutureSchema {
             path: path.to_owned(),
@@ -140,6 +149,13 @@ pub(crate) fn check_version(path: &Path, version: Option<&String>) -> Result<()>
         });
     }
     Ok(())
+}
+
+/// How long a busy spool thread sleeps before it collects what arrived: a tenth of the flush
+/// interval, between 5 and 50 ms. Records wait in the queue at most this long (or until it is a
+/// quarter full) before they are encoded.
+fn collect_tick(flush_interval: Duration) -> Duration {
+    (flush_interval / 10).clamp(Duration::from_millis(5), Duration::from_millis(50))
 }
 
 /// How the spool thread batches and rotates.
@@ -228,8 +244,10 @@ impl Spooler {
 
     pub(crate) fn run(mut self) {
         let interval = self.settings.flush_interval;
+        let tick = collect_tick(interval);
         let mut deadline = Instant::now() + interval;
         let mut items = VecDeque::new();
+        let mut idle = true;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -237,10 +255,12 @@ impl Spooler {
                 self.maybe_rotate();
                 deadline = now + interval;
             }
-            let taken = self
-                .shared
-                .queue
-                .take(&mut items, deadline.saturating_duration_since(now));
+            // Idle: sleep until the flush deadline, woken by the next record. Busy: come back
+            // for what arrived after a tick, woken early only by a quarter-full queue.
+            let left = deadline.saturating_duration_since(now);
+            let wait = if idle { left } else { left.min(tick) };
+            let taken = self.shared.queue.take(&mut items, wait, idle);
+            idle = items.is_empty();
             for item in items.drain(..) {
                 match item {
                     Item::Records { records, bytes } => {

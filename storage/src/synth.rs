@@ -319,6 +319,7 @@ fn one(rng: &mut StdRng, cfg: &SynthConfig, i: u64, t: i64) -> Exchange {
         target: None,
         scheduled_at_us: None,
         sent_at_us: None,
+        trace_id: None,
     }
 }
 

@@ -89,9 +89,20 @@ pub struct TapeWriterBuilder {
     metadata: BTreeMap<String, String>,
     spool_dir: Option<PathBuf>,
     upload: UploadSettings,
+    new_tape_only: bool,
 }
 
 impl TapeWriterBuilder {
+    /// Refuse to open a tape that already holds data, so that two runs are never mixed in one
+    /// tape: [`StorageError::NotEmpty`] when the directory holds any file but the lock, when
+    /// the URL's prefix holds any object, or when the local spool directory of the URL holds
+    /// files an earlier writer left there (sealed files it could not upload, spool segments),
+    /// which this writer would otherwise seal and upload into the new tape. Off by default: the
+    /// recorder continues one tape across restarts, uploading what the last run left.
+    pub fn new_tape_only(mut self, on: bool) -> Self {
+        self.new_tape_only = on;
+        self
+    }
     /// For a tape at an object-store URL: the local directory that holds the spool and the
     /// sealed files until they are uploaded (default [`object::spool_dir_for`] the URL, under
     /// `$TAPEDECK_SPOOL_DIR` or the system temp dir). Put it on a persistent volume: files not
@@ -384,6 +395,78 @@ pub struct BatchOutcome {
     pub dropped_closed: usize,
 }
 
+impl BatchOutcome {
+    /// Records of the batch that were dropped, whatever the reason.
+    pub fn dropped(&self) -> usize {
+        self.dropped_full + self.dropped_closed
+    }
+}
+
+/// [`TapeWriterBuilder::new_tape_only`]: the local directory (the tape, or the spool directory of
+/// a URL) holds no file but the lock, and a URL's prefix holds no object.
+fn refuse_existing_data(dir: &Path, remote: Option<&Remote>) -> Result<()> {
+    let mut files = Vec::new();
+    collect_data_files(dir, &mut files)?;
+    if let Some(first) = files.first() {
+        let shown = first
+            .strip_prefix(dir)
+            .unwrap_or(first)
+            .display()
+            .to_string();
+        return Err(match remote {
+            None => StorageError::NotEmpty {
+                location: dir.display().to_string(),
+                what: format!("{} file(s) of an earlier tape (e.g. {shown})", files.len()),
+            },
+            Some(r) => StorageError::NotEmpty {
+                location: r.url().to_owned(),
+                what: format!(
+                    "{} file(s) an earlier writer to this URL left in its local spool directory {} \
+                     (e.g. {shown}), which would be uploaded into it",
+                    files.len(),
+                    dir.display()
+                ),
+            },
+        });
+    }
+    if let Some(r) = remote {
+        let objects = r.list()?;
+        if let Some(first) = objects.first() {
+            return Err(StorageError::NotEmpty {
+                location: r.url().to_owned(),
+                what: format!(
+                    "{} object(s) of an earlier tape (e.g. {})",
+                    objects.len(),
+                    r.object_url(&first.location)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every file under `dir` (recursively) except the lock file at its top.
+fn collect_data_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let entries = fs::read_dir(&d).map_err(|e| StorageError::io("list", &d, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::io("list", &d, e))?;
+            let path = entry.path();
+            let ft = entry
+                .file_type()
+                .map_err(|e| StorageError::io("stat", &path, e))?;
+            if ft.is_dir() {
+                stack.push(path);
+            } else if !(d == dir && entry.file_name() == LOCK_FILE) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(())
+}
+
 /// A cheap, cloneable handle that appends records to a [`TapeWriter`] from any thread.
 #[derive(Debug, Clone)]
 pub struct TapeSender {
@@ -501,6 +584,7 @@ impl TapeWriter {
             metadata: BTreeMap::new(),
             spool_dir: None,
             upload: UploadSettings::default(),
+            new_tape_only: false,
         }
     }
 
@@ -530,6 +614,10 @@ impl TapeWriter {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(StorageError::InUse { dir }),
             Err(fs::TryLockError::Error(e)) => return Err(StorageError::io("lock", &lock_path, e)),
+        }
+        if b.new_tape_only {
+            // Under the lock: no other writer can add files while this looks.
+            refuse_existing_data(&dir, remote.as_ref())?;
         }
 
         let mut metadata = b.metadata.clone();

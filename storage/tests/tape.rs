@@ -11,8 +11,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use tapedeck_storage::synth::{SynthConfig, generate};
 use tapedeck_storage::{
-    ErrorKind, Exchange, FileKind, Filter, Header, ReadOptions, StorageError, Tape, TapeWriter,
-    WhenFull,
+    BatchOutcome, ErrorKind, Exchange, FileKind, Filter, Header, ReadOptions, StorageError, Tape,
+    TapeWriter, WhenFull,
 };
 
 fn read_all(path: &Path) -> Vec<Exchange> {
@@ -127,6 +127,7 @@ prop_compose! {
             target: replay.then(|| "candidate".to_owned()),
             scheduled_at_us: replay.then_some(t),
             sent_at_us: replay.then_some(t + 3),
+            trace_id: (flags % 2 == 1).then(|| format!("{:032x}", t)),
         }
     }
 }
@@ -234,6 +235,69 @@ fn drop_policy_counts_what_it_drops() {
     assert_eq!(stats.dropped_queue_full, refused);
     assert_eq!(stats.written, stats.appended);
     assert_eq!(read_all(dir.path()).len() as u64, stats.written);
+}
+
+#[test]
+fn batches_are_written_in_order_and_counted_like_single_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex: Vec<Exchange> = generate(&SynthConfig {
+        count: 1000,
+        ..SynthConfig::default()
+    })
+    .collect();
+    let w = TapeWriter::builder(dir.path())
+        .when_full(WhenFull::Block)
+        .queue_capacity(2)
+        .open()
+        .unwrap();
+    let sender = w.sender();
+    sender.append(ex[0].clone()).unwrap();
+    for chunk in ex[1..].chunks(64) {
+        assert_eq!(sender.append_batch(chunk.to_vec()).accepted, chunk.len());
+    }
+    assert_eq!(sender.append_batch(Vec::new()), BatchOutcome::default());
+    let stats = w.close().unwrap();
+    assert_eq!((stats.appended, stats.written), (1000, 1000));
+    assert_eq!(stats.dropped(), 0);
+    let ids: Vec<_> = read_all(dir.path()).into_iter().map(|e| e.id).collect();
+    assert_eq!(
+        ids,
+        ex.iter().map(|e| e.id).collect::<Vec<_>>(),
+        "order kept"
+    );
+    // A batch offered after close is refused and counted, record by record.
+    assert_eq!(
+        sender.append_batch(ex[..10].to_vec()),
+        BatchOutcome {
+            dropped_closed: 10,
+            ..BatchOutcome::default()
+        }
+    );
+    assert_eq!(sender.stats().dropped_closed, 10);
+
+    // The drop policy keeps what fits of a batch when the queue is full and counts every
+    // record it drops; what it kept is on the tape.
+    let dir = tempfile::tempdir().unwrap();
+    let w = TapeWriter::builder(dir.path())
+        .queue_capacity(1)
+        .flush_interval(Duration::from_secs(5))
+        .open()
+        .unwrap();
+    let (mut kept, mut refused) = (0u64, 0u64);
+    for chunk in ex.chunks(50) {
+        let out = w.sender().append_batch(chunk.to_vec());
+        assert_eq!(out.accepted + out.dropped(), chunk.len());
+        kept += out.accepted as u64;
+        refused += out.dropped_full as u64;
+    }
+    assert!(
+        refused > 0,
+        "a one-record queue must refuse most of 50-record batches"
+    );
+    let stats = w.close().unwrap();
+    assert_eq!((stats.appended, stats.dropped_queue_full), (kept, refused));
+    assert_eq!(stats.appended + stats.dropped_queue_full, 1000);
+    assert_eq!(read_all(dir.path()).len() as u64, stats.appended);
 }
 
 #[test]
@@ -603,4 +667,92 @@ fn verify_leaves_out_partitions_the_filter_rules_out() {
     };
     assert!(tape.verify(&after_everything).unwrap().is_empty());
     assert_eq!(tape.scan(after_everything).count(), 0);
+}
+
+/// Schema 1 files (written before `trace_id` existed, issue 15) are still read, Parquet and spool
+/// segments alike: the missing column decodes as no trace; schema 2 files round-trip trace ids.
+#[test]
+fn schema_1_files_are_read_and_trace_ids_round_trip() {
+    use arrow_array::RecordBatch;
+    let dir = tempfile::tempdir().unwrap();
+    let ex: Vec<Exchange> = generate(&SynthConfig {
+        count: 25,
+        ..SynthConfig::default()
+    })
+    .collect();
+    // A schema 1 batch: today's columns without `trace_id`, version 1 in the metadata.
+    let full = tapedeck_storage::schema::encode(&ex);
+    let keep: Vec<usize> = (0..full.num_columns())
+        .filter(|&i| full.schema().field(i).name() != "trace_id")
+        .collect();
+    assert_eq!(
+        keep.len() + 1,
+        full.num_columns(),
+        "schema 2 has a trace_id column"
+    );
+    let v1 = full.project(&keep).unwrap();
+    let meta =
+        std::collections::HashMap::from([("tapedeck.schema_version".to_owned(), "1".to_owned())]);
+    let v1 = RecordBatch::try_new(
+        std::sync::Arc::new(v1.schema().as_ref().clone().with_metadata(meta.clone())),
+        v1.columns().to_vec(),
+    )
+    .unwrap();
+
+    let parquet_path = dir.path().join("v1.parquet");
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            "tapedeck.schema_version".to_owned(),
+            "1".to_owned(),
+        )]))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&parquet_path).unwrap(),
+        v1.schema(),
+        Some(props),
+    )
+    .unwrap();
+    w.write(&v1).unwrap();
+    w.close().unwrap();
+
+    let spool_path = dir.path().join("v1.arrows");
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(
+        std::fs::File::create(&spool_path).unwrap(),
+        &v1.schema(),
+    )
+    .unwrap();
+    w.write(&v1).unwrap();
+    w.finish().unwrap();
+
+    for path in [&parquet_path, &spool_path] {
+        let got: Vec<Exchange> = Tape::open(&[path])
+            .unwrap()
+            .exchanges(Filter::default())
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(got.len(), ex.len(), "{}", path.display());
+        assert!(got.iter().all(|e| e.trace_id.is_none()));
+        assert_eq!(got[3].path, ex[3].path);
+        assert_eq!(got[3].resp_body, ex[3].resp_body);
+    }
+
+    // Schema 2: trace ids are written and read back.
+    let traced: Vec<Exchange> = ex
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Exchange {
+            trace_id: (i % 3 != 0).then(|| format!("{:032x}", i + 1)),
+            ..e.clone()
+        })
+        .collect();
+    let tape = dir.path().join("tape");
+    write_all(&tape, &traced);
+    let back = read_all(&tape);
+    assert_eq!(
+        back.iter().map(|e| e.trace_id.clone()).collect::<Vec<_>>(),
+        traced
+            .iter()
+            .map(|e| e.trace_id.clone())
+            .collect::<Vec<_>>()
+    );
 }

@@ -188,19 +188,24 @@ fn the_seal_threads_run_at_their_priorities() {
     let dir = tempfile::tempdir().unwrap();
     let w = TapeWriter::builder(dir.path()).open().unwrap();
     // Other tests' writers run in this process too: every idle lane is at nice 19, every
-    // normal lane at 0.
+    // normal lane at 0. A new thread takes its name (and the idle lane its nice value) a
+    // moment after it starts, hence the wait.
+    let lanes = || {
+        (
+            nice_of_threads("tape-seal-idle"),
+            nice_of_threads("tape-seal"),
+        )
+    };
     assert!(
         wait_until(Duration::from_secs(10), || {
-            let n = nice_of_threads("tape-seal-idle");
-            !n.is_empty() && n.iter().all(|&x| x == 19)
+            let (idle, normal) = lanes();
+            !idle.is_empty()
+                && idle.iter().all(|&x| x == 19)
+                && !normal.is_empty()
+                && normal.iter().all(|&x| x == 0)
         }),
         "{:?}",
-        nice_of_threads("tape-seal-idle")
-    );
-    let normal = nice_of_threads("tape-seal");
-    assert!(
-        !normal.is_empty() && normal.iter().all(|&x| x == 0),
-        "{normal:?}"
+        lanes()
     );
     w.append(rec(0, 10)).unwrap();
     let stats = w.close().unwrap();

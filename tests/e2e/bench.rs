@@ -3,7 +3,7 @@
 //! It measures nothing here: a smoke run takes a few seconds per section on a loaded machine, with
 //! the debug binary. What it proves is that the harness still drives today's CLI (flags, output
 //! formats, admin metrics) and produces every table, so a full run on an idle machine does not fail
-//! half-way. Needs `nginx`, `wrk` and `taskset` (`.ci/run` installs them).
+//! half-way. Needs `nginx`, `wrk`, `h2load`, `openssl` and `taskset` (`.ci/run` installs them).
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The programs the harness drives besides tapedeck.
-const NEEDS: [&str; 3] = ["nginx", "wrk", "taskset"];
+const NEEDS: [&str; 5] = ["nginx", "wrk", "h2load", "openssl", "taskset"];
 
 fn on_path(program: &str) -> bool {
     Command::new("sh")
@@ -68,7 +68,7 @@ fn harness_smoke_run_produces_every_table() {
     let missing: Vec<_> = NEEDS.iter().filter(|p| !on_path(p)).collect();
     assert!(
         missing.is_empty(),
-        "the benchmark harness needs {missing:?} (apt-get install nginx wrk util-linux; .ci/run does)"
+        "the benchmark harness needs {missing:?} (apt-get install nginx wrk nghttp2-client openssl util-linux; .ci/run does)"
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Its own process group, so that a hung run is stopped with everything it started.
@@ -76,7 +76,7 @@ fn harness_smoke_run_produces_every_table() {
         .arg(root.join("benches/run.sh"))
         .arg("--smoke")
         .env("TAPEDECK", env!("CARGO_BIN_EXE_tapedeck"))
-        .env("SECTIONS", "proxy,replay")
+        .env("SECTIONS", "proxy,replay,mock")
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -132,12 +132,28 @@ fn harness_smoke_run_produces_every_table() {
             }
         }
     }
-    // Replay sections: the closed-loop pair and the open-loop accuracy row.
-    assert!(number(row(&report, &["wrk"])[1]) > 0.0, "{report}");
-    assert!(
-        number(row(&report, &["tapedeck replay --max"])[1]) > 0.0,
-        "{report}"
-    );
-    let open = row(&report, &["1,000"]);
-    assert!(number(open[1]) > 0.0, "open loop sent nothing:\n{report}");
+    // Replay sections: each closed-loop pair (HTTP/1.1 against wrk, h2c and TLS h2 against h2load)
+    // and the open-loop accuracy row.
+    for (proto, reference) in [
+        ("HTTP/1.1", "wrk"),
+        ("h2c", "h2load"),
+        ("h2 (TLS)", "h2load"),
+    ] {
+        for generator in [reference, "tapedeck replay --max"] {
+            let cells = row(&report, &[proto, generator]);
+            assert!(
+                number(cells[2]) > 0.0 && number(cells[3]) > 0.0,
+                "{proto} {generator}: no requests or no CPU time:\n{report}"
+            );
+        }
+    }
+    let open = row(&report, &["1,000", "1"]);
+    assert!(number(open[2]) > 0.0, "open loop sent nothing:\n{report}");
+    // Mock section: every server answered (the harness refuses runs with misses).
+    for server in ["mock, untraced", "mock, traced", "mock, traced, --out"] {
+        assert!(
+            number(row(&report, &[server])[1]) > 0.0,
+            "{server} served nothing:\n{report}"
+        );
+    }
 }

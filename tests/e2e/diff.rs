@@ -584,3 +584,114 @@ fn codings_listed_in_several_headers_decode_like_the_recorder_stores_them() {
         stderr(&out)
     );
 }
+
+/// Issue 17, item 11: a route whose scored checks all failed printed "score: -0"; p95 showed
+/// "nodata" below 40 samples while p50/p90 and the test were computed; `check` had no
+/// `--color`.
+#[test]
+fn issue_17_scores_percentiles_and_colors_print_as_a_user_expects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (runp, report) = (dir.path().join("run"), dir.path().join("report"));
+    // 30 exchanges per route, fewer than min_samples = 40: the checks that find nothing are
+    // nodata, the renamed field fails, so the users route's score is 0 of 100.
+    write_run(&runp, 30, &["baseline", "candidate"], &|p, i, t| {
+        noisy(p, i, t == "candidate")
+    });
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, "[settings]\nmin_samples = 40\n").expect("rules");
+    let out = run(
+        &[
+            "diff",
+            "--run",
+            s(&runp),
+            "--rules",
+            s(&rules),
+            "--report",
+            s(&report),
+            "--color",
+            "never",
+        ],
+        T,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("score: 0 "), "{text}");
+    assert!(!text.contains("-0"), "a negative zero is printed:\n{text}");
+    let users = text
+        .lines()
+        .find(|l| l.contains("GET /api/users/{id}") && l.contains("n=30"))
+        .unwrap_or_else(|| panic!("no users route line:\n{text}"));
+    assert!(
+        users.contains("p95 ~") && !users.contains("p95 nodata"),
+        "p95 of 30 samples is shown, marked as a low-n estimate: {users}"
+    );
+    assert!(text.contains("~ estimated from few samples"), "{text}");
+
+    let v = verdict(&report);
+    let route = v["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|r| r["route"] == "GET /api/users/{id}")
+        .expect("users route")
+        .clone();
+    assert_eq!(v["score"].as_f64(), Some(0.0));
+    let raw = std::fs::read_to_string(report.join("verdict.json")).expect("verdict.json");
+    assert!(!raw.contains("-0.0"), "verdict.json has a negative zero");
+    // verdict.json keeps its meaning: the percentile is null, its estimate is beside it.
+    let base = &route["latency"]["baseline"];
+    assert!(base["p95"].is_null(), "{base}");
+    assert!(base["p50"].as_u64().is_some(), "{base}");
+    assert!(base["low_n"]["p95"].as_u64().is_some(), "{base}");
+    let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
+    assert!(md.contains("score: 0/100"), "{md}");
+    assert!(
+        md.contains("→ ~"),
+        "report.md marks low-n percentiles:\n{md}"
+    );
+
+    // `check` takes the same --color flag as `diff`.
+    let tape = dir.path().join("tape");
+    let o = run(&["synth", "--out", s(&tape), "--count", "60"], T);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let server = || TestServer::start(|r| Reply::json(format!("{{\"path\":\"{}\"}}", r.uri)));
+    let (b, c) = (server(), server());
+    for (when, colored) in [("always", true), ("never", false)] {
+        let o = run(
+            &[
+                "check",
+                "--tape",
+                s(&tape),
+                "--baseline",
+                &b.url(),
+                "--candidate",
+                &c.url(),
+                "--report",
+                s(&dir.path().join(format!("check-{when}"))),
+                "--quiet",
+                "--color",
+                when,
+            ],
+            T,
+        );
+        let code = o.status.code();
+        assert!(
+            code == Some(0) || code == Some(3),
+            "identical targets: {code:?}\n{}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert_eq!(
+            stdout(&o).contains('\x1b'),
+            colored,
+            "--color {when}:\n{}",
+            stdout(&o)
+        );
+    }
+}

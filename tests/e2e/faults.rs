@@ -17,84 +17,15 @@ use hyper_util::rt::TokioExecutor;
 use tapedeck_storage::{ErrorKind, Exchange, now_us};
 
 use crate::util::{
-    Proc, Reply, TestServer, curl, free_port, read_tape, rt, run, stderr, stdout, wait_for_port,
+    Engine, Recorder, Reply, TestServer, curl, free_port, read_tape, rt, run, stderr, stdout,
     wait_until,
 };
 
-const STARTUP: Duration = Duration::from_secs(30);
 const STOP: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(120);
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// A running `tapedeck record`.
-struct Recorder {
-    proc: Proc,
-    port: u16,
-    tape: PathBuf,
-}
-
-impl Recorder {
-    fn start(upstream: &str, tape: &Path, logs: &Path, extra: &[&str]) -> Recorder {
-        Recorder::start_with_admin(upstream, tape, logs, "off", extra)
-    }
-
-    /// Like [`Recorder::start`], with the admin listener on `admin` (`host:port` or `off`).
-    fn start_with_admin(
-        upstream: &str,
-        tape: &Path,
-        logs: &Path,
-        admin: &str,
-        extra: &[&str],
-    ) -> Recorder {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut args = vec![
-            "record",
-            "--listen",
-            &listen,
-            "--upstream",
-            upstream,
-            "--tape",
-            s(tape),
-            "--admin",
-            admin,
-            "--grace-period",
-            "2s",
-            "--threads",
-            "2",
-        ];
-        args.extend_from_slice(extra);
-        let proc = Proc::start(&args, logs);
-        let addr: SocketAddr = listen.parse().expect("addr");
-        assert!(
-            wait_for_port(addr, STARTUP),
-            "recorder did not start; stderr:\n{}",
-            std::fs::read_to_string(logs.join("tapedeck.stderr")).unwrap_or_default()
-        );
-        Recorder {
-            proc,
-            port,
-            tape: tape.to_owned(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// SIGTERM, wait for a clean exit, return the tape's exchanges.
-    fn stop(mut self) -> Vec<Exchange> {
-        self.proc.signal("TERM");
-        let status = self
-            .proc
-            .wait_timeout(STOP)
-            .expect("recorder did not exit after SIGTERM");
-        assert!(status.success(), "recorder exited with {status}");
-        read_tape(&self.tape)
-    }
 }
 
 fn inspect_json(tape: &Path) -> serde_json::Value {
@@ -193,14 +124,18 @@ fn echo_path_upstream() -> TestServer {
     })
 }
 
-#[test]
-fn graceful_stop_under_load_keeps_every_answered_exchange() {
+fn graceful_stop_under_load_keeps_every_answered_exchange(engine: Engine) {
     const TASKS: usize = 8;
     const PER_TASK: usize = 2500;
     let up = echo_path_upstream();
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
-    let mut rec = Recorder::start(&up.url(), &tape, dir.path(), &[]);
+    let mut rec = Recorder::builder(&up.url())
+        .tape(&tape)
+        .admin_off()
+        .grace("2s")
+        .engine(engine)
+        .start(dir.path());
     let stop = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(AtomicUsize::new(0));
     let load = {
@@ -249,8 +184,7 @@ fn graceful_stop_under_load_keeps_every_answered_exchange() {
     assert_eq!(v["files"]["spool"], 0, "the tape is sealed: {v}");
 }
 
-#[test]
-fn crash_under_load_loses_at_most_the_last_flush_intervals() {
+fn crash_under_load_loses_at_most_the_last_flush_intervals(engine: Engine) {
     const TASKS: usize = 8;
     const PER_TASK: usize = 2500;
     const FLUSH_US: i64 = 200_000;
@@ -260,7 +194,13 @@ fn crash_under_load_loses_at_most_the_last_flush_intervals() {
     let up = echo_path_upstream();
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
-    let mut rec = Recorder::start(&up.url(), &tape, dir.path(), &["--flush-interval", "200ms"]);
+    let mut rec = Recorder::builder(&up.url())
+        .tape(&tape)
+        .args(&["--flush-interval", "200ms"])
+        .admin_off()
+        .grace("2s")
+        .engine(engine)
+        .start(dir.path());
     let stop = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(AtomicUsize::new(0));
     let load = {
@@ -303,7 +243,13 @@ fn crash_under_load_loses_at_most_the_last_flush_intervals() {
         }
     }
     // Restart on the same tape dir: the spool is recovered and sealed.
-    let rec = Recorder::start(&up.url(), &tape, dir.path(), &["--flush-interval", "200ms"]);
+    let rec = Recorder::builder(&up.url())
+        .tape(&tape)
+        .args(&["--flush-interval", "200ms"])
+        .admin_off()
+        .grace("2s")
+        .engine(engine)
+        .start(dir.path());
     assert_eq!(curl(&[&rec.url("/after-restart")]).0, 200);
     let rows = rec.stop();
     let v = inspect_json(&tape);
@@ -540,16 +486,16 @@ fn status_of(resp: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
-#[test]
-fn upstream_faults_incl_a_bad_chunk_give_502_504_error_exchanges_with_kinds() {
+fn upstream_faults_incl_a_bad_chunk_give_502_504_error_exchanges_with_kinds(engine: Engine) {
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::start(
-        &up.url(),
-        &dir.path().join("tape"),
-        dir.path(),
-        &["--upstream-timeout", "500ms"],
-    );
+    let rec = Recorder::builder(&up.url())
+        .tape(&dir.path().join("tape"))
+        .args(&["--upstream-timeout", "500ms"])
+        .admin_off()
+        .grace("2s")
+        .engine(engine)
+        .start(dir.path());
     let mut faults = 0;
     for (path, want) in [
         ("/garbage", 502),
@@ -736,11 +682,15 @@ fn first_status(resp: &[u8]) -> u16 {
     }
 }
 
-#[test]
-fn malformed_requests_are_rejected_and_the_proxy_stays_healthy() {
+fn malformed_requests_are_rejected_and_the_proxy_stays_healthy(engine: Engine) {
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::start(&up.url(), &dir.path().join("tape"), dir.path(), &[]);
+    let rec = Recorder::builder(&up.url())
+        .tape(&dir.path().join("tape"))
+        .admin_off()
+        .grace("2s")
+        .engine(engine)
+        .start(dir.path());
     let mut many = b"GET /many-headers HTTP/1.1\r\nhost: t\r\n".to_vec();
     for i in 0..5000 {
         many.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
@@ -834,13 +784,17 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-#[test]
-fn a_300_mb_streamed_upload_is_forwarded_with_bounded_memory() {
+fn a_300_mb_streamed_upload_is_forwarded_with_bounded_memory(engine: Engine) {
     const SIZE: u64 = 300 << 20;
     const RSS_LIMIT_KIB: u64 = 300 * 1024;
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::start(&up.url(), &dir.path().join("tape"), dir.path(), &[]);
+    let rec = Recorder::builder(&up.url())
+        .tape(&dir.path().join("tape"))
+        .admin_off()
+        .grace("2s")
+        .engine(engine)
+        .start(dir.path());
     let pid = rec.proc.pid();
     let port = rec.port;
     let uploader = std::thread::spawn(move || {
@@ -931,16 +885,16 @@ fn start_lorises(
         .collect()
 }
 
-#[test]
-fn slowloris_does_not_starve_other_clients() {
+fn slowloris_does_not_starve_other_clients(engine: Engine) {
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::start(
-        &up.url(),
-        &dir.path().join("tape"),
-        dir.path(),
-        &["--header-timeout", "2s"],
-    );
+    let rec = Recorder::builder(&up.url())
+        .tape(&dir.path().join("tape"))
+        .args(&["--header-timeout", "2s"])
+        .admin_off()
+        .grace("2s")
+        .engine(engine)
+        .start(dir.path());
     let stop = Arc::new(AtomicBool::new(false));
     let closed = Arc::new(AtomicUsize::new(0));
     let lorises = start_lorises(rec.port, 16, &stop, &closed);
@@ -967,25 +921,13 @@ fn slowloris_does_not_starve_other_clients() {
 }
 
 /// A `tapedeck record` with its admin listener on, for `/metrics`.
-fn recorder_with_metrics(up: &BadUpstream, dir: &Path, extra: &[&str]) -> (Recorder, String) {
-    let admin = format!("127.0.0.1:{}", free_port());
-    let rec = Recorder::start_with_admin(&up.url(), &dir.join("tape"), dir, &admin, extra);
-    let addr: SocketAddr = admin.parse().expect("admin addr");
-    assert!(wait_for_port(addr, STARTUP), "admin listener did not start");
-    (rec, format!("http://{admin}/metrics"))
-}
-
-/// The value of one sample line (`name{labels}`) of a Prometheus text page.
-fn metric(metrics_url: &str, sample: &str) -> Option<u64> {
-    let (status, text) = curl(&[metrics_url]);
-    assert_eq!(status, 200, "{text}");
-    text.lines().find_map(|l| {
-        l.strip_prefix(sample)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+fn recorder_with_metrics(up: &BadUpstream, dir: &Path, extra: &[&str], engine: Engine) -> Recorder {
+    Recorder::builder(&up.url())
+        .tape(&dir.join("tape"))
+        .args(extra)
+        .grace("2s")
+        .engine(engine)
+        .start(dir)
 }
 
 /// Reads from `c` until the peer closes (`Some(bytes received)`) or `limit` passes (`None`).
@@ -1030,11 +972,10 @@ fn read_response(c: &mut TcpStream, limit: Duration) -> Vec<u8> {
     out
 }
 
-#[test]
-fn slowloris_headers_are_cut_off_by_the_header_timeout() {
+fn slowloris_headers_are_cut_off_by_the_header_timeout(engine: Engine) {
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (rec, metrics) = recorder_with_metrics(&up, dir.path(), &["--header-timeout", "1s"]);
+    let rec = recorder_with_metrics(&up, dir.path(), &["--header-timeout", "1s"], engine);
 
     // Four clients trickling a header byte every 100 ms, forever: each read is quick, the head
     // never ends. All are cut off.
@@ -1098,7 +1039,7 @@ fn slowloris_headers_are_cut_off_by_the_header_timeout() {
     let (st, body) = curl(&[&rec.url("/after")]);
     assert_eq!((st, body.as_str()), (200, "ok /after"));
     assert_eq!(
-        metric(&metrics, "tapedeck_client_timeouts_total{phase=\"header\"}"),
+        rec.metric("tapedeck_client_timeouts_total{phase=\"header\"}"),
         Some(6)
     );
     let tape = rec.stop();
@@ -1106,11 +1047,10 @@ fn slowloris_headers_are_cut_off_by_the_header_timeout() {
     assert_eq!(tape.iter().filter(|e| e.path == "/after").count(), 1);
 }
 
-#[test]
-fn slow_request_bodies_are_not_cut_by_the_head_deadline_but_a_stalled_one_is() {
+fn slow_request_bodies_are_not_cut_by_the_head_deadline_but_a_stalled_one_is(engine: Engine) {
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (rec, metrics) = recorder_with_metrics(&up, dir.path(), &["--header-timeout", "1s"]);
+    let rec = recorder_with_metrics(&up, dir.path(), &["--header-timeout", "1s"], engine);
 
     // A fast head, then a body in 10 pieces 300 ms apart: 3 s in all, three header-timeouts,
     // but never a 1 s pause. It goes through whole.
@@ -1141,11 +1081,11 @@ fn slow_request_bodies_are_not_cut_by_the_head_deadline_but_a_stalled_one_is() {
     let got = read_until_closed(&mut c, Duration::from_secs(20));
     assert!(got.is_some(), "a stalled body upload was not cut off");
     assert_eq!(
-        metric(&metrics, "tapedeck_client_timeouts_total{phase=\"body\"}"),
+        rec.metric("tapedeck_client_timeouts_total{phase=\"body\"}"),
         Some(1)
     );
     assert_eq!(
-        metric(&metrics, "tapedeck_client_timeouts_total{phase=\"header\"}"),
+        rec.metric("tapedeck_client_timeouts_total{phase=\"header\"}"),
         Some(0)
     );
     let tape = rec.stop();
@@ -1158,14 +1098,14 @@ fn slow_request_bodies_are_not_cut_by_the_head_deadline_but_a_stalled_one_is() {
     );
 }
 
-#[test]
-fn idle_keepalive_connections_are_closed_after_the_idle_timeout() {
+fn idle_keepalive_connections_are_closed_after_the_idle_timeout(engine: Engine) {
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (rec, metrics) = recorder_with_metrics(
+    let rec = recorder_with_metrics(
         &up,
         dir.path(),
         &["--header-timeout", "1s", "--idle-timeout", "4s"],
+        engine,
     );
     let mut c = TcpStream::connect(("127.0.0.1", rec.port)).expect("connect");
     c.write_all(b"GET /first HTTP/1.1\r\nhost: t\r\n\r\n")
@@ -1214,19 +1154,23 @@ fn idle_keepalive_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(versions, vec![(200, hyper::Version::HTTP_2); 2]);
     // Idle closes are routine, not slow clients; and no h2 connection was cut.
     assert_eq!(
-        metric(&metrics, "tapedeck_client_timeouts_total{phase=\"header\"}"),
+        rec.metric("tapedeck_client_timeouts_total{phase=\"header\"}"),
         Some(0)
     );
     let tape = rec.stop();
     assert_eq!(tape.len(), 4);
 }
 
-#[test]
-fn odd_bodies_are_recorded_faithfully_and_diff_reports_undecodable() {
+fn odd_bodies_are_recorded_faithfully_and_diff_reports_undecodable(engine: Engine) {
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let tape_dir = dir.path().join("tape");
-    let rec = Recorder::start(&up.url(), &tape_dir, dir.path(), &[]);
+    let rec = Recorder::builder(&up.url())
+        .tape(&tape_dir)
+        .admin_off()
+        .grace("2s")
+        .engine(engine)
+        .start(dir.path());
     // A request body that is not UTF-8, sent raw.
     let mut req = b"POST /bad-utf8 HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
                     content-length: 6\r\nconnection: close\r\n\r\n"
@@ -1579,13 +1523,17 @@ fn config_errors_exit_2_naming_the_key_and_the_fix() {
     );
 }
 
-#[test]
-fn request_heads_over_64_kib_get_431_and_never_reach_the_upstream() {
+fn request_heads_over_64_kib_get_431_and_never_reach_the_upstream(engine: Engine) {
     // Found by this suite: pingora accepts request heads up to 1 MiB, so a 100 KB header was
     // forwarded upstream. The proxy now answers 431 above `MAX_REQUEST_HEAD` (64 KiB).
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::start(&up.url(), &dir.path().join("tape"), dir.path(), &[]);
+    let rec = Recorder::builder(&up.url())
+        .tape(&dir.path().join("tape"))
+        .admin_off()
+        .grace("2s")
+        .engine(engine)
+        .start(dir.path());
     let mut big = b"GET /big-header HTTP/1.1\r\nhost: t\r\nx-big: ".to_vec();
     big.extend(std::iter::repeat_n(b'a', 100 * 1024));
     big.extend_from_slice(b"\r\n\r\n");
@@ -1700,3 +1648,17 @@ fn replay_refuses_a_damaged_later_file_before_sending_anything() {
         assert_eq!(read_tape(&run_dir).len(), 20, "{kind}");
     }
 }
+
+on_both_engines!(
+    graceful_stop_under_load_keeps_every_answered_exchange,
+    crash_under_load_loses_at_most_the_last_flush_intervals,
+    upstream_faults_incl_a_bad_chunk_give_502_504_error_exchanges_with_kinds,
+    malformed_requests_are_rejected_and_the_proxy_stays_healthy,
+    a_300_mb_streamed_upload_is_forwarded_with_bounded_memory,
+    slowloris_does_not_starve_other_clients,
+    slowloris_headers_are_cut_off_by_the_header_timeout,
+    slow_request_bodies_are_not_cut_by_the_head_deadline_but_a_stalled_one_is,
+    idle_keepalive_connections_are_closed_after_the_idle_timeout,
+    odd_bodies_are_recorded_faithfully_and_diff_reports_undecodable,
+    request_heads_over_64_kib_get_431_and_never_reach_the_upstream,
+);

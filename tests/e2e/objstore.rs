@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::util::{Proc, Reply, TestServer, curl, free_port, tapedeck, wait_for_port, wait_until};
+use crate::util::{
+    Engine, Proc, Recorder, Reply, TestServer, curl, free_port, tapedeck, wait_for_port, wait_until,
+};
 
 const STARTUP: Duration = Duration::from_secs(60);
 const STOP: Duration = Duration::from_secs(90);
@@ -128,65 +130,34 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A running `tapedeck record` whose tape is an object-store URL.
-struct Recorder {
-    proc: Proc,
-    port: u16,
-    admin: u16,
+/// `tapedeck record` whose tape is an object-store URL, with the S3 settings of [`td`].
+fn recorder(
+    endpoint: &str,
+    spool_root: &Path,
+    upstream: &str,
+    tape: &str,
+    logs: &Path,
+    engine: Engine,
+) -> Recorder {
+    let spool = spool_root.to_str().expect("utf-8 path");
+    Recorder::builder(upstream)
+        .tape_url(tape)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("TAPEDECK_SPOOL_DIR", spool)
+        .log_level("info")
+        .log_name("record")
+        .engine(engine)
+        .start(logs)
 }
 
-impl Recorder {
-    fn start(endpoint: &str, spool_root: &Path, upstream: &str, tape: &str, logs: &Path) -> Self {
-        let port = free_port();
-        let admin = free_port();
-        let err = std::fs::File::create(logs.join("record.stderr")).expect("log");
-        let child = td(endpoint, spool_root)
-            .env("RUST_LOG", "info")
-            .args([
-                "record",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--upstream",
-                upstream,
-                "--tape",
-                tape,
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-                "--grace-period",
-                "1s",
-                "--threads",
-                "2",
-            ])
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("spawn record");
-        let rec = Recorder {
-            proc: Proc { child },
-            port,
-            admin,
-        };
-        for p in [port, admin] {
-            let addr: SocketAddr = format!("127.0.0.1:{p}").parse().expect("addr");
-            assert!(
-                wait_for_port(addr, STARTUP),
-                "recorder did not start:\n{}",
-                std::fs::read_to_string(logs.join("record.stderr")).unwrap_or_default()
-            );
-        }
-        rec
-    }
-
-    fn get(&self, path: &str) -> u16 {
-        curl(&[&format!("http://127.0.0.1:{}{path}", self.port)]).0
-    }
-
-    fn metric(&self, name: &str) -> Option<u64> {
-        let (_, m) = curl(&[&format!("http://127.0.0.1:{}/metrics", self.admin)]);
-        m.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-    }
+/// A GET through the recorder; the status.
+fn get(rec: &Recorder, path: &str) -> u16 {
+    curl(&[&rec.url(path)]).0
 }
 
 fn upstream() -> TestServer {
@@ -223,8 +194,7 @@ fn inspect_count(endpoint: &str, spool: &Path, url: &str) -> u64 {
     v["exchanges"].as_u64().expect("exchanges count")
 }
 
-#[test]
-fn record_replay_diff_through_s3() {
+fn record_replay_diff_through_s3(engine: Engine) {
     let tmp = tempfile::tempdir().expect("tmp");
     let moto = Moto::start(tmp.path());
     let endpoint = moto.url();
@@ -232,11 +202,11 @@ fn record_replay_diff_through_s3() {
     let up = upstream();
     let tape = format!("s3://{BUCKET}/svc/tape");
 
-    let rec = Recorder::start(&endpoint, &spool, &up.url(), &tape, tmp.path());
+    let rec = recorder(&endpoint, &spool, &up.url(), &tape, tmp.path(), engine);
     let paths = ["/api/users/1", "/api/users/2", "/api/items?q=a", "/healthz"];
     let n = 40;
     for i in 0..n {
-        assert_eq!(rec.get(paths[i % paths.len()]), 200);
+        assert_eq!(get(&rec, paths[i % paths.len()]), 200);
     }
     let mut proc = rec.proc;
     proc.signal("TERM");
@@ -448,8 +418,7 @@ fn pipe(from: std::io::Result<TcpStream>, to: std::io::Result<TcpStream>) {
     });
 }
 
-#[test]
-fn upload_outage_keeps_recording_and_loses_nothing() {
+fn upload_outage_keeps_recording_and_loses_nothing(engine: Engine) {
     let tmp = tempfile::tempdir().expect("tmp");
     let moto = Moto::start(tmp.path());
     let mut fwd = Forwarder::start(moto.port);
@@ -457,14 +426,14 @@ fn upload_outage_keeps_recording_and_loses_nothing() {
     let up = upstream();
     let tape = format!("s3://{BUCKET}/outage/tape");
 
-    let rec = Recorder::start(&fwd.url(), &spool, &up.url(), &tape, tmp.path());
+    let rec = recorder(&fwd.url(), &spool, &up.url(), &tape, tmp.path(), engine);
     for i in 0..20 {
-        assert_eq!(rec.get(&format!("/before/{i}")), 200);
+        assert_eq!(get(&rec, &format!("/before/{i}")), 200);
     }
     // The store goes away: recording goes on, unaffected.
     fwd.close();
     for i in 0..20 {
-        assert_eq!(rec.get(&format!("/during/{i}")), 200);
+        assert_eq!(get(&rec, &format!("/during/{i}")), 200);
     }
     assert_eq!(rec.metric("tapedeck_dropped_total{reason=\"io\"}"), Some(0));
 
@@ -505,5 +474,174 @@ fn upload_outage_keeps_recording_and_loses_nothing() {
         inspect_count(&moto.url(), &spool, &tape),
         40,
         "no exchange lost"
+    );
+}
+
+on_both_engines!(
+    record_replay_diff_through_s3,
+    upload_outage_keeps_recording_and_loses_nothing,
+);
+/// Issue 17: an `s3://` location with a plain-HTTP endpoint and no `AWS_ALLOW_HTTP` used to
+/// retry for ~30 s and end in "HTTP error: builder error". It fails at once, naming the fix.
+#[test]
+fn issue_17_http_endpoint_without_allow_http_fails_at_once_naming_the_fix() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Nothing listens there: the error must come before any request.
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let spool = tmp.path().join("spool");
+    let local = tmp.path().join("local-tape");
+    let synth = crate::util::run(
+        &[
+            "synth",
+            "--out",
+            local.to_str().expect("utf-8"),
+            "--count",
+            "20",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(synth.status.success(), "synth: {}", text(&synth));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let runs: [&[&str]; 3] = [
+        &["inspect", "s3://tapes/svc/tape"],
+        &[
+            "replay",
+            "--tape",
+            local.to_str().expect("utf-8"),
+            "--target",
+            "c=http://127.0.0.1:9",
+            "--max",
+            "--out",
+            "s3://tapes/svc/runs/r1",
+        ],
+        &[
+            "record",
+            "--listen",
+            &listen,
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--admin",
+            "off",
+            "--tape",
+            "s3://tapes/svc/tape",
+        ],
+    ];
+    for args in runs {
+        let mut c = td(&endpoint, &spool);
+        c.env_remove("AWS_ALLOW_HTTP").args(args);
+        let started = Instant::now();
+        let out = run_cmd(c, Duration::from_secs(20));
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("AWS_ALLOW_HTTP=true") && err.contains(&endpoint),
+            "{args:?}: the error names the endpoint and the fix: {}",
+            text(&out)
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "{args:?}: took {took:?}, expected an immediate error"
+        );
+    }
+}
+
+/// Issue 17: on object storage, a failed upload's leftover file was pushed into the next run at
+/// the same URL (2,400 rows, `paired: 800` for a 400-request tape). A replay never starts into
+/// a URL that holds results, nor while its local spool directory holds an earlier run's
+/// leftovers (the error names the directory); `--append` uploads them on purpose.
+#[test]
+fn issue_17_replay_never_mixes_runs_in_object_storage() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let moto = Moto::start(tmp.path());
+    let endpoint = moto.url();
+    let spool = tmp.path().join("spool");
+    let tape = tmp.path().join("tape");
+    let o = crate::util::run(
+        &[
+            "synth",
+            "--out",
+            tape.to_str().expect("utf-8"),
+            "--count",
+            "20",
+        ],
+        STOP,
+    );
+    assert!(o.status.success(), "synth: {}", text(&o));
+    let target = upstream();
+    let sent = || {
+        target
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET")
+            .count()
+    };
+    let replay = |out: &str, extra: &[&str]| {
+        let mut c = td(&endpoint, &spool);
+        c.args([
+            "replay",
+            "--tape",
+            tape.to_str().expect("utf-8"),
+            "--target",
+            &format!("c={}", target.url()),
+            "--max",
+            "--quiet",
+            "--out",
+            out,
+        ])
+        .args(extra);
+        run_cmd(c, STOP)
+    };
+
+    // A second run into the same URL is refused before anything is sent.
+    let a = format!("s3://{BUCKET}/runs/a");
+    let o = replay(&a, &[]);
+    assert!(o.status.success(), "first run: {}", text(&o));
+    let per_run = sent();
+    assert!(per_run > 0);
+    let objects = moto.list("runs/a/");
+    let o = replay(&a, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("--append") && err.contains(&a), "{err}");
+    assert_eq!(sent(), per_run, "nothing was sent");
+    assert_eq!(moto.list("runs/a/"), objects, "the first run is untouched");
+
+    // What an earlier run to URL b could not upload waits in b's local spool directory: here a
+    // sealed file of another run, put where a failed upload leaves it (same relative path).
+    let b = format!("s3://{BUCKET}/runs/b");
+    let b_spool = spool.join(
+        tapedeck_storage::object::spool_dir_for(&b)
+            .file_name()
+            .expect("spool dir name"),
+    );
+    let local_run = tmp.path().join("local-run");
+    let o = replay(local_run.to_str().expect("utf-8"), &[]);
+    assert!(o.status.success(), "local run: {}", text(&o));
+    let per_run = sent() / 2;
+    let sealed = local_parquet(&local_run);
+    let first = sealed.first().expect("a sealed file");
+    let leftover = b_spool.join(first.strip_prefix(&local_run).expect("under the run"));
+    std::fs::create_dir_all(leftover.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(first, &leftover).expect("copy the leftover");
+    let o = replay(&b, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        err.contains(b_spool.to_str().expect("utf-8")) && err.contains("--append"),
+        "the error names the spool directory and the flag: {err}"
+    );
+    assert!(moto.list("runs/b/").is_empty(), "no leftover was uploaded");
+    assert!(leftover.is_file(), "the leftover is kept");
+    assert_eq!(sent(), 2 * per_run, "nothing was sent");
+
+    // On purpose: --append uploads the leftover and adds the new run.
+    let o = replay(&b, &["--append"]);
+    assert!(o.status.success(), "append: {}", text(&o));
+    assert!(!leftover.exists());
+    let leftover_rows = crate::util::read_tape(first).len() as u64;
+    assert_eq!(
+        inspect_count(&endpoint, &spool, &b),
+        leftover_rows + inspect_count(&endpoint, &spool, &a)
     );
 }

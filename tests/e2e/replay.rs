@@ -656,13 +656,14 @@ fn speed_2_halves_recorded_gaps_and_keeps_order() {
         "arrival order mostly kept: {:?}",
         got.iter().map(index).collect::<Vec<_>>()
     );
-    let first = got.iter().find(|r| index(r) == 0).expect("first").at;
-    let last = got.iter().find(|r| index(r) == 20).expect("last").at;
-    let arrived = last.duration_since(first);
-    assert!(
-        arrived > Duration::from_millis(50) && arrived < Duration::from_millis(190),
-        "about half of the recorded 200 ms: {arrived:?}"
-    );
+    // The gaps were kept: no request left before its scheduled time, so the last one left at
+    // least the scheduled span (≈ 100 ms) after the first was due. (How late sends and arrivals
+    // are depends on the machine's load; issue 17: an upper bound on the arrival window flaked
+    // under load, so none is asserted.)
+    for (s, t) in sched.iter().zip(&sent) {
+        assert!(*t >= s - 1_000, "sent before its schedule: {t} < {s}");
+    }
+    assert!(sent[20] - sched[0] >= 95_000, "{sent:?} vs {sched:?}");
 }
 
 #[test]
@@ -1044,4 +1045,432 @@ fn max_mode_writes_every_result_once_and_adjacent_per_origin() {
         assert_eq!(&pair[1].resp_body[..], b"{\"b\":2}");
     }
     assert_eq!(seen.len(), n);
+}
+
+/// Issue 14: each closed-loop sender owns its HTTP/1.1 connection for the whole run (opened before
+/// the clock starts), and HTTP/2 requests are streams multiplexed over exactly `--connections`
+/// connections.
+#[test]
+fn closed_loop_senders_own_their_connections_and_h2_multiplexes_over_a_few() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let t0 = now_us() - 10_000_000;
+    let n = 400usize;
+    let recorded: Vec<_> = (0..n as i64)
+        .map(|i| get(&format!("/c/{i}"), t0 + i * 10))
+        .collect();
+    write_tape(&tape, &recorded);
+    let h1 = TestServer::start(|_| Reply::json("{}"));
+    let h2 = TestServer::start(|_| Reply::json("{}"));
+    let (t1, t2) = (
+        format!("one={}", h1.url()),
+        format!("two=h2c://{}", h2.addr),
+    );
+    let out_dir = dir.path().join("run");
+    let v = json(&run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &t1,
+            "--target",
+            &t2,
+            "--max",
+            "--concurrency",
+            "8",
+            "--threads",
+            "2",
+            "--connections",
+            "3",
+            "--json",
+        ],
+        T,
+    ));
+    assert_eq!(v["results_written"], 2 * n as u64, "{v:#}");
+    assert_eq!(v["targets"][0]["errors"], 0, "{v:#}");
+    assert_eq!(v["targets"][1]["errors"], 0, "{v:#}");
+    assert_eq!(h1.requests().len(), n);
+    assert_eq!(
+        h1.connection_count(),
+        8,
+        "one HTTP/1.1 connection per sender, kept for the whole run"
+    );
+    let got = h2.requests();
+    assert_eq!(got.len(), n);
+    assert!(got.iter().all(|r| r.version == "HTTP/2.0"));
+    // 3 connections spread over 2 threads: 2 per thread (rounded up).
+    assert_eq!(
+        h2.connection_count(),
+        4,
+        "HTTP/2 streams multiplexed over the threads' connections"
+    );
+}
+
+/// A target that closes every connection after its response (`Connection: close`) costs a new
+/// connection per request, never an error: a request that finds its connection closed is sent
+/// on another one, in closed and open loop.
+#[test]
+fn connection_close_targets_are_reconnected_without_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let t0 = now_us() - 10_000_000;
+    let n = 200usize;
+    let recorded: Vec<_> = (0..n as i64)
+        .map(|i| get(&format!("/close/{i}"), t0 + i * 10))
+        .collect();
+    write_tape(&tape, &recorded);
+    let server = TestServer::start(|_| {
+        let mut r = Reply::json("{}");
+        r.headers.push(("connection".into(), "close".into()));
+        r
+    });
+    let target = format!("t={}", server.url());
+    for (i, pacing) in [
+        &["--max", "--concurrency", "4"][..],
+        &["--rate", "1000", "--concurrency", "16"][..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out_dir = dir.path().join(format!("run-{i}"));
+        let mut args = vec![
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &target,
+            "--json",
+        ];
+        args.extend_from_slice(pacing);
+        let v = json(&run(&args, T));
+        assert_eq!(v["targets"][0]["errors"], 0, "{pacing:?}: {v:#}");
+        assert_eq!(v["targets"][0]["status_classes"]["2xx"], n as u64);
+    }
+    assert_eq!(server.requests().len(), 2 * n);
+    assert!(
+        server.connection_count() >= 2 * n,
+        "every request had its own connection: {}",
+        server.connection_count()
+    );
+}
+
+/// `--pace poisson` is the Poisson mode (the same as `--rate N --poisson`), and the result tape
+/// says so.
+#[test]
+fn pace_poisson_is_a_mode_of_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let t0 = now_us() - 10_000_000;
+    let recorded: Vec<_> = (0..50).map(|i| get(&format!("/p/{i}"), t0 + i)).collect();
+    write_tape(&tape, &recorded);
+    let server = TestServer::start(|_| Reply::json("{}"));
+    let target = format!("t={}", server.url());
+    for (i, pacing) in [
+        &["--pace", "poisson", "--rate", "2000"][..],
+        &["--rate", "2000", "--poisson"][..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out_dir = dir.path().join(format!("run-{i}"));
+        let mut args = vec![
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&out_dir),
+            "--target",
+            &target,
+            "--json",
+        ];
+        args.extend_from_slice(pacing);
+        let v = json(&run(&args, T));
+        assert_eq!(v["pacing"]["mode"], "poisson", "{v:#}");
+        assert_eq!(v["pacing"]["target_rate"], 2000.0);
+        let md = Tape::open(&[&out_dir])
+            .expect("open results")
+            .metadata()
+            .expect("metadata");
+        assert_eq!(
+            md.get("tapedeck.run.pace").map(String::as_str),
+            Some("rate 2000/s poisson")
+        );
+    }
+    let out = run(
+        &[
+            "replay",
+            "--tape",
+            s(&tape),
+            "--out",
+            s(&dir.path().join("bad")),
+            "--target",
+            &target,
+            "--pace",
+            "recorded",
+            "--rate",
+            "5",
+        ],
+        T,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--rate applies to --pace rate or poisson"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Issue 16's hooks: an [`Observer`](tapedeck_replay::Observer) sees every origin's results (all
+/// targets, in target order) before they are written, and can stop the run; what was in flight
+/// still finishes and is written (and observed).
+#[test]
+fn an_observer_sees_every_group_and_can_stop_the_run() {
+    use std::ops::ControlFlow;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Seen {
+        groups: Vec<Vec<(Option<String>, Option<u16>)>>,
+        finished: bool,
+    }
+    struct Watch(Arc<Mutex<Seen>>, usize);
+    impl tapedeck_replay::Observer for Watch {
+        fn group(&mut self, results: &[Exchange]) -> ControlFlow<()> {
+            let mut seen = self.0.lock().expect("lock");
+            seen.groups.push(
+                results
+                    .iter()
+                    .map(|r| (r.target.clone(), r.status))
+                    .collect(),
+            );
+            if seen.groups.len() >= self.1 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn finish(&mut self) {
+            self.0.lock().expect("lock").finished = true;
+        }
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let t0 = now_us() - 10_000_000;
+    let n = 2_000usize;
+    let recorded: Vec<_> = (0..n as i64)
+        .map(|i| get(&format!("/o/{i}"), t0 + i * 100))
+        .collect();
+    write_tape(&tape, &recorded);
+    // Slow enough that the run cannot finish before the observer has seen 20 groups.
+    let slow = |_: &crate::util::Received| {
+        let mut r = Reply::json("{}");
+        r.delay = Duration::from_millis(5);
+        r
+    };
+    let (a, b) = (TestServer::start(slow), TestServer::start(slow));
+    let out_dir = dir.path().join("run");
+    let config = tapedeck_replay::ReplayOptions {
+        tape: vec![tape.clone()],
+        out: Some(out_dir.clone()),
+        targets: vec![format!("a={}", a.url()), format!("b={}", b.url())],
+        pace: "max".into(),
+        concurrency: Some(4),
+        ..Default::default()
+    }
+    .validate()
+    .expect("valid options");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let summary = tapedeck_replay::Replay::new(&config)
+        .observer(Watch(seen.clone(), 20))
+        .run_blocking()
+        .expect("replay");
+    let seen = seen.lock().expect("lock");
+    assert!(summary.interrupted, "the observer stopped the run");
+    assert!(seen.finished, "finish() was called");
+    let written = summary.results_written as usize;
+    assert!(
+        (40..2 * n).contains(&written),
+        "stopped early, in-flight requests still written: {written}"
+    );
+    assert_eq!(
+        seen.groups.len() * 2,
+        written,
+        "every written group observed"
+    );
+    for g in &seen.groups {
+        let targets: Vec<_> = g.iter().map(|(t, _)| t.as_deref()).collect();
+        assert_eq!(targets, [Some("a"), Some("b")], "one group, target order");
+        assert!(g.iter().all(|(_, status)| *status == Some(200)));
+    }
+    assert_eq!(read_tape(&out_dir).len(), written);
+}
+
+/// Issue 17: `replay --out DIR` into a directory that already held results mixed two runs
+/// (42 rows for 21 origins, no warning). An output that holds results is refused (exit 2,
+/// naming `--append`) before anything is sent; `--append` adds to it on purpose.
+#[test]
+fn issue_17_replay_refuses_an_output_that_holds_a_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let t0 = now_us();
+    let recorded: Vec<Exchange> = (0..21)
+        .map(|i| get(&format!("/api/items/{i}"), t0 + i * 1000))
+        .collect();
+    write_tape(&tape, &recorded);
+    let target = TestServer::start(|_| Reply::json("{}"));
+    let out = dir.path().join("run");
+    // An empty directory is a fine place for a new run.
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let replay = |extra: &[&str]| {
+        let target_arg = format!("c={}", target.url());
+        let mut args = vec![
+            "replay",
+            "--tape",
+            s(&tape),
+            "--target",
+            &target_arg,
+            "--max",
+            "--quiet",
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        run(&args, T)
+    };
+    let o = replay(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(read_tape(&out).len(), 21);
+    assert_eq!(target.requests().len(), 21);
+
+    let o = replay(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}\n{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--append") && err.contains(s(&out)) && err.contains("already holds"),
+        "the error names the output and the flag: {err}"
+    );
+    assert_eq!(target.requests().len(), 21, "nothing was sent");
+    assert_eq!(read_tape(&out).len(), 21, "the first run is untouched");
+
+    let o = replay(&["--append"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(read_tape(&out).len(), 42, "--append adds on purpose");
+}
+
+/// Issue 17: replaying a tape whose credentials were redacted sent the placeholders
+/// (`Authorization: [REDACTED]`, `hmac-sha256:…`) without a word. The replay warns once, before
+/// sending, naming the headers, their counts and the `--set-header` that fixes it, and counts
+/// them in the summary; `--strict-credentials` refuses to start (exit 2, nothing sent).
+#[test]
+fn issue_17_redacted_credentials_are_warned_about_or_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let t0 = now_us();
+    // What `tapedeck record` stores: the mask in mask mode, an HMAC token in hash mode.
+    let recorded: Vec<Exchange> = (0..20)
+        .map(|i| {
+            let mut ex = get(&format!("/api/items/{i}"), t0 + i * 1000);
+            ex.req_headers
+                .push(Header::new("Authorization", "[REDACTED]"));
+            ex.req_headers.push(Header::new(
+                "X-Api-Key",
+                "hmac-sha256:0123456789abcdef0123456789abcdef",
+            ));
+            if i % 2 == 0 {
+                ex.req_headers.push(Header::new("Cookie", "[REDACTED]"));
+            }
+            ex
+        })
+        .collect();
+    write_tape(&tape, &recorded);
+    let target = TestServer::start(|_| Reply::json("{}"));
+    let target_arg = format!("c={}", target.url());
+    let replay = |out: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "replay",
+            "--tape",
+            s(&tape),
+            "--target",
+            &target_arg,
+            "--max",
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        run_env(&args, env, T)
+    };
+
+    // Without --strict-credentials: sent, with one warning before the first request, and counted.
+    let o = replay("r1", &["--json"], &[]);
+    let summary = json(&o);
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("redaction placeholder").count(),
+        1,
+        "one warning:\n{err}"
+    );
+    for needle in [
+        "authorization",
+        "x-api-key",
+        "cookie",
+        "--set-header 'Authorization: ${AUTHORIZATION}'",
+        "--strict-credentials",
+    ] {
+        assert!(err.contains(needle), "the warning lacks {needle:?}:\n{err}");
+    }
+    let counted = &summary["selection"]["redacted_credentials"];
+    assert_eq!(counted["authorization"], 20, "{summary:#}");
+    assert_eq!(counted["x-api-key"], 20, "{summary:#}");
+    assert_eq!(counted["cookie"], 10, "{summary:#}");
+    assert_eq!(target.requests().len(), 20);
+
+    // --strict-credentials: refused before anything is sent.
+    let o = replay("r2", &["--strict-credentials"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}\n{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("authorization") && err.contains("--set-header") && err.contains("20"),
+        "{err}"
+    );
+    assert_eq!(target.requests().len(), 20, "nothing was sent");
+    assert!(!dir.path().join("r2").exists(), "no output was written");
+
+    // Real values (or dropped headers) leave nothing to warn about.
+    let o = replay(
+        "r3",
+        &[
+            "--strict-credentials",
+            "--set-header",
+            "Authorization: Bearer ${TOKEN}",
+            "--drop-header",
+            "x-api-key",
+            "--drop-header",
+            "cookie",
+            "--json",
+        ],
+        &[("TOKEN", "t0ken-42")],
+    );
+    let summary = json(&o);
+    assert!(
+        !stderr(&o).contains("redaction placeholder"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        summary["selection"]["redacted_credentials"],
+        serde_json::json!({})
+    );
+    let sent = target.requests();
+    assert_eq!(sent.len(), 40);
+    assert!(sent[20..].iter().all(|r| {
+        r.header("authorization").as_deref() == Some("Bearer t0ken-42")
+            && r.header("x-api-key").is_none()
+    }));
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tapedeck_storage::{Filter, Tape};
 
-use crate::util::{Proc, Reply, TestServer, free_port, tapedeck, wait_for_port, wait_until};
+use crate::util::{Engine, Recorder, Reply, TestServer, tapedeck, wait_for_port, wait_until};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -44,20 +44,6 @@ fn run_logged(name: &str, args: &[&str], logs: &Path) -> Output {
     std::fs::write(logs.join(format!("{name}.stdout")), &out.stdout).expect("write log");
     std::fs::write(logs.join(format!("{name}.stderr")), &out.stderr).expect("write log");
     out
-}
-
-/// Starts `tapedeck record` at debug log level with its output in `logs/record.{stdout,stderr}`.
-fn start_recorder(args: &[&str], logs: &Path) -> Proc {
-    let out = std::fs::File::create(logs.join("record.stdout")).expect("stdout log");
-    let err = std::fs::File::create(logs.join("record.stderr")).expect("stderr log");
-    let child = tapedeck()
-        .env("RUST_LOG", "debug")
-        .args(args)
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("spawn tapedeck record");
-    Proc { child }
 }
 
 fn curl(args: &[&str]) -> u16 {
@@ -160,8 +146,7 @@ fn assert_private(dir: &Path) {
     }
 }
 
-#[test]
-fn no_default_sensitive_header_reaches_tapes_reports_tickets_or_logs() {
+fn no_default_sensitive_header_reaches_tapes_reports_tickets_or_logs(engine: Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
@@ -211,32 +196,14 @@ fn no_default_sensitive_header_reaches_tapes_reports_tickets_or_logs() {
     }
 
     // 1. Record, at debug log level, with default settings.
-    let port = free_port();
-    let admin = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let admin_addr = format!("127.0.0.1:{admin}");
-    let mut rec = start_recorder(
-        &[
-            "record",
-            "--listen",
-            &listen,
-            "--upstream",
-            &upstream.url(),
-            "--tape",
-            s(&tape),
-            "--admin",
-            &admin_addr,
-            "--grace-period",
-            "1s",
-        ],
-        &logs,
-    );
-    let addr: SocketAddr = listen.parse().expect("addr");
-    assert!(
-        wait_for_port(addr, T),
-        "recorder did not start: {}",
-        std::fs::read_to_string(logs.join("record.stderr")).unwrap_or_default()
-    );
+    let rec = Recorder::builder(&upstream.url())
+        .tape(&tape)
+        .log_level("debug")
+        .log_name("record")
+        .default_threads()
+        .engine(engine)
+        .start(&logs);
+    let port = rec.port;
     let mut headers: Vec<String> = req_secrets
         .iter()
         .map(|(h, v)| format!("{h}: {v}"))
@@ -251,8 +218,7 @@ fn no_default_sensitive_header_reaches_tapes_reports_tickets_or_logs() {
         args.push(&url);
         assert_eq!(curl(&args), 200, "request {i} through the recorder");
     }
-    let admin_url = format!("http://{admin_addr}/metrics");
-    assert_eq!(curl(&[&admin_url]), 200, "admin /metrics");
+    assert_eq!(curl(&[&rec.admin_url("/metrics")]), 200, "admin /metrics");
     // The upstream did get the real secrets (redaction is for the tape, not the traffic).
     assert!(
         upstream
@@ -261,9 +227,8 @@ fn no_default_sensitive_header_reaches_tapes_reports_tickets_or_logs() {
             .any(|r| r.header("authorization").as_deref() == Some(req_secrets[0].1.as_str())),
         "the upstream did not receive the Authorization header"
     );
-    rec.signal("TERM");
-    let status = rec.wait_timeout(T).expect("recorder did not stop");
-    assert!(status.success(), "recorder exited with {status}");
+    let mut rec = rec;
+    rec.terminate();
     assert_private(&tape);
 
     // 2. Replay to two targets, 3. diff with reports, 4. ticket.
@@ -379,8 +344,7 @@ fn listeners_on(port: u16) -> Vec<String> {
     out
 }
 
-#[test]
-fn the_admin_listener_binds_loopback_by_default() {
+fn the_admin_listener_binds_loopback_by_default(engine: Engine) {
     const DEFAULT_ADMIN: u16 = 9180;
     let dir = tempfile::tempdir().expect("tempdir");
     let upstream = TestServer::start(|_| Reply::json("{}"));
@@ -389,22 +353,11 @@ fn the_admin_listener_binds_loopback_by_default() {
         wait_until(T, || listeners_on(DEFAULT_ADMIN).is_empty()),
         "port {DEFAULT_ADMIN} stays busy: cannot check the default admin address"
     );
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut rec = Proc::start(
-        &[
-            "record",
-            "--listen",
-            &listen,
-            "--upstream",
-            &upstream.url(),
-            "--tape",
-            s(&dir.path().join("tape")),
-            "--grace-period",
-            "1s",
-        ],
-        dir.path(),
-    );
+    let mut rec = Recorder::builder(&upstream.url())
+        .tape(&dir.path().join("tape"))
+        .admin_unset()
+        .engine(engine)
+        .start(dir.path());
     let admin: SocketAddr = ([127, 0, 0, 1], DEFAULT_ADMIN).into();
     assert!(
         wait_for_port(admin, T),
@@ -412,8 +365,7 @@ fn the_admin_listener_binds_loopback_by_default() {
         std::fs::read_to_string(dir.path().join("tapedeck.stderr")).unwrap_or_default()
     );
     let listeners = listeners_on(DEFAULT_ADMIN);
-    rec.signal("TERM");
-    let _ = rec.wait_timeout(T);
+    rec.terminate();
     assert!(!listeners.is_empty(), "no listener found in /proc/net/tcp");
     for ip in &listeners {
         // 127.0.0.1 in /proc/net/tcp is 0100007F; ::1 in tcp6 is ...0100000000.
@@ -553,3 +505,8 @@ fn import_har_and_synth_redact_like_record() {
         "synthetic traffic has Authorization headers to redact"
     );
 }
+
+on_both_engines!(
+    no_default_sensitive_header_reaches_tapes_reports_tickets_or_logs,
+    the_admin_listener_binds_loopback_by_default,
+);

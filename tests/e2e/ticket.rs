@@ -431,3 +431,108 @@ fn tls_hook(dir: &Path) -> TestServer {
         delay: std::time::Duration::ZERO,
     })
 }
+
+/// Issue 17: `tapedeck ticket` keyed routes without the rules file's `[[routes]]` templates, so
+/// a ticket for a templated route could bundle none of its worst exchanges. It keys routes the
+/// way the judge did (the templates and settings are recorded in verdict.json).
+#[test]
+fn issue_17_ticket_keys_routes_with_the_judges_templates() {
+    use bytes::Bytes;
+    use tapedeck_storage::{Exchange, Header, TapeWriter, WhenFull, now_us};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A run as replay writes it: slugs (not ids) under /api/orders/, fewer distinct ones than
+    // the judge's high-cardinality threshold, so only the rules' template groups them. The
+    // candidate answers 150 ms slower (far beyond any scheduling noise): a latency failure,
+    // which has no response example, so only route keying can find its worst exchanges.
+    let run_dir = dir.path().join("run");
+    let w = TapeWriter::builder(&run_dir)
+        .when_full(WhenFull::Block)
+        .open()
+        .expect("open run");
+    let t0 = now_us();
+    for i in 0..120usize {
+        let origin = Exchange::new_id();
+        let at = t0 + i as i64 * 1000;
+        let path = format!("/api/orders/blue-shirt-{}", ["a", "b", "c", "d"][i % 4]);
+        for (target, extra_us) in [("baseline", 0), ("candidate", 150_000)] {
+            let body = Bytes::from_static(b"{\"ok\":true}");
+            w.append(Exchange {
+                id: Exchange::new_id(),
+                started_at_us: at,
+                scheduled_at_us: Some(at),
+                total_us: Some(8_000 + (i % 7) as i64 * 250 + extra_us),
+                path: path.clone(),
+                authority: "127.0.0.1:8080".into(),
+                status: Some(200),
+                resp_headers: vec![Header::new("content-type", "application/json")],
+                resp_body_size: body.len() as u64,
+                resp_body: body,
+                origin_id: Some(origin),
+                target: Some(target.into()),
+                ..Exchange::default()
+            })
+            .expect("append");
+        }
+    }
+    w.close().expect("close run");
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[routes]]\nmethod = \"GET\"\ntemplate = \"/api/orders/{order}\"\n",
+    )
+    .expect("rules");
+    let report = dir.path().join("report");
+    let o = run(
+        &[
+            "diff",
+            "--run",
+            s(&run_dir),
+            "--rules",
+            s(&rules),
+            "--report",
+            s(&report),
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let verdict = read_json(&report.join("verdict.json"));
+    assert_eq!(verdict["routes"][0]["route"], "GET /api/orders/{order}");
+    assert_eq!(verdict["routes"][0]["verdict"], "fail");
+
+    let out = dir.path().join("ticket");
+    let o = run(
+        &[
+            "ticket",
+            "--report",
+            s(&report),
+            "--run",
+            s(&run_dir),
+            "--out",
+            s(&out),
+            "--max-per-route",
+            "5",
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let t = read_json(&out.join("ticket.json"));
+    assert_eq!(t["routes"][0], "GET /api/orders/{order}", "{t:#}");
+    assert_eq!(
+        t["origins"], 5,
+        "the route's worst exchanges are bundled: {t:#}"
+    );
+    assert_eq!(t["exchanges"], 10, "every target's row of each: {t:#}");
+    let md = std::fs::read_to_string(out.join("ticket.md")).expect("ticket.md");
+    assert!(
+        md.contains("slowest candidate exchange"),
+        "the latency regression has a repro:\n{md}"
+    );
+    let rows: Vec<_> = Tape::open(&[out.join("tape")])
+        .expect("open the ticket tape")
+        .exchanges(Filter::default())
+        .collect::<Result<_, _>>()
+        .expect("read the ticket tape");
+    assert_eq!(rows.len(), 10);
+    assert!(rows.iter().all(|e| e.path.starts_with("/api/orders/")));
+}

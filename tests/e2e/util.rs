@@ -24,29 +24,60 @@ pub fn tapedeck() -> Command {
 
 /// Runs `tapedeck` with `args` to completion (bounded by `timeout`), capturing its output.
 pub fn run(args: &[&str], timeout: Duration) -> Output {
-    let mut child = tapedeck()
-        .args(args)
+    run_command(tapedeck().args(args), timeout)
+}
+
+/// Runs `cmd` to completion (bounded by `timeout`: past it the process is killed by PID and the
+/// test fails, showing what it printed), capturing its output.
+pub fn run_command(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn tapedeck");
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    // Drain both pipes while waiting, so a chatty command cannot block on a full pipe.
+    let out = child.stdout.take().map(drain);
+    let err = child.stderr.take().map(drain);
     let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait().expect("wait for tapedeck") {
-            Some(_) => break,
+    let status = loop {
+        match child.try_wait().expect("wait for child") {
+            Some(status) => break status,
             None if Instant::now() >= deadline => {
                 let _ = child.kill();
-                let out = child.wait_with_output().expect("collect output");
+                let _ = child.wait();
+                let text = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+                    String::from_utf8_lossy(
+                        &h.map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+                    )
+                    .into_owned()
+                };
                 panic!(
-                    "tapedeck {args:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
+                    "{cmd:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    text(out),
+                    text(err)
                 );
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
+    };
+    let collect = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        h.map(|h| h.join().expect("output reader"))
+            .unwrap_or_default()
+    };
+    Output {
+        status,
+        stdout: collect(out),
+        stderr: collect(err),
     }
-    child.wait_with_output().expect("collect output")
+}
+
+fn drain(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
 }
 
 /// stdout of a finished command, as text.
@@ -209,6 +240,8 @@ type Handler = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Received>>>,
+    /// Connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -236,6 +269,8 @@ impl TestServer {
         let addr = listener.local_addr().expect("local addr");
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let rec = received.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted_count = connections.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -249,6 +284,7 @@ impl TestServer {
                         _ = &mut rx => break,
                         accepted = listener.accept() => {
                             let Ok((tcp, _)) = accepted else { continue };
+                            accepted_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let (tls, handler, rec) = (tls.clone(), handler.clone(), rec.clone());
                             tokio::spawn(async move {
                                 match tls {
@@ -268,6 +304,7 @@ impl TestServer {
         TestServer {
             addr,
             received,
+            connections,
             shutdown: Some(tx),
             thread: Some(thread),
         }
@@ -281,6 +318,11 @@ impl TestServer {
     /// A copy of the requests received so far.
     pub fn requests(&self) -> Vec<Received> {
         self.received.lock().expect("lock").clone()
+    }
+
+    /// How many connections the server has accepted.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -620,4 +662,282 @@ pub fn make_signed_cert(dir: &Path, stem: &str, cn: &str, san: &str) {
             &ext,
         ],
     );
+}
+
+/// The data plane a recorder runs (`--engine`). Record tests run on both: see
+/// [`on_both_engines!`](crate::on_both_engines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// hyper, the default.
+    Hyper,
+    /// pingora, kept while it passes the same suite.
+    Pingora,
+}
+
+impl Engine {
+    /// The `--engine` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Hyper => "hyper",
+            Engine::Pingora => "pingora",
+        }
+    }
+}
+
+/// Where a [`Recorder`]'s admin listener goes.
+#[derive(Debug, Clone)]
+enum AdminAt {
+    /// A free loopback port picked at start.
+    Free,
+    /// `--admin off`.
+    Off,
+    /// Whatever the config file or the default says (no `--admin` flag).
+    Unset,
+}
+
+/// Builds a running `tapedeck record` for a test: the one fixture of every recorder test
+/// (ports picked at run time, logs in a directory, killed by PID on drop).
+///
+/// ```ignore
+/// let rec = Recorder::builder(&up.url()).tape(&dir).args(&["--max-body", "64KiB"]).engine(engine).start(logs);
+/// ```
+#[derive(Debug, Clone)]
+pub struct RecorderBuilder {
+    upstream: String,
+    tape: Option<std::path::PathBuf>,
+    args: Vec<String>,
+    engine: Engine,
+    admin: AdminAt,
+    grace: String,
+    threads: Option<String>,
+    env: Vec<(String, String)>,
+    log_level: String,
+    log_name: String,
+}
+
+/// A running `tapedeck record` (see [`RecorderBuilder`]).
+#[derive(Debug)]
+pub struct Recorder {
+    pub proc: Proc,
+    /// The proxy's port on 127.0.0.1.
+    pub port: u16,
+    /// The admin listener's port, when the builder picked one.
+    pub admin: Option<u16>,
+    /// The tape directory, when recording to a local one.
+    pub tape: Option<std::path::PathBuf>,
+    /// The engine it runs.
+    pub engine: Engine,
+}
+
+impl Recorder {
+    /// A recorder forwarding to `upstream` (a URL), with: no tape (set one with
+    /// [`RecorderBuilder::tape`], or pass `--no-record`), the admin listener on a free port,
+    /// `--grace-period 1s`, `--threads 2`, the hyper engine, `RUST_LOG=warn`.
+    pub fn builder(upstream: &str) -> RecorderBuilder {
+        RecorderBuilder {
+            upstream: upstream.to_owned(),
+            tape: None,
+            args: Vec::new(),
+            engine: Engine::Hyper,
+            admin: AdminAt::Free,
+            grace: "1s".to_owned(),
+            threads: Some("2".to_owned()),
+            env: Vec::new(),
+            log_level: "warn".to_owned(),
+            log_name: "tapedeck".to_owned(),
+        }
+    }
+}
+
+impl RecorderBuilder {
+    /// Records into this directory (`--tape`).
+    pub fn tape(mut self, dir: &Path) -> Self {
+        self.tape = Some(dir.to_owned());
+        self
+    }
+
+    /// Records into this location as written (an object-store URL, `--tape`), with no local
+    /// directory to read back.
+    pub fn tape_url(mut self, url: &str) -> Self {
+        self.args.extend(["--tape".to_owned(), url.to_owned()]);
+        self
+    }
+
+    /// More flags, after the builder's own.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Runs this engine.
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// `--admin off`.
+    pub fn admin_off(mut self) -> Self {
+        self.admin = AdminAt::Off;
+        self
+    }
+
+    /// No `--admin` flag (the config file's or the default address applies).
+    pub fn admin_unset(mut self) -> Self {
+        self.admin = AdminAt::Unset;
+        self
+    }
+
+    /// `--grace-period`.
+    pub fn grace(mut self, d: &str) -> Self {
+        self.grace = d.to_owned();
+        self
+    }
+
+    /// No `--threads` flag (the default: one per CPU).
+    pub fn default_threads(mut self) -> Self {
+        self.threads = None;
+        self
+    }
+
+    /// An environment variable of the process.
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    /// `RUST_LOG` of the process (default `warn`).
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = level.to_owned();
+        self
+    }
+
+    /// Logs go to `<logs>/<name>.stdout` and `.stderr` (default name `tapedeck`).
+    pub fn log_name(mut self, name: &str) -> Self {
+        self.log_name = name.to_owned();
+        self
+    }
+
+    /// The command line, without the binary.
+    fn argv(&self, port: u16, admin: Option<u16>) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "record".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--upstream".into(),
+            self.upstream.clone(),
+            "--engine".into(),
+            self.engine.name().into(),
+            "--grace-period".into(),
+            self.grace.clone(),
+        ];
+        if let Some(t) = &self.tape {
+            a.extend(["--tape".into(), t.to_str().expect("utf-8 path").to_owned()]);
+        }
+        match (&self.admin, admin) {
+            (AdminAt::Free, Some(p)) => a.extend(["--admin".into(), format!("127.0.0.1:{p}")]),
+            (AdminAt::Off, _) => a.extend(["--admin".into(), "off".into()]),
+            _ => {}
+        }
+        if let Some(t) = &self.threads {
+            a.extend(["--threads".into(), t.clone()]);
+        }
+        a.extend(self.args.iter().cloned());
+        a
+    }
+
+    /// Starts the recorder and waits (bounded) until its listeners accept connections.
+    pub fn start(self, logs: &Path) -> Recorder {
+        let port = free_port();
+        let admin = matches!(self.admin, AdminAt::Free).then(free_port);
+        let argv = self.argv(port, admin);
+        let out = std::fs::File::create(logs.join(format!("{}.stdout", self.log_name)))
+            .expect("stdout log");
+        let err_path = logs.join(format!("{}.stderr", self.log_name));
+        let err = std::fs::File::create(&err_path).expect("stderr log");
+        let mut cmd = tapedeck();
+        cmd.env("RUST_LOG", &self.log_level);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .args(&argv)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn tapedeck record");
+        let rec = Recorder {
+            proc: Proc { child },
+            port,
+            admin,
+            tape: self.tape.clone(),
+            engine: self.engine,
+        };
+        for p in std::iter::once(port).chain(admin) {
+            assert!(
+                wait_for_port(([127, 0, 0, 1], p).into(), Duration::from_secs(30)),
+                "recorder ({}) did not start on port {p}; stderr:\n{}",
+                self.engine.name(),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        rec
+    }
+}
+
+impl Recorder {
+    /// `http://127.0.0.1:PORT{path}` of the proxy.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `http://127.0.0.1:ADMIN{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self
+            .admin
+            .expect("this recorder has no admin listener of its own");
+        format!("http://127.0.0.1:{admin}{path}")
+    }
+
+    /// GET on the admin listener: (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        curl(&[&self.admin_url(path)])
+    }
+
+    /// The value of one sample line (`name{labels}`) of `/metrics`.
+    pub fn metric(&self, sample: &str) -> Option<u64> {
+        let (status, text) = self.admin_get("/metrics");
+        assert_eq!(status, 200, "{text}");
+        text.lines().find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    /// SIGTERM, and a clean exit (bounded).
+    pub fn terminate(&mut self) {
+        self.proc.signal("TERM");
+        let status = self
+            .proc
+            .wait_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|| {
+                panic!(
+                    "recorder ({}) did not exit after SIGTERM",
+                    self.engine.name()
+                )
+            });
+        assert!(
+            status.success(),
+            "recorder ({}) exited with {status}",
+            self.engine.name()
+        );
+    }
+
+    /// SIGTERM, a clean exit, and the tape's exchanges.
+    pub fn stop(mut self) -> Vec<tapedeck_storage::Exchange> {
+        self.terminate();
+        read_tape(self.tape.as_deref().expect("a recorder with a local tape"))
+    }
 }

@@ -86,23 +86,23 @@ const PREFACE: u8 = 5;
 
 /// What every connection's deadline needs: the limit and where to count cuts.
 #[derive(Debug)]
-pub struct HeadLimits {
+pub(crate) struct HeadLimits {
     /// Longest time a whole request head may take.
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
     /// Where cuts are counted.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// A [`ServerApp`] that runs `A` on connections whose request heads must arrive within
 /// [`HeadLimits::header_timeout`]. See the [module docs](self).
-pub struct HeadDeadline<A> {
+pub(crate) struct HeadDeadline<A> {
     inner: Arc<A>,
     limits: Arc<HeadLimits>,
 }
 
 impl<A> HeadDeadline<A> {
     /// Wraps `inner` (typically pingora's `HttpProxy`).
-    pub fn new(inner: A, limits: HeadLimits) -> Self {
+    pub(crate) fn new(inner: A, limits: HeadLimits) -> Self {
         HeadDeadline {
             inner: Arc::new(inner),
             limits: Arc::new(limits),
@@ -155,7 +155,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeadDeadline<A> {
 /// Tells the connection's deadline that pingora has parsed a request head: the body (if any)
 /// is read under pingora's per-read `read_timeout` only. Call from `early_request_filter`.
 /// A no-op for HTTP/2 and for streams not wrapped by [`HeadDeadline`].
-pub fn head_done(session: &Session) {
+pub(crate) fn head_done(session: &Session) {
     if let Some(io) = deadline_io(session) {
         io.phase.store(BODY, Ordering::Relaxed);
     }
@@ -166,7 +166,7 @@ pub fn head_done(session: &Session) {
 /// pingora would drain it before reusing the connection and those reads would be taken for the
 /// next head, so keep-alive is turned off instead (pingora already closes such connections by
 /// default, `close_on_response_before_downstream_finish`).
-pub fn request_done(session: &mut Session) {
+pub(crate) fn request_done(session: &mut Session) {
     if deadline_io(session).is_none() {
         return;
     }
@@ -187,7 +187,7 @@ fn deadline_io(session: &Session) -> Option<&DeadlineIo> {
 }
 
 /// The accepted stream with a request-head deadline. See the [module docs](self).
-pub struct DeadlineIo {
+pub(crate) struct DeadlineIo {
     inner: Stream,
     /// `HEAD`, `BODY`, `IDLE`, `OFF` or `EXPIRED`. Written by the proxy hooks through `&self`,
     /// read by the I/O methods through `&mut self` (no atomic operation there).
@@ -218,7 +218,7 @@ impl fmt::Debug for DeadlineIo {
 
 impl DeadlineIo {
     /// Wraps a freshly accepted stream: its first request head is due `header_timeout` from now.
-    pub fn new(inner: Stream, limits: Arc<HeadLimits>) -> Self {
+    pub(crate) fn new(inner: Stream, limits: Arc<HeadLimits>) -> Self {
         let h2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
         DeadlineIo {
             inner,

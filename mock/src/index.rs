@@ -1,0 +1,786 @@
+//! The in-memory index of a dependency tape: every recorded answer, grouped so that a live
+//! request finds its answer with one hash lookup, and the cursors that serve sequences in order.
+//!
+//! ```text
+//!  route id ("GET /prices/{id}")
+//!    ├─ untraced scope: bucket { wildcard mask, hash → classes, all classes }
+//!    └─ trace scope:    trace id → the classes of that trace (a handful)
+//!  class = recorded requests of one scope with equal shapes, in recorded order, and a cursor
+//! ```
+//!
+//! A *class* holds the recorded exchanges of one scope (the whole tape, or one trace) whose
+//! requests have equal [`Shape`]s (wildcards included), ordered by `started_at`. Its cursor is an
+//! atomic counter: the n-th live request that lands on the class gets the n-th recorded answer,
+//! and once they are used up, the last one again (flagged as a repeat). No lock is taken on the
+//! request path; concurrent requests of one trace and key each get their own answer.
+//!
+//! The index is immutable after [`Index::build`] apart from the cursors, and shared by every
+//! worker thread.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::Serialize;
+use tapedeck_storage::route::template_path;
+use tapedeck_storage::{Exchange, Header, ReadOptions, TRAILER_MARKER, Tape, flags};
+use uuid::Uuid;
+
+use crate::MockError;
+use crate::shape::{Mask, Normalizer, Shape, Side, matches, similarity};
+use crate::spec::UnknownTrace;
+
+/// Response headers that describe one connection's framing, never served from a recording
+/// (the mock frames its own answer; `content-length` is recomputed).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+];
+
+/// A recorded answer, ready to serve.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// `None`: the recording has no response (the dependency failed); served as a reset.
+    pub(crate) status: Option<StatusCode>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) trailers: Option<HeaderMap>,
+    pub(crate) body: Bytes,
+    /// The stored body is not the whole body (cut at the capture cap, or not stored).
+    pub(crate) incomplete: bool,
+    /// The recorded time until the dependency had sent its whole answer.
+    pub(crate) latency: Duration,
+    /// The recorded error, for an answer without a response.
+    pub(crate) error: Option<String>,
+}
+
+/// One recorded exchange.
+#[derive(Debug)]
+pub(crate) struct Recorded {
+    pub(crate) id: Uuid,
+    pub(crate) answer: Answer,
+    shape: Shape,
+}
+
+#[derive(Debug)]
+struct Class {
+    route: u32,
+    key: u64,
+    /// Recorded exchanges (indices into `Index::recorded`), in recorded order.
+    members: Vec<u32>,
+    next: AtomicUsize,
+}
+
+impl Class {
+    fn shape<'a>(&self, index: &'a Index) -> &'a Shape {
+        &index.recorded[self.members[0] as usize].shape
+    }
+
+    fn exhausted(&self) -> bool {
+        self.next.load(Ordering::Relaxed) >= self.members.len()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    mask: Mask,
+    classes: Vec<u32>,
+    by_key: HashMap<u64, Vec<u32>>,
+}
+
+/// What loading a dependency tape found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadReport {
+    /// Tape files read.
+    pub files: usize,
+    /// Damaged files skipped (`skip_corrupt`).
+    pub skipped_files: Vec<String>,
+    /// Recorded exchanges that can be served.
+    pub exchanges: usize,
+    /// Distinct method + route template pairs.
+    pub routes: usize,
+    /// Distinct trace ids.
+    pub traces: usize,
+    /// Recorded exchanges left out: protocol upgrades (only a handshake was recorded).
+    pub skipped_upgrades: usize,
+    /// Recorded exchanges without a response (the dependency failed): served as resets.
+    pub without_response: usize,
+    /// Recorded answers whose body is incomplete on the tape (cut or not stored): served as
+    /// stored.
+    pub incomplete_bodies: usize,
+    /// Recorded response headers that are not valid HTTP and are not served.
+    pub invalid_headers: usize,
+}
+
+/// The outcome of a lookup.
+#[derive(Debug)]
+pub(crate) enum Lookup<'a> {
+    Hit {
+        rec: &'a Recorded,
+        /// No recorded request was equal: the closest one answered.
+        nearest: bool,
+        /// The class's answers were used up: its last one answered again.
+        repeat: bool,
+    },
+    Miss {
+        reason: String,
+    },
+}
+
+/// A live request, as the index sees it.
+#[derive(Debug)]
+pub(crate) struct Live<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    /// `content-type` and `content-encoding` are all that is read.
+    pub(crate) headers: &'a [Header],
+    pub(crate) body: &'a Bytes,
+}
+
+/// The index of one or more dependency tapes.
+#[derive(Debug)]
+pub(crate) struct Index {
+    recorded: Vec<Recorded>,
+    classes: Vec<Class>,
+    routes: HashMap<String, u32>,
+    buckets: Vec<Bucket>,
+    traces: HashMap<Box<str>, Vec<u32>>,
+    normalizer: Normalizer,
+    report: LoadReport,
+    /// The `source` of the first recorded exchange.
+    source: Option<String>,
+}
+
+fn route_key(method: &str, path: &str) -> String {
+    let mut k = method.to_ascii_uppercase();
+    k.push(' ');
+    k.push_str(&template_path(path));
+    k
+}
+
+fn answer_of(ex: &Exchange, report: &mut LoadReport) -> Answer {
+    let mut headers = HeaderMap::new();
+    let mut trailers: Option<HeaderMap> = None;
+    let dropped = ex.resp_body.is_empty() && ex.resp_body_truncated && ex.resp_body_size > 0;
+    for h in &ex.resp_headers {
+        if h.name == TRAILER_MARKER {
+            trailers = Some(HeaderMap::new());
+            continue;
+        }
+        let lower = h.name.to_ascii_lowercase();
+        if trailers.is_none()
+            && (HOP_BY_HOP.contains(&lower.as_str())
+                // An empty body with a coding would not decode: a dropped body goes out plain.
+                || (dropped && lower == "content-encoding"))
+        {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(lower.as_bytes()),
+            HeaderValue::from_bytes(&h.value),
+        ) else {
+            report.invalid_headers += 1;
+            continue;
+        };
+        match &mut trailers {
+            Some(t) => {
+                t.append(name, value);
+            }
+            None => {
+                headers.append(name, value);
+            }
+        }
+    }
+    let incomplete = ex.resp_body_truncated || (ex.resp_body.len() as u64) < ex.resp_body_size;
+    let us = ex
+        .duration_us
+        .or(ex.total_us)
+        .or(ex.ttfb_us)
+        .unwrap_or(0)
+        .max(0);
+    let status = ex.status.and_then(|s| StatusCode::from_u16(s).ok());
+    if status.is_none() {
+        report.without_response += 1;
+    } else if incomplete {
+        report.incomplete_bodies += 1;
+    }
+    Answer {
+        status,
+        headers,
+        trailers: trailers.filter(|t| !t.is_empty()),
+        body: ex.resp_body.clone(),
+        incomplete,
+        latency: Duration::from_micros(us as u64),
+        error: status.is_none().then(|| {
+            let kind = ex.error_kind.map(|k| k.to_string()).unwrap_or_default();
+            match &ex.error {
+                Some(e) => format!("{kind}: {e}"),
+                None => kind,
+            }
+        }),
+    }
+}
+
+impl Index {
+    /// Reads every exchange of the tapes (each verified first) and builds the index.
+    pub(crate) fn load(
+        tapes: &[PathBuf],
+        skip_corrupt: bool,
+        normalizer: Normalizer,
+    ) -> Result<Index, MockError> {
+        let mut all = Vec::new();
+        let mut files = 0;
+        let mut skipped_files = Vec::new();
+        for path in tapes {
+            let err = |source| MockError::Tape {
+                path: path.clone(),
+                source,
+            };
+            let tape = Tape::open(std::slice::from_ref(path)).map_err(err)?;
+            let options = ReadOptions {
+                skip_corrupt,
+                ..ReadOptions::default()
+            };
+            for s in tape.verify(&options).map_err(err)? {
+                skipped_files.push(format!("{}: {}", s.path.display(), s.reason));
+            }
+            files += tape.files().len();
+            let mut scan = tape.scan(options).exchanges();
+            for ex in scan.by_ref() {
+                all.push(ex.map_err(err)?);
+            }
+            for s in &scan.report().files_skipped {
+                let line = format!("{}: {}", s.path.display(), s.reason);
+                if !skipped_files.contains(&line) {
+                    skipped_files.push(line);
+                }
+            }
+        }
+        let mut index = Index::build(all, normalizer);
+        index.report.files = files;
+        index.report.skipped_files = skipped_files;
+        Ok(index)
+    }
+
+    /// Builds the index of `exchanges` (any order: they are put in recorded order).
+    pub(crate) fn build(mut exchanges: Vec<Exchange>, normalizer: Normalizer) -> Index {
+        exchanges.sort_by(|a, b| {
+            a.started_at_us
+                .cmp(&b.started_at_us)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let mut report = LoadReport::default();
+        let mut routes: HashMap<String, u32> = HashMap::new();
+        let mut recorded = Vec::with_capacity(exchanges.len());
+        let mut meta: Vec<(u32, Option<String>)> = Vec::with_capacity(exchanges.len());
+        let source = exchanges.first().map(|e| e.source.clone());
+        for ex in exchanges {
+            if ex.has_flag(flags::UPGRADE) {
+                report.skipped_upgrades += 1;
+                continue;
+            }
+            let key = route_key(&ex.method, &ex.path);
+            let next = routes.len() as u32;
+            let route = *routes.entry(key).or_insert(next);
+            let shape = normalizer.shape(
+                &ex.path,
+                ex.query.as_deref(),
+                &ex.req_headers,
+                &ex.req_body,
+                Side::Recorded {
+                    truncated: ex.req_body_truncated,
+                },
+            );
+            let answer = answer_of(&ex, &mut report);
+            meta.push((route, ex.trace_id.clone()));
+            recorded.push(Recorded {
+                id: ex.id,
+                answer,
+                shape,
+            });
+        }
+        let mut buckets: Vec<Bucket> = (0..routes.len()).map(|_| Bucket::default()).collect();
+        for (r, (route, _)) in recorded.iter().zip(&meta) {
+            buckets[*route as usize].mask.add(&r.shape);
+        }
+        let mut classes: Vec<Class> = Vec::new();
+        let mut traces: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+        // (scope: 0 = untraced, n = the n-th trace; route; key) → classes.
+        let mut grouping: HashMap<(u32, u32, u64), Vec<u32>> = HashMap::new();
+        let mut trace_ids: HashMap<String, u32> = HashMap::new();
+        for (i, (route, trace)) in meta.iter().enumerate() {
+            let key = recorded[i].shape.key(&buckets[*route as usize].mask);
+            let mut scopes = vec![0u32];
+            if let Some(t) = trace {
+                let n = trace_ids.len() as u32 + 1;
+                scopes.push(*trace_ids.entry(t.clone()).or_insert(n));
+            }
+            for scope in scopes {
+                let group = grouping.entry((scope, *route, key)).or_default();
+                let existing = group.iter().copied().find(|c| {
+                    recorded[classes[*c as usize].members[0] as usize].shape == recorded[i].shape
+                });
+                match existing {
+                    Some(c) => classes[c as usize].members.push(i as u32),
+                    None => {
+                        let id = classes.len() as u32;
+                        classes.push(Class {
+                            route: *route,
+                            key,
+                            members: vec![i as u32],
+                            next: AtomicUsize::new(0),
+                        });
+                        group.push(id);
+                        if scope == 0 {
+                            let b = &mut buckets[*route as usize];
+                            b.classes.push(id);
+                            b.by_key.entry(key).or_default().push(id);
+                        } else if let Some(t) = trace {
+                            traces.entry(t.as_str().into()).or_default().push(id);
+                        }
+                    }
+                }
+            }
+        }
+        report.exchanges = recorded.len();
+        report.routes = routes.len();
+        report.traces = traces.len();
+        Index {
+            recorded,
+            classes,
+            routes,
+            buckets,
+            traces,
+            normalizer,
+            report,
+            source,
+        }
+    }
+
+    /// The `source` label of the first recorded exchange.
+    pub(crate) fn first_source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+
+    /// What loading found.
+    pub(crate) fn report(&self) -> &LoadReport {
+        &self.report
+    }
+
+    /// Whether any recorded exchange carries a trace id (else requests are never scoped).
+    pub(crate) fn traced(&self) -> bool {
+        !self.traces.is_empty()
+    }
+
+    /// Every sequence starts again at its first recorded answer.
+    pub(crate) fn rewind(&self) {
+        for c in &self.classes {
+            c.next.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The recorded answer for a live request (see the crate docs for the rules).
+    pub(crate) fn lookup(
+        &self,
+        live: &Live<'_>,
+        trace: Option<&str>,
+        unknown: UnknownTrace,
+    ) -> Lookup<'_> {
+        let key = route_key(live.method, live.path);
+        let Some(&route) = self.routes.get(&key) else {
+            return Lookup::Miss {
+                reason: format!("no recorded {key}"),
+            };
+        };
+        let bucket = &self.buckets[route as usize];
+        let shape =
+            self.normalizer
+                .shape(live.path, live.query, live.headers, live.body, Side::Live);
+        let hash = shape.key(&bucket.mask);
+        let scoped = match trace.filter(|_| self.traced()) {
+            None => None,
+            Some(t) => match self.traces.get(t) {
+                Some(classes) => Some((t, classes)),
+                None => match unknown {
+                    UnknownTrace::Miss => {
+                        return Lookup::Miss {
+                            reason: format!("trace {t} is not on the tape"),
+                        };
+                    }
+                    UnknownTrace::Untraced => None,
+                },
+            },
+        };
+        match scoped {
+            Some((t, classes)) => {
+                let in_route = || {
+                    classes
+                        .iter()
+                        .copied()
+                        .filter(|c| self.classes[*c as usize].route == route)
+                };
+                let exact = in_route().filter(|c| self.classes[*c as usize].key == hash);
+                if let Some(hit) = self.serve_best(exact, &shape, false) {
+                    return hit;
+                }
+                match self.serve_best(in_route(), &shape, true) {
+                    Some(hit) => hit,
+                    None => Lookup::Miss {
+                        reason: format!("trace {t} made no recorded {key} call"),
+                    },
+                }
+            }
+            None => {
+                let exact = bucket.by_key.get(&hash).into_iter().flatten().copied();
+                if let Some(hit) = self.serve_best(exact, &shape, false) {
+                    return hit;
+                }
+                self.serve_best(bucket.classes.iter().copied(), &shape, true)
+                    .unwrap_or_else(|| Lookup::Miss {
+                        reason: format!("no recorded {key}"),
+                    })
+            }
+        }
+    }
+
+    /// Serves the best of `candidates`: with `nearest` false, the classes whose shape matches
+    /// (unused answers first, then the fewest wildcards, then the earliest recorded); with
+    /// `nearest` true, the class with the highest [`similarity`] (ties: the earliest).
+    fn serve_best(
+        &self,
+        candidates: impl Iterator<Item = u32>,
+        live: &Shape,
+        nearest: bool,
+    ) -> Option<Lookup<'_>> {
+        let mut best: Option<(u32, (bool, f64, u32))> = None;
+        for c in candidates {
+            let class = &self.classes[c as usize];
+            let rank = if nearest {
+                // Higher similarity first: negate so that smaller ranks are better.
+                (
+                    false,
+                    -similarity(class.shape(self), live),
+                    class.members[0],
+                )
+            } else {
+                let Some(uses) = matches(class.shape(self), live) else {
+                    continue;
+                };
+                (class.exhausted(), f64::from(uses), class.members[0])
+            };
+            if best.as_ref().is_none_or(|(_, b)| rank < *b) {
+                best = Some((c, rank));
+            }
+        }
+        let (c, _) = best?;
+        let class = &self.classes[c as usize];
+        let i = class.next.fetch_add(1, Ordering::Relaxed);
+        let (member, repeat) = match class.members.get(i) {
+            Some(m) => (*m, false),
+            None => (*class.members.last()?, true),
+        };
+        Some(Lookup::Hit {
+            rec: &self.recorded[member as usize],
+            nearest,
+            repeat,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapedeck_common::JsonPath;
+
+    fn ex(
+        i: i64,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        body: &str,
+        trace: Option<&str>,
+        answer: &str,
+    ) -> Exchange {
+        Exchange {
+            id: Uuid::from_u128(i as u128 + 1),
+            started_at_us: 1_000 + i,
+            method: method.into(),
+            path: path.into(),
+            query: query.map(str::to_owned),
+            req_headers: vec![Header::new("content-type", "application/json")],
+            req_body: Bytes::from(body.to_owned()),
+            req_body_size: body.len() as u64,
+            status: Some(200),
+            resp_headers: vec![
+                Header::new("content-type", "application/json"),
+                Header::new("content-length", "999"),
+                Header::new("connection", "close"),
+            ],
+            resp_body: Bytes::from(answer.to_owned()),
+            resp_body_size: answer.len() as u64,
+            trace_id: trace.map(str::to_owned),
+            ..Exchange::default()
+        }
+    }
+
+    fn live<'a>(
+        method: &'a str,
+        path: &'a str,
+        query: Option<&'a str>,
+        body: &'a Bytes,
+    ) -> Live<'a> {
+        Live {
+            method,
+            path,
+            query,
+            headers: &[],
+            body,
+        }
+    }
+
+    fn body_of(l: Lookup<'_>) -> (String, bool, bool) {
+        match l {
+            Lookup::Hit {
+                rec,
+                nearest,
+                repeat,
+            } => (
+                String::from_utf8_lossy(&rec.answer.body).into_owned(),
+                nearest,
+                repeat,
+            ),
+            Lookup::Miss { reason } => (format!("MISS {reason}"), false, false),
+        }
+    }
+
+    #[test]
+    fn sequences_are_served_in_recorded_order_per_trace() {
+        let t1 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let t2 = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        // Recorded out of order on purpose: the index sorts by start time.
+        let idx = Index::build(
+            vec![
+                ex(3, "GET", "/stock/7", None, "", Some(t1), "t1-second"),
+                ex(1, "GET", "/stock/7", None, "", Some(t1), "t1-first"),
+                ex(2, "GET", "/stock/7", None, "", Some(t2), "t2-only"),
+            ],
+            Normalizer::default(),
+        );
+        assert!(idx.traced());
+        assert_eq!(idx.report().traces, 2);
+        let empty = Bytes::new();
+        let get = || live("GET", "/stock/7", None, &empty);
+        let u = UnknownTrace::Miss;
+        assert_eq!(
+            body_of(idx.lookup(&get(), Some(t2), u)),
+            ("t2-only".into(), false, false)
+        );
+        assert_eq!(
+            body_of(idx.lookup(&get(), Some(t1), u)),
+            ("t1-first".into(), false, false)
+        );
+        assert_eq!(
+            body_of(idx.lookup(&get(), Some(t1), u)),
+            ("t1-second".into(), false, false)
+        );
+        assert_eq!(
+            body_of(idx.lookup(&get(), Some(t1), u)),
+            ("t1-second".into(), false, true)
+        );
+        assert_eq!(
+            body_of(idx.lookup(&get(), Some(t2), u)),
+            ("t2-only".into(), false, true)
+        );
+        // An unknown trace is a miss, or untraced matching when asked for.
+        let unknown = "cccccccccccccccccccccccccccccccc";
+        assert!(
+            body_of(idx.lookup(&get(), Some(unknown), u))
+                .0
+                .contains("not on the tape")
+        );
+        assert_eq!(
+            body_of(idx.lookup(&get(), Some(unknown), UnknownTrace::Untraced)).0,
+            "t1-first"
+        );
+        // Untraced: the whole tape in recorded order.
+        assert_eq!(body_of(idx.lookup(&get(), None, u)).0, "t2-only");
+        assert_eq!(body_of(idx.lookup(&get(), None, u)).0, "t1-second");
+        idx.rewind();
+        assert_eq!(body_of(idx.lookup(&get(), Some(t1), u)).0, "t1-first");
+        // A trace that made no such call does not borrow another trace's answer.
+        let other = live("GET", "/stock/8", None, &empty);
+        let (b, nearest, _) = body_of(idx.lookup(&other, Some(t2), u));
+        assert_eq!(
+            (b.as_str(), nearest),
+            ("t2-only", true),
+            "nearest within the trace"
+        );
+        let post = live("POST", "/stock/7", None, &empty);
+        assert!(
+            body_of(idx.lookup(&post, Some(t2), u))
+                .0
+                .contains("no recorded POST /stock/{id}")
+        );
+    }
+
+    #[test]
+    fn untraced_requests_get_the_exact_match_else_the_closest() {
+        let idx = Index::build(
+            vec![
+                ex(
+                    1,
+                    "POST",
+                    "/quote",
+                    Some("cur=eur"),
+                    r#"{"sku":"a","qty":1}"#,
+                    None,
+                    "a1",
+                ),
+                ex(
+                    2,
+                    "POST",
+                    "/quote",
+                    Some("cur=eur"),
+                    r#"{"sku":"b","qty":1}"#,
+                    None,
+                    "b1",
+                ),
+                ex(
+                    3,
+                    "POST",
+                    "/quote",
+                    Some("cur=usd"),
+                    r#"{"sku":"b","qty":2}"#,
+                    None,
+                    "b2",
+                ),
+                ex(4, "GET", "/users/17", None, "", None, "u17"),
+                ex(5, "GET", "/users/42", None, "", None, "u42"),
+            ],
+            Normalizer::default(),
+        );
+        assert!(!idx.traced());
+        let b = |s: &str| Bytes::from(s.to_owned());
+        let u = UnknownTrace::Miss;
+        let body = b(r#"{"qty":1,"sku":"b"}"#);
+        assert_eq!(
+            body_of(idx.lookup(&live("POST", "/quote", Some("cur=eur"), &body), None, u)),
+            ("b1".into(), false, false)
+        );
+        // Closest: the query weighs 2, the body 1 (share of equal leaves).
+        let body = b(r#"{"qty":2,"sku":"b"}"#);
+        assert_eq!(
+            body_of(idx.lookup(&live("POST", "/quote", Some("cur=eur"), &body), None, u)),
+            ("b1".into(), true, true),
+            "same query and half the body beat the same body alone"
+        );
+        assert_eq!(
+            body_of(idx.lookup(&live("POST", "/quote", Some("cur=gbp"), &body), None, u)),
+            ("b2".into(), true, false),
+            "no query in common: the body decides"
+        );
+        let empty = Bytes::new();
+        assert_eq!(
+            body_of(idx.lookup(&live("GET", "/users/42", None, &empty), None, u)).0,
+            "u42"
+        );
+        // A trace id on the request changes nothing when the tape has none.
+        assert_eq!(
+            body_of(idx.lookup(&live("GET", "/users/17", None, &empty), Some("t"), u)).0,
+            "u17"
+        );
+        let (b99, nearest, _) =
+            body_of(idx.lookup(&live("GET", "/users/99", None, &empty), None, u));
+        assert!(nearest && b99.starts_with('u'), "{b99}");
+        assert!(
+            body_of(idx.lookup(&live("DELETE", "/users/1", None, &empty), None, u))
+                .0
+                .contains("no recorded DELETE /users/{id}")
+        );
+    }
+
+    #[test]
+    fn wildcards_are_found_by_hash_and_prefer_exact_classes() {
+        let n = Normalizer::new(vec![JsonPath::parse("$.ts").expect("path")], vec![]);
+        let idx = Index::build(
+            vec![
+                ex(
+                    1,
+                    "POST",
+                    "/pay",
+                    None,
+                    r#"{"card":"[REDACTED]","amount":5,"ts":1}"#,
+                    None,
+                    "wild",
+                ),
+                ex(
+                    2,
+                    "POST",
+                    "/pay",
+                    None,
+                    r#"{"card":"4111","amount":5,"ts":2}"#,
+                    None,
+                    "exact",
+                ),
+            ],
+            n,
+        );
+        let u = UnknownTrace::Miss;
+        let body = Bytes::from_static(br#"{"card":"4111","amount":5,"ts":3}"#);
+        assert_eq!(
+            body_of(idx.lookup(&live("POST", "/pay", None, &body), None, u)).0,
+            "exact"
+        );
+        let body = Bytes::from_static(br#"{"card":"5500","amount":5,"ts":4}"#);
+        assert_eq!(
+            body_of(idx.lookup(&live("POST", "/pay", None, &body), None, u)),
+            ("wild".into(), false, false)
+        );
+    }
+
+    #[test]
+    fn answers_drop_framing_headers_and_keep_trailers() {
+        let mut e = ex(1, "GET", "/g", None, "", None, "ok");
+        e.resp_headers.push(Header::new(TRAILER_MARKER, ""));
+        e.resp_headers.push(Header::new("grpc-status", "0"));
+        e.resp_headers.push(Header::new("bad name", "x"));
+        let mut failed = ex(2, "GET", "/f", None, "", None, "");
+        failed.status = None;
+        failed.error_kind = Some(tapedeck_storage::ErrorKind::Reset);
+        let idx = Index::build(vec![e, failed], Normalizer::default());
+        let empty = Bytes::new();
+        let Lookup::Hit { rec, .. } =
+            idx.lookup(&live("GET", "/g", None, &empty), None, UnknownTrace::Miss)
+        else {
+            panic!("hit expected");
+        };
+        assert!(rec.answer.headers.get("content-length").is_none());
+        assert!(rec.answer.headers.get("connection").is_none());
+        assert_eq!(rec.answer.headers["content-type"], "application/json");
+        assert_eq!(
+            rec.answer
+                .trailers
+                .as_ref()
+                .map(|t| t["grpc-status"].clone()),
+            Some(HeaderValue::from_static("0"))
+        );
+        assert_eq!(idx.report().invalid_headers, 1);
+        assert_eq!(idx.report().without_response, 1);
+        let Lookup::Hit { rec, .. } =
+            idx.lookup(&live("GET", "/f", None, &empty), None, UnknownTrace::Miss)
+        else {
+            panic!("hit expected");
+        };
+        assert!(rec.answer.status.is_none());
+        assert_eq!(rec.answer.error.as_deref(), Some("reset"));
+    }
+}

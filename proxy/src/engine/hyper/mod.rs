@@ -1,0 +1,443 @@
+//! The hyper engine (the default): a lean HTTP data plane on hyper 1.x.
+//!
+//! ```text
+//!  main thread: signals (SIGTERM graceful, SIGINT fast), the grace period
+//!  worker thread × threads: current_thread tokio runtime (I/O + timers)
+//!    SO_REUSEPORT listener ─ accept ─► connection task
+//!      ClientIo (head deadline, idle timeout, h2c sniff)  or  TLS (rustls, ALPN h2/http1.1)
+//!      hyper server conn (HTTP/1.1 with upgrades, or HTTP/2) ─► ProxyService::call
+//!        capture.decide / begin ─► ReqBody ─► upstream:
+//!          HTTP/1.1: this connection's own client conn (task on the same thread)
+//!          HTTP/2:   the worker's shared client conn
+//!        ◄─ response head ─ RespBody (capture, upstream gap timeout) ─► Flight::finish
+//!    tick (≤ 50 ms): hand this thread's batch of records to the writer
+//! ```
+//!
+//! Everything a connection does runs on the thread that accepted it: no wake-up of another
+//! thread per exchange (records leave in batches), no lock shared between threads on the
+//! request path (the per-connection upstream slot and the worker's HTTP/2 slot are only used by
+//! that thread), no blocking I/O.
+//!
+//! Shutdown: `SIGTERM` turns `/readyz` off, closes the listeners, asks every connection to
+//! finish ([`drive::Stopper`]: HTTP/1.1 connections close after their exchange in progress,
+//! HTTP/2 ones send GOAWAY), waits until none is left or the grace period ends, then drops what
+//! remains (recorded as cut off) and returns; the recorder then seals the tape. `SIGINT` skips
+//! the wait.
+
+mod body;
+mod drive;
+mod headers;
+mod io;
+mod service;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, error, info, warn};
+
+use crate::capture::{Capture, MAX_REQUEST_HEAD, flush_local};
+use crate::config::Settings;
+use crate::engine::Readiness;
+use crate::recorder::RecordError;
+use drive::{Drive, Stopper, Streams};
+use io::{ClientIo, ClientLimits};
+use service::{ConnCtx, ConnKind, ProxyService};
+use upstream::{Upstream, WorkerUpstream};
+
+/// Connections waiting to be accepted, per listener.
+const BACKLOG: u32 = 1024;
+
+/// What every connection of every worker shares. Read-only on the request path, apart from
+/// relaxed counters.
+pub(crate) struct Shared {
+    pub(crate) capture: Arc<Capture>,
+    pub(crate) upstream: Upstream,
+    pub(crate) limits: Arc<ClientLimits>,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+    h2c: bool,
+    stopper: Arc<Stopper>,
+    /// Client connections and upgraded tunnels still open.
+    open: AtomicUsize,
+    /// The grace period ended: what is still running is cut off.
+    forced: AtomicBool,
+    /// How often a worker hands its batch of records over.
+    tick: Duration,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("upstream", &self.upstream)
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn new(s: &Settings, capture: Arc<Capture>) -> Result<Shared, RecordError> {
+        let mut h1 = http1::Builder::new();
+        h1.auto_date_header(false)
+            .header_read_timeout(None)
+            .max_header_size(MAX_REQUEST_HEAD)
+            .writev(false)
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.auto_date_header(false)
+            .max_header_list_size(MAX_REQUEST_HEAD as u32);
+        let tls = match &s.tls {
+            None => None,
+            Some(t) => {
+                let config = tapedeck_common::tls::server_config(
+                    &t.identity,
+                    &tapedeck_common::tls::ALPN_H2_HTTP1,
+                )
+                .map_err(|e| RecordError::Tls {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                    message: e.to_string(),
+                })?;
+                Some(TlsAcceptor::from(Arc::new(config)))
+            }
+        };
+        let limits = Arc::new(ClientLimits {
+            header_timeout: s.header_timeout,
+            idle_timeout: s.idle_timeout,
+            metrics: capture.metrics().clone(),
+        });
+        Ok(Shared {
+            upstream: Upstream::new(s)?,
+            capture,
+            limits,
+            h1,
+            h2,
+            tls,
+            h2c: s.h2c,
+            stopper: Arc::new(Stopper::default()),
+            open: AtomicUsize::new(0),
+            forced: AtomicBool::new(false),
+            tick: (s.flush_interval / 10)
+                .clamp(Duration::from_millis(5), Duration::from_millis(50)),
+        })
+    }
+
+    /// Whether the grace period ended.
+    pub(crate) fn forced(&self) -> bool {
+        self.forced.load(Ordering::Relaxed)
+    }
+
+    /// Counts an open connection or tunnel until the guard drops.
+    pub(crate) fn open_guard(self: &Arc<Self>) -> OpenGuard {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(self.clone())
+    }
+}
+
+/// An open client connection or tunnel, for the graceful stop.
+#[derive(Debug)]
+pub(crate) struct OpenGuard(Arc<Shared>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the workers are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Run,
+    /// Stop accepting; connections finish.
+    Graceful,
+    /// Stop now.
+    Force,
+}
+
+/// Runs the proxy until `SIGTERM` or `SIGINT` (see the module docs). Blocks the calling thread.
+pub(crate) fn run(
+    s: &Settings,
+    capture: Arc<Capture>,
+    readiness: Arc<Readiness>,
+) -> Result<(), RecordError> {
+    let start = |what: &'static str| move |source| RecordError::Start { what, source };
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(start("the control runtime"))?;
+    // Signal handlers first: a SIGTERM right after the listener is up is a graceful stop.
+    let (mut term, mut int) = {
+        let _rt = control.enter();
+        (
+            signal(SignalKind::terminate()).map_err(start("the SIGTERM handler"))?,
+            signal(SignalKind::interrupt()).map_err(start("the SIGINT handler"))?,
+        )
+    };
+    let shared = Arc::new(Shared::new(s, capture)?);
+    let listeners = {
+        let _rt = control.enter();
+        bind(s.listen, s.threads)?
+    };
+    let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+    readiness.expect(listeners.len());
+    let mut workers = Vec::with_capacity(listeners.len());
+    for (i, l) in listeners.into_iter().enumerate() {
+        let (shared, readiness, stop) = (shared.clone(), readiness.clone(), stop_rx.clone());
+        let w = std::thread::Builder::new()
+            .name(format!("tapedeck-w{i}"))
+            .spawn(move || worker(l, shared, readiness, stop))
+            .map_err(start("a worker thread"))?;
+        workers.push(w);
+    }
+
+    let fast = control.block_on(async {
+        tokio::select! {
+            _ = term.recv() => false,
+            _ = int.recv() => true,
+        }
+    });
+    readiness.stopping();
+    if fast {
+        info!("SIGINT: stopping now");
+    } else {
+        info!(
+            grace_ms = s.grace_period.as_millis() as u64,
+            "SIGTERM: finishing the exchanges in progress"
+        );
+        let _ = stop_tx.send(Stop::Graceful);
+        shared.stopper.stop();
+        control.block_on(async {
+            let deadline = tokio::time::sleep(s.grace_period);
+            tokio::pin!(deadline);
+            loop {
+                if shared.open.load(Ordering::Relaxed) == 0 {
+                    break;
+                }
+                tokio::select! {
+                    _ = &mut deadline => {
+                        warn!(
+                            open = shared.open.load(Ordering::Relaxed),
+                            "grace period over; cutting off what is still open"
+                        );
+                        break;
+                    }
+                    _ = int.recv() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+        });
+    }
+    shared.forced.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(Stop::Force);
+    for w in workers {
+        if w.join().is_err() {
+            error!("a worker thread panicked");
+        }
+    }
+    Ok(())
+}
+
+/// `threads` listeners on `addr` with `SO_REUSEPORT`: the kernel spreads new connections over
+/// them, and each worker accepts on its own (no shared accept queue, no thundering herd).
+fn bind(addr: SocketAddr, threads: usize) -> Result<Vec<std::net::TcpListener>, RecordError> {
+    let mut out = Vec::with_capacity(threads);
+    let mut at = addr;
+    for _ in 0..threads.max(1) {
+        let bind_err = |source| RecordError::Bind {
+            what: "proxy",
+            addr,
+            source,
+        };
+        let socket = if at.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(bind_err)?;
+        socket.set_reuseaddr(true).map_err(bind_err)?;
+        socket.set_reuseport(true).map_err(bind_err)?;
+        socket.bind(at).map_err(bind_err)?;
+        let l = socket.listen(BACKLOG).map_err(bind_err)?;
+        // Port 0: every listener takes the port the first one got.
+        at = l.local_addr().map_err(bind_err)?;
+        out.push(l.into_std().map_err(bind_err)?);
+    }
+    Ok(out)
+}
+
+/// One worker thread: its runtime, its accept loop, its connections.
+fn worker(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    readiness: Arc<Readiness>,
+    mut stop: watch::Receiver<Stop>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start a worker runtime");
+            return;
+        }
+    };
+    rt.block_on(async {
+        let mut tick = tokio::time::interval(shared.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        match TcpListener::from_std(listener) {
+            Ok(listener) => {
+                let up = Arc::new(WorkerUpstream::default());
+                let _accepting = readiness.accepting();
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => break,
+                        accepted = listener.accept() => match accepted {
+                            Ok((tcp, peer)) => {
+                                tokio::spawn(serve(tcp, peer, shared.clone(), up.clone()));
+                            }
+                            Err(e) => accept_failed(e).await,
+                        },
+                        _ = tick.tick() => flush_local(),
+                    }
+                }
+            }
+            Err(e) => error!(error = %e, "cannot use a listener"),
+        }
+        // Not accepting any more: the connections finish until the workers are told to stop.
+        while *stop.borrow_and_update() != Stop::Force {
+            tokio::select! {
+                changed = stop.changed() => if changed.is_err() { break },
+                _ = tick.tick() => flush_local(),
+            }
+        }
+    });
+    // Dropping the runtime drops what still runs: those exchanges end as cut off.
+    drop(rt);
+    flush_local();
+}
+
+/// An accept that failed: a connection that went away is routine; running out of file
+/// descriptors waits a little (the loop would spin otherwise).
+async fn accept_failed(e: std::io::Error) {
+    match e.raw_os_error() {
+        Some(23 | 24) => {
+            // ENFILE, EMFILE
+            warn!(error = %e, "cannot accept: out of file descriptors; retrying in 100 ms");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        _ => debug!(error = %e, "accept failed"),
+    }
+}
+
+/// One client connection, from accept to close.
+async fn serve(tcp: TcpStream, peer: SocketAddr, sh: Arc<Shared>, up: Arc<WorkerUpstream>) {
+    let _open = sh.open_guard();
+    let _ = tcp.set_nodelay(true);
+    match &sh.tls {
+        None => {
+            let mut io = ClientIo::new(tcp, sh.limits.clone(), false);
+            let h2 = if sh.h2c {
+                match io.sniff_h2c().await {
+                    Ok(h2) => h2,
+                    Err(e) => {
+                        debug!(error = %e, "client connection ended before its first request");
+                        return;
+                    }
+                }
+            } else {
+                false
+            };
+            if h2 {
+                serve_h2(io, peer, &sh, up).await;
+            } else {
+                serve_h1(io, peer, &sh, up).await;
+            }
+        }
+        Some(acceptor) => {
+            let tls =
+                match tokio::time::timeout(sh.limits.header_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "TLS handshake with a client failed");
+                        return;
+                    }
+                    Err(_) => {
+                        sh.limits
+                            .metrics
+                            .client_timeouts_header
+                            .fetch_add(1, Ordering::Relaxed);
+                        debug!("TLS handshake not complete within header-timeout; closing");
+                        return;
+                    }
+                };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = ClientIo::new(tls, sh.limits.clone(), h2);
+            if h2 {
+                serve_h2(io, peer, &sh, up).await;
+            } else {
+                serve_h1(io, peer, &sh, up).await;
+            }
+        }
+    }
+}
+
+async fn serve_h1<T>(io: ClientIo<T>, peer: SocketAddr, sh: &Arc<Shared>, up: Arc<WorkerUpstream>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = ProxyService {
+        shared: sh.clone(),
+        conn: Arc::new(ConnCtx {
+            peer,
+            kind: ConnKind::H1(io.phase()),
+            up: Default::default(),
+            timer: Default::default(),
+            worker: up,
+        }),
+    };
+    let conn = sh
+        .h1
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    if let Err(e) = Drive::new(conn, sh.stopper.clone()).await {
+        debug!(error = %e, "client connection ended");
+    }
+}
+
+async fn serve_h2<T>(io: ClientIo<T>, peer: SocketAddr, sh: &Arc<Shared>, up: Arc<WorkerUpstream>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let streams = Arc::new(Streams::new());
+    let svc = ProxyService {
+        shared: sh.clone(),
+        conn: Arc::new(ConnCtx {
+            peer,
+            kind: ConnKind::H2(streams.clone()),
+            up: Default::default(),
+            timer: Default::default(),
+            worker: up,
+        }),
+    };
+    let conn = sh.h2.serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = Drive::new(conn, sh.stopper.clone())
+        .idle_timeout(streams, sh.limits.idle_timeout)
+        .await
+    {
+        debug!(error = %e, "HTTP/2 client connection ended");
+    }
+}

@@ -1,0 +1,657 @@
+//! The upstream side of the hyper engine: connecting (TCP, TLS with ALPN), and sending a request
+//! on the right connection.
+//!
+//! - HTTP/1.1 (`http://`, or `https://` where the upstream picks `http/1.1` by ALPN): every
+//!   client connection owns one upstream connection ([`ConnUpstream`]), opened when its first
+//!   request comes, opened again when it closed: no pool lookup per request. A request that a
+//!   reused connection could not even send (the upstream closed it meanwhile) is sent once more
+//!   on a fresh one.
+//! - HTTP/2 (`upstream-h2c`, or `https://` where the upstream picks `h2`): one multiplexed
+//!   connection per worker thread ([`WorkerUpstream`]), shared by the thread's client
+//!   connections; opened again when it closed.
+//!
+//! Time limits: `connect-timeout` for TCP and TLS set-up (504 past it); `upstream-timeout` for
+//! the upstream's silence, counted from the last request byte sent (progress) until the
+//! response head, then between response body chunks ([`super::body::RespBody`]).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use tapedeck_storage::ErrorKind;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tracing::debug;
+
+use super::body::{ReqBody, ReqState};
+use super::headers;
+use crate::config::Settings;
+use crate::recorder::RecordError;
+
+/// How to reach the upstream. Built once, at start.
+pub(crate) struct Upstream {
+    addr: SocketAddr,
+    /// `host:port` as configured: `:authority` of HTTP/2 requests that came without a host.
+    authority: Authority,
+    scheme: Scheme,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// HTTP/2 with prior knowledge (h2c) to a plaintext upstream.
+    h2c: bool,
+    connect_timeout: Duration,
+    timeout: Duration,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .field("h2c", &self.h2c)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client connection's own HTTP/1.1 upstream connection.
+#[derive(Debug, Default)]
+pub(crate) struct ConnUpstream {
+    h1: Mutex<Option<http1::SendRequest<ReqBody>>>,
+}
+
+impl ConnUpstream {
+    fn take(&self) -> Option<http1::SendRequest<ReqBody>> {
+        self.h1.lock().ok().and_then(|mut s| s.take())
+    }
+
+    fn put(&self, tx: http1::SendRequest<ReqBody>) {
+        if let Ok(mut s) = self.h1.lock() {
+            *s = Some(tx);
+        }
+    }
+}
+
+/// A client connection's timer for the wait of each request's response head, kept between
+/// requests: moving a registered timer later costs far less than making a new one.
+#[derive(Debug, Default)]
+pub(crate) struct TimerSlot(Mutex<Option<Pin<Box<Sleep>>>>);
+
+impl TimerSlot {
+    fn take(&self) -> Option<Pin<Box<Sleep>>> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+
+    fn put(&self, sleep: Pin<Box<Sleep>>) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(sleep);
+        }
+    }
+}
+
+/// A worker thread's shared HTTP/2 upstream connection.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerUpstream {
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<ReqBody>>>,
+    /// The upstream chose `h2` by ALPN once: later requests go to the shared connection.
+    speaks_h2: AtomicBool,
+}
+
+/// Why a request got no response head from the upstream.
+#[derive(Debug)]
+pub(crate) enum UpError {
+    /// TCP connect failed.
+    Connect(io::Error),
+    /// TCP connect or TLS set-up took longer than `connect-timeout`.
+    ConnectTimeout,
+    /// The TLS handshake failed.
+    Tls(io::Error),
+    /// The upstream was silent for `upstream-timeout`.
+    Timeout,
+    /// The HTTP exchange failed.
+    Http(hyper::Error),
+}
+
+impl std::fmt::Display for UpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpError::Connect(e) => write!(f, "connecting to the upstream: {e}"),
+            UpError::ConnectTimeout => f.write_str("connecting to the upstream timed out"),
+            UpError::Tls(e) => write!(f, "TLS handshake with the upstream: {e}"),
+            UpError::Timeout => f.write_str("the upstream did not answer within upstream-timeout"),
+            UpError::Http(e) => {
+                write!(f, "upstream: {e}")?;
+                let mut src = std::error::Error::source(e);
+                while let Some(s) = src {
+                    write!(f, ": {s}")?;
+                    src = s.source();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl UpError {
+    /// The tape's error kind.
+    pub(crate) fn kind(&self) -> ErrorKind {
+        match self {
+            UpError::Connect(e) => match e.kind() {
+                io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+                io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+                _ => ErrorKind::Other,
+            },
+            UpError::ConnectTimeout => ErrorKind::ConnectTimeout,
+            UpError::Tls(_) => ErrorKind::Tls,
+            UpError::Timeout => ErrorKind::Timeout,
+            UpError::Http(e) => http_error_kind(e),
+        }
+    }
+
+    /// What the client gets: 504 when the upstream was too slow, else 502.
+    pub(crate) fn status(&self) -> u16 {
+        match self.kind() {
+            ErrorKind::Timeout | ErrorKind::ConnectTimeout => 504,
+            _ => 502,
+        }
+    }
+}
+
+/// The tape's error kind of a hyper error on the upstream side.
+fn http_error_kind(e: &hyper::Error) -> ErrorKind {
+    if e.is_timeout() {
+        return ErrorKind::Timeout;
+    }
+    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        return ErrorKind::Protocol;
+    }
+    // Look for the cause: an I/O error, a TLS alert, an HTTP/2 error.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return ErrorKind::Tls;
+        }
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return ErrorKind::Tls;
+            }
+            return match io.kind() {
+                io::ErrorKind::TimedOut => ErrorKind::Timeout,
+                io::ErrorKind::InvalidData => ErrorKind::Protocol,
+                _ => ErrorKind::Reset,
+            };
+        }
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return if h2.is_io() || h2.is_go_away() || h2.is_remote() {
+                ErrorKind::Reset
+            } else {
+                ErrorKind::Protocol
+            };
+        }
+        src = s.source();
+    }
+    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() || e.is_body_write_aborted() {
+        return ErrorKind::Reset;
+    }
+    ErrorKind::Other
+}
+
+/// The tape's error kind of an error in the upstream's response body.
+pub(crate) fn body_error_kind(e: &hyper::Error) -> ErrorKind {
+    match http_error_kind(e) {
+        ErrorKind::Other => ErrorKind::Reset,
+        k => k,
+    }
+}
+
+/// A connected upstream.
+enum Connected {
+    H1(http1::SendRequest<ReqBody>),
+    H2(http2::SendRequest<ReqBody>),
+}
+
+impl Upstream {
+    /// The upstream of `s`, with its TLS configuration built once.
+    pub(crate) fn new(s: &Settings) -> Result<Upstream, RecordError> {
+        let up = &s.upstream;
+        let tls_err = |e: tapedeck_common::tls::TlsError| RecordError::Start {
+            what: "the upstream TLS configuration",
+            source: io::Error::other(e.to_string()),
+        };
+        let tls = if up.tls {
+            let opts = &up.tls_options;
+            let config = opts
+                .client_tls(&tapedeck_common::tls::ALPN_H2_HTTP1)
+                .config()
+                .map_err(tls_err)?;
+            let name = opts.server_name(&up.host).map_err(tls_err)?;
+            if opts.insecure {
+                tracing::warn!(
+                    upstream = %up.authority,
+                    "UPSTREAM CERTIFICATE VERIFICATION IS OFF (upstream-insecure): anyone on the \
+                     path can impersonate the upstream and read the traffic; use upstream-ca instead"
+                );
+            }
+            tracing::info!(
+                upstream = %up.authority,
+                sni = ?name,
+                ca = if opts.ca.is_some() { "upstream-ca" } else { "system roots" },
+                client_cert = opts.client_cert.as_ref().map(|c| c.cert_path().display().to_string()),
+                "https upstream"
+            );
+            Some((TlsConnector::from(std::sync::Arc::new(config)), name))
+        } else {
+            None
+        };
+        let authority: Authority = up.authority.parse().map_err(|e| RecordError::Start {
+            what: "the upstream",
+            source: io::Error::other(format!("authority {}: {e}", up.authority)),
+        })?;
+        let mut h1 = http1::Builder::new();
+        h1.writev(false);
+        let h2 = http2::Builder::new(TokioExecutor::new());
+        Ok(Upstream {
+            addr: up.addr,
+            authority,
+            scheme: if up.tls { Scheme::HTTPS } else { Scheme::HTTP },
+            tls,
+            h2c: s.upstream_h2c,
+            connect_timeout: s.connect_timeout,
+            timeout: s.upstream_timeout,
+            h1,
+            h2,
+        })
+    }
+
+    /// The longest silence of the upstream.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether an `Upgrade` can be forwarded (it needs HTTP/1.1 to the upstream).
+    pub(crate) fn may_upgrade(&self, worker: &WorkerUpstream) -> bool {
+        !self.h2c && !worker.speaks_h2.load(Ordering::Relaxed)
+    }
+
+    /// Sends a request on the connection it belongs to (see the module docs) and waits for the
+    /// response head. `timer` is the client connection's timer for the wait (HTTP/1.1 clients,
+    /// one exchange at a time), reused from one request to the next.
+    pub(crate) async fn send(
+        &self,
+        worker: &WorkerUpstream,
+        conn: &ConnUpstream,
+        req: Request<ReqBody>,
+        progress: Option<&ReqState>,
+        timer: Option<&TimerSlot>,
+    ) -> Result<Response<Incoming>, UpError> {
+        // The common case stays inline; connecting, HTTP/2 and retries are boxed so that the
+        // future of every request stays small (it is moved into a box per request by hyper's
+        // service call).
+        if self.h2c || worker.speaks_h2.load(Ordering::Relaxed) {
+            return Box::pin(self.send_shared_h2(worker, req, progress)).await;
+        }
+        let reused = match conn.take() {
+            Some(mut tx) => tx.ready().await.is_ok().then_some(tx),
+            None => None,
+        };
+        let Some(mut tx) = reused else {
+            return Box::pin(self.send_new(worker, conn, req, progress)).await;
+        };
+        let mut req = req;
+        for_h1(&mut req);
+        match self.wait(tx.try_send_request(req), progress, timer).await? {
+            Ok(resp) => {
+                conn.put(tx);
+                Ok(resp)
+            }
+            Err(mut e) => match e.take_message() {
+                // A reused connection the upstream closed meanwhile: the request never left.
+                Some(req) => {
+                    debug!("upstream connection closed while idle; sending on a new one");
+                    Box::pin(self.send_new(worker, conn, req, progress)).await
+                }
+                None => Err(UpError::Http(e.into_error())),
+            },
+        }
+    }
+
+    /// Sends on a new connection (HTTP/1.1 for this client connection, or the worker's HTTP/2
+    /// one if the upstream picks `h2`).
+    async fn send_new(
+        &self,
+        worker: &WorkerUpstream,
+        conn: &ConnUpstream,
+        req: Request<ReqBody>,
+        progress: Option<&ReqState>,
+    ) -> Result<Response<Incoming>, UpError> {
+        match self.connect().await? {
+            Connected::H1(mut tx) => {
+                let mut req = req;
+                for_h1(&mut req);
+                let resp = self
+                    .wait(tx.send_request(req), progress, None)
+                    .await?
+                    .map_err(UpError::Http)?;
+                conn.put(tx);
+                Ok(resp)
+            }
+            Connected::H2(tx) => self.adopt_h2(worker, tx, req, progress).await,
+        }
+    }
+
+    /// Sends on the worker's HTTP/2 connection.
+    async fn send_shared_h2(
+        &self,
+        worker: &WorkerUpstream,
+        req: Request<ReqBody>,
+        progress: Option<&ReqState>,
+    ) -> Result<Response<Incoming>, UpError> {
+        let tx = self.shared_h2(worker).await?;
+        self.send_h2(tx, req, progress).await
+    }
+
+    /// The upstream picked HTTP/2 by ALPN: the connection becomes the worker's shared one.
+    async fn adopt_h2(
+        &self,
+        worker: &WorkerUpstream,
+        tx: http2::SendRequest<ReqBody>,
+        req: Request<ReqBody>,
+        progress: Option<&ReqState>,
+    ) -> Result<Response<Incoming>, UpError> {
+        worker.speaks_h2.store(true, Ordering::Relaxed);
+        *worker.h2.lock().await = Some(tx.clone());
+        self.send_h2(tx, req, progress).await
+    }
+
+    /// The worker's HTTP/2 connection, opened if there is none (or it closed).
+    async fn shared_h2(
+        &self,
+        worker: &WorkerUpstream,
+    ) -> Result<http2::SendRequest<ReqBody>, UpError> {
+        let mut slot = worker.h2.lock().await;
+        if let Some(tx) = slot.as_ref()
+            && !tx.is_closed()
+        {
+            return Ok(tx.clone());
+        }
+        match self.connect().await? {
+            Connected::H2(tx) => {
+                *slot = Some(tx.clone());
+                Ok(tx)
+            }
+            Connected::H1(_) => {
+                // The upstream now prefers HTTP/1.1: go back to a connection per client.
+                worker.speaks_h2.store(false, Ordering::Relaxed);
+                *slot = None;
+                Err(UpError::Connect(io::Error::other(
+                    "the upstream stopped offering HTTP/2; retry",
+                )))
+            }
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        mut tx: http2::SendRequest<ReqBody>,
+        req: Request<ReqBody>,
+        progress: Option<&ReqState>,
+    ) -> Result<Response<Incoming>, UpError> {
+        let mut req = req;
+        self.for_h2(&mut req);
+        let resp = self
+            .wait(tx.send_request(req), progress, None)
+            .await?
+            .map_err(UpError::Http)?;
+        Ok(resp)
+    }
+
+    /// Waits for `fut` while the upstream is not silent for longer than `upstream-timeout`:
+    /// the clock restarts whenever a request body chunk has been sent. The timer comes from
+    /// `slot` (and goes back there) when there is one.
+    async fn wait<F: Future>(
+        &self,
+        fut: F,
+        progress: Option<&ReqState>,
+        slot: Option<&TimerSlot>,
+    ) -> Result<F::Output, UpError> {
+        let sleep = slot.and_then(TimerSlot::take);
+        let silence = Silence {
+            fut,
+            sleep,
+            armed: false,
+            timeout: self.timeout,
+            progress,
+            seen: progress.map_or(0, |p| p.progress()),
+        };
+        tokio::pin!(silence);
+        let out = silence.as_mut().await;
+        if let (Some(slot), Some(sleep)) = (slot, silence.project().sleep.take()) {
+            slot.put(sleep);
+        }
+        out.ok_or(UpError::Timeout)
+    }
+
+    async fn connect(&self) -> Result<Connected, UpError> {
+        let tcp =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) => return Err(UpError::Connect(e)),
+                Err(_) => return Err(UpError::ConnectTimeout),
+            };
+        let _ = tcp.set_nodelay(true);
+        let io = match &self.tls {
+            None => UpIo::Plain(tcp),
+            Some((connector, name)) => {
+                match tokio::time::timeout(
+                    self.connect_timeout,
+                    connector.connect(name.clone(), tcp),
+                )
+                .await
+                {
+                    Ok(Ok(tls)) => UpIo::Tls(Box::new(tls)),
+                    Ok(Err(e)) => return Err(UpError::Tls(e)),
+                    Err(_) => return Err(UpError::ConnectTimeout),
+                }
+            }
+        };
+        let h2 = match &io {
+            UpIo::Plain(_) => self.h2c,
+            UpIo::Tls(t) => t.get_ref().1.alpn_protocol() == Some(b"h2"),
+        };
+        let io = TokioIo::new(io);
+        if h2 {
+            let (tx, conn) = self.h2.handshake(io).await.map_err(UpError::Http)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    debug!(error = %e, "upstream HTTP/2 connection ended");
+                }
+            });
+            Ok(Connected::H2(tx))
+        } else {
+            let (tx, conn) = self.h1.handshake(io).await.map_err(UpError::Http)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    debug!(error = %e, "upstream connection ended");
+                }
+            });
+            Ok(Connected::H1(tx))
+        }
+    }
+
+    /// The request head as an HTTP/2 upstream wants it: an absolute URI (`:scheme` of the
+    /// upstream, `:authority` from the client's `Host` or URI), no connection-specific headers.
+    fn for_h2<B>(&self, req: &mut Request<B>) {
+        let authority = req
+            .uri()
+            .authority()
+            .cloned()
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            })
+            .unwrap_or_else(|| self.authority.clone());
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(authority);
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+        *req.version_mut() = Version::HTTP_2;
+        let headers = req.headers_mut();
+        headers::scan(headers).strip_for_h2(headers);
+    }
+}
+
+/// The request head as an HTTP/1.1 upstream wants it: origin-form target, a `Host` (from the
+/// URI of an HTTP/2 client's request, which has none).
+fn for_h1<B>(req: &mut Request<B>) {
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        if !req.headers().contains_key(http::header::HOST)
+            && let Some(a) = req.uri().authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+    }
+    if req.version() == Version::HTTP_2 {
+        *req.version_mut() = Version::HTTP_11;
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Waits for a future while the upstream is not silent for `timeout` (see
+    /// [`Upstream::wait`]). The timer is created only if the future is not ready at once.
+    struct Silence<'a, F> {
+        #[pin]
+        fut: F,
+        sleep: Option<Pin<Box<Sleep>>>,
+        // Whether `sleep` is set for this wait.
+        armed: bool,
+        timeout: Duration,
+        progress: Option<&'a ReqState>,
+        seen: u64,
+    }
+}
+
+impl<F: Future> Future for Silence<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let timeout = *this.timeout;
+        let sleep = match this.sleep {
+            Some(s) => {
+                if !*this.armed {
+                    // A timer reused from an earlier wait: moving it later is cheap.
+                    s.as_mut().reset(Instant::now() + timeout);
+                }
+                s
+            }
+            None => this.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
+        };
+        *this.armed = true;
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = this.progress.map_or(0, |p| p.progress());
+            if now == *this.seen {
+                return Poll::Ready(None);
+            }
+            // The request body moved meanwhile: the upstream is reading; wait again.
+            *this.seen = now;
+            sleep.as_mut().reset(Instant::now() + timeout);
+        }
+    }
+}
+
+/// The upstream stream: TCP or TLS over TCP.
+enum UpIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpIo::Plain(s) => s.is_write_vectored(),
+            UpIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! Sending one prepared request to one target and turning what happened into a result
+//! [`Exchange`]: a connection from the sender's slot or its [`Pool`], a per-request timeout
+//! (connecting included), and failures classified into [`ErrorKind`]s instead of propagated.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Version};
+use http_body_util::{BodyExt, Full};
+use tapedeck_storage::{ErrorKind, Exchange, Header, TRAILER_MARKER, flags};
+
+use crate::conn::{Body, Conn, Endpoint, Failure, Pool, SendError};
+use crate::rewrite::{self, Prepared};
+
+/// Maps [`Instant`]s to µs since the Unix epoch from one reading of both clocks, so that every
+/// timestamp of a run is monotonic and consistent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    base: Instant,
+    base_us: i64,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            base_us: tapedeck_storage::now_us(),
+        }
+    }
+
+    /// µs since the epoch at `t`.
+    pub(crate) fn us(&self, t: Instant) -> i64 {
+        match t.checked_duration_since(self.base) {
+            Some(d) => self.base_us + d.as_micros() as i64,
+            None => self.base_us - self.base.duration_since(t).as_micros() as i64,
+        }
+    }
+}
+
+/// µs between two instants, 0 if `later` is earlier.
+pub(crate) fn micros_between(earlier: Instant, later: Instant) -> i64 {
+    later.saturating_duration_since(earlier).as_micros() as i64
+}
+
+/// Per-run settings of every send.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SendSettings {
+    pub(crate) clock: Clock,
+    /// Whole exchange, from the actual send (connecting included).
+    pub(crate) timeout: Duration,
+    /// Response body bytes kept per result.
+    pub(crate) max_body: usize,
+}
+
+/// Sends `p` (due at `scheduled`) to `pool`'s target with `headers` (its own or a copy), waits
+/// for the whole response (or the timeout) and returns the result exchange without its request
+/// strings and headers (see [`fill_request`], [`fill_request_owned`]). Never fails: errors are
+/// recorded in the exchange.
+///
+/// `slot` is the sender's connection to this target: used when it holds a live one (else one
+/// comes from the pool), and holding the connection again afterwards when the exchange left it
+/// reusable.
+pub(crate) async fn exchange(
+    pool: &Pool,
+    slot: &mut Option<Conn>,
+    p: &Prepared,
+    headers: http::HeaderMap,
+    scheduled: Instant,
+    s: &SendSettings,
+) -> Exchange {
+    let ep = &pool.ep;
+    let mut out = skeleton(ep, p, s.clock.us(scheduled));
+    let sent = Instant::now();
+    out.started_at_us = s.clock.us(sent);
+    out.sent_at_us = Some(out.started_at_us);
+    let mut st = Received::default();
+    let fut = fetch(pool, slot, p, headers, &mut st, s.max_body);
+    let outcome = tokio::time::timeout_at((sent + s.timeout).into(), fut).await;
+    let end = Instant::now();
+    if let Some(t) = st.ttfb {
+        out.ttfb_us = Some(micros_between(scheduled, t));
+    }
+    out.status = st.status;
+    if st.status.is_some() {
+        out.http_version = version_str(st.version).to_owned();
+    }
+    out.resp_headers = st.headers;
+    if mask_sensitive(&mut out.resp_headers) {
+        out.flags |= flags::REDACTED;
+    }
+    out.resp_body = join(st.chunks, st.kept);
+    out.resp_body_size = st.size;
+    out.resp_body_truncated = st.truncated;
+    match outcome {
+        Ok(Ok(())) => {
+            let total = micros_between(scheduled, end);
+            out.total_us = Some(total);
+            out.duration_us = Some(total);
+        }
+        Ok(Err(f)) => {
+            out.error_kind = Some(f.kind);
+            out.error = Some(f.message);
+        }
+        Err(_) => {
+            out.error_kind = Some(ErrorKind::Timeout);
+            out.error = Some(format!(
+                "no complete response within {} ms",
+                s.timeout.as_millis()
+            ));
+        }
+    }
+    out
+}
+
+/// Copies the request side of `p` into a result (for all but the last target of an origin).
+pub(crate) fn fill_request(out: &mut Exchange, p: &Prepared) {
+    let o = &p.origin;
+    out.source = o.source.clone();
+    out.method = o.method.clone();
+    out.path = o.path.clone();
+    out.query = o.query.clone();
+    out.req_headers = p.stored_headers.clone();
+}
+
+/// Moves the request side of `p` into a result (the last or only target of an origin).
+pub(crate) fn fill_request_owned(out: &mut Exchange, p: Prepared) {
+    let Prepared {
+        origin,
+        stored_headers,
+        ..
+    } = p;
+    out.source = origin.source;
+    out.method = origin.method;
+    out.path = origin.path;
+    out.query = origin.query;
+    out.req_headers = stored_headers;
+}
+
+fn skeleton(ep: &Endpoint, p: &Prepared, scheduled_us: i64) -> Exchange {
+    let o = &p.origin;
+    Exchange {
+        id: Exchange::new_id(),
+        started_at_us: scheduled_us,
+        scheme: ep.scheme.to_owned(),
+        authority: ep.authority.clone(),
+        http_version: version_str(ep.version()).to_owned(),
+        req_body: p.body.clone(),
+        req_body_size: o.req_body_size,
+        req_body_truncated: o.req_body_truncated,
+        flags: o.flags,
+        origin_id: Some(o.id),
+        target: Some(ep.target.name.clone()),
+        scheduled_at_us: Some(scheduled_us),
+        ..Exchange::default()
+    }
+}
+
+/// The request for `p` on a connection that speaks HTTP/2 (`h2`) or HTTP/1.1.
+fn request(
+    ep: &Endpoint,
+    p: &Prepared,
+    mut headers: http::HeaderMap,
+    h2: bool,
+) -> Result<Request<Body>, Failure> {
+    let uri = ep
+        .uri(&p.path_and_query, h2)
+        .map_err(|m| Failure::new(ErrorKind::Other, m))?;
+    rewrite::for_target(&mut headers, ep, h2);
+    let mut req = Request::new(Full::new(p.body.clone()));
+    *req.method_mut() = p.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// What was received so far (kept when the timeout cuts the exchange short).
+#[derive(Default)]
+struct Received {
+    ttfb: Option<Instant>,
+    status: Option<u16>,
+    version: Version,
+    headers: Vec<Header>,
+    chunks: Vec<Bytes>,
+    kept: usize,
+    size: u64,
+    truncated: bool,
+}
+
+async fn fetch(
+    pool: &Pool,
+    slot: &mut Option<Conn>,
+    p: &Prepared,
+    headers: http::HeaderMap,
+    st: &mut Received,
+    max_body: usize,
+) -> Result<(), Failure> {
+    let mut conn = match slot.take() {
+        // A live connection takes the request at once (hyper buffers one while it finishes
+        // the previous exchange); one that closed meanwhile gives the request back, below.
+        Some(c) if !c.is_closed() => c,
+        _ => pool.checkout().await?,
+    };
+    let h2 = conn.is_h2();
+    let req = request(&pool.ep, p, headers, h2)?;
+    let resp = match conn.send(req).await {
+        Ok(r) => r,
+        Err(SendError::Failed(f)) => return Err(f),
+        Err(SendError::Unsent(req)) => {
+            // The peer closed the connection before the request left (an idle keep-alive
+            // timeout, a `Connection: close`): once more, on another connection.
+            conn = pool.checkout().await?;
+            let again = if conn.is_h2() == h2 {
+                conn.send(*req).await
+            } else {
+                let (parts, body) = req.into_parts();
+                let req = request(&pool.ep, p, parts.headers, conn.is_h2())?;
+                drop(body);
+                conn.send(req).await
+            };
+            match again {
+                Ok(r) => r,
+                Err(SendError::Failed(f)) => return Err(f),
+                Err(SendError::Unsent(_)) => {
+                    return Err(Failure::new(
+                        ErrorKind::Reset,
+                        "the connection closed before the request was sent, twice",
+                    ));
+                }
+            }
+        }
+    };
+    st.ttfb = Some(Instant::now());
+    st.status = Some(resp.status().as_u16());
+    st.version = resp.version();
+    let (parts, mut body) = resp.into_parts();
+    st.headers = headers_of(&parts.headers);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Failure::of(&e))?;
+        match frame.into_data() {
+            Ok(data) => {
+                st.size += data.len() as u64;
+                let room = max_body.saturating_sub(st.kept);
+                if data.len() <= room {
+                    st.kept += data.len();
+                    st.chunks.push(data);
+                } else {
+                    if room > 0 {
+                        st.kept += room;
+                        st.chunks.push(data.slice(..room));
+                    }
+                    st.truncated = true;
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    st.headers.push(Header::new(TRAILER_MARKER, Bytes::new()));
+                    st.headers.extend(headers_of(&trailers));
+                }
+            }
+        }
+    }
+    // Read to the end: the connection can carry the sender's next request.
+    *slot = Some(conn);
+    Ok(())
+}
+
+/// The placeholder written instead of a sensitive header's value (as the recorder's mask).
+const MASK: &[u8] = b"[REDACTED]";
+
+/// Masks the values of the default sensitive headers ([`tapedeck_storage::SENSITIVE_HEADERS`]),
+/// trailers included, so a target's session cookies and tokens never reach the run tape; `true`
+/// when any was masked.
+fn mask_sensitive(headers: &mut [Header]) -> bool {
+    let mut masked = false;
+    for h in headers.iter_mut() {
+        if tapedeck_storage::is_sensitive_header(&h.name) {
+            h.value = Bytes::from_static(MASK);
+            masked = true;
+        }
+    }
+    masked
+}
+
+/// The headers as stored: every value copied into one buffer (one allocation per map, not per
+/// header), each header's value a slice of it.
+fn headers_of(h: &http::HeaderMap) -> Vec<Header> {
+    let total: usize = h.values().map(|v| v.len()).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    for v in h.values() {
+        buf.extend_from_slice(v.as_bytes());
+    }
+    let buf = buf.freeze();
+    let mut at = 0;
+    h.iter()
+        .map(|(n, v)| {
+            let value = buf.slice(at..at + v.len());
+            at += v.len();
+            Header {
+                name: n.as_str().to_owned(),
+                value,
+            }
+        })
+        .collect()
+}
+
+fn join(mut chunks: Vec<Bytes>, total: usize) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut b = BytesMut::with_capacity(total);
+            for c in chunks {
+                b.extend_from_slice(&c);
+            }
+            b.freeze()
+        }
+    }
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request future is moved a few times per request (into the timeout, into the task),
+    /// so its size is paid per request: connection set-up (TLS and HTTP/2 handshakes, kilobytes)
+    /// stays behind a box (`Endpoint::connect`).
+    #[test]
+    fn the_request_future_stays_small() {
+        let cfg = crate::config::ReplayOptions {
+            tape: vec!["t".into()],
+            out: Some("o".into()),
+            targets: vec!["t=https://127.0.0.1:9".into()],
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid");
+        let ep = std::sync::Arc::new(
+            Endpoint::new(
+                cfg.targets()[0].clone(),
+                Duration::from_secs(1),
+                cfg.tls.as_ref(),
+            )
+            .expect("endpoint"),
+        );
+        let pool = Pool::new(ep, 1, 0);
+        let p = crate::rewrite::prepare(
+            Exchange {
+                method: "GET".into(),
+                path: "/".into(),
+                ..Exchange::default()
+            },
+            &Default::default(),
+            &[],
+        );
+        let s = SendSettings {
+            clock: Clock::new(),
+            timeout: Duration::from_secs(1),
+            max_body: 1,
+        };
+        let mut slot = None;
+        let fut = exchange(
+            &pool,
+            &mut slot,
+            &p,
+            http::HeaderMap::new(),
+            Instant::now(),
+            &s,
+        );
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("exchange future: {size} bytes");
+        assert!(size < 4096, "the request future grew to {size} bytes");
+    }
+
+    #[test]
+    fn target_set_cookie_is_masked_in_results() {
+        let mut h = vec![
+            Header::new("Set-Cookie", "session=s3cret"),
+            Header::new("x-auth-token", "t0ken"),
+            Header::new("content-type", "application/json"),
+        ];
+        assert!(mask_sensitive(&mut h));
+        assert_eq!(&h[0].value[..], MASK);
+        assert_eq!(&h[1].value[..], MASK);
+        assert_eq!(&h[2].value[..], b"application/json");
+        let mut plain = vec![Header::new("etag", "1")];
+        assert!(!mask_sensitive(&mut plain));
+    }
+
+    #[test]
+    fn stored_headers_share_one_buffer_and_keep_order() {
+        let mut h = http::HeaderMap::new();
+        h.append("content-type", "application/json".parse().expect("value"));
+        h.append("x-a", "1".parse().expect("value"));
+        h.append("x-a", "2".parse().expect("value"));
+        h.append("etag", "\"abc\"".parse().expect("value"));
+        let got = headers_of(&h);
+        let pairs: Vec<(&str, &[u8])> = got.iter().map(|h| (&*h.name, &h.value[..])).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("content-type", &b"application/json"[..]),
+                ("x-a", b"1"),
+                ("x-a", b"2"),
+                ("etag", b"\"abc\""),
+            ]
+        );
+        assert!(headers_of(&http::HeaderMap::new()).is_empty());
+    }
+
+    #[test]
+    fn clock_is_monotonic_and_near_now() {
+        let c = Clock::new();
+        let a = c.us(Instant::now());
+        let b = c.us(Instant::now() + Duration::from_millis(5));
+        assert!(b - a >= 5000);
+        assert!((a - tapedeck_storage::now_us()).abs() < 1_000_000);
+    }
+
+    #[test]
+    fn joins_chunks() {
+        assert_eq!(join(vec![], 0), Bytes::new());
+        assert_eq!(
+            join(vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")], 3),
+            Bytes::from_static(b"abc")
+        );
+    }
+}

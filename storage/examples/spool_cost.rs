@@ -60,7 +60,9 @@ fn record(body: &Bytes, i: usize) -> Exchange {
             Header::new("content-length", Bytes::from(body.len().to_string())),
             Header::new("connection", Bytes::from_static(b"keep-alive")),
         ],
-        resp_body: body.clone(),
+        // Each record owns its body, as a recorded exchange does (a shared one would hide the
+        // memory the queue holds).
+        resp_body: Bytes::copy_from_slice(body),
         resp_body_size: body.len() as u64,
         ..Exchange::default()
     }

@@ -445,6 +445,75 @@ mod tests {
         assert_eq!(seen, ["/huge", "/next"]);
     }
 
+    /// Waits (bounded) until the consumer sleeps in `take`.
+    fn asleep(q: &Queue) -> bool {
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < end {
+            if q.lock().consumer_asleep {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    #[test]
+    fn a_busy_consumer_is_woken_only_by_a_quarter_full_queue_an_idle_one_by_any_push() {
+        // Room for 100 records: a sleeping busy consumer is woken at 25.
+        let q = Arc::new(Queue::new(100, 1 << 20));
+        let q2 = q.clone();
+        // Busy (`idle = false`) and a timeout far beyond the test: only a wake ends the wait.
+        let consumer = std::thread::spawn(move || {
+            let mut items = VecDeque::new();
+            q2.take(&mut items, Duration::from_secs(600), false);
+            paths(&items).len()
+        });
+        assert!(asleep(&q));
+        for i in 0..24 {
+            q.push(vec![ex(&format!("/{i}"))], &[1], WhenFull::Drop);
+        }
+        // 24 single-record pushes, no wake-up: the consumer still sleeps.
+        assert!(
+            q.lock().consumer_asleep,
+            "woken before a quarter of the bound"
+        );
+        q.push(vec![ex("/24")], &[1], WhenFull::Drop);
+        assert_eq!(consumer.join().expect("consumer"), 25);
+
+        // Idle: the first record wakes it.
+        let q2 = q.clone();
+        let consumer = std::thread::spawn(move || {
+            let mut items = VecDeque::new();
+            q2.take(&mut items, Duration::from_secs(600), true);
+            paths(&items).len()
+        });
+        assert!(asleep(&q));
+        q.push(vec![ex("/one")], &[1], WhenFull::Drop);
+        assert_eq!(consumer.join().expect("consumer"), 1);
+
+        // A quarter of the byte bound wakes a busy consumer too, as does a flush request.
+        let q = Arc::new(Queue::new(100, 400));
+        let q2 = q.clone();
+        let consumer = std::thread::spawn(move || {
+            let mut items = VecDeque::new();
+            q2.take(&mut items, Duration::from_secs(600), false);
+            paths(&items).len()
+        });
+        assert!(asleep(&q));
+        q.push(vec![ex("/big")], &[100], WhenFull::Drop);
+        assert_eq!(consumer.join().expect("consumer"), 1);
+        let q2 = q.clone();
+        let consumer = std::thread::spawn(move || {
+            let mut items = VecDeque::new();
+            q2.take(&mut items, Duration::from_secs(600), false);
+            paths(&items)
+        });
+        assert!(asleep(&q));
+        let (ack, _rx) = std::sync::mpsc::sync_channel(1);
+        assert!(q.push_flush(ack));
+        assert_eq!(consumer.join().expect("consumer"), ["<flush>"]);
+    }
+
     #[test]
     fn close_drains_then_refuses_and_releases_blocked_producers() {
         let q = Arc::new(Queue::new(1, 1 << 20));

@@ -9,10 +9,11 @@
 //!               │ capture layer: decide (filters, sampling), clone Bytes chunks (≤ max-body),
 //!               │ note timings, copy headers once
 //!               ▼ response sent (or failed)
-//!             build Exchange → Redactor → per-thread batch (≤ 64) → bounded hand-off
-//!                                               ▼ forwarder thread, every ≤ 50 ms
-//!                                 TapeSender::append (Drop policy) → spool (Arrow IPC)
-//!                                                                  → seal (Parquet)
+//!             build Exchange → Redactor → per-thread batch (≤ 64 records, ≤ its byte share)
+//!                                               ▼ full, or the worker's tick (≤ 50 ms)
+//!                     TapeSender::append_batch (Drop policy; queue bounded in records and
+//!                     bytes) → spool thread (Arrow IPC) → seal threads (Parquet, nice 19
+//!                     below seal-backlog)
 //! ```
 //!
 //! Modules: `config` (flags/TOML → checked [`Settings`]), `capture` (the engine-agnostic
@@ -32,20 +33,22 @@
 //!   except hop-by-hop ones; the proxy adds none to forwarded responses (no `date`, `server`,
 //!   `connection`).
 //! - **Bounded memory**: at most `max-body` bytes per direction are retained per exchange, as
-//!   refcounted slices of the forwarded chunks; true sizes and a truncated flag are recorded; the
-//!   hand-off holds at most `queue-capacity` records plus one batch per worker thread.
+//!   refcounted slices of the forwarded chunks; true sizes and a truncated flag are recorded;
+//!   records waiting for the writer (each worker's batch and the writer's queue together) hold
+//!   at most `queue-bytes` bytes, and the writer's queue at most `queue-capacity` records.
 //! - **Nothing lost on SIGTERM**: the engine stops accepting, in-flight exchanges finish within
-//!   the grace period, then [`Recorder::run`] drains the hand-off and closes the writer, which
-//!   spools and seals everything. `SIGKILL` loses at most the writer's flush interval plus one
-//!   worker tick and one hand-off tick (≤ 50 ms each).
+//!   the grace period, every worker hands its batch over, then [`Recorder::run`] closes the
+//!   writer, which spools and seals everything. `SIGKILL` loses at most the writer's flush
+//!   interval plus one worker tick (≤ 50 ms).
 //! - **Slow clients are bounded**: a whole request head must arrive within `header-timeout`
 //!   (from accept, or from the request's first byte on a reused connection), else `408` and
 //!   close; a request body may not pause longer than `header-timeout`; an idle keep-alive
 //!   connection is closed after `idle-timeout`. Each cut is counted in
 //!   `tapedeck_client_timeouts_total{phase}`.
-//! - **Accounting**: every proxied request has one [`Fate`], counted once: recorded, skipped
-//!   (filter, sample, recording off) or dropped (queue full, tape unavailable; the writer counts
-//!   its own I/O drops). `/metrics` and the exit summary read the same [`Counts`].
+//! - **Accounting**: every proxied request has one [`Fate`], counted once: recorded (accepted by
+//!   the writer's queue), skipped (filter, sample, recording off) or dropped (queue full or
+//!   closed, counted per record by the writer; tape unavailable; the writer counts its own I/O
+//!   drops). `/metrics` and the exit summary read the same [`Counts`].
 //!
 //! Entry points: [`RawConfig`] (flags/TOML) → [`RawConfig::validate`] → [`Settings`] →
 //! [`Recorder::run`] → [`RunSummary`].

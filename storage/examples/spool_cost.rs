@@ -103,7 +103,7 @@ fn main() {
         b = b.queue_bytes(arg("--queue-bytes", 64 << 20));
     }
     if std::env::args().any(|a| a == "--flush-bytes") {
-        b = b.flush_bytes(arg("--flush-bytes", 4 << 20));
+        b = b.flush_bytes(arg("--flush-bytes", 1 << 20));
     }
     if std::env::args().any(|a| a == "--row-group-bytes") {
         b = b.row_group_bytes(arg("--row-group-bytes", 64 << 20));

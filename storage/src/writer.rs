@@ -151,7 +151,7 @@ impl TapeWriterBuilder {
         self.spool.flush_rows = n;
         self
     }
-    /// Bytes of records per spool batch before it is written early (default 4 MiB): with
+    /// Bytes of records per spool batch before it is written early (default 1 MiB): with
     /// `queue_bytes`, what bounds the writer's memory.
     pub fn flush_bytes(mut self, n: usize) -> Self {
         self.spool.flush_bytes = n;

@@ -108,6 +108,7 @@ impl Args {
             baseline_version: self.baseline_version.clone(),
             candidate_version: self.candidate_version.clone(),
             seed: self.seed,
+            ..DiffOptions::default()
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod detect;
 mod engine;
 mod error;
 pub mod json;
+pub mod live;
 pub mod outcome;
 mod pair;
 pub mod report;

@@ -225,6 +225,9 @@ pub fn markdown(o: &DiffOutcome) -> String {
             .map_or_else(|| "n/a".to_owned(), |s| format!("{s:.0}/100")),
         o.exit_code
     );
+    if let Some(line) = early_stop_line(o) {
+        let _ = writeln!(md, "{}\n", md_escape(&line));
+    }
     for r in &o.reasons {
         let _ = writeln!(md, "- {r}");
     }
@@ -552,6 +555,47 @@ pub fn junit(o: &DiffOutcome) -> String {
 }
 
 /// A one-screen terminal summary; ANSI colors when `color`.
+/// One line about a `--early-stop` run (`None` without it): where the replay stopped, how long
+/// the verdict took and what the sequential tests decided.
+pub fn early_stop_line(o: &DiffOutcome) -> Option<String> {
+    let seq = o.sequential.as_ref()?;
+    let sent = o
+        .requests_sent
+        .as_ref()
+        .and_then(|m| m.values().max().copied())
+        .unwrap_or(seq.origins);
+    let when = if o.stopped_early == Some(true) {
+        format!(
+            "stopped early after {} requests per target",
+            thousands(sent)
+        )
+    } else {
+        format!("ran to the end ({} requests per target)", thousands(sent))
+    };
+    let took = o
+        .time_to_verdict_ms
+        .map(|ms| format!(", verdict in {:.1} s", ms as f64 / 1000.0))
+        .unwrap_or_default();
+    let decided = match seq.crossed.first() {
+        Some(c) => format!(
+            "sequential fail: {} {}{} (e-value {} ≥ {})",
+            c.route,
+            c.check,
+            c.path
+                .as_deref()
+                .map(|p| format!(" {p}"))
+                .unwrap_or_default(),
+            crate::live::fmt_e(c.e_value),
+            crate::live::fmt_e(c.threshold)
+        ),
+        None => format!("sequential {}", seq.decision),
+    };
+    Some(format!(
+        "early stop: {when}{took}; {decided}; α = {}",
+        seq.alpha
+    ))
+}
+
 pub fn summary(o: &DiffOutcome, color: bool) -> String {
     let paint = |code: &str, s: &str| {
         if color {
@@ -589,6 +633,9 @@ pub fn summary(o: &DiffOutcome, color: bool) -> String {
         thousands(o.counts.paired),
         o.routes.len()
     );
+    if let Some(line) = early_stop_line(o) {
+        let _ = writeln!(out, "{line}");
+    }
     out.push('\n');
     let limit = 12;
     for r in o.routes.iter().take(limit) {

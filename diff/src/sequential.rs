@@ -511,6 +511,11 @@ impl SequentialJudge {
         self.created
     }
 
+    /// The routes seen, in key order.
+    pub fn routes(&self) -> Vec<&str> {
+        self.routes.keys().map(String::as_str).collect()
+    }
+
     /// Paired origins seen on `route`.
     pub fn origins(&self, route: &str) -> u64 {
         self.routes.get(route).map_or(0, |r| r.origins)

@@ -65,6 +65,9 @@ enum Command {
     Record(Box<record::Args>),
     /// Replay a tape against one or more targets (paced, multi-target) and write the results as a tape.
     Replay(replay::Args),
+    /// Serve the demo's sample API alone (benchmarks of the judge).
+    #[command(hide = true)]
+    SampleApi(demo::SampleApiArgs),
     /// Serve check runs over HTTP: an Argo Rollouts Web provider and Flagger webhooks.
     Serve(Box<serve::Args>),
     /// Write a tape of synthetic JSON API traffic (to try tapedeck, and for tests and benchmarks).
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Mock(args) => mock::run(*args),
         Command::Record(args) => record::run(*args),
         Command::Replay(args) => replay::run(args),
+        Command::SampleApi(args) => demo::run_sample_api(args),
         Command::Serve(args) => serve::run(*args),
         Command::Synth(args) => synth::run(args),
         Command::Ticket(args) => ticket::run(*args),

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod demo;
 mod diff;
+mod distill;
 mod flags;
 mod har;
 mod inspect;
@@ -53,6 +54,8 @@ enum Command {
     Demo(demo::Args),
     /// Judge a replay run: response diffs beyond noise, latency regressions, error rates.
     Diff(diff::Args),
+    /// Write a small tape keeping every route × status × shape × latency band, K each, and all errors.
+    Distill(distill::Args),
     /// Export a tape (or part of it) as a HAR 1.2 file for browser DevTools and HAR viewers.
     ExportHar(har::ExportArgs),
     /// Import a HAR 1.2 file (browser DevTools, proxies) into a tape.
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Distill(args) => distill::run(args),
         Command::ExportHar(args) => har::run_export(args),
         Command::ImportHar(args) => har::run_import(args),
         Command::Inspect(args) => inspect::run(args),

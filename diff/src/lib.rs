@@ -28,6 +28,7 @@ pub mod body;
 pub mod compare;
 pub mod config;
 pub mod detect;
+pub mod distill;
 mod engine;
 mod error;
 pub mod json;

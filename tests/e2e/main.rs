@@ -28,6 +28,7 @@ mod closed_stdout;
 mod container;
 mod deploy;
 mod diff;
+mod distill;
 mod early_stop;
 mod engine;
 mod faults;

@@ -9,7 +9,9 @@ loopback port picked by the OS, and runs many checks:
 - A/A: the candidate is a third v1 instance. Every fail is a false fail. The rate is reported with
   its exact (Clopper-Pearson) 95 % interval; with --early-stop it must be <= alpha.
 - A/B: planted effects — the paginated route's latency x1.2, x2, x11 (p95 +20 %, +100 %,
-  +1,000 %), and `email` renamed in 2 % of the `GET /api/users/{id}` answers. Detection rate
+  +1,000 %), `email` renamed in 2 % of the `GET /api/users/{id}` answers, and the seed's
+  scenario: pages >= 2 of the paginated route 120 ms slower (the demo's v2-bad slowdown, about
+  40x, without its two response changes). Detection rate
   (verdict fail), and the median requests per target and seconds to the verdict.
 
 Each effect runs with and without --early-stop. Checks run `--jobs` at a time. Every process is
@@ -40,6 +42,7 @@ EFFECTS = [
     ("p95 +100 % (one route)", ["--build", "planted", "--pages-latency-factor", "2.0"]),
     ("p95 +1,000 % (one route)", ["--build", "planted", "--pages-latency-factor", "11.0"]),
     ("response change in 2 % of one route", ["--build", "planted", "--users-change-rate", "0.02"]),
+    ("seed: pages >= 2 +120 ms (v2-bad's slowdown alone)", ["--build", "planted", "--pages-delay-ms", "120"]),
 ]
 
 

@@ -43,6 +43,8 @@ pub(crate) enum Build {
 pub(crate) struct Planted {
     /// Every latency of `GET /api/users?page=N` is multiplied by this (1.2 = p95 +20 %).
     pub(crate) pages_latency_factor: f64,
+    /// Added to `GET /api/users?page=N` for pages ≥ 2 (v2-bad's slowdown is 120 ms).
+    pub(crate) pages_delay: Duration,
     /// Share of `GET /api/users/{id}` answers with `email` renamed to `email_address`.
     pub(crate) users_change_rate: f64,
 }
@@ -149,7 +151,14 @@ fn route(build: Build, method: &str, path: &str, query: Option<&str>) -> (u16, V
                 .collect();
             let delay = match build {
                 Build::V2Bad if page >= 2 => base + SLOW_PAGE_DELAY,
-                Build::Planted(p) => base.mul_f64(p.pages_latency_factor.clamp(0.0, 10_000.0)),
+                Build::Planted(p) => {
+                    let slowed = base.mul_f64(p.pages_latency_factor.clamp(0.0, 10_000.0));
+                    if page >= 2 {
+                        slowed + p.pages_delay
+                    } else {
+                        slowed
+                    }
+                }
                 _ => base,
             };
             (

@@ -381,6 +381,9 @@ pub(crate) struct SampleApiArgs {
     /// planted: multiply every latency of `GET /api/users?page=N` by this (1.2 = p95 +20 %).
     #[arg(long, default_value_t = 1.0, value_name = "F")]
     pages_latency_factor: f64,
+    /// planted: add this many milliseconds to `GET /api/users?page=N` for pages ≥ 2 (v2-bad: 120).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pages_delay_ms: u64,
     /// planted: rename `email` in this share of the `GET /api/users/{id}` answers.
     #[arg(long, default_value_t = 0.0, value_name = "RATE")]
     users_change_rate: f64,
@@ -409,6 +412,7 @@ pub(crate) fn run_sample_api(args: SampleApiArgs) -> anyhow::Result<u8> {
         SampleBuild::V2Good => app::Build::V2Good,
         SampleBuild::Planted => app::Build::Planted(app::Planted {
             pages_latency_factor: f,
+            pages_delay: Duration::from_millis(args.pages_delay_ms.min(600_000)),
             users_change_rate: r,
         }),
     };

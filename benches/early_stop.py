@@ -29,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -128,6 +129,9 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out")
     a = ap.parse_args()
+    # SIGTERM (and SIGINT, also when started in the background) stop the servers on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     binary = os.path.abspath(a.bin)
     work = tempfile.mkdtemp(prefix="tapedeck-early-stop-")
     servers = []

@@ -645,3 +645,41 @@ fn issue_17_replay_never_mixes_runs_in_object_storage() {
         leftover_rows + inspect_count(&endpoint, &spool, &a)
     );
 }
+
+/// Issue 16: `distill` reads a tape from `s3://` and writes the distilled tape to `s3://`.
+#[test]
+fn distill_reads_and_writes_object_storage() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let moto = Moto::start(tmp.path());
+    let endpoint = moto.url();
+    let spool = tmp.path().join("spool");
+    let tape = format!("s3://{BUCKET}/big/tape");
+    let small = format!("s3://{BUCKET}/big/distilled");
+    let mut c = td(&endpoint, &spool);
+    c.args(["synth", "--out", &tape, "--count", "2000", "--seed", "16"]);
+    let out = run_cmd(c, STOP);
+    assert!(out.status.success(), "synth: {}", text(&out));
+    let mut c = td(&endpoint, &spool);
+    c.args([
+        "distill",
+        "--tape",
+        &tape,
+        "--out",
+        &small,
+        "--per-group",
+        "3",
+    ]);
+    let out = run_cmd(c, STOP);
+    assert!(out.status.success(), "distill: {}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("of 2,000 exchanges"), "{said}");
+    let kept = inspect_count(&endpoint, &spool, &small);
+    assert!(kept > 0 && kept < 2000, "kept {kept}");
+    assert!(said.starts_with(&format!("distilled {kept} of")), "{said}");
+    assert!(
+        moto.list("big/distilled/")
+            .iter()
+            .any(|(k, _)| k.ends_with(".parquet")),
+        "the distilled tape is in the bucket"
+    );
+}

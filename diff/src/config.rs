@@ -316,6 +316,13 @@ pub struct EarlyStopRules {
     /// `settings.ratio_tolerance` and `settings.min_shift_ms`) are more frequent in the candidate
     /// than in the noise target by more than this rate.
     pub latency_margin: f64,
+    /// "Much slower" for the sequential latency test means slower than the baseline by more than
+    /// `settings.ratio_tolerance` and by more than this many milliseconds (or
+    /// `settings.min_shift_ms`, or the noise target's 99th percentile deviation, if larger).
+    /// Early stop is for gross regressions: on a loaded machine one target's process is starved
+    /// for bursts of consecutive requests, and bursts beyond what the noise target shows must
+    /// not decide a run (smaller shifts are the fixed judge's, at the tape's end).
+    pub latency_floor_ms: f64,
     /// Errors regress when the candidate fails (5xx, no response) where the baseline did not
     /// more often than the other way round by more than this rate.
     pub error_margin: f64,
@@ -331,6 +338,7 @@ impl Default for EarlyStopRules {
             alpha: s.alpha,
             response_margin: s.response_margin,
             latency_margin: s.latency_margin,
+            latency_floor_ms: 50.0,
             error_margin: s.error_margin,
             pass_margin: s.pass_margin,
         }
@@ -667,6 +675,12 @@ fn early_stop_settings(
             ));
         }
     }
+    if !(r.latency_floor_ms.is_finite() && r.latency_floor_ms >= 0.0) {
+        return Err(DiffError::invalid(
+            "early_stop.latency_floor_ms",
+            format!("{} must be a finite number >= 0", r.latency_floor_ms),
+        ));
+    }
     if !(r.pass_margin.is_finite() && r.pass_margin > 0.0 && r.pass_margin < 0.5) {
         return Err(DiffError::invalid(
             "early_stop.pass_margin",
@@ -680,7 +694,7 @@ fn early_stop_settings(
         error_margin: r.error_margin,
         pass_margin: r.pass_margin,
         slower_ratio: s.ratio_tolerance,
-        slower_floor_us: s.min_shift_ms * 1000.0,
+        slower_floor_us: s.min_shift_ms.max(r.latency_floor_ms) * 1000.0,
         min_samples: s.min_samples as u64,
     })
 }

@@ -224,7 +224,7 @@ impl Side {
 }
 
 #[allow(clippy::unwrap_used)]
-fn unreachable_histogram() -> Histogram<u64> {
+pub(crate) fn unreachable_histogram() -> Histogram<u64> {
     Histogram::new(2).unwrap()
 }
 

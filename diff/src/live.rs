@@ -21,6 +21,11 @@ use crate::outcome::{DiffOutcome, SeqCrossing, SequentialReport, Verdict};
 use crate::route::RouteKeyer;
 use crate::sequential::{Observation, SeqCheck, SeqDecision, SeqSlo, SequentialJudge};
 
+/// Origins with a noise-target latency before the latency test starts (its floor needs them).
+const NOISE_SCALE_SAMPLES: u64 = 30;
+/// The noise target's deviation from the baseline that the latency floor is set to.
+const NOISE_SCALE_QUANTILE: f64 = 0.99;
+
 /// The sequential judge of a run being replayed, fed one origin group at a time.
 #[derive(Debug)]
 pub struct LiveJudge {
@@ -33,6 +38,11 @@ pub struct LiveJudge {
     judge: SequentialJudge,
     buf: Vec<Finding>,
     origins: u64,
+    /// Whether the latency floor follows the noise target's scale (off only in tests, to
+    /// measure what it buys).
+    adaptive_floor: bool,
+    /// |secondary − baseline| latencies (µs) of the origins so far: the noise target's scale.
+    noise_gaps: hdrhistogram::Histogram<u64>,
     /// The decision, frozen when first made (with the origins taken by then).
     decided: Option<(SeqDecision, u64)>,
 }
@@ -68,6 +78,9 @@ impl LiveJudge {
             judge: SequentialJudge::new(cfg.sequential.clone(), slos),
             buf: Vec::new(),
             origins: 0,
+            adaptive_floor: true,
+            noise_gaps: hdrhistogram::Histogram::new(2)
+                .unwrap_or_else(|_| crate::engine::unreachable_histogram()),
             decided: None,
         }
     }
@@ -131,14 +144,28 @@ impl LiveJudge {
             (true, None) => Some(Vec::new()),
             (_, n) => n,
         };
+        // The latency test's floor: at least the noise target's 99th percentile deviation from
+        // the baseline on the origins before this one (a stall of one target process hits a
+        // burst of consecutive requests; deviations the noise target also shows are not
+        // evidence). With a noise target, latency is judged only once that scale is measured.
+        let (b_us, c_us, s_us) = (latency_us(b), latency_us(c), s.and_then(latency_us));
+        let measured = !self.adaptive_floor || self.noise_gaps.len() >= NOISE_SCALE_SAMPLES;
+        let floor = (noise_on && measured && self.adaptive_floor)
+            .then(|| self.noise_gaps.value_at_quantile(NOISE_SCALE_QUANTILE) as f64);
+        let judge_latency = !noise_on || measured;
+        if let (Some(bv), Some(sv)) = (b_us, s_us) {
+            self.noise_gaps
+                .saturating_record(bv.abs_diff(sv).clamp(1, 3_600_000_000));
+        }
         self.judge.observe(
             &route,
             &Observation {
                 candidate_paths: &cand,
                 noise_paths: noise.as_deref(),
-                baseline_us: latency_us(b),
-                candidate_us: latency_us(c),
-                secondary_us: s.and_then(latency_us),
+                baseline_us: b_us.filter(|_| judge_latency),
+                candidate_us: c_us,
+                secondary_us: s_us,
+                slower_floor_us: floor,
                 baseline_failed: is_error(b).is_some(),
                 candidate_failed: is_error(c).is_some(),
             },
@@ -431,6 +458,105 @@ mod tests {
             line.starts_with("early stop: ran to the end (4 requests"),
             "{line}"
         );
+    }
+
+    /// A/A on an overloaded machine: now the candidate's process, now the secondary's is starved
+    /// for an episode of consecutive requests. The latency floor measured from the noise target
+    /// keeps such bursts from failing the run; a real 120 ms slowdown still fails fast.
+    #[test]
+    fn stall_bursts_of_one_target_do_not_fail_an_a_a_run() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let cfg = config();
+        let run_with = |seed: u64, slowdown_us: i64, adaptive: bool| -> Option<u64> {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut j = LiveJudge::new(&cfg);
+            j.adaptive_floor = adaptive;
+            let (mut stall_c, mut stall_s) = (0u32, 0u32);
+            for i in 0..400u128 {
+                // Episodes of 60 requests in which one target's process is starved.
+                if stall_c == 0 && stall_s == 0 && rng.random_bool(0.02) {
+                    *(if rng.random_bool(0.5) {
+                        &mut stall_c
+                    } else {
+                        &mut stall_s
+                    }) = 60;
+                }
+                let jitter = |rng: &mut StdRng| 2_000 + rng.random_range(0..6_000);
+                let starved = |rng: &mut StdRng, on: bool| {
+                    if on { rng.random_range(0..40_000) } else { 0 }
+                };
+                let b = jitter(&mut rng);
+                let mut c = jitter(&mut rng) + starved(&mut rng, stall_c > 0);
+                let s = jitter(&mut rng) + starved(&mut rng, stall_s > 0);
+                stall_c = stall_c.saturating_sub(1);
+                stall_s = stall_s.saturating_sub(1);
+                let path = ["/a", "/b"][(i % 2) as usize];
+                if path == "/a" {
+                    c += slowdown_us;
+                }
+                let body = r#"{"x":1}"#;
+                let group = [
+                    row(i, "baseline", path, body, b),
+                    row(i, "candidate", path, body, c),
+                    row(i, "secondary", path, body, s),
+                ];
+                if j.observe(&group) {
+                    break;
+                }
+            }
+            (j.report().decision == "fail").then_some(j.origins())
+        };
+        let run = |seed, slowdown| run_with(seed, slowdown, true);
+        let fails = (0..100).filter(|&seed| run(seed, 0).is_some()).count();
+        let fixed_floor = (0..100)
+            .filter(|&seed| run_with(seed, 0, false).is_some())
+            .count();
+        assert!(
+            fails <= 1,
+            "{fails} of 100 A/A runs with stall bursts failed"
+        );
+        assert!(
+            fixed_floor <= 1,
+            "{fixed_floor} of 100 without the measured floor"
+        );
+        // The same episodes with the 2 ms floor of the fixed judge: most runs would fail.
+        let mut cfg2 = cfg.clone();
+        cfg2.sequential.slower_floor_us = 2_000.0;
+        let mut fails_2ms = 0;
+        for seed in 0..100 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut j = LiveJudge::new(&cfg2);
+            let mut starved_c = 0u32;
+            for i in 0..400u128 {
+                if starved_c == 0 && rng.random_bool(0.01) {
+                    starved_c = 60;
+                }
+                let b = 2_000 + rng.random_range(0..6_000);
+                let extra = if starved_c > 0 {
+                    rng.random_range(0..40_000)
+                } else {
+                    0
+                };
+                starved_c = starved_c.saturating_sub(1);
+                let c = 2_000 + rng.random_range(0..6_000) + extra;
+                let s = 2_000 + rng.random_range(0..6_000);
+                let group = [
+                    row(i, "baseline", "/a", "{}", b),
+                    row(i, "candidate", "/a", "{}", c),
+                    row(i, "secondary", "/a", "{}", s),
+                ];
+                if j.observe(&group) {
+                    break;
+                }
+            }
+            fails_2ms += usize::from(j.report().decision == "fail");
+        }
+        assert!(
+            fails_2ms > 20,
+            "{fails_2ms}: the scenario does starve the candidate"
+        );
+        let at = run(7, 120_000).expect("a 120 ms slowdown fails");
+        assert!(at <= 120, "decided after {at} origins");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `tapedeck distill`: a small tape that keeps what a regression check needs (see
 //! `tapedeck_diff::distill`): every route × status × content type × response shape × latency
-//! band, at least `--per-group` exchanges each, every error exchange, in time order.
+//! band, at least `--per-group` exchanges each, at least `--per-route` per route, every error
+//! exchange, in time order.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use crate::util::thousands;
 tapedeck distill --tape ./tapes/svc --out ./tapes/svc-ci --per-group 20\n\n\
 Groups: route (method, path template, query parameter names) × status × content type × response\n\
 shape (JSON key/type signature) × latency band (powers of 4 from 2 ms). Keeps the first K of each\n\
-group and every error exchange (5xx, no response), in the tape's order. Object-storage URLs work\n\
+group, the first N of each route, and every error exchange (5xx, no response), in the tape's order. Object-storage URLs work\n\
 for --tape and --out.")]
 pub(crate) struct Args {
     /// The tape to distill: a directory, file or object-storage URL (repeatable).
@@ -27,10 +28,12 @@ pub(crate) struct Args {
     /// The distilled tape to write (a new directory or URL prefix).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Exchanges kept per group (the fixed judge needs `min_samples`, 20, per route; the
-    /// sequential judge of `check --early-stop` often fewer).
+    /// Exchanges kept per group.
     #[arg(long, default_value_t = 5, value_name = "K")]
     per_group: u64,
+    /// Exchanges kept per route at least (the judge needs `min_samples`, 20, per route).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    per_route: u64,
     /// Rules file of the judge: its route templates and `route_cardinality` key the routes.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
@@ -60,6 +63,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         .when_full(WhenFull::Block)
         .metadata("tapedeck.distilled_from", joined(&args.tape))
         .metadata("tapedeck.distill.per_group", args.per_group.to_string())
+        .metadata("tapedeck.distill.per_route", args.per_route.to_string())
         .open()
         .with_context(|| format!("opening the output tape {}", args.out.display()))?;
     let stats = distill(
@@ -67,6 +71,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         &writer,
         &DistillOptions {
             per_group: args.per_group,
+            per_route: args.per_route,
             route_keys,
             skip_corrupt: args.skip_corrupt,
         },
@@ -91,11 +96,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     writeln!(
         out,
         "groups kept / found: {} / {} (route × status × content type × shape × latency band) on {} routes; \
-         up to {} per group ({} groups had fewer and are kept whole); error exchanges kept: {}",
+         up to {} per group and at least {} per route ({} groups had fewer and are kept whole); \
+         error exchanges kept: {}",
         thousands(stats.groups_kept),
         thousands(stats.groups_found),
         thousands(stats.routes),
         args.per_group,
+        args.per_route,
         thousands(stats.groups_short),
         thousands(stats.errors_kept)
     )?;

@@ -3,8 +3,10 @@
 //! Every exchange falls into a **group**: route (method, path template, query parameter names,
 //! keyed as the judge keys routes) × response status × content type × response shape (the JSON
 //! key/type signature of the body, or `text`/`binary`/`empty`) × latency band (powers of 4 from
-//! 2 ms). The distilled tape keeps the first `per_group` exchanges of every group, and **every**
-//! error exchange (5xx or no response), in the tape's order; nothing else. One streaming pass:
+//! 2 ms). The distilled tape keeps the first `per_group` exchanges of every group, the first
+//! `per_route` of every route (so that the judge has `min_samples` per route however the route's
+//! latencies fall into bands), and **every** error exchange (5xx or no response), in the tape's
+//! order; nothing else. One streaming pass:
 //! memory grows with the number of groups, not with the tape.
 
 use std::collections::HashMap;
@@ -20,6 +22,8 @@ use crate::route::RouteKeys;
 pub struct DistillOptions {
     /// Exchanges kept per group (at least 1).
     pub per_group: u64,
+    /// Exchanges kept per route at least (the judge's `min_samples`, 20, by default).
+    pub per_route: u64,
     /// How requests are keyed into routes (the judge's default unless a rules file says).
     pub route_keys: RouteKeys,
     /// Read on past damaged tape files.
@@ -30,6 +34,7 @@ impl Default for DistillOptions {
     fn default() -> Self {
         Self {
             per_group: 5,
+            per_route: 20,
             route_keys: RouteKeys::default(),
             skip_corrupt: false,
         }
@@ -183,7 +188,7 @@ pub fn distill(
     let per_group = opts.per_group.max(1);
     let mut keyer = opts.route_keys.keyer();
     let mut groups: HashMap<String, u64> = HashMap::new();
-    let mut routes: HashMap<String, ()> = HashMap::new();
+    let mut routes: HashMap<String, u64> = HashMap::new();
     let mut stats = DistillStats::default();
     let mut rows = tape.scan(read).exchanges();
     for row in rows.by_ref() {
@@ -193,11 +198,12 @@ pub fn distill(
         })?;
         stats.rows_in += 1;
         let (route, key) = group_key(&mut keyer, &ex);
-        routes.entry(route).or_default();
+        let on_route = routes.entry(route).or_default();
+        *on_route += 1;
         let seen = groups.entry(key).or_default();
         *seen += 1;
         let error = is_error(&ex);
-        if *seen <= per_group || error {
+        if *seen <= per_group || *on_route <= opts.per_route || error {
             if error {
                 stats.errors_kept += 1;
             }
@@ -295,6 +301,7 @@ mod tests {
             &out,
             &DistillOptions {
                 per_group: 3,
+                per_route: 5,
                 ..DistillOptions::default()
             },
         )
@@ -303,14 +310,15 @@ mod tests {
         assert_eq!(stats.rows_in, 200);
         assert_eq!(stats.groups_found, 2);
         assert_eq!(stats.errors_kept, 20);
-        assert_eq!(stats.rows_out, 3 + 20);
+        // The first 5 of the route (4 ok, 1 error), then 3 ok in all, and every error.
+        assert_eq!(stats.rows_out, 5 + 20);
         let kept: Vec<Exchange> = Tape::open(&[&output])
             .expect("open")
             .scan(ReadOptions::default())
             .exchanges()
             .map(|r| r.expect("row"))
             .collect();
-        assert_eq!(kept.len(), 23);
+        assert_eq!(kept.len(), 25);
         assert!(
             kept.windows(2)
                 .all(|w| w[0].started_at_us < w[1].started_at_us)

@@ -66,8 +66,6 @@ fn a_distilled_demo_tape_catches_the_planted_regressions() {
             tape.to_str().expect("utf-8"),
             "--out",
             small.to_str().expect("utf-8"),
-            "--per-group",
-            "8",
         ],
         T,
     );

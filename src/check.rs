@@ -8,9 +8,44 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use anyhow::Context;
+use tapedeck_diff::live::{EarlyStop, LiveJudge};
 use tapedeck_diff::{DiffOptions, DiffOutcome, InconclusiveAs};
-use tapedeck_replay::{BarProgress, LogProgress, NoProgress, ReplayOptions, ReplaySummary};
+use tapedeck_replay::{
+    BarProgress, LogProgress, NoProgress, Observer, Replay, ReplayOptions, ReplaySummary,
+};
+use tapedeck_storage::Exchange;
+
+/// The sequential judge of a `--early-stop` run and when it decided.
+#[derive(Debug)]
+struct Live {
+    judge: LiveJudge,
+    decided_at: Option<Instant>,
+}
+
+/// Feeds each finished origin group to the sequential judge; stops the replay once it decided.
+struct LiveObserver(Arc<Mutex<Live>>);
+
+impl Observer for LiveObserver {
+    fn group(&mut self, results: &[Exchange]) -> ControlFlow<()> {
+        let mut live = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !live.judge.observe(results) {
+            return ControlFlow::Continue(());
+        }
+        if live.decided_at.is_none() {
+            live.decided_at = Some(Instant::now());
+            tracing::info!(
+                origins = live.judge.origins(),
+                "early stop: the sequential judge decided; stopping the replay"
+            );
+        }
+        ControlFlow::Break(())
+    }
+}
 
 /// Replay a tape against baseline and candidate, judge the difference, exit 0 / 1 / 3.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,7 +77,8 @@ pub(crate) struct Args {
     /// (latency and response differences are then judged without a measured noise floor).
     #[arg(long, conflicts_with = "secondary")]
     no_noise_target: bool,
-    /// Directory (or object-store URL) for verdict.json, report.md and junit.xml.
+    /// Directory (or object-store URL) for the reports (verdict.json, report.md, report.html,
+    /// junit.xml).
     #[arg(long, default_value = "./tapedeck-report", value_name = "DIR")]
     report: PathBuf,
     /// Where the replay results (a tape) go [default: REPORT/run]. Must not exist yet.
@@ -127,6 +163,15 @@ pub(crate) struct Args {
     json: bool,
     #[command(flatten)]
     color: crate::output::ColorFlag,
+    /// Judge while replaying and stop as soon as the verdict is decided: on a fail as soon as
+    /// any anytime-valid test crosses, on a pass once every route with enough traffic is shown
+    /// without regression (rules file: `[early_stop] enabled = true`). See docs/verdict.md.
+    #[arg(long)]
+    early_stop: bool,
+    /// With --early-stop: the bound on the probability that a run without regression fails,
+    /// however often the judge looks [default: 0.01, or `early_stop.alpha` in the rules].
+    #[arg(long, value_name = "P")]
+    alpha: Option<f64>,
     /// Also write a bug-ticket bundle here when the verdict is not a pass (see `tapedeck ticket`).
     #[arg(long, value_name = "DIR")]
     ticket: Option<PathBuf>,
@@ -216,6 +261,8 @@ impl Args {
             },
             baseline_version: self.baseline_version.clone(),
             candidate_version: self.candidate_version.clone(),
+            early_stop: self.early_stop,
+            early_stop_alpha: self.alpha,
             ..DiffOptions::new(run)
         }
     }
@@ -241,20 +288,50 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
              --secondary URL or --no-noise-target to avoid that"
         );
     }
-    let replay = if args.quiet || args.json {
-        tapedeck_replay::run_blocking(&config, NoProgress)
-    } else if std::io::stderr().is_terminal() {
-        tapedeck_replay::run_blocking(&config, BarProgress::new())
-    } else {
-        tapedeck_replay::run_blocking(&config, LogProgress::default())
-    }
-    .context("replay failed")?;
-
     let diff = args
         .diff_options(&run_dir)
         .validate()
         .context("invalid judge settings")?;
-    let outcome = tapedeck_diff::run(&diff).context("diff failed")?;
+    let began = Instant::now();
+    let live = diff.early_stop.then(|| {
+        Arc::new(Mutex::new(Live {
+            judge: LiveJudge::new(&diff),
+            decided_at: None,
+        }))
+    });
+    let mut replay = Replay::new(&config);
+    if let Some(live) = &live {
+        replay = replay.observer(LiveObserver(live.clone()));
+    }
+    let replay = if args.quiet || args.json {
+        replay.progress(NoProgress)
+    } else if std::io::stderr().is_terminal() {
+        replay.progress(BarProgress::new())
+    } else {
+        replay.progress(LogProgress::default())
+    }
+    .run_blocking()
+    .context("replay failed")?;
+
+    let mut outcome = tapedeck_diff::run(&diff).context("diff failed")?;
+    if let Some(live) = live {
+        let live = live.lock().unwrap_or_else(|e| e.into_inner());
+        let decided_at = live.decided_at.unwrap_or_else(Instant::now);
+        tapedeck_diff::live::apply(
+            &mut outcome,
+            &diff,
+            live.judge.report(),
+            EarlyStop {
+                stopped_early: replay.interrupted,
+                requests_sent: replay
+                    .targets
+                    .iter()
+                    .map(|t| (t.name.clone(), t.requests))
+                    .collect(),
+                time_to_verdict_ms: decided_at.duration_since(began).as_millis() as u64,
+            },
+        );
+    }
     let reports =
         tapedeck_storage::object::OutputDir::new(&args.report).context("report location")?;
     tapedeck_diff::report::write_reports(&outcome, reports.path())
@@ -288,20 +365,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         )?;
         writeln!(
             out,
-            "reports: {}/verdict.json, report.md, report.html, junit.xml · run: {}",
+            "reports in {}: {} · run: {}",
             args.report.display(),
+            tapedeck_diff::report::report_files(),
             checked.run_dir.display()
         )?;
     }
     if let Some(dir) = &args.ticket {
-        let mut opts = crate::ticket::TicketOptions::new(&args.report, dir);
+        let mut opts = tapedeck_ticket::TicketOptions::new(&args.report, dir);
         opts.run = Some(checked.run_dir.clone());
-        match crate::ticket::write_ticket(&opts) {
+        match tapedeck_ticket::write_ticket(&opts) {
             // Keep stdout pure JSON with --json.
             Ok(outcome) if args.json => {
-                crate::output::note!("{}", crate::ticket::describe(&outcome, dir))
+                crate::output::note!("{}", tapedeck_ticket::describe(&outcome, dir))
             }
-            Ok(outcome) => writeln!(out, "{}", crate::ticket::describe(&outcome, dir))?,
+            Ok(outcome) => writeln!(out, "{}", tapedeck_ticket::describe(&outcome, dir))?,
             // The verdict decides the exit code; a ticket that could not be written does not
             // turn a fail or an inconclusive into something else.
             Err(e) => crate::output::note!(

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod demo;
 mod diff;
+mod distill;
 mod flags;
 mod har;
 mod inspect;
@@ -53,6 +54,8 @@ enum Command {
     Demo(demo::Args),
     /// Judge a replay run: response diffs beyond noise, latency regressions, error rates.
     Diff(diff::Args),
+    /// Write a small tape keeping every route × status × shape × latency band, K each, and all errors.
+    Distill(distill::Args),
     /// Export a tape (or part of it) as a HAR 1.2 file for browser DevTools and HAR viewers.
     ExportHar(har::ExportArgs),
     /// Import a HAR 1.2 file (browser DevTools, proxies) into a tape.
@@ -65,6 +68,9 @@ enum Command {
     Record(Box<record::Args>),
     /// Replay a tape against one or more targets (paced, multi-target) and write the results as a tape.
     Replay(replay::Args),
+    /// Serve the demo's sample API alone (benchmarks of the judge).
+    #[command(hide = true)]
+    SampleApi(demo::SampleApiArgs),
     /// Serve check runs over HTTP: an Argo Rollouts Web provider and Flagger webhooks.
     Serve(Box<serve::Args>),
     /// Write a tape of synthetic JSON API traffic (to try tapedeck, and for tests and benchmarks).
@@ -86,12 +92,14 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(*args),
         Command::Demo(args) => demo::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Distill(args) => distill::run(args),
         Command::ExportHar(args) => har::run_export(args),
         Command::ImportHar(args) => har::run_import(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Mock(args) => mock::run(*args),
         Command::Record(args) => record::run(*args),
         Command::Replay(args) => replay::run(args),
+        Command::SampleApi(args) => demo::run_sample_api(args),
         Command::Serve(args) => serve::run(*args),
         Command::Synth(args) => synth::run(args),
         Command::Ticket(args) => ticket::run(*args),

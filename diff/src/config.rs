@@ -295,6 +295,54 @@ pub struct RulesFile {
     pub routes: Vec<RouteTemplate>,
     /// Accepted differences.
     pub ignore: Vec<IgnoreRule>,
+    /// Sequential judging while the run is replayed (`tapedeck check --early-stop`).
+    pub early_stop: EarlyStopRules,
+}
+
+/// `[early_stop]` in the rules file: the anytime-valid judge of `tapedeck check --early-stop`
+/// (see [`crate::sequential`]). Rates are fractions of a route's paired origins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EarlyStopRules {
+    /// Judge while replaying and stop as soon as the verdict is decided (`--early-stop`).
+    pub enabled: bool,
+    /// Bound on the probability that a run without regression fails, however often the judge
+    /// looks (`--alpha`).
+    pub alpha: f64,
+    /// A JSON path regresses when the candidate differs from the baseline there more often than
+    /// the noise target does, by more than this rate.
+    pub response_margin: f64,
+    /// Latency regresses when "much slower than the baseline" answers (slower by more than
+    /// `settings.ratio_tolerance` and `settings.min_shift_ms`) are more frequent in the candidate
+    /// than in the noise target by more than this rate.
+    pub latency_margin: f64,
+    /// "Much slower" for the sequential latency test means slower than the baseline by more than
+    /// `settings.ratio_tolerance` and by more than this many milliseconds (or
+    /// `settings.min_shift_ms`, or the noise target's 99th percentile deviation, if larger).
+    /// Early stop is for gross regressions: on a loaded machine one target's process is starved
+    /// for bursts of consecutive requests, and bursts beyond what the noise target shows must
+    /// not decide a run (smaller shifts are the fixed judge's, at the tape's end).
+    pub latency_floor_ms: f64,
+    /// Errors regress when the candidate fails (5xx, no response) where the baseline did not
+    /// more often than the other way round by more than this rate.
+    pub error_margin: f64,
+    /// A route is decided "pass" once every check's rate is shown to be below this.
+    pub pass_margin: f64,
+}
+
+impl Default for EarlyStopRules {
+    fn default() -> Self {
+        let s = crate::sequential::SequentialSettings::default();
+        Self {
+            enabled: false,
+            alpha: s.alpha,
+            response_margin: s.response_margin,
+            latency_margin: s.latency_margin,
+            latency_floor_ms: 50.0,
+            error_margin: s.error_margin,
+            pass_margin: s.pass_margin,
+        }
+    }
 }
 
 impl RulesFile {
@@ -441,6 +489,10 @@ pub struct DiffOptions {
     pub candidate_version: Option<String>,
     /// Overrides `settings.seed`.
     pub seed: Option<u64>,
+    /// Turns `[early_stop]` on (`--early-stop`; the rules file can turn it on too).
+    pub early_stop: bool,
+    /// Overrides `early_stop.alpha` (`--alpha`).
+    pub early_stop_alpha: Option<f64>,
 }
 
 impl Default for DiffOptions {
@@ -460,6 +512,8 @@ impl Default for DiffOptions {
             baseline_version: None,
             candidate_version: None,
             seed: None,
+            early_stop: false,
+            early_stop_alpha: None,
         }
     }
 }
@@ -570,6 +624,8 @@ impl DiffOptions {
         compared.retain(|h| !ignored.contains(h));
         compared.sort();
         compared.dedup();
+        let sequential = early_stop_settings(&rules.early_stop, self.early_stop_alpha, &settings)?;
+        let early_stop = self.early_stop || rules.early_stop.enabled;
         let baseline_version = self
             .baseline_version
             .clone()
@@ -586,9 +642,61 @@ impl DiffOptions {
             slos,
             baseline_version,
             candidate_version,
+            early_stop,
+            sequential,
             options: self,
         })
     }
+}
+
+/// The sequential judge's settings: `[early_stop]` (and `--alpha`), with "much slower" taken
+/// from the fixed judge's latency tolerances so that both judges mean the same by a slowdown.
+fn early_stop_settings(
+    r: &EarlyStopRules,
+    alpha: Option<f64>,
+    s: &Settings,
+) -> Result<crate::sequential::SequentialSettings, DiffError> {
+    let alpha = alpha.unwrap_or(r.alpha);
+    if !(alpha.is_finite() && alpha > 0.0 && alpha < 1.0) {
+        return Err(DiffError::invalid(
+            "early_stop.alpha (--alpha)",
+            format!("{alpha} must be a fraction in (0, 1), e.g. 0.01"),
+        ));
+    }
+    for (key, v) in [
+        ("early_stop.response_margin", r.response_margin),
+        ("early_stop.latency_margin", r.latency_margin),
+        ("early_stop.error_margin", r.error_margin),
+    ] {
+        if !(v.is_finite() && (0.0..0.5).contains(&v)) {
+            return Err(DiffError::invalid(
+                key,
+                format!("{v} must be a rate in [0, 0.5)"),
+            ));
+        }
+    }
+    if !(r.latency_floor_ms.is_finite() && r.latency_floor_ms >= 0.0) {
+        return Err(DiffError::invalid(
+            "early_stop.latency_floor_ms",
+            format!("{} must be a finite number >= 0", r.latency_floor_ms),
+        ));
+    }
+    if !(r.pass_margin.is_finite() && r.pass_margin > 0.0 && r.pass_margin < 0.5) {
+        return Err(DiffError::invalid(
+            "early_stop.pass_margin",
+            format!("{} must be a rate in (0, 0.5)", r.pass_margin),
+        ));
+    }
+    Ok(crate::sequential::SequentialSettings {
+        alpha,
+        response_margin: r.response_margin,
+        latency_margin: r.latency_margin,
+        error_margin: r.error_margin,
+        pass_margin: r.pass_margin,
+        slower_ratio: s.ratio_tolerance,
+        slower_floor_us: s.min_shift_ms.max(r.latency_floor_ms) * 1000.0,
+        min_samples: s.min_samples as u64,
+    })
 }
 
 impl DiffConfig {
@@ -620,6 +728,10 @@ pub struct DiffConfig {
     pub baseline_version: String,
     /// Label of the candidate version in titles.
     pub candidate_version: String,
+    /// Judge while replaying and stop once decided (`--early-stop` or `early_stop.enabled`).
+    pub early_stop: bool,
+    /// The sequential judge's settings (used when `early_stop`).
+    pub sequential: crate::sequential::SequentialSettings,
 }
 
 #[cfg(test)]

@@ -224,7 +224,7 @@ impl Side {
 }
 
 #[allow(clippy::unwrap_used)]
-fn unreachable_histogram() -> Histogram<u64> {
+pub(crate) fn unreachable_histogram() -> Histogram<u64> {
     Histogram::new(2).unwrap()
 }
 
@@ -333,13 +333,13 @@ struct Judge<'a> {
     buf: Vec<Finding>,
 }
 
-fn latency_us(ex: &Exchange) -> Option<u64> {
+pub(crate) fn latency_us(ex: &Exchange) -> Option<u64> {
     ex.status?;
     let v = ex.total_us.or(ex.duration_us).or(ex.ttfb_us)?;
     u64::try_from(v).ok()
 }
 
-fn is_error(ex: &Exchange) -> Option<String> {
+pub(crate) fn is_error(ex: &Exchange) -> Option<String> {
     match ex.status {
         Some(s) if s >= 500 => Some("5xx".to_owned()),
         Some(_) => None,
@@ -1408,10 +1408,14 @@ fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<String>) -> Diff
         learned_rules: learned,
         skipped_files,
         route_keys: cfg.route_keys(),
+        stopped_early: None,
+        requests_sent: None,
+        time_to_verdict_ms: None,
+        sequential: None,
     }
 }
 
-fn fmt_rate(r: f64) -> String {
+pub(crate) fn fmt_rate(r: f64) -> String {
     let pct = r * 100.0;
     if pct == 0.0 || pct >= 10.0 {
         format!("{pct:.0} %")

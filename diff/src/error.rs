@@ -55,6 +55,14 @@ pub enum DiffError {
         /// The labels present in the run, comma-separated.
         found: String,
     },
+    /// An output tape refused a record (its writer stopped).
+    #[error("writing {what}: {reason}")]
+    Output {
+        /// Which output.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// A report file could not be written.
     #[error("writing {}: {source}", path.display())]
     Write {

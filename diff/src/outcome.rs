@@ -345,6 +345,60 @@ pub struct DiffOutcome {
     /// How requests were keyed into routes (templates and threshold), so that a tool reading
     /// this verdict keys the run's requests the same way.
     pub route_keys: crate::route::RouteKeys,
+    /// `--early-stop`: whether the sequential judge stopped the replay before the tape's end
+    /// (absent without `--early-stop`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<bool>,
+    /// `--early-stop`: requests sent per target label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_sent: Option<std::collections::BTreeMap<String, u64>>,
+    /// `--early-stop`: milliseconds from the start of the replay to the verdict (the sequential
+    /// decision, or the end of judging when the tests did not decide).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_verdict_ms: Option<u64>,
+    /// `--early-stop`: what the sequential (anytime-valid) judge decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SequentialReport>,
+}
+
+/// The sequential judge's account of a `--early-stop` run (see [`crate::sequential`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SequentialReport {
+    /// The bound on the false-fail probability.
+    pub alpha: f64,
+    /// `fail` (a test crossed), `pass` (every route with enough data shown without
+    /// regression) or `undecided` (the tape ended first).
+    pub decision: String,
+    /// Paired origins the tests had taken when they decided (or in all, when undecided).
+    pub origins: u64,
+    /// Fail tests created (the length of the alpha-spending sequence).
+    pub tests: u64,
+    /// Routes seen, and those of them shown without regression.
+    pub routes: u64,
+    /// See `routes`.
+    pub routes_passed: u64,
+    /// The tests that crossed their threshold, in the order they did.
+    pub crossed: Vec<SeqCrossing>,
+}
+
+/// One sequential test that crossed its failure threshold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeqCrossing {
+    /// Route key.
+    pub route: String,
+    /// `responses`, `latency`, `errors` or `slo …`.
+    pub check: String,
+    /// For `responses`: the JSON path (or `status`, `header:…`, `body`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The test's e-value when it crossed.
+    pub e_value: f64,
+    /// The threshold it crossed (`k(k+1)/alpha` for the `k`-th test).
+    pub threshold: f64,
+    /// Paired origins on the route when it crossed.
+    pub origins: u64,
+    /// The observed mean of the test's per-origin statistic (candidate rate minus noise rate).
+    pub rate: f64,
 }
 
 impl DiffOutcome {

@@ -147,6 +147,9 @@ fn banner(h: &mut String, o: &DiffOutcome) {
         cand = escape(&o.candidate),
         cv = escape(&o.candidate_version),
     );
+    if let Some(line) = crate::report::early_stop_line(o) {
+        let _ = writeln!(h, "<p class=\"muted\">{}</p>", escape(&line));
+    }
     if !o.reasons.is_empty() {
         h.push_str("<ul class=\"reasons\">\n");
         for r in o.reasons.iter().take(40) {

@@ -15,7 +15,7 @@
 //! | check | `z` per origin |
 //! |---|---|
 //! | responses, per JSON path | `1{candidate differs from baseline at the path} − 1{secondary does}` |
-//! | latency | `1{c > (1+ρ)·b + f} − 1{s > (1+ρ)·b + f}`: "much slower than the baseline", candidate minus secondary (ρ = `ratio_tolerance`, f = `min_shift_ms`) |
+//! | latency | `1{c > (1+ρ)·b + f} − 1{s > (1+ρ)·b + f}`: "much slower than the baseline", candidate minus secondary (ρ = `ratio_tolerance`, f = `min_shift_ms`, or a larger floor the caller measured on earlier origins, [`Observation::slower_floor_us`]) |
 //! | errors | `1{candidate failed} − 1{baseline failed}` (5xx or no response) |
 //! | SLO `pN<T` | `1{c > T}`, compared with `1 − N/100` (the fraction allowed above `T`) |
 //!
@@ -200,6 +200,11 @@ pub struct Observation<'a> {
     pub candidate_us: Option<u64>,
     /// See `baseline_us`.
     pub secondary_us: Option<u64>,
+    /// A larger "much slower" floor (µs) for this origin, e.g. measured from the noise target
+    /// on earlier origins; `settings.slower_floor_us` applies when it is larger or this is
+    /// `None`. It must not depend on this origin's latencies (the test stays valid when it
+    /// depends only on earlier ones).
+    pub slower_floor_us: Option<f64>,
     /// Whether the baseline failed (5xx or no response).
     pub baseline_failed: bool,
     /// Whether the candidate failed.
@@ -399,7 +404,10 @@ impl SequentialJudge {
         // Latency: needs the baseline and the candidate; the secondary when there is a noise
         // target (without one, its term is 0).
         if let (Some(b), Some(c)) = (o.baseline_us, o.candidate_us) {
-            let bound = (1.0 + s.slower_ratio) * b as f64 + s.slower_floor_us;
+            let floor = o
+                .slower_floor_us
+                .map_or(s.slower_floor_us, |f| f.max(s.slower_floor_us));
+            let bound = (1.0 + s.slower_ratio) * b as f64 + floor;
             let slow_c = c as f64 > bound;
             let slow_s = o.secondary_us.is_some_and(|v| v as f64 > bound);
             let z = f64::from(u8::from(slow_c)) - f64::from(u8::from(slow_s));
@@ -509,6 +517,11 @@ impl SequentialJudge {
     /// Tests created so far (the length of the spending sequence).
     pub fn tests(&self) -> u64 {
         self.created
+    }
+
+    /// The routes seen, in key order.
+    pub fn routes(&self) -> Vec<&str> {
+        self.routes.keys().map(String::as_str).collect()
     }
 
     /// Paired origins seen on `route`.
@@ -634,6 +647,7 @@ mod tests {
                     baseline_us: Some(b),
                     candidate_us: Some(c),
                     secondary_us: Some(s),
+                    slower_floor_us: None,
                     baseline_failed: rng.random_bool(0.01),
                     candidate_failed: rng.random_bool(0.01),
                 },

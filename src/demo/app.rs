@@ -7,6 +7,9 @@
 //!   2. `GET /api/users/{id}` renamed the field `email` to `email_address`;
 //!   3. `GET /api/search?q=…` returns the same hits sorted the other way.
 //! - `v2-good`: the same code as v1 but for its version string.
+//! - planted (`tapedeck sample-api`, for benchmarks): v1 with effects of a chosen size — the
+//!   paginated route's latency multiplied by a factor, and `email` renamed in a chosen share of
+//!   the `GET /api/users/{id}` answers.
 //!
 //! Every response carries noise that must not be flagged: a fresh `request_id` and `generated_at`
 //! in the body, an `x-request-id` header, `date`, and `server` with the build's version.
@@ -23,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Which build of the sample API to serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Build {
     /// The version in production.
     V1,
@@ -31,13 +34,37 @@ pub(crate) enum Build {
     V2Bad,
     /// v2 without regressions.
     V2Good,
+    /// v1 with effects of a chosen size (benchmarks of the judge).
+    Planted(Planted),
+}
+
+/// Effects of a chosen size, for measuring what the judge detects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Planted {
+    /// Every latency of `GET /api/users?page=N` is multiplied by this (1.2 = p95 +20 %).
+    pub(crate) pages_latency_factor: f64,
+    /// Added to `GET /api/users?page=N` for pages ≥ 2 (v2-bad's slowdown is 120 ms).
+    pub(crate) pages_delay: Duration,
+    /// Share of `GET /api/users/{id}` answers with `email` renamed to `email_address`.
+    pub(crate) users_change_rate: f64,
 }
 
 impl Build {
     fn version(self) -> &'static str {
         match self {
             Build::V1 => "1.8.3",
-            Build::V2Bad | Build::V2Good => "2.0.0",
+            Build::V2Bad | Build::V2Good | Build::Planted(_) => "2.0.0",
+        }
+    }
+
+    /// Whether this answer of `GET /api/users/{id}` carries the renamed field.
+    fn renames_email(self) -> bool {
+        match self {
+            Build::V2Bad => true,
+            Build::Planted(p) => {
+                p.users_change_rate > 0.0 && rand::random::<f64>() < p.users_change_rate
+            }
+            Build::V1 | Build::V2Good => false,
         }
     }
 }
@@ -67,7 +94,7 @@ fn mix(mut x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn user(build: Build, id: u64) -> Value {
+fn user(renamed: bool, id: u64) -> Value {
     let h = mix(id);
     let first = FIRST[(h % 10) as usize];
     let last = LAST[((h >> 8) % 10) as usize];
@@ -83,11 +110,7 @@ fn user(build: Build, id: u64) -> Value {
         "plan": PLANS[((h >> 16) % 3) as usize],
         "active": !(h >> 24).is_multiple_of(10),
     });
-    let key = if build == Build::V2Bad {
-        "email_address"
-    } else {
-        "email"
-    };
+    let key = if renamed { "email_address" } else { "email" };
     u[key] = Value::String(email);
     u
 }
@@ -124,12 +147,19 @@ fn route(build: Build, method: &str, path: &str, query: Option<&str>) -> (u16, V
             let per_page: u64 = 10;
             // The list serializer did not change in v2: only the detail route renamed `email`.
             let items: Vec<Value> = (0..per_page)
-                .map(|i| user(Build::V1, (page - 1) * per_page + i + 1))
+                .map(|i| user(false, (page - 1) * per_page + i + 1))
                 .collect();
-            let delay = if build == Build::V2Bad && page >= 2 {
-                base + SLOW_PAGE_DELAY
-            } else {
-                base
+            let delay = match build {
+                Build::V2Bad if page >= 2 => base + SLOW_PAGE_DELAY,
+                Build::Planted(p) => {
+                    let slowed = base.mul_f64(p.pages_latency_factor.clamp(0.0, 10_000.0));
+                    if page >= 2 {
+                        slowed + p.pages_delay
+                    } else {
+                        slowed
+                    }
+                }
+                _ => base,
             };
             (
                 200,
@@ -138,7 +168,7 @@ fn route(build: Build, method: &str, path: &str, query: Option<&str>) -> (u16, V
             )
         }
         ["api", "users", id] => match id.parse::<u64>() {
-            Ok(id) if (1..=500).contains(&id) => (200, user(build, id), base),
+            Ok(id) if (1..=500).contains(&id) => (200, user(build.renames_email(), id), base),
             _ => (404, json!({"error": "no such user"}), base),
         },
         ["api", "search"] => {

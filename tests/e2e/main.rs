@@ -28,6 +28,8 @@ mod closed_stdout;
 mod container;
 mod deploy;
 mod diff;
+mod distill;
+mod early_stop;
 mod engine;
 mod faults;
 mod fresh_machine;

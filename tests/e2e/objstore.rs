@@ -262,8 +262,21 @@ fn record_replay_diff_through_s3(engine: Engine) {
 
     // Diff reads the run from s3:// and writes its reports to s3://.
     let report_url = format!("s3://{BUCKET}/svc/reports/r1");
+    // Identical targets with no noise target: latency is not judged (weight 0), so a loaded
+    // machine cannot turn scheduling noise into a verdict (issue 17).
+    let rules = tmp.path().join("no-latency.toml");
+    std::fs::write(&rules, "[settings]\nweight_latency = 0.0\n").expect("rules");
     let mut c = td(&endpoint, &spool);
-    c.args(["diff", "--run", &run_url, "--report", &report_url, "--json"]);
+    c.args([
+        "diff",
+        "--run",
+        &run_url,
+        "--report",
+        &report_url,
+        "--rules",
+        rules.to_str().expect("utf-8"),
+        "--json",
+    ]);
     let out = run_cmd(c, STOP);
     let verdict: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
@@ -310,7 +323,7 @@ fn record_replay_diff_through_s3(engine: Engine) {
         assert!(out.status.success(), "replay shard {k}: {}", text(&out));
     }
     let mut c = td(&endpoint, &spool);
-    c.args(["diff", "--json"]);
+    c.args(["diff", "--json", "--rules", rules.to_str().expect("utf-8")]);
     for k in 0..2 {
         c.args(["--run", &format!("s3://{BUCKET}/svc/runs/r2/shard-{k}")]);
     }
@@ -643,5 +656,43 @@ fn issue_17_replay_never_mixes_runs_in_object_storage() {
     assert_eq!(
         inspect_count(&endpoint, &spool, &b),
         leftover_rows + inspect_count(&endpoint, &spool, &a)
+    );
+}
+
+/// Issue 16: `distill` reads a tape from `s3://` and writes the distilled tape to `s3://`.
+#[test]
+fn distill_reads_and_writes_object_storage() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let moto = Moto::start(tmp.path());
+    let endpoint = moto.url();
+    let spool = tmp.path().join("spool");
+    let tape = format!("s3://{BUCKET}/big/tape");
+    let small = format!("s3://{BUCKET}/big/distilled");
+    let mut c = td(&endpoint, &spool);
+    c.args(["synth", "--out", &tape, "--count", "2000", "--seed", "16"]);
+    let out = run_cmd(c, STOP);
+    assert!(out.status.success(), "synth: {}", text(&out));
+    let mut c = td(&endpoint, &spool);
+    c.args([
+        "distill",
+        "--tape",
+        &tape,
+        "--out",
+        &small,
+        "--per-group",
+        "3",
+    ]);
+    let out = run_cmd(c, STOP);
+    assert!(out.status.success(), "distill: {}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("of 2,000 exchanges"), "{said}");
+    let kept = inspect_count(&endpoint, &spool, &small);
+    assert!(kept > 0 && kept < 2000, "kept {kept}");
+    assert!(said.starts_with(&format!("distilled {kept} of")), "{said}");
+    assert!(
+        moto.list("big/distilled/")
+            .iter()
+            .any(|(k, _)| k.ends_with(".parquet")),
+        "the distilled tape is in the bucket"
     );
 }

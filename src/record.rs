@@ -120,6 +120,10 @@ pub(crate) struct Args {
     /// Header whose value keys sampling (e.g. traceparent): one decision per trace.
     #[arg(long, value_name = "HEADER")]
     sample_key: Option<String>,
+    /// Header the trace id of each exchange is read from [default: traceparent, the W3C trace
+    /// id]; another name (e.g. x-request-id) stores that header's value as is.
+    #[arg(long, value_name = "NAME")]
+    trace_header: Option<String>,
     /// Record only this method (repeatable).
     #[arg(long = "include-method", value_name = "METHOD")]
     include_methods: Vec<String>,
@@ -180,6 +184,7 @@ impl Args {
             redact_key_file: self.redact.redact_key_file,
             sample: self.sample,
             sample_key: self.sample_key,
+            trace_header: self.trace_header,
             include_methods: list(self.include_methods),
             exclude_methods: list(self.exclude_methods),
             include_paths: list(self.include_paths),

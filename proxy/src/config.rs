@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use tapedeck_common::parse::{parse_duration, parse_size};
 use tapedeck_common::tls::{Identity, TlsError};
+use tapedeck_common::trace::TraceSource;
 use tapedeck_common::{RedactMode, RedactRules, RuleRedactor};
 
 use crate::engine::Engine;
@@ -128,6 +129,9 @@ pub struct RawConfig {
     /// Header whose value keys the sampling decision (e.g. `traceparent`), so that all requests
     /// of one trace are recorded or skipped together.
     pub sample_key: Option<String>,
+    /// Header the `trace_id` column is read from (default `traceparent`: the W3C trace id);
+    /// another name (e.g. `x-request-id`) stores that header's value as is.
+    pub trace_header: Option<String>,
     /// Record only these methods (default: all).
     #[serde(alias = "include-method")]
     pub include_methods: Option<Vec<String>>,
@@ -257,6 +261,8 @@ pub struct Settings {
     pub redactor: RuleRedactor,
     /// Sampling and capture filters.
     pub sampler: Sampler,
+    /// Where the `trace_id` column comes from.
+    pub trace: TraceSource,
 }
 
 impl RawConfig {
@@ -320,6 +326,7 @@ impl RawConfig {
             redact_key_file,
             sample,
             sample_key,
+            trace_header,
             include_methods,
             exclude_methods,
             include_paths,
@@ -459,6 +466,16 @@ impl RawConfig {
         let sampler = sb
             .build()
             .map_err(|e| invalid("include-paths", e.to_string()))?;
+        let trace = match self.trace_header.as_deref() {
+            None => TraceSource::Traceparent,
+            Some(h) if http::HeaderName::from_bytes(h.trim().as_bytes()).is_err() => {
+                return Err(invalid(
+                    "trace-header",
+                    format!("`{h}` is not a header name"),
+                ));
+            }
+            Some(h) => TraceSource::from_header_name(h),
+        };
 
         Ok(Settings {
             listen,
@@ -482,6 +499,7 @@ impl RawConfig {
             upstream_h2c: self.upstream_h2c.unwrap_or(false),
             redactor,
             sampler,
+            trace,
         })
     }
 }

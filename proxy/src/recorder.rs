@@ -175,6 +175,7 @@ impl Recorder {
             redactor,
             metrics: metrics.clone(),
             sink: sink.clone(),
+            trace: s.trace.clone(),
         }));
         let readiness = Arc::new(Readiness::default());
         let admin = match admin_listener {

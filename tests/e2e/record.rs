@@ -1851,7 +1851,102 @@ fn bad_listener_tls_files_are_refused_at_start_naming_the_flag_and_file() {
     }
 }
 
+/// Issue 15: every exchange stores the trace id of its W3C `traceparent` (HTTP/1.1 and h2c), none
+/// when the header is missing or invalid; with `--trace-header` the named header's value instead.
+fn issue_15_every_exchange_stores_its_trace_id(engine: Engine) {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let tp = format!("traceparent: 00-{TRACE}-00f067aa0ba902b7-01");
+    let up = TestServer::start(upstream_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::builder(&up.url())
+        .tape(&dir.path().join("w3c"))
+        .engine(engine)
+        .log_name("w3c")
+        .start(dir.path());
+    let h2_tp = format!("traceparent: 00-{}-00f067aa0ba902b7-01", "a".repeat(32));
+    for (path, args) in [
+        ("/w3c", vec!["-H", tp.as_str()]),
+        (
+            "/h2c",
+            vec!["--http2-prior-knowledge", "-H", h2_tp.as_str()],
+        ),
+        (
+            "/invalid",
+            vec![
+                "-H",
+                "traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            ],
+        ),
+        ("/none", vec!["-H", "x-request-id: req-1"]),
+    ] {
+        let url = rec.url(path);
+        let mut a: Vec<&str> = args.clone();
+        a.push(&url);
+        assert_eq!(curl(&a).0, 200, "{path}");
+    }
+    let tape = rec.stop();
+    let by_path: std::collections::BTreeMap<&str, Option<&str>> = tape
+        .iter()
+        .map(|e| (e.path.as_str(), e.trace_id.as_deref()))
+        .collect();
+    let aaa = "a".repeat(32);
+    assert_eq!(
+        by_path,
+        [
+            ("/w3c", Some(TRACE)),
+            ("/h2c", Some(aaa.as_str())),
+            ("/invalid", None),
+            ("/none", None),
+        ]
+        .into_iter()
+        .collect()
+    );
+    let h2 = tape
+        .iter()
+        .find(|e| e.path == "/h2c")
+        .expect("h2c exchange");
+    assert_eq!(h2.http_version, "HTTP/2");
+
+    let rec = Recorder::builder(&up.url())
+        .tape(&dir.path().join("header"))
+        .args(&["--trace-header", "X-Request-Id"])
+        .engine(engine)
+        .log_name("header")
+        .start(dir.path());
+    let url = rec.url("/by-header");
+    assert_eq!(
+        curl(&["-H", "x-request-id: req-42", "-H", &tp, &url]).0,
+        200
+    );
+    assert_eq!(curl(&["-H", &tp, &rec.url("/traceparent-only")]).0, 200);
+    let tape = rec.stop();
+    let ids: Vec<(&str, Option<&str>)> = tape
+        .iter()
+        .map(|e| (e.path.as_str(), e.trace_id.as_deref()))
+        .collect();
+    assert_eq!(
+        ids,
+        [("/by-header", Some("req-42")), ("/traceparent-only", None)]
+    );
+
+    // A name that is not a header name is refused, naming the key.
+    let out = run(
+        &[
+            "record",
+            "--upstream",
+            &up.url(),
+            "--no-record",
+            "--trace-header",
+            "bad header",
+        ],
+        STARTUP,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("trace-header"), "{}", stderr(&out));
+}
+
 on_both_engines!(
+    issue_15_every_exchange_stores_its_trace_id,
     records_get_post_chunked_and_h2c_exchanges,
     issue_17_the_exit_summary_equals_the_metrics,
     large_bodies_are_forwarded_whole_and_stored_truncated,

@@ -16,8 +16,10 @@
 //! carries the recorded trace to its dependencies, and dependency mocks answer it with that
 //! trace's recorded calls. A request without one gets no `traceparent` added; a trace id that is
 //! not a W3C one (recorded with `record --trace-header x-request-id`) travels in its own
-//! recorded header, unchanged. `--set-header traceparent: …` or `--drop-header traceparent`
-//! turn propagation off. The result tape stores the trace id in its `trace_id` column; the
+//! recorded header, unchanged. With the `traceparent` goes a `tracestate` whose first member is
+//! `tapedeck=<target name>` (recorded members kept after it): the lane a dependency mock keeps
+//! per target. `--set-header traceparent: …` or `--drop-header traceparent` turn propagation
+//! off. The result tape stores the trace id in its `trace_id` column; the
 //! span id, different per request, is not stored.
 
 use bytes::Bytes;
@@ -194,8 +196,30 @@ pub(crate) fn for_target(headers: &mut HeaderMap, ep: &Endpoint, h2: bool, trace
         .and_then(|v| HeaderValue::try_from(v).ok())
     {
         headers.insert(HeaderName::from_static(TRACEPARENT), v);
+        // The target's lane for dependency mocks: `tapedeck=<target>` first, the recorded
+        // members after it (W3C: a member added or updated moves to the front).
+        let mut state = format!("{LANE_KEY}={}", ep.target.name);
+        for v in headers.get_all(TRACESTATE) {
+            for m in v.to_str().unwrap_or_default().split(',').map(str::trim) {
+                if !m.is_empty() && m.split_once('=').is_none_or(|(k, _)| k != LANE_KEY) {
+                    state.push(',');
+                    state.push_str(m);
+                }
+            }
+        }
+        if let Ok(v) = HeaderValue::try_from(state) {
+            headers.insert(HeaderName::from_static(TRACESTATE), v);
+        }
     }
 }
+
+/// The W3C `tracestate` header.
+const TRACESTATE: &str = "tracestate";
+
+/// The `tracestate` member naming the replay target (`tapedeck=<target>`): dependency mocks
+/// keep a lane of cursors per target, so the baseline and the candidate, which carry the same
+/// trace ids, each get a trace's recorded answers in recorded order.
+const LANE_KEY: &str = "tapedeck";
 
 fn is_hop_by_hop(name: &str, value: &[u8]) -> bool {
     if name.eq_ignore_ascii_case("te") {
@@ -323,10 +347,21 @@ mod tests {
                 let v = h[TRACEPARENT].to_str().expect("ascii").to_owned();
                 assert_eq!(trace_id_of_traceparent(v.as_bytes()), Some(TRACE), "{v}");
                 assert_ne!(v, recorded);
+                assert_eq!(h[TRACESTATE], "tapedeck=cand");
                 spans.insert(v);
             }
             assert_eq!(spans.len(), 3, "a new span id per request");
         }
+        // Recorded tracestate members stay, after the lane; a recorded lane is replaced.
+        let mut ex = traced(Some(TRACE), Some(&recorded));
+        ex.req_headers
+            .push(Header::new("tracestate", "vendor=1, tapedeck=old,other=2"));
+        let p = prepare(ex, &none, &[]);
+        let mut h = p.headers.clone();
+        for _ in 0..2 {
+            for_target(&mut h, &ep, true, p.trace.as_deref());
+        }
+        assert_eq!(h[TRACESTATE], "tapedeck=cand,vendor=1,other=2");
         // No trace: nothing added. A non-W3C trace id: its own header travels as recorded.
         let p = prepare(traced(None, None), &none, &[]);
         let mut h = p.headers.clone();

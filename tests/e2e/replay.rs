@@ -1524,7 +1524,7 @@ fn issue_15_replay_propagates_the_recorded_trace() {
     assert_eq!(v["targets"][0]["responses"], 6);
     assert_eq!(v["targets"][1]["responses"], 6);
     let mut spans = HashSet::new();
-    for server in [&h1, &h2] {
+    for (name, server) in [("h1", &h1), ("h2", &h2)] {
         let got = server.requests();
         assert_eq!(got.len(), 6);
         for r in &got {
@@ -1546,10 +1546,13 @@ fn issue_15_replay_propagates_the_recorded_trace() {
                         .filter(|(n, _)| n.eq_ignore_ascii_case("traceparent"))
                         .count();
                     assert_eq!(n, 1, "replaces the recorded header");
+                    // The target's lane for dependency mocks.
+                    assert_eq!(r.header("tracestate"), Some(format!("tapedeck={name}")));
                     spans.insert(parts[2].to_owned());
                 }
                 None => {
                     assert_eq!(tp, None, "{}", r.uri);
+                    assert_eq!(r.header("tracestate"), None, "{}", r.uri);
                     let rid = r.header("x-request-id");
                     let want = (r.uri == "/by-request-id").then(|| "req-42".to_owned());
                     assert_eq!(rid, want, "{}", r.uri);

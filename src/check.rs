@@ -130,6 +130,55 @@ pub(crate) struct Args {
     /// Also write a bug-ticket bundle here when the verdict is not a pass (see `tapedeck ticket`).
     #[arg(long, value_name = "DIR")]
     ticket: Option<PathBuf>,
+    /// Serve a recorded dependency during the run: NAME=TAPE@ADDR starts a mock of the
+    /// dependency tape TAPE on ADDR (the address the services under test call NAME at), writes
+    /// every call it gets to REPORT/mocks/NAME, and adds the dependency section to the verdict
+    /// (repeatable). Each replay target has its own lane of answers (tracestate).
+    #[arg(long = "mock", value_name = "NAME=TAPE@ADDR")]
+    mocks: Vec<String>,
+}
+
+/// One `--mock NAME=TAPE@ADDR`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MockArg {
+    pub(crate) name: String,
+    pub(crate) tape: PathBuf,
+    pub(crate) addr: std::net::SocketAddr,
+}
+
+impl std::str::FromStr for MockArg {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<MockArg> {
+        let bad = || {
+            anyhow::anyhow!(
+                "--mock `{s}`: expected NAME=TAPE@ADDR, e.g. pricing=./tapes/pricing@127.0.0.1:9101"
+            )
+        };
+        let (name, rest) = s.split_once('=').ok_or_else(bad)?;
+        let (tape, addr) = rest.rsplit_once('@').ok_or_else(bad)?;
+        let name = name.trim();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            anyhow::bail!("--mock `{s}`: NAME must be letters, digits, `-`, `_` or `.`");
+        }
+        if tape.is_empty() {
+            return Err(bad());
+        }
+        let addr = addr.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--mock `{s}`: `{addr}` is not an address (IP:PORT, e.g. 127.0.0.1:9101)"
+            )
+        })?;
+        Ok(MockArg {
+            name: name.to_owned(),
+            tape: PathBuf::from(tape),
+            addr,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -147,6 +196,8 @@ pub(crate) const SECONDARY: &str = "secondary";
 #[derive(Debug)]
 pub(crate) struct Checked {
     pub(crate) replay: ReplaySummary,
+    /// What each `--mock` did.
+    pub(crate) mocks: Vec<tapedeck_mock::MockSummary>,
     pub(crate) outcome: DiffOutcome,
     pub(crate) run_dir: PathBuf,
 }
@@ -200,8 +251,16 @@ impl Args {
         }
     }
 
-    fn diff_options(&self, run: &Path) -> DiffOptions {
+    fn diff_options(&self, run: &Path, mocks: &[MockArg]) -> DiffOptions {
         DiffOptions {
+            dependencies: mocks
+                .iter()
+                .map(|m| tapedeck_diff::deps::DependencyInput {
+                    name: m.name.clone(),
+                    tape: vec![m.tape.clone()],
+                    calls: vec![mock_out(&self.report, &m.name)],
+                })
+                .collect(),
             run: vec![run.to_path_buf()],
             baseline: BASELINE.into(),
             candidate: CANDIDATE.into(),
@@ -219,6 +278,11 @@ impl Args {
             ..DiffOptions::new(run)
         }
     }
+}
+
+/// Where mock `name` writes its calls: `REPORT/mocks/NAME`.
+fn mock_out(report: &Path, name: &str) -> PathBuf {
+    report.join("mocks").join(name)
 }
 
 /// Replays and judges; writes the reports. Shared by `check` and `demo`.
@@ -241,6 +305,36 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
              --secondary URL or --no-noise-target to avoid that"
         );
     }
+    let mock_args: Vec<MockArg> = args
+        .mocks
+        .iter()
+        .map(|m| m.parse())
+        .collect::<anyhow::Result<_>>()?;
+    let mut names = std::collections::HashSet::new();
+    for m in &mock_args {
+        anyhow::ensure!(names.insert(&m.name), "--mock `{}` is given twice", m.name);
+    }
+    // Every mock runs for the whole replay; one that cannot start stops the check (the ones
+    // already started stop when dropped).
+    let mut running = Vec::with_capacity(mock_args.len());
+    for m in &mock_args {
+        let out = mock_out(&args.report, &m.name);
+        if out.exists() {
+            anyhow::bail!(
+                "{} already exists: choose another --report (or remove it) so calls of two runs are not mixed",
+                out.display()
+            );
+        }
+        let mut spec = tapedeck_mock::MockSpec::new(vec![m.tape.clone()], m.addr);
+        spec.name = Some(m.name.clone());
+        spec.out = Some(out);
+        spec.lanes = vec![BASELINE.into(), CANDIDATE.into(), SECONDARY.into()];
+        spec.grace = std::time::Duration::from_secs(5);
+        let handle = tapedeck_mock::Mock::start(spec)
+            .with_context(|| format!("starting mock `{}` on {}", m.name, m.addr))?;
+        tracing::info!(mock = %m.name, addr = %handle.addr(), tape = %m.tape.display(), "dependency mock started");
+        running.push(handle);
+    }
     let replay = if args.quiet || args.json {
         tapedeck_replay::run_blocking(&config, NoProgress)
     } else if std::io::stderr().is_terminal() {
@@ -249,9 +343,17 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
         tapedeck_replay::run_blocking(&config, LogProgress::default())
     }
     .context("replay failed")?;
+    let mut mocks = Vec::with_capacity(running.len());
+    for m in running {
+        let name = m.name().to_owned();
+        mocks.push(
+            m.stop()
+                .with_context(|| format!("stopping mock `{name}`"))?,
+        );
+    }
 
     let diff = args
-        .diff_options(&run_dir)
+        .diff_options(&run_dir, &mock_args)
         .validate()
         .context("invalid judge settings")?;
     let outcome = tapedeck_diff::run(&diff).context("diff failed")?;
@@ -264,6 +366,7 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
         .with_context(|| format!("uploading the reports to {}", args.report.display()))?;
     Ok(Checked {
         replay,
+        mocks,
         outcome,
         run_dir,
     })
@@ -279,6 +382,25 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         if !args.quiet {
             write!(out, "{}", tapedeck_replay::render_text(&checked.replay))?;
             writeln!(out)?;
+            for m in &checked.mocks {
+                let s = &m.stats;
+                writeln!(
+                    out,
+                    "mock {} on {}: {} calls ({} hits, {} misses, {} faults) · calls: {}",
+                    m.name,
+                    m.addr,
+                    s.requests,
+                    s.hits,
+                    s.misses,
+                    s.faults,
+                    m.out
+                        .as_ref()
+                        .map_or_else(String::new, |o| o.path.display().to_string())
+                )?;
+            }
+            if !checked.mocks.is_empty() {
+                writeln!(out)?;
+            }
         }
         let color = args.color.color.enabled();
         write!(

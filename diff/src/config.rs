@@ -441,6 +441,9 @@ pub struct DiffOptions {
     pub candidate_version: Option<String>,
     /// Overrides `settings.seed`.
     pub seed: Option<u64>,
+    /// Dependencies mocked during the run: adds the dependency section
+    /// ([`crate::deps`]) to the verdict.
+    pub dependencies: Vec<crate::deps::DependencyInput>,
 }
 
 impl Default for DiffOptions {
@@ -460,6 +463,7 @@ impl Default for DiffOptions {
             baseline_version: None,
             candidate_version: None,
             seed: None,
+            dependencies: Vec::new(),
         }
     }
 }

@@ -136,7 +136,18 @@ impl Differ {
             .and_then(|p| Path::new(p).file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "run".to_owned());
-        engine.finish(run_id, skipped)
+        let mut outcome = engine.finish(run_id, skipped)?;
+        if !opts.dependencies.is_empty() {
+            let report = crate::deps::analyze(
+                &opts.run,
+                &opts.candidate,
+                &opts.dependencies,
+                &mut self.config.route_keys().keyer(),
+                opts.skip_corrupt,
+            )?;
+            crate::deps::attach(&mut outcome, report, opts.strict, opts.inconclusive_as);
+        }
+        Ok(outcome)
     }
 
     /// Canary analysis of two tapes of live traffic (not paired).
@@ -1408,6 +1419,7 @@ fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<String>) -> Diff
         learned_rules: learned,
         skipped_files,
         route_keys: cfg.route_keys(),
+        dependencies: None,
     }
 }
 

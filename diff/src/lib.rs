@@ -27,6 +27,7 @@
 pub mod body;
 pub mod compare;
 pub mod config;
+pub mod deps;
 pub mod detect;
 mod engine;
 mod error;

@@ -345,6 +345,9 @@ pub struct DiffOutcome {
     /// How requests were keyed into routes (templates and threshold), so that a tool reading
     /// this verdict keys the run's requests the same way.
     pub route_keys: crate::route::RouteKeys,
+    /// The dependency section, when dependencies were mocked during the run (`check --mock`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<crate::deps::DependencyReport>,
 }
 
 impl DiffOutcome {

@@ -213,6 +213,103 @@ fn delta(b: Option<u64>, c: Option<u64>) -> String {
 }
 
 /// `report.md`: a bug ticket, at most [`MAX_REPORT_CHARS`] characters.
+/// The dependency section of report.md.
+fn dependencies_md(md: &mut String, d: &crate::deps::DependencyReport) {
+    let _ = writeln!(md, "## Dependencies\n");
+    for s in &d.dependencies {
+        let _ = writeln!(
+            md,
+            "- `{}`: {} recorded call(s); the mock got {} call(s) during the replay, {} of them the candidate's ({}{}{})",
+            md_escape(&s.name),
+            thousands(s.recorded_calls),
+            thousands(s.calls),
+            thousands(s.candidate_calls),
+            if s.attribution == "untagged" {
+                "no call carried a tracestate lane: all counted as the candidate's"
+            } else {
+                "told apart by tracestate"
+            },
+            if s.untraced_calls > 0 {
+                format!(", {} without a trace id", s.untraced_calls)
+            } else {
+                String::new()
+            },
+            if s.unknown_trace_calls > 0 {
+                format!(", {} of traces not replayed", s.unknown_trace_calls)
+            } else {
+                String::new()
+            },
+        );
+    }
+    md.push('\n');
+    if d.routes.is_empty() {
+        let _ = writeln!(md, "No dependency call was linked to a replayed request.\n");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "{} changed dependency call(s).\n\n| route | dependency call | status | recorded | made | new | no longer made | misses | changed requests | changed at |\n|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        d.changes
+    );
+    for r in d.routes.iter().take(200) {
+        for c in &r.calls {
+            let _ = writeln!(
+                md,
+                "| `{}` ({} traces) | `{}` `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
+                md_escape(&r.route),
+                r.traces,
+                md_escape(&c.dependency),
+                md_escape(&c.call),
+                if c.status == crate::deps::CallStatus::Unchanged {
+                    c.status.as_str().to_owned()
+                } else {
+                    format!("**{}**", c.status.as_str())
+                },
+                c.recorded,
+                c.made,
+                c.new_calls,
+                c.missing_calls,
+                c.misses,
+                c.changed_requests,
+                c.changed_paths
+                    .iter()
+                    .take(3)
+                    .map(|(p, n)| format!("`{}` ({n})", md_escape(p)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    md.push('\n');
+    for (r, c) in d.changed().take(10) {
+        if let Some(e) = &c.example {
+            let _ = writeln!(
+                md,
+                "- `{}` → `{}` `{}`: trace `{}`, recorded call `{}`: `{}` was {} and is {}",
+                md_escape(&r.route),
+                md_escape(&c.dependency),
+                md_escape(&c.call),
+                e.trace_id,
+                e.recorded_id,
+                md_escape(&e.path),
+                e.recorded
+                    .as_deref()
+                    .map_or("absent".to_owned(), |v| format!(
+                        "`{}`",
+                        md_escape(&truncate(v, 200))
+                    )),
+                e.candidate
+                    .as_deref()
+                    .map_or("absent".to_owned(), |v| format!(
+                        "`{}`",
+                        md_escape(&truncate(v, 200))
+                    )),
+            );
+        }
+    }
+    md.push('\n');
+}
+
 pub fn markdown(o: &DiffOutcome) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# {}\n", o.title);
@@ -255,6 +352,9 @@ pub fn markdown(o: &DiffOutcome) -> String {
         c.not_replayed,
         c.ignored_findings
     );
+    if let Some(d) = &o.dependencies {
+        dependencies_md(&mut md, d);
+    }
     let _ = writeln!(md, "## Routes\n");
     let _ = writeln!(
         md,
@@ -626,6 +726,21 @@ pub fn summary(o: &DiffOutcome, color: bool) -> String {
     }
     if any_low_n(o.routes.iter().take(limit), &["p95"]) {
         let _ = writeln!(out, "  {LOW_N_LEGEND}");
+    }
+    if let Some(d) = &o.dependencies {
+        let calls: u64 = d.dependencies.iter().map(|s| s.candidate_calls).sum();
+        let names: Vec<&str> = d.dependencies.iter().map(|s| s.name.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "  dependencies ({}): {} candidate call(s), {} changed dependency call(s)",
+            names.join(", "),
+            thousands(calls),
+            if d.changes > 0 {
+                paint("1;33", &d.changes.to_string())
+            } else {
+                "0".to_owned()
+            }
+        );
     }
     out.push('\n');
     for r in o.reasons.iter().take(8) {

@@ -107,6 +107,7 @@ pub fn html(o: &DiffOutcome) -> String {
     );
     banner(&mut h, o);
     traffic(&mut h, o);
+    dependencies(&mut h, o);
     routes_table(&mut h, o);
     latency_plots(&mut h, o);
     differences(&mut h, o);
@@ -674,6 +675,80 @@ fn truncate(s: &str, max: usize) -> String {
         t.push('…');
         t
     }
+}
+
+fn dependencies(h: &mut String, o: &DiffOutcome) {
+    let Some(d) = &o.dependencies else {
+        return;
+    };
+    h.push_str("<h2>Dependencies</h2>\n<ul>\n");
+    for s in &d.dependencies {
+        let _ = writeln!(
+            h,
+            "<li><code>{}</code>: {} recorded call(s); the mock got {} call(s), {} of them the candidate's ({})</li>",
+            escape(&s.name),
+            s.recorded_calls,
+            s.calls,
+            s.candidate_calls,
+            if s.attribution == "untagged" {
+                "no call carried a tracestate lane: all counted as the candidate's"
+            } else {
+                "told apart by tracestate"
+            }
+        );
+    }
+    h.push_str("</ul>\n");
+    if d.routes.is_empty() {
+        h.push_str("<p class=\"muted\">No dependency call was linked to a replayed request.</p>\n");
+        return;
+    }
+    h.push_str(
+        "<table><thead><tr><th>route</th><th>dependency call</th><th>status</th><th>recorded</th>\
+<th>made</th><th>new</th><th>no longer made</th><th>misses</th><th>changed requests</th>\
+<th>changed at</th></tr></thead><tbody>\n",
+    );
+    for r in d.routes.iter().take(200) {
+        for c in &r.calls {
+            let class = if c.status == crate::deps::CallStatus::Unchanged {
+                "pass"
+            } else {
+                "marginal"
+            };
+            let paths: Vec<String> = c
+                .changed_paths
+                .iter()
+                .take(3)
+                .map(|(p, n)| format!("<code>{}</code> ({n})", escape(p)))
+                .collect();
+            let example = c.example.as_ref().map_or_else(String::new, |e| {
+                format!(
+                    " <span class=\"muted\">e.g. {} → {} (trace <code>{}</code>)</span>",
+                    value_or_absent(e.recorded.as_deref().unwrap_or("")),
+                    value_or_absent(e.candidate.as_deref().unwrap_or("")),
+                    escape(&e.trace_id)
+                )
+            });
+            let _ = writeln!(
+                h,
+                "<tr><td><code>{}</code> ({} traces)</td><td><code>{}</code> <code>{}</code></td>\
+<td><span class=\"badge {class}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+<td>{}</td><td>{}</td><td>{}{example}</td></tr>",
+                escape(&r.route),
+                r.traces,
+                escape(&c.dependency),
+                escape(&c.call),
+                c.status.as_str(),
+                c.recorded,
+                c.made,
+                c.new_calls,
+                c.missing_calls,
+                c.misses,
+                c.changed_requests,
+                paths.join(", ")
+            );
+        }
+    }
+    h.push_str("</tbody></table>\n");
 }
 
 fn noise_candidates(h: &mut String, o: &DiffOutcome) {

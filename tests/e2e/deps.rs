@@ -1,0 +1,304 @@
+//! Issue 15, dependencies on tape end to end: a service's outbound calls recorded with the trace
+//! of the inbound request that caused them, then `tapedeck check --mock` replaying the inbound
+//! tape against two builds of the service whose dependency is a mock of the recording (the real
+//! dependency stopped), and the verdict's dependency section.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::util::{Engine, Received, Recorder, Reply, TestServer, free_port, run, stderr, stdout};
+
+const T: Duration = Duration::from_secs(240);
+const ORDERS: usize = 40;
+
+/// One HTTP/1.1 POST over a fresh connection (`Connection: close`); returns (status, body).
+fn post(addr: SocketAddr, path: &str, headers: &[(String, String)], body: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The service under test: `POST /orders {"sku":k,"qty":q}` asks pricing for a quote
+/// (`POST /quote {"sku":k}`), forwarding `traceparent` and `tracestate` as an instrumented
+/// service does, and answers the total. Build `v2` asks twice, the second time with an extra
+/// `currency` field: the planted dependency regression.
+fn app(pricing: SocketAddr, v2: bool) -> TestServer {
+    TestServer::start(move |r: &Received| {
+        let order: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let sku = order["sku"].as_u64().unwrap_or(0);
+        let qty = order["qty"].as_u64().unwrap_or(0);
+        let fwd: Vec<(String, String)> = ["traceparent", "tracestate"]
+            .iter()
+            .filter_map(|h| Some(((*h).to_owned(), r.header(h)?)))
+            .collect();
+        let (status, quote) = post(pricing, "/quote", &fwd, &format!(r#"{{"sku":{sku}}}"#));
+        if v2 {
+            let _ = post(
+                pricing,
+                "/quote",
+                &fwd,
+                &format!(r#"{{"sku":{sku},"currency":"EUR"}}"#),
+            );
+        }
+        if status != 200 {
+            return Reply::text(502, format!("pricing answered {status}"));
+        }
+        let price = serde_json::from_str::<serde_json::Value>(&quote).unwrap_or_default()["price"]
+            .as_u64()
+            .unwrap_or(0);
+        Reply::json(format!(
+            r#"{{"sku":{sku},"qty":{qty},"total":{}}}"#,
+            price * qty
+        ))
+    })
+}
+
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+#[test]
+fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    let s = |path: &std::path::Path| path.to_str().expect("utf-8").to_owned();
+
+    // Record: pricing behind a recorder (egress), the service v1 behind another (ingress).
+    let pricing = TestServer::start(|r: &Received| {
+        let q: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let sku = q["sku"].as_u64().unwrap_or(0);
+        Reply::json(format!(r#"{{"sku":{sku},"price":{}}}"#, 100 + sku))
+    });
+    let egress = Recorder::builder(&pricing.url())
+        .tape(&p("deps"))
+        .args(&["--source", "pricing"])
+        .engine(Engine::Hyper)
+        .log_name("egress")
+        .start(dir.path());
+    let v1_recorded = app(([127, 0, 0, 1], egress.port).into(), false);
+    let ingress = Recorder::builder(&v1_recorded.url())
+        .tape(&p("ingress"))
+        .engine(Engine::Hyper)
+        .log_name("ingress")
+        .start(dir.path());
+    let ingress_addr: SocketAddr = ([127, 0, 0, 1], ingress.port).into();
+    for i in 0..ORDERS {
+        let tp = format!("00-{:032x}-{:016x}-01", 0xfeed_0000 + i, i + 1);
+        let (status, body) = post(
+            ingress_addr,
+            "/orders",
+            &[("traceparent".into(), tp)],
+            &format!(r#"{{"sku":{},"qty":{}}}"#, i % 7, 1 + i % 3),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let inbound = ingress.stop();
+    let outbound = egress.stop();
+    assert_eq!((inbound.len(), outbound.len()), (ORDERS, ORDERS));
+    // Each dependency call is linked to the inbound request that caused it.
+    let mut a: Vec<_> = inbound.iter().map(|e| e.trace_id.clone()).collect();
+    let mut b: Vec<_> = outbound.iter().map(|e| e.trace_id.clone()).collect();
+    a.sort();
+    b.sort();
+    assert!(a.iter().all(Option::is_some));
+    assert_eq!(a, b);
+    // The real dependency is gone from here on: only the mock answers.
+    drop(pricing);
+
+    let mock_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let v1 = app(mock_addr, false);
+    let v2 = app(mock_addr, true);
+    let rules = p("rules.toml");
+    std::fs::write(
+        &rules,
+        "[settings]\nweight_latency = 0.0\nmin_samples = 10\n",
+    )
+    .expect("rules");
+    let report = p("report");
+    let mock = format!("pricing={}@{mock_addr}", s(&p("deps")));
+    let o = run(
+        &[
+            "check",
+            "--tape",
+            &s(&p("ingress")),
+            "--baseline",
+            &v1.url(),
+            "--candidate",
+            &v2.url(),
+            "--allow-writes",
+            "--mock",
+            &mock,
+            "--rules",
+            &s(&rules),
+            "--report",
+            &s(&report),
+        ],
+        T,
+    );
+    let (out, err) = (stdout(&o), stderr(&o));
+    // Same answers (the mock served each build its trace's recorded price), but more calls:
+    // marginal, exit 0.
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "mock pricing on {mock_addr}: {} calls ({} hits, 0 misses, 0 faults)",
+            4 * ORDERS,
+            4 * ORDERS
+        )),
+        "{out}"
+    );
+    let verdict = read_json(&report.join("verdict.json"));
+    assert_eq!(verdict["verdict"], "marginal", "{:#}", verdict["reasons"]);
+    let route = verdict["routes"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["route"] == "POST /orders"))
+        .expect("route");
+    assert_eq!(route["verdict"], "pass", "the answers did not change");
+    let deps = &verdict["dependencies"];
+    assert_eq!(deps["changes"], 1);
+    let d = &deps["dependencies"][0];
+    assert_eq!(d["name"], "pricing");
+    assert_eq!(d["attribution"], "tracestate");
+    assert_eq!(d["recorded_calls"], ORDERS);
+    // baseline + secondary (the baseline replayed again as the noise target) + 2 × candidate.
+    assert_eq!(d["calls"], 4 * ORDERS);
+    assert_eq!(d["candidate_calls"], 2 * ORDERS);
+    let r = &deps["routes"][0];
+    assert_eq!(r["route"], "POST /orders");
+    assert_eq!(r["traces"], ORDERS);
+    let c = &r["calls"][0];
+    assert_eq!(c["call"], "POST /quote");
+    assert_eq!(c["status"], "more-calls");
+    assert_eq!(
+        (
+            &c["recorded"],
+            &c["made"],
+            &c["new_calls"],
+            &c["traces_with_new"],
+            &c["missing_calls"]
+        ),
+        (
+            &ORDERS.into(),
+            &(2 * ORDERS).into(),
+            &ORDERS.into(),
+            &ORDERS.into(),
+            &0.into()
+        )
+    );
+    // The second call's body has a field the recorded request never had.
+    assert_eq!(c["changed_requests"], ORDERS);
+    assert_eq!(c["changed_paths"][0][0], "$.currency");
+    assert_eq!(c["example"]["candidate"], "\"EUR\"");
+    let reasons = verdict["reasons"].as_array().expect("reasons");
+    assert!(
+        reasons[0]
+            .as_str()
+            .is_some_and(|r| r.contains("dependency pricing")
+                && r.contains("POST /quote made 80 × where the recording made it 40 ×")),
+        "{reasons:#?}"
+    );
+    let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
+    let _ = std::fs::write("/tmp/deps_report.md", &md);
+    let _ = std::fs::write("/tmp/deps_out.txt", &out);
+    assert!(
+        md.contains("## Dependencies") && md.contains("more-calls"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(report.join("report.html")).expect("report.html");
+    assert!(html.contains("<h2>Dependencies</h2>") && html.contains("more-calls"));
+    assert!(out.contains("1 changed dependency call(s)"), "{out}");
+    // Every call the mock got is on its calls tape, under the report directory.
+    let calls = crate::util::read_tape(&report.join("mocks/pricing"));
+    assert_eq!(calls.len(), 4 * ORDERS);
+    assert!(calls.iter().all(|e| e.target.as_deref() == Some("mock")));
+
+    // The good build: the same calls as recorded, nothing in the dependency section; --strict
+    // makes the marginal build above fail, this one passes.
+    let v1b = app(mock_addr, false);
+    let report2 = p("report2");
+    let o = run(
+        &[
+            "check",
+            "--tape",
+            &s(&p("ingress")),
+            "--baseline",
+            &v1.url(),
+            "--candidate",
+            &v1b.url(),
+            "--allow-writes",
+            "--mock",
+            &mock,
+            "--rules",
+            &s(&rules),
+            "--report",
+            &s(&report2),
+            "--strict",
+            "--quiet",
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let verdict = read_json(&report2.join("verdict.json"));
+    assert_eq!(verdict["verdict"], "pass", "{:#}", verdict["reasons"]);
+    assert_eq!(verdict["dependencies"]["changes"], 0);
+    let c = &verdict["dependencies"]["routes"][0]["calls"][0];
+    assert_eq!(
+        (&c["status"], &c["made"]),
+        (&"unchanged".into(), &ORDERS.into())
+    );
+
+    // Bad --mock values are usage errors (exit 2) naming the flag.
+    for bad in [
+        "pricing",
+        "pricing=deps",
+        "=deps@127.0.0.1:1",
+        "pricing=deps@nowhere",
+    ] {
+        let o = run(
+            &[
+                "check",
+                "--tape",
+                &s(&p("ingress")),
+                "--baseline",
+                &v1.url(),
+                "--candidate",
+                &v1b.url(),
+                "--mock",
+                bad,
+                "--report",
+                &s(&p("bad")),
+            ],
+            T,
+        );
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--mock"), "{bad}: {}", stderr(&o));
+    }
+}

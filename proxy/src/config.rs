@@ -45,8 +45,14 @@ impl From<&str> for NumOrText {
 pub struct RawConfig {
     /// Address the proxy listens on (default `127.0.0.1:8080`).
     pub listen: Option<String>,
-    /// Where requests go: `http://host:port` or `https://host:port` (required).
+    /// Where requests go: `http://host:port` or `https://host:port` (required, except with
+    /// `forward`, where it only receives origin-form requests).
     pub upstream: Option<String>,
+    /// Forward-proxy mode for plain-http dependencies (default false): a request with an
+    /// absolute-form target (`GET http://pricing:8080/quote HTTP/1.1`, what a client sends to
+    /// the proxy in its `HTTP_PROXY`) goes to that host; `CONNECT` (https through the proxy) is
+    /// answered 501. hyper engine only.
+    pub forward: Option<bool>,
     /// Tape directory to record into (required unless `record = false`).
     pub tape: Option<PathBuf>,
     /// `source` label stored with every exchange (default: the upstream authority).
@@ -221,8 +227,10 @@ pub struct TlsFiles {
 pub struct Settings {
     /// Listener address.
     pub listen: SocketAddr,
-    /// The upstream.
-    pub upstream: Upstream,
+    /// The upstream; `None` only in forward-proxy mode without one.
+    pub upstream: Option<Upstream>,
+    /// Forward-proxy mode: absolute-form requests go to the host they name.
+    pub forward: bool,
     /// Tape directory; `None` when recording is off.
     pub tape: Option<PathBuf>,
     /// `source` label.
@@ -293,6 +301,7 @@ impl RawConfig {
         pick!(
             listen,
             upstream,
+            forward,
             tape,
             source,
             record,
@@ -337,21 +346,25 @@ impl RawConfig {
     /// Checks every value and builds the runtime [`Settings`].
     pub fn validate(self) -> Result<Settings, ConfigError> {
         let listen = resolve_one("listen", self.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
-        let mut upstream = parse_upstream(
-            self.upstream
-                .as_deref()
-                .ok_or(ConfigError::Missing { key: "upstream" })?,
-        )?;
-        upstream.tls_options = UpstreamTlsKeys {
+        let forward = self.forward.unwrap_or(false);
+        let keys = UpstreamTlsKeys {
             ca: self.upstream_ca,
             client_cert: self.upstream_client_cert,
             client_key: self.upstream_client_key,
             sni: self.upstream_sni,
             insecure: self.upstream_insecure,
             verify: self.upstream_verify,
-        }
-        .load(upstream.tls)?;
-        let upstream_verify = !upstream.tls_options.insecure;
+        };
+        let upstream = match (self.upstream.as_deref(), forward) {
+            (None, false) => return Err(ConfigError::Missing { key: "upstream" }),
+            (None, true) => None,
+            (Some(u), _) => {
+                let mut upstream = parse_upstream(u)?;
+                upstream.tls_options = keys.load(upstream.tls)?;
+                Some(upstream)
+            }
+        };
+        let upstream_verify = upstream.as_ref().is_none_or(|u| !u.tls_options.insecure);
         let record = self.record.unwrap_or(true);
         let tape = match (record, self.tape) {
             (true, None) => return Err(ConfigError::Missing { key: "tape" }),
@@ -477,10 +490,21 @@ impl RawConfig {
             Some(h) => TraceSource::from_header_name(h),
         };
 
+        if forward && engine == Engine::Pingora {
+            return Err(invalid(
+                "forward",
+                "the pingora engine has no forward-proxy mode: use --engine hyper (the default)",
+            ));
+        }
         Ok(Settings {
             listen,
-            source: self.source.unwrap_or_else(|| upstream.authority.clone()),
+            source: self.source.unwrap_or_else(|| {
+                upstream
+                    .as_ref()
+                    .map_or_else(|| "forward".to_owned(), |u| u.authority.clone())
+            }),
             upstream,
+            forward,
             tape,
             max_body,
             threads,
@@ -653,7 +677,10 @@ exclude-methods = ["OPTIONS"]
         let s = file.merge(flags).validate().expect("valid");
         assert_eq!(s.threads, 1);
         assert_eq!(s.max_body, 2 << 20);
-        assert_eq!(s.upstream.addr, "127.0.0.1:3000".parse().expect("addr"));
+        assert_eq!(
+            s.upstream.as_ref().expect("upstream").addr,
+            "127.0.0.1:3000".parse().expect("addr")
+        );
         assert_eq!(s.source, "127.0.0.1:3000");
         assert_eq!(s.admin, Some("127.0.0.1:9180".parse().expect("addr")));
     }

@@ -20,6 +20,7 @@
 
 pub mod coding;
 pub mod format;
+pub mod har;
 pub mod parse;
 pub mod redact;
 pub mod tls;

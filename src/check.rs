@@ -136,6 +136,13 @@ pub(crate) struct Args {
     /// (repeatable). Each replay target has its own lane of answers (tracestate).
     #[arg(long = "mock", value_name = "NAME=TAPE@ADDR")]
     mocks: Vec<String>,
+    /// After the judged run, replay the tape to the candidate alone a second time while the
+    /// --mock dependencies inject the faults of this file ([[fault]] tables: route, status,
+    /// delay, reset, rate; as `tapedeck mock --faults`), and report per fault whether the
+    /// candidate degraded gracefully compared with its own fault-free answers (5xx introduced,
+    /// timeouts, latency beyond the injected delay). Informs; does not change the verdict.
+    #[arg(long, value_name = "FAULTS.toml", requires = "mocks")]
+    chaos: Option<PathBuf>,
 }
 
 /// One `--mock NAME=TAPE@ADDR`.
@@ -191,6 +198,8 @@ enum InconclusiveArg {
 pub(crate) const BASELINE: &str = "baseline";
 pub(crate) const CANDIDATE: &str = "candidate";
 pub(crate) const SECONDARY: &str = "secondary";
+/// The candidate's label in the `--chaos` run.
+pub(crate) const CHAOS: &str = "chaos";
 
 /// What one check produced.
 #[derive(Debug)]
@@ -198,6 +207,8 @@ pub(crate) struct Checked {
     pub(crate) replay: ReplaySummary,
     /// What each `--mock` did.
     pub(crate) mocks: Vec<tapedeck_mock::MockSummary>,
+    /// The `--chaos` run: its replay summary and directory.
+    pub(crate) chaos: Option<(ReplaySummary, PathBuf)>,
     pub(crate) outcome: DiffOutcome,
     pub(crate) run_dir: PathBuf,
 }
@@ -285,6 +296,60 @@ fn mock_out(report: &Path, name: &str) -> PathBuf {
     report.join("mocks").join(name)
 }
 
+/// Where mock `name` writes its calls during the `--chaos` run: `REPORT/chaos/mocks/NAME`.
+fn chaos_mock_out(report: &Path, name: &str) -> PathBuf {
+    report.join("chaos").join("mocks").join(name)
+}
+
+/// Starts one mock per `--mock`, writing calls where `out` says, with `faults`.
+fn start_mocks(
+    mocks: &[MockArg],
+    out: impl Fn(&str) -> PathBuf,
+    faults: &[tapedeck_mock::FaultRule],
+) -> anyhow::Result<Vec<tapedeck_mock::MockHandle>> {
+    let mut running = Vec::with_capacity(mocks.len());
+    for m in mocks {
+        let out = out(&m.name);
+        if out.exists() {
+            anyhow::bail!(
+                "{} already exists: choose another --report (or remove it) so calls of two runs are not mixed",
+                out.display()
+            );
+        }
+        let mut spec = tapedeck_mock::MockSpec::new(vec![m.tape.clone()], m.addr);
+        spec.name = Some(m.name.clone());
+        spec.out = Some(out);
+        spec.lanes = vec![
+            BASELINE.into(),
+            CANDIDATE.into(),
+            SECONDARY.into(),
+            CHAOS.into(),
+        ];
+        spec.faults = faults.to_vec();
+        spec.grace = std::time::Duration::from_secs(5);
+        let handle = tapedeck_mock::Mock::start(spec)
+            .with_context(|| format!("starting mock `{}` on {}", m.name, m.addr))?;
+        tracing::info!(mock = %m.name, addr = %handle.addr(), tape = %m.tape.display(), faults = faults.len(), "dependency mock started");
+        running.push(handle);
+    }
+    Ok(running)
+}
+
+/// Stops the mocks (closing their calls tapes) and returns what they did.
+fn stop_mocks(
+    running: Vec<tapedeck_mock::MockHandle>,
+) -> anyhow::Result<Vec<tapedeck_mock::MockSummary>> {
+    let mut out = Vec::with_capacity(running.len());
+    for m in running {
+        let name = m.name().to_owned();
+        out.push(
+            m.stop()
+                .with_context(|| format!("stopping mock `{name}`"))?,
+        );
+    }
+    Ok(out)
+}
+
 /// Replays and judges; writes the reports. Shared by `check` and `demo`.
 pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
     let run_dir = args.out.clone().unwrap_or_else(|| args.report.join("run"));
@@ -314,27 +379,21 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
     for m in &mock_args {
         anyhow::ensure!(names.insert(&m.name), "--mock `{}` is given twice", m.name);
     }
+    let chaos_rules = match &args.chaos {
+        None => Vec::new(),
+        Some(file) => tapedeck_mock::fault::rules_from(&[], Some(file))
+            .with_context(|| format!("--chaos {}", file.display()))?,
+    };
+    let chaos_dir = args.report.join("chaos").join("run");
+    if args.chaos.is_some() && chaos_dir.exists() {
+        anyhow::bail!(
+            "{} already exists: choose another --report (or remove it)",
+            chaos_dir.display()
+        );
+    }
     // Every mock runs for the whole replay; one that cannot start stops the check (the ones
     // already started stop when dropped).
-    let mut running = Vec::with_capacity(mock_args.len());
-    for m in &mock_args {
-        let out = mock_out(&args.report, &m.name);
-        if out.exists() {
-            anyhow::bail!(
-                "{} already exists: choose another --report (or remove it) so calls of two runs are not mixed",
-                out.display()
-            );
-        }
-        let mut spec = tapedeck_mock::MockSpec::new(vec![m.tape.clone()], m.addr);
-        spec.name = Some(m.name.clone());
-        spec.out = Some(out);
-        spec.lanes = vec![BASELINE.into(), CANDIDATE.into(), SECONDARY.into()];
-        spec.grace = std::time::Duration::from_secs(5);
-        let handle = tapedeck_mock::Mock::start(spec)
-            .with_context(|| format!("starting mock `{}` on {}", m.name, m.addr))?;
-        tracing::info!(mock = %m.name, addr = %handle.addr(), tape = %m.tape.display(), "dependency mock started");
-        running.push(handle);
-    }
+    let running = start_mocks(&mock_args, |n| mock_out(&args.report, n), &[])?;
     let replay = if args.quiet || args.json {
         tapedeck_replay::run_blocking(&config, NoProgress)
     } else if std::io::stderr().is_terminal() {
@@ -343,19 +402,48 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
         tapedeck_replay::run_blocking(&config, LogProgress::default())
     }
     .context("replay failed")?;
-    let mut mocks = Vec::with_capacity(running.len());
-    for m in running {
-        let name = m.name().to_owned();
-        mocks.push(
-            m.stop()
-                .with_context(|| format!("stopping mock `{name}`"))?,
-        );
+    let mocks = stop_mocks(running)?;
+
+    // The candidate again, alone, with failing dependencies.
+    let mut chaos = None;
+    let mut chaos_input = None;
+    if let Some(file) = &args.chaos {
+        let running = start_mocks(
+            &mock_args,
+            |n| chaos_mock_out(&args.report, n),
+            &chaos_rules,
+        )?;
+        let mut opts = args.replay_options(&chaos_dir);
+        opts.targets = vec![format!("{CHAOS}={}", args.candidate)];
+        let config = opts
+            .validate()
+            .context("invalid replay settings (--chaos)")?;
+        let summary = tapedeck_replay::run_blocking(&config, NoProgress)
+            .context("replay with faults (--chaos) failed")?;
+        stop_mocks(running)?;
+        tracing::info!(faults = %file.display(), run = %chaos_dir.display(), "chaos run done");
+        chaos_input = Some(tapedeck_diff::chaos::ChaosInput {
+            run: vec![chaos_dir.clone()],
+            target: CHAOS.into(),
+            calls: mock_args
+                .iter()
+                .map(|m| chaos_mock_out(&args.report, &m.name))
+                .collect(),
+            faults: chaos_rules
+                .iter()
+                .map(|r| tapedeck_diff::chaos::ChaosFault {
+                    label: r.label.clone(),
+                    effect: r.effect(),
+                    delay_us: r.delay.map_or(0, |d| d.as_micros() as i64),
+                })
+                .collect(),
+        });
+        chaos = Some((summary, chaos_dir.clone()));
     }
 
-    let diff = args
-        .diff_options(&run_dir, &mock_args)
-        .validate()
-        .context("invalid judge settings")?;
+    let mut diff = args.diff_options(&run_dir, &mock_args);
+    diff.chaos = chaos_input;
+    let diff = diff.validate().context("invalid judge settings")?;
     let outcome = tapedeck_diff::run(&diff).context("diff failed")?;
     let reports =
         tapedeck_storage::object::OutputDir::new(&args.report).context("report location")?;
@@ -367,6 +455,7 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
     Ok(Checked {
         replay,
         mocks,
+        chaos,
         outcome,
         run_dir,
     })
@@ -396,6 +485,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
                     m.out
                         .as_ref()
                         .map_or_else(String::new, |o| o.path.display().to_string())
+                )?;
+            }
+            if let Some((summary, dir)) = &checked.chaos {
+                writeln!(
+                    out,
+                    "chaos: {} requests replayed to the candidate with faults · run: {}",
+                    summary.origins,
+                    dir.display()
                 )?;
             }
             if !checked.mocks.is_empty() {

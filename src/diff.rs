@@ -111,6 +111,7 @@ impl Args {
         }
         Ok(DiffOptions {
             dependencies,
+            chaos: None,
             run: self.run.clone(),
             baseline: self.baseline.clone(),
             candidate: self.candidate.clone(),

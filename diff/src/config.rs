@@ -444,6 +444,9 @@ pub struct DiffOptions {
     /// Dependencies mocked during the run: adds the dependency section
     /// ([`crate::deps`]) to the verdict.
     pub dependencies: Vec<crate::deps::DependencyInput>,
+    /// A second run of the candidate with dependency faults: adds the chaos section
+    /// ([`crate::chaos`]).
+    pub chaos: Option<crate::chaos::ChaosInput>,
 }
 
 impl Default for DiffOptions {
@@ -464,6 +467,7 @@ impl Default for DiffOptions {
             candidate_version: None,
             seed: None,
             dependencies: Vec::new(),
+            chaos: None,
         }
     }
 }

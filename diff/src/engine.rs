@@ -147,6 +147,17 @@ impl Differ {
             )?;
             crate::deps::attach(&mut outcome, report, opts.strict, opts.inconclusive_as);
         }
+        if let Some(chaos) = &opts.chaos {
+            let report = crate::chaos::analyze(
+                &opts.run,
+                &opts.candidate,
+                chaos,
+                &mut self.config.route_keys().keyer(),
+                opts.skip_corrupt,
+            )?;
+            outcome.reasons.extend(report.reasons());
+            outcome.chaos = Some(report);
+        }
         Ok(outcome)
     }
 
@@ -1420,6 +1431,7 @@ fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<String>) -> Diff
         skipped_files,
         route_keys: cfg.route_keys(),
         dependencies: None,
+        chaos: None,
     }
 }
 

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod chaos;
 pub mod compare;
 pub mod config;
 pub mod deps;

@@ -348,6 +348,9 @@ pub struct DiffOutcome {
     /// The dependency section, when dependencies were mocked during the run (`check --mock`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dependencies: Option<crate::deps::DependencyReport>,
+    /// The chaos section, when the candidate was replayed again with faults (`check --chaos`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<crate::chaos::ChaosReport>,
 }
 
 impl DiffOutcome {

@@ -213,6 +213,49 @@ fn delta(b: Option<u64>, c: Option<u64>) -> String {
 }
 
 /// `report.md`: a bug ticket, at most [`MAX_REPORT_CHARS`] characters.
+/// The chaos section of report.md.
+fn chaos_md(md: &mut String, c: &crate::chaos::ChaosReport) {
+    let _ = writeln!(
+        md,
+        "## Chaos: the candidate with failing dependencies\n\n{} request(s) replayed to the candidate with faults ({} untouched by any fault, {} without a fault-free answer).\n\n| fault | effect | outcome | calls faulted | requests affected | graceful | 5xx introduced | timeouts | slower than the fault |\n|---|---|---|---:|---:|---:|---:|---:|---:|",
+        c.requests, c.unaffected, c.unpaired
+    );
+    for f in &c.faults {
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
+            md_escape(&f.fault),
+            md_escape(&f.effect),
+            if f.outcome == "degraded" {
+                format!("**{}**", f.outcome)
+            } else {
+                f.outcome.clone()
+            },
+            f.injected,
+            f.requests,
+            f.graceful,
+            f.server_errors,
+            f.timeouts,
+            f.slower_than_fault
+        );
+    }
+    md.push('\n');
+    for f in &c.faults {
+        for e in &f.examples {
+            let _ = writeln!(
+                md,
+                "- `{}` under `{}`: recorded `{}` answered {} without the fault, {} with it",
+                md_escape(&e.route),
+                md_escape(&f.fault),
+                e.origin_id,
+                e.fault_free,
+                e.with_fault
+            );
+        }
+    }
+    md.push('\n');
+}
+
 /// The dependency section of report.md.
 fn dependencies_md(md: &mut String, d: &crate::deps::DependencyReport) {
     let _ = writeln!(md, "## Dependencies\n");
@@ -354,6 +397,9 @@ pub fn markdown(o: &DiffOutcome) -> String {
     );
     if let Some(d) = &o.dependencies {
         dependencies_md(&mut md, d);
+    }
+    if let Some(c) = &o.chaos {
+        chaos_md(&mut md, c);
     }
     let _ = writeln!(md, "## Routes\n");
     let _ = writeln!(
@@ -726,6 +772,20 @@ pub fn summary(o: &DiffOutcome, color: bool) -> String {
     }
     if any_low_n(o.routes.iter().take(limit), &["p95"]) {
         let _ = writeln!(out, "  {LOW_N_LEGEND}");
+    }
+    if let Some(c) = &o.chaos {
+        let degraded = c.faults.iter().filter(|f| f.outcome == "degraded").count();
+        let _ = writeln!(
+            out,
+            "  chaos: {} fault(s), {} degraded the candidate ({} requests replayed with faults)",
+            c.faults.len(),
+            if degraded > 0 {
+                paint("1;33", &degraded.to_string())
+            } else {
+                "0".to_owned()
+            },
+            c.requests
+        );
     }
     if let Some(d) = &o.dependencies {
         let calls: u64 = d.dependencies.iter().map(|s| s.candidate_calls).sum();

@@ -108,6 +108,7 @@ pub fn html(o: &DiffOutcome) -> String {
     banner(&mut h, o);
     traffic(&mut h, o);
     dependencies(&mut h, o);
+    chaos(&mut h, o);
     routes_table(&mut h, o);
     latency_plots(&mut h, o);
     differences(&mut h, o);
@@ -747,6 +748,57 @@ fn dependencies(h: &mut String, o: &DiffOutcome) {
                 paths.join(", ")
             );
         }
+    }
+    h.push_str("</tbody></table>\n");
+}
+
+fn chaos(h: &mut String, o: &DiffOutcome) {
+    let Some(c) = &o.chaos else {
+        return;
+    };
+    let _ = writeln!(
+        h,
+        "<h2>Chaos: the candidate with failing dependencies</h2>\n<p>{} request(s) replayed to the candidate with faults ({} untouched by any fault, {} without a fault-free answer).</p>",
+        c.requests, c.unaffected, c.unpaired
+    );
+    h.push_str(
+        "<table><thead><tr><th>fault</th><th>effect</th><th>outcome</th><th>calls faulted</th>\
+<th>requests affected</th><th>graceful</th><th>5xx introduced</th><th>timeouts</th>\
+<th>slower than the fault</th><th>examples</th></tr></thead><tbody>\n",
+    );
+    for f in &c.faults {
+        let class = match f.outcome.as_str() {
+            "graceful" => "pass",
+            "degraded" => "fail",
+            _ => "inconclusive",
+        };
+        let examples: Vec<String> = f
+            .examples
+            .iter()
+            .map(|e| {
+                format!(
+                    "<code>{}</code>: {} → {}",
+                    escape(&e.route),
+                    escape(&e.fault_free),
+                    escape(&e.with_fault)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            h,
+            "<tr><td><code>{}</code></td><td>{}</td><td><span class=\"badge {class}\">{}</span></td>\
+<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&f.fault),
+            escape(&f.effect),
+            escape(&f.outcome),
+            f.injected,
+            f.requests,
+            f.graceful,
+            f.server_errors,
+            f.timeouts,
+            f.slower_than_fault,
+            examples.join("<br>")
+        );
     }
     h.push_str("</tbody></table>\n");
 }

@@ -50,6 +50,11 @@ fn post(addr: SocketAddr, path: &str, headers: &[(String, String)], body: &str) 
 /// service does, and answers the total. Build `v2` asks twice, the second time with an extra
 /// `currency` field: the planted dependency regression.
 fn app(pricing: SocketAddr, v2: bool) -> TestServer {
+    app_build(pricing, v2, false)
+}
+
+/// `cached`: when pricing fails, answer with a cached price (the graceful build) instead of 502.
+fn app_build(pricing: SocketAddr, v2: bool, cached: bool) -> TestServer {
     TestServer::start(move |r: &Received| {
         let order: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
         let sku = order["sku"].as_u64().unwrap_or(0);
@@ -67,12 +72,15 @@ fn app(pricing: SocketAddr, v2: bool) -> TestServer {
                 &format!(r#"{{"sku":{sku},"currency":"EUR"}}"#),
             );
         }
-        if status != 200 {
+        let price = if status == 200 {
+            serde_json::from_str::<serde_json::Value>(&quote).unwrap_or_default()["price"]
+                .as_u64()
+                .unwrap_or(0)
+        } else if cached {
+            100 + sku
+        } else {
             return Reply::text(502, format!("pricing answered {status}"));
-        }
-        let price = serde_json::from_str::<serde_json::Value>(&quote).unwrap_or_default()["price"]
-            .as_u64()
-            .unwrap_or(0);
+        };
         Reply::json(format!(
             r#"{{"sku":{sku},"qty":{qty},"total":{}}}"#,
             price * qty
@@ -85,12 +93,11 @@ fn read_json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("valid JSON")
 }
 
-#[test]
-fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = |name: &str| dir.path().join(name);
-    let s = |path: &std::path::Path| path.to_str().expect("utf-8").to_owned();
-
+/// Records `ORDERS` orders of the service v1 (ingress tape `DIR/ingress`) and its calls to a
+/// real pricing service (dependency tape `DIR/deps`), each order with its own trace; pricing is
+/// stopped on return.
+fn record_orders(dir: &std::path::Path) {
+    let p = |name: &str| dir.join(name);
     // Record: pricing behind a recorder (egress), the service v1 behind another (ingress).
     let pricing = TestServer::start(|r: &Received| {
         let q: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
@@ -102,13 +109,13 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
         .args(&["--source", "pricing"])
         .engine(Engine::Hyper)
         .log_name("egress")
-        .start(dir.path());
+        .start(dir);
     let v1_recorded = app(([127, 0, 0, 1], egress.port).into(), false);
     let ingress = Recorder::builder(&v1_recorded.url())
         .tape(&p("ingress"))
         .engine(Engine::Hyper)
         .log_name("ingress")
-        .start(dir.path());
+        .start(dir);
     let ingress_addr: SocketAddr = ([127, 0, 0, 1], ingress.port).into();
     for i in 0..ORDERS {
         let tp = format!("00-{:032x}-{:016x}-01", 0xfeed_0000 + i, i + 1);
@@ -132,6 +139,15 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
     assert_eq!(a, b);
     // The real dependency is gone from here on: only the mock answers.
     drop(pricing);
+}
+
+#[test]
+fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    let s = |path: &std::path::Path| path.to_str().expect("utf-8").to_owned();
+
+    record_orders(dir.path());
 
     let mock_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let v1 = app(mock_addr, false);
@@ -301,4 +317,125 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
         assert!(stderr(&o).contains("--mock"), "{bad}: {}", stderr(&o));
     }
+}
+
+/// Issue 15, `check --chaos`: the candidate is replayed a second time while pricing answers 503;
+/// a build that answers 502 when pricing is down is reported degraded (5xx introduced on every
+/// order), one that falls back to a cached price graceful. The verdict itself is unchanged.
+#[test]
+fn issue_15_check_chaos_reports_per_fault_whether_the_candidate_degraded_gracefully() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    let s = |path: &std::path::Path| path.to_str().expect("utf-8").to_owned();
+    record_orders(dir.path());
+    let faults = p("chaos.toml");
+    std::fs::write(
+        &faults,
+        "[[fault]]\nroute = \"POST /quote\"\nstatus = 503\nrate = 1.0\n",
+    )
+    .expect("faults");
+    let rules = p("rules.toml");
+    std::fs::write(
+        &rules,
+        "[settings]\nweight_latency = 0.0\nmin_samples = 10\n",
+    )
+    .expect("rules");
+    let mock_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mock = format!("pricing={}@{mock_addr}", s(&p("deps")));
+    let v1 = app(mock_addr, false);
+    for (name, cached, outcome) in [("plain", false, "degraded"), ("cached", true, "graceful")] {
+        let candidate = app_build(mock_addr, false, cached);
+        let report = p(name);
+        let o = run(
+            &[
+                "check",
+                "--tape",
+                &s(&p("ingress")),
+                "--baseline",
+                &v1.url(),
+                "--candidate",
+                &candidate.url(),
+                "--allow-writes",
+                "--mock",
+                &mock,
+                "--chaos",
+                &s(&faults),
+                "--rules",
+                &s(&rules),
+                "--report",
+                &s(&report),
+            ],
+            T,
+        );
+        let (out, err) = (stdout(&o), stderr(&o));
+        assert_eq!(o.status.code(), Some(0), "{name}: {out}\n{err}");
+        let verdict = read_json(&report.join("verdict.json"));
+        assert_eq!(
+            verdict["verdict"], "pass",
+            "{name}: {:#}",
+            verdict["reasons"]
+        );
+        let chaos = &verdict["chaos"];
+        assert_eq!(chaos["requests"], ORDERS, "{name}");
+        let f = &chaos["faults"][0];
+        assert_eq!(f["outcome"], outcome, "{name}: {f:#}");
+        assert_eq!(f["effect"], "status=503");
+        assert_eq!(
+            (&f["injected"], &f["requests"]),
+            (&ORDERS.into(), &ORDERS.into()),
+            "{name}"
+        );
+        if cached {
+            assert_eq!(f["graceful"], ORDERS);
+            assert_eq!(f["examples"].as_array().map(Vec::len), Some(0));
+        } else {
+            assert_eq!(f["server_errors"], ORDERS);
+            assert_eq!(f["examples"][0]["route"], "POST /orders");
+            assert!(
+                f["examples"][0]["with_fault"]
+                    .as_str()
+                    .is_some_and(|w| w.starts_with("502")),
+                "{f:#}"
+            );
+            let reasons = verdict["reasons"].as_array().expect("reasons");
+            assert!(
+                reasons.iter().any(|r| r
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("Chaos:") && r.contains("40 answered 5xx"))),
+                "{reasons:#?}"
+            );
+        }
+        assert!(
+            out.contains("chaos: 40 requests replayed to the candidate with faults"),
+            "{out}"
+        );
+        let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
+        assert!(md.contains("## Chaos") && md.contains(outcome), "{md}");
+        let html = std::fs::read_to_string(report.join("report.html")).expect("report.html");
+        assert!(html.contains("<h2>Chaos"));
+        // Every faulted call is on the chaos calls tape.
+        let calls = crate::util::read_tape(&report.join("chaos/mocks/pricing"));
+        assert_eq!(calls.len(), ORDERS);
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.has_flag(tapedeck_storage::flags::MOCK_FAULT))
+        );
+    }
+    // --chaos without --mock is a usage error.
+    let o = run(
+        &[
+            "check",
+            "--tape",
+            &s(&p("ingress")),
+            "--baseline",
+            &v1.url(),
+            "--candidate",
+            &v1.url(),
+            "--chaos",
+            &s(&faults),
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

@@ -329,7 +329,7 @@ fn start_mocks(
         spec.grace = std::time::Duration::from_secs(5);
         let handle = tapedeck_mock::Mock::start(spec)
             .with_context(|| format!("starting mock `{}` on {}", m.name, m.addr))?;
-        tracing::info!(mock = %m.name, addr = %handle.addr(), tape = %m.tape.display(), faults = faults.len(), "dependency mock started");
+        tracing::debug!(mock = %m.name, addr = %handle.addr(), tape = %m.tape.display(), faults = faults.len(), "dependency mock started");
         running.push(handle);
     }
     Ok(running)

@@ -1,12 +1,17 @@
 //! `tapedeck demo`: the whole loop against an embedded sample API, in one command, no network.
 //!
-//! 1. Starts the sample JSON API in three instances on loopback: v1 (baseline), a second v1
-//!    (noise), and v2 (candidate; `bad` has three planted regressions, `good` none).
-//! 2. Starts the real `tapedeck record` (this binary, as a child process) in front of v1 and sends
-//!    synthetic traffic through it; stops it with SIGTERM so the tape is sealed.
-//! 3. Replays the tape against all three in one pass and judges the run (`check`).
+//! 1. Starts the pricing service and, in front of it, the real `tapedeck record` (this binary, as
+//!    a child process, `--source pricing`): the egress recorder.
+//! 2. Starts the sample JSON API v1 (calling pricing through the egress recorder) behind a
+//!    second `tapedeck record` (ingress) and sends synthetic traffic through it, one trace per
+//!    request; stops both recorders with SIGTERM so the tapes are sealed, then stops pricing.
+//! 3. Starts v1 (baseline), a second v1 (noise) and v2 (candidate; `bad` has three planted
+//!    regressions and calls pricing twice per product, `good` none), all calling pricing at a
+//!    mock address; replays the tape against all three in one pass with `check --mock`, which
+//!    serves the recorded pricing answers, and judges the run.
 //! 4. Prints the verdict and checks itself: exit 0 only when exactly the planted regressions were
-//!    found (and, for `good`, nothing).
+//!    found, the double pricing call among them in the dependency section (and, for `good`,
+//!    nothing).
 
 mod app;
 mod traffic;
@@ -78,15 +83,48 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         CandidateBuild::Bad => app::Build::V2Bad,
         CandidateBuild::Good => app::Build::V2Good,
     };
+
+    // ① The pricing dependency, recorded by its own recorder (egress).
+    let (pricing_stop, pricing_stop_rx) = tokio::sync::watch::channel(false);
+    let pricing = rt.block_on(app::start_pricing(pricing_stop_rx))?;
+    let deps = args.out.join("pricing");
+    let egress = Recorder::start(&deps, pricing, &args.engine, "pricing")?;
+    let v1_recorded = rt.block_on(app::start(app::Build::V1, egress.addr, stop_rx.clone()))?;
+    say(&format!(
+        "① pricing on {pricing} behind `tapedeck record --source pricing` on {}; sample API v1 on {v1_recorded} calls it there",
+        egress.addr
+    ));
+
+    // ② Record the API's traffic through the real proxy (ingress), one trace per request.
+    let recorded = record(
+        &rt,
+        &tape,
+        v1_recorded,
+        args.requests,
+        args.seed,
+        &args.engine,
+    )?;
+    let pricing_calls = egress.stop()?;
+    let _ = pricing_stop.send(true);
+    say(&format!(
+        "② recorded {recorded} exchanges into {} and {pricing_calls} pricing calls into {}; pricing is stopped",
+        tape.display(),
+        deps.display()
+    ));
+
+    // ③ The builds to compare, calling pricing at the mock `check` starts.
+    let mock_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("picking a port for the pricing mock")?;
     let (v1, v1b, v2) = rt.block_on(async {
         Ok::<_, std::io::Error>((
-            app::start(app::Build::V1, stop_rx.clone()).await?,
-            app::start(app::Build::V1, stop_rx.clone()).await?,
-            app::start(candidate, stop_rx.clone()).await?,
+            app::start(app::Build::V1, mock_addr, stop_rx.clone()).await?,
+            app::start(app::Build::V1, mock_addr, stop_rx.clone()).await?,
+            app::start(candidate, mock_addr, stop_rx.clone()).await?,
         ))
     })?;
     say(&format!(
-        "① sample API up: v1 on {v1} (baseline), v1 on {v1b} (noise), v2-{} on {v2} (candidate)",
+        "③ sample API up: v1 on {v1} (baseline), v1 on {v1b} (noise), v2-{} on {v2} (candidate); pricing will be a mock of the recording on {mock_addr}",
         if candidate == app::Build::V2Bad {
             "bad"
         } else {
@@ -94,26 +132,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         }
     ));
 
-    // ② Record through the real proxy, as a child process.
-    let recorded = record(&rt, &tape, v1, args.requests, args.seed, &args.engine)?;
-    say(&format!(
-        "② recorded {recorded} exchanges through `tapedeck record` into {}",
-        tape.display()
-    ));
-
     // ③ + ④ Replay against all three in one pass, then judge.
     let rules = args.out.join("rules.toml");
     std::fs::write(&rules, DEMO_RULES).with_context(|| format!("writing {}", rules.display()))?;
-    let check_args = check_args(&tape, &report, &rules, v1, v1b, v2)?;
+    let mock = format!("pricing={}@{mock_addr}", deps.display());
+    let check_args = check_args(&tape, &report, &rules, v1, v1b, v2, &mock)?;
     let checked = rt
         .block_on(async { tokio::task::spawn_blocking(move || check::check(&check_args)).await })
         .context("replay task")??;
     let _ = stop_tx.send(true);
     say(&format!(
-        "③ replayed {} exchanges against baseline, noise and candidate in one pass",
-        checked.replay.origins
+        "④ replayed {} exchanges against baseline, noise and candidate in one pass, pricing answered by the mock ({} calls)",
+        checked.replay.origins,
+        checked.mocks.iter().map(|m| m.stats.requests).sum::<u64>()
     ));
-    say("④ verdict:");
+    say("⑤ verdict:");
     let mut out = crate::output::stdout();
     let color = crate::output::ColorWhen::Auto.enabled();
     writeln!(out)?;
@@ -136,7 +169,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         match args.candidate_build {
             CandidateBuild::Bad => writeln!(
                 out,
-                "\ndemo OK: the judge found exactly the {} planted regressions and said roll back.",
+                "\ndemo OK: the judge found exactly the {} planted regressions and said roll back; the dependency section shows v2 calling pricing twice per product.",
                 PLANTED.len()
             )?,
             CandidateBuild::Good => {
@@ -175,6 +208,7 @@ fn check_args(
     v1: std::net::SocketAddr,
     v1b: std::net::SocketAddr,
     v2: std::net::SocketAddr,
+    mock: &str,
 ) -> anyhow::Result<check::Args> {
     #[derive(Parser)]
     struct Wrap {
@@ -202,11 +236,120 @@ fn check_args(
         "--concurrency".into(),
         "8".into(),
         "--allow-same-host".into(),
+        "--mock".into(),
+        mock.to_owned(),
         "--quiet".into(),
     ];
     Ok(Wrap::try_parse_from(argv)
         .context("demo check arguments")?
         .args)
+}
+
+/// A running `tapedeck record` child process.
+struct Recorder {
+    child: std::process::Child,
+    guard: KillOnDrop,
+    addr: std::net::SocketAddr,
+    tape: PathBuf,
+    log: PathBuf,
+}
+
+impl Recorder {
+    /// Starts `tapedeck record` in front of `upstream` into `tape` and waits until it listens.
+    fn start(
+        tape: &Path,
+        upstream: std::net::SocketAddr,
+        engine: &str,
+        source: &str,
+    ) -> anyhow::Result<Recorder> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("picking a port for the recorder")?
+            .port();
+        let exe = std::env::current_exe().context("locating the tapedeck binary")?;
+        let log_path = tape.with_extension("record.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let mut child = Command::new(exe)
+            .args([
+                "record",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                &format!("http://{upstream}"),
+                "--tape",
+                &tape.display().to_string(),
+                "--source",
+                source,
+                "--admin",
+                "off",
+                "--engine",
+                engine,
+                "--flush-interval",
+                "200ms",
+                // Nothing is in flight when the demo stops the recorder: don't wait the default 5 s.
+                "--grace-period",
+                "1s",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting tapedeck record")?;
+        let guard = KillOnDrop(Some(child.id()));
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                bail!("tapedeck record did not start listening on {addr} within 20 s");
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("tapedeck record exited early ({status})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Recorder {
+            child,
+            guard,
+            addr,
+            tape: tape.to_owned(),
+            log: log_path,
+        })
+    }
+
+    /// SIGTERM, a clean exit (bounded); returns how many exchanges the tape holds.
+    fn stop(mut self) -> anyhow::Result<u64> {
+        let pid = self.child.id();
+        // A signal, not the `kill` program: the container image has no programs besides tapedeck.
+        signal_pid(pid, Signal::SIGTERM)
+            .with_context(|| format!("sending SIGTERM to the recorder (pid {pid})"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(s) = self.child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                bail!("tapedeck record did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.guard.0 = None;
+        if !exit.success() {
+            bail!(
+                "tapedeck record exited with {exit}; its log is {}",
+                self.log.display()
+            );
+        }
+        let tape = tapedeck_storage::Tape::open(&[self.tape.as_path()])
+            .with_context(|| format!("opening {}", self.tape.display()))?;
+        let mut n = 0u64;
+        for ex in tape.exchanges(tapedeck_storage::Filter::default()) {
+            ex.with_context(|| format!("reading {}", self.tape.display()))?;
+            n += 1;
+        }
+        Ok(n)
+    }
 }
 
 /// Starts `tapedeck record` in front of `upstream`, drives traffic through it, stops it with
@@ -219,80 +362,21 @@ fn record(
     seed: u64,
     engine: &str,
 ) -> anyhow::Result<u64> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("picking a port for the recorder")?
-        .port();
-    let exe = std::env::current_exe().context("locating the tapedeck binary")?;
-    let log_path = tape.with_extension("record.log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut child = Command::new(exe)
-        .args([
-            "record",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--upstream",
-            &format!("http://{upstream}"),
-            "--tape",
-            &tape.display().to_string(),
-            "--admin",
-            "off",
-            "--engine",
-            engine,
-            "--flush-interval",
-            "200ms",
-            // Nothing is in flight when the demo stops the recorder: don't wait the default 5 s.
-            "--grace-period",
-            "1s",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting tapedeck record")?;
-    let pid = child.id();
-    let guard = KillOnDrop(Some(pid));
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if Instant::now() > deadline {
-            bail!("tapedeck record did not start listening on {addr} within 20 s");
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("tapedeck record exited early ({status})");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let rec = Recorder::start(tape, upstream, engine, &upstream.to_string())?;
     let paths = traffic::plan(requests, seed);
-    let sent = rt.block_on(traffic::drive(&format!("http://{addr}"), paths, 8))?;
+    let sent = rt.block_on(traffic::drive(
+        &format!("http://{}", rec.addr),
+        paths,
+        8,
+        seed,
+    ))?;
     if sent.failed > 0 {
         bail!(
             "{} of {requests} demo requests failed through the recorder",
             sent.failed
         );
     }
-    // A signal, not the `kill` program: the container image has no programs besides tapedeck.
-    signal_pid(pid, Signal::SIGTERM)
-        .with_context(|| format!("sending SIGTERM to the recorder (pid {pid})"))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            bail!("tapedeck record did not stop within 30 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    drop(guard.disarm());
-    if !exit.success() {
-        bail!(
-            "tapedeck record exited with {exit}; its log is {}",
-            log_path.display()
-        );
-    }
+    rec.stop()?;
     Ok(sent.ok)
 }
 
@@ -303,13 +387,6 @@ fn signal_pid(pid: u32, signal: Signal) -> nix::Result<()> {
 
 struct KillOnDrop(Option<u32>);
 
-impl KillOnDrop {
-    fn disarm(mut self) -> Self {
-        self.0 = None;
-        self
-    }
-}
-
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
@@ -318,9 +395,35 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The planted dependency regression: (candidate route, pricing call), made twice per product.
+pub(crate) const PLANTED_DEPENDENCY: (&str, &str) = ("GET /api/products/{id}", "GET /prices/{id}");
+
 /// What is wrong with the outcome for the build the demo compared; empty when it is right.
 pub(crate) fn self_check(o: &DiffOutcome, build: CandidateBuild) -> Vec<String> {
     let mut problems = Vec::new();
+    match &o.dependencies {
+        None => problems.push("the verdict has no dependency section".into()),
+        Some(d) => {
+            let changed: Vec<(String, String, tapedeck_diff::deps::CallStatus)> = d
+                .changed()
+                .map(|(r, c)| (r.route.clone(), c.call.clone(), c.status))
+                .collect();
+            let want: Vec<(String, String, tapedeck_diff::deps::CallStatus)> = match build {
+                CandidateBuild::Good => Vec::new(),
+                CandidateBuild::Bad => vec![(
+                    PLANTED_DEPENDENCY.0.to_owned(),
+                    PLANTED_DEPENDENCY.1.to_owned(),
+                    tapedeck_diff::deps::CallStatus::MoreCalls,
+                )],
+            };
+            if changed != want {
+                problems.push(format!("dependency changes {changed:?}, expected {want:?}"));
+            }
+            if d.dependencies.iter().any(|s| s.attribution != "tracestate") {
+                problems.push("pricing calls were not told apart by tracestate".into());
+            }
+        }
+    }
     let failing: BTreeSet<String> = o
         .routes
         .iter()

@@ -214,6 +214,11 @@ pub(crate) struct Checked {
 }
 
 impl Args {
+    /// Sets `--chaos` (the demo's chaos experiment).
+    pub(crate) fn set_chaos(&mut self, faults: PathBuf) {
+        self.chaos = Some(faults);
+    }
+
     /// The noise target: `--secondary`, else the baseline replayed a second time (issue 17: a
     /// latency verdict always has a noise floor), unless `--no-noise-target`.
     fn noise_url(&self) -> Option<&str> {

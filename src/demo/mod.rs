@@ -47,7 +47,20 @@ pub(crate) struct Args {
     /// The recorder's data plane (`tapedeck record --engine`): hyper or pingora.
     #[arg(long, default_value = "hyper", value_name = "ENGINE")]
     engine: String,
+    /// Also replay the candidate with pricing down (every pricing call answered 503, `check
+    /// --chaos`): v2-bad answers 500 where v1 and v2-good fall back to a cached price.
+    #[arg(long)]
+    chaos: bool,
 }
+
+/// The demo's chaos experiment: pricing down.
+const DEMO_FAULTS: &str = "\
+# tapedeck demo --chaos: pricing is down.
+[[fault]]
+route = \"GET /prices/*\"
+status = 503
+rate = 1.0
+";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum CandidateBuild {
@@ -136,7 +149,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     let rules = args.out.join("rules.toml");
     std::fs::write(&rules, DEMO_RULES).with_context(|| format!("writing {}", rules.display()))?;
     let mock = format!("pricing={}@{mock_addr}", deps.display());
-    let check_args = check_args(&tape, &report, &rules, v1, v1b, v2, &mock)?;
+    let mut check_args = check_args(&tape, &report, &rules, v1, v1b, v2, &mock)?;
+    if args.chaos {
+        let faults = args.out.join("chaos.toml");
+        std::fs::write(&faults, DEMO_FAULTS)
+            .with_context(|| format!("writing {}", faults.display()))?;
+        check_args.set_chaos(faults);
+    }
     let checked = rt
         .block_on(async { tokio::task::spawn_blocking(move || check::check(&check_args)).await })
         .context("replay task")??;
@@ -164,13 +183,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         started.elapsed().as_secs_f64()
     )?;
 
-    let problems = self_check(&checked.outcome, args.candidate_build);
+    let mut problems = self_check(&checked.outcome, args.candidate_build);
+    if args.chaos {
+        problems.extend(chaos_check(&checked.outcome, args.candidate_build));
+    }
     if problems.is_empty() {
         match args.candidate_build {
             CandidateBuild::Bad => writeln!(
                 out,
-                "\ndemo OK: the judge found exactly the {} planted regressions and said roll back; the dependency section shows v2 calling pricing twice per product.",
-                PLANTED.len()
+                "\ndemo OK: the judge found exactly the {} planted regressions and said roll back; the dependency section shows v2 calling pricing twice per product{}.",
+                PLANTED.len(),
+                if args.chaos {
+                    ", and with pricing down v2 answers 500 (v1 and v2-good serve a cached price: --candidate-build good)"
+                } else {
+                    ""
+                }
             )?,
             CandidateBuild::Good => {
                 writeln!(out, "\ndemo OK: the good build passed with no findings.")?
@@ -393,6 +420,35 @@ impl Drop for KillOnDrop {
             let _ = signal_pid(pid, Signal::SIGKILL);
         }
     }
+}
+
+/// What is wrong with the chaos section for the build the demo compared (pricing down): v2-bad
+/// must have degraded (a 500 on every product request), v2-good degraded gracefully.
+fn chaos_check(o: &DiffOutcome, build: CandidateBuild) -> Vec<String> {
+    let Some(f) = o.chaos.as_ref().and_then(|c| c.faults.first()) else {
+        return vec!["the verdict has no chaos section".into()];
+    };
+    let want = match build {
+        CandidateBuild::Bad => "degraded",
+        CandidateBuild::Good => "graceful",
+    };
+    let mut problems = Vec::new();
+    if f.outcome != want {
+        problems.push(format!(
+            "with pricing down the candidate was {}, expected {want}",
+            f.outcome
+        ));
+    }
+    if build == CandidateBuild::Bad && f.server_errors != f.requests {
+        problems.push(format!(
+            "with pricing down v2-bad answered 5xx to {} of {} product requests, expected all",
+            f.server_errors, f.requests
+        ));
+    }
+    if f.routes != [PLANTED_DEPENDENCY.0] {
+        problems.push(format!("pricing being down affected {:?}", f.routes));
+    }
+    problems
 }
 
 /// The planted dependency regression: (candidate route, pricing call), made twice per product.

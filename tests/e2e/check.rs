@@ -125,6 +125,47 @@ fn demo_with_the_good_build_passes_with_no_findings(engine: Engine) {
     assert_eq!(call["made"], call["recorded"]);
 }
 
+/// Issue 15: `demo --chaos` replays the candidate with pricing down: v2-bad answers 500 to every
+/// product request (degraded), v2-good serves its cached price (graceful).
+#[test]
+fn issue_15_demo_chaos_shows_which_build_degrades_gracefully() {
+    for (build, outcome) in [("bad", "degraded"), ("good", "graceful")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("demo");
+        let o = run(
+            &[
+                "demo",
+                "--out",
+                out.to_str().expect("utf-8"),
+                "--requests",
+                "300",
+                "--candidate-build",
+                build,
+                "--chaos",
+            ],
+            T,
+        );
+        assert!(
+            o.status.success(),
+            "{build}:\n{}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        let verdict = read_json(&out.join("report/verdict.json"));
+        let f = &verdict["chaos"]["faults"][0];
+        assert_eq!(f["outcome"], outcome, "{build}: {f:#}");
+        assert_eq!(f["routes"][0], "GET /api/products/{id}");
+        let affected = f["requests"].as_u64().expect("requests");
+        assert!(affected > 0, "{f:#}");
+        let key = if build == "bad" {
+            "server_errors"
+        } else {
+            "graceful"
+        };
+        assert_eq!(f[key], affected, "{build}: {f:#}");
+    }
+}
+
 fn json_server(variant: &'static str) -> TestServer {
     TestServer::start(move |req| {
         let mut body = serde_json::json!({"path": req.uri.clone(), "ok": true});

@@ -18,7 +18,9 @@ use tapedeck_replay::{BarProgress, LogProgress, NoProgress, ReplayOptions, Repla
 tapedeck check --tape ./tapes/svc --baseline http://127.0.0.1:9000 --candidate http://127.0.0.1:9001 \\\n      \
 --secondary http://127.0.0.1:9002 --report ./report\n  \
 tapedeck check --tape ./tapes/svc --baseline http://v1.svc:80 --candidate http://v2.svc:80 \\\n      \
---slo 'GET /api/users: p95<300ms' --rate 200 --limit 5000 --report ./report\n\n\
+--slo 'GET /api/users: p95<300ms' --rate 200 --limit 5000 --report ./report\n  \
+tapedeck check --tape ./tapes/svc --baseline http://127.0.0.1:9000 --candidate http://127.0.0.1:9001 \\\n      \
+--mock pricing=./tapes/pricing@127.0.0.1:8081 --chaos pricing-down.toml --allow-writes\n\n\
 Without --secondary the baseline is replayed twice in the same pass (targets `baseline` and\n\
 `secondary`): the second copy is the noise floor of every verdict (--no-noise-target: none).\n\n\
 Exit codes: 0 pass (also marginal unless --strict), 1 fail (roll back), 2 usage or input error,\n\

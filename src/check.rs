@@ -520,14 +520,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         )?;
     }
     if let Some(dir) = &args.ticket {
-        let mut opts = crate::ticket::TicketOptions::new(&args.report, dir);
+        let mut opts = tapedeck_ticket::TicketOptions::new(&args.report, dir);
         opts.run = Some(checked.run_dir.clone());
-        match crate::ticket::write_ticket(&opts) {
+        match tapedeck_ticket::write_ticket(&opts) {
             // Keep stdout pure JSON with --json.
             Ok(outcome) if args.json => {
-                crate::output::note!("{}", crate::ticket::describe(&outcome, dir))
+                crate::output::note!("{}", tapedeck_ticket::describe(&outcome, dir))
             }
-            Ok(outcome) => writeln!(out, "{}", crate::ticket::describe(&outcome, dir))?,
+            Ok(outcome) => writeln!(out, "{}", tapedeck_ticket::describe(&outcome, dir))?,
             // The verdict decides the exit code; a ticket that could not be written does not
             // turn a fail or an inconclusive into something else.
             Err(e) => crate::output::note!(

@@ -629,11 +629,11 @@ fn run_check(spec: &RunSpec, report: &Path, ticket: Option<&Path>) -> anyhow::Re
     if let Some(dir) = ticket
         && checked.outcome.exit_code != 0
     {
-        let mut opts = crate::ticket::TicketOptions::new(report, dir);
+        let mut opts = tapedeck_ticket::TicketOptions::new(report, dir);
         opts.run = Some(checked.run_dir.clone());
-        match crate::ticket::write_ticket(&opts) {
+        match tapedeck_ticket::write_ticket(&opts) {
             Ok(outcome) => {
-                tracing::info!(summary = %crate::ticket::describe(&outcome, dir), "ticket")
+                tracing::info!(summary = %tapedeck_ticket::describe(&outcome, dir), "ticket")
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), dir = %dir.display(), "could not write the ticket")

@@ -262,8 +262,21 @@ fn record_replay_diff_through_s3(engine: Engine) {
 
     // Diff reads the run from s3:// and writes its reports to s3://.
     let report_url = format!("s3://{BUCKET}/svc/reports/r1");
+    // Identical targets with no noise target: latency is not judged (weight 0), so a loaded
+    // machine cannot turn scheduling noise into a verdict (issue 17).
+    let rules = tmp.path().join("no-latency.toml");
+    std::fs::write(&rules, "[settings]\nweight_latency = 0.0\n").expect("rules");
     let mut c = td(&endpoint, &spool);
-    c.args(["diff", "--run", &run_url, "--report", &report_url, "--json"]);
+    c.args([
+        "diff",
+        "--run",
+        &run_url,
+        "--report",
+        &report_url,
+        "--rules",
+        rules.to_str().expect("utf-8"),
+        "--json",
+    ]);
     let out = run_cmd(c, STOP);
     let verdict: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
@@ -310,7 +323,7 @@ fn record_replay_diff_through_s3(engine: Engine) {
         assert!(out.status.success(), "replay shard {k}: {}", text(&out));
     }
     let mut c = td(&endpoint, &spool);
-    c.args(["diff", "--json"]);
+    c.args(["diff", "--json", "--rules", rules.to_str().expect("utf-8")]);
     for k in 0..2 {
         c.args(["--run", &format!("s3://{BUCKET}/svc/runs/r2/shard-{k}")]);
     }

@@ -768,7 +768,7 @@ fn config_file_keys_and_errors(engine: Engine) {
 fn slow_handler(r: &crate::util::Received) -> Reply {
     let mut reply = upstream_handler(r);
     if r.uri.starts_with("/slow") {
-        reply.delay = Duration::from_secs(5);
+        reply.delay = Duration::from_secs(10);
     }
     reply
 }
@@ -778,7 +778,8 @@ fn slow_upstream_gives_504_and_a_timeout_exchange(engine: Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let rec = Recorder::builder(&up.url())
         .tape(&dir.path().join("tape"))
-        .args(&["--upstream-timeout", "300ms"])
+        // Far below the slow answer (10 s), far above any scheduling delay of a loaded machine.
+        .args(&["--upstream-timeout", "2s"])
         .engine(engine)
         .start(dir.path());
     let (status, _) = curl(&[&rec.url("/slow")]);

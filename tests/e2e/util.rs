@@ -857,6 +857,26 @@ impl RecorderBuilder {
 
     /// Starts the recorder and waits (bounded) until its listeners accept connections.
     pub fn start(self, logs: &Path) -> Recorder {
+        // A port picked by `free_port` is free only until someone else takes it: another test's
+        // server, or the kernel for an outgoing connection. When the recorder cannot listen on
+        // it, it exits at once: pick new ports and start again (bounded).
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.try_start(logs) {
+                Ok(rec) => return rec,
+                Err(stderr) if tries < 4 && stderr.contains("cannot listen on") => continue,
+                Err(stderr) => panic!(
+                    "recorder ({}) did not start; stderr:\n{stderr}",
+                    self.engine.name()
+                ),
+            }
+        }
+    }
+
+    /// One start on fresh ports: the running recorder once its ports accept and it is still
+    /// the process that runs (a port that accepts could be someone else's), or its stderr.
+    fn try_start(&self, logs: &Path) -> Result<Recorder, String> {
         let port = free_port();
         let admin = matches!(self.admin, AdminAt::Free).then(free_port);
         let argv = self.argv(port, admin);
@@ -875,22 +895,43 @@ impl RecorderBuilder {
             .stderr(err)
             .spawn()
             .expect("spawn tapedeck record");
-        let rec = Recorder {
+        let mut rec = Recorder {
             proc: Proc { child },
             port,
             admin,
             tape: self.tape.clone(),
             engine: self.engine,
         };
+        let stderr = || std::fs::read_to_string(&err_path).unwrap_or_default();
+        let exited = |rec: &mut Recorder| rec.proc.child.try_wait().ok().flatten().is_some();
         for p in std::iter::once(port).chain(admin) {
-            assert!(
-                wait_for_port(([127, 0, 0, 1], p).into(), Duration::from_secs(30)),
-                "recorder ({}) did not start on port {p}; stderr:\n{}",
-                self.engine.name(),
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
+            let up = wait_until(Duration::from_secs(30), || {
+                exited(&mut rec)
+                    || TcpStream::connect_timeout(
+                        &([127, 0, 0, 1], p).into(),
+                        Duration::from_millis(200),
+                    )
+                    .is_ok()
+            });
+            if !up || exited(&mut rec) {
+                return Err(stderr());
+            }
         }
-        rec
+        // Ready means every listener accepts (`/readyz`); without an admin listener of its own,
+        // still running a moment later means it did not fail to bind.
+        let ready = match admin {
+            Some(a) => wait_until(Duration::from_secs(30), || {
+                exited(&mut rec) || curl(&[&format!("http://127.0.0.1:{a}/readyz")]).0 == 200
+            }),
+            None => {
+                std::thread::sleep(Duration::from_millis(100));
+                true
+            }
+        };
+        if !ready || exited(&mut rec) {
+            return Err(stderr());
+        }
+        Ok(rec)
     }
 }
 

@@ -256,6 +256,49 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
     assert_eq!(calls.len(), 4 * ORDERS);
     assert!(calls.iter().all(|e| e.target.as_deref() == Some("mock")));
 
+    // `diff --dependency` builds the same section from the run and the mock's calls tape.
+    let dep = format!(
+        "pricing={},{}",
+        s(&p("deps")),
+        s(&report.join("mocks/pricing"))
+    );
+    let rejudged = p("rejudged");
+    let o = run(
+        &[
+            "diff",
+            "--run",
+            &s(&report.join("run")),
+            "--noise",
+            "secondary",
+            "--rules",
+            &s(&rules),
+            "--dependency",
+            &dep,
+            "--report",
+            &s(&rejudged),
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let again = read_json(&rejudged.join("verdict.json"));
+    assert_eq!(again["verdict"], "marginal");
+    assert_eq!(
+        again["dependencies"]["routes"],
+        verdict["dependencies"]["routes"]
+    );
+    let o = run(
+        &[
+            "diff",
+            "--run",
+            &s(&report.join("run")),
+            "--dependency",
+            "pricing",
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--dependency"), "{}", stderr(&o));
+
     // The good build: the same calls as recorded, nothing in the dependency section; --strict
     // makes the marginal build above fail, this one passes.
     let v1b = app(mock_addr, false);

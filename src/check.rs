@@ -145,6 +145,12 @@ pub(crate) struct Args {
     /// timeouts, latency beyond the injected delay). Informs; does not change the verdict.
     #[arg(long, value_name = "FAULTS.toml", requires = "mocks")]
     chaos: Option<PathBuf>,
+    /// Header the --mock dependencies read trace ids from, as given to `record --trace-header`
+    /// when the dependency tapes were recorded [default: traceparent]. With another header than
+    /// traceparent, the baseline's and the candidate's calls share each trace's answers (lanes
+    /// travel in tracestate, next to traceparent).
+    #[arg(long, value_name = "NAME", requires = "mocks")]
+    mock_trace_header: Option<String>,
 }
 
 /// One `--mock NAME=TAPE@ADDR`.
@@ -313,6 +319,7 @@ fn start_mocks(
     mocks: &[MockArg],
     out: impl Fn(&str) -> PathBuf,
     faults: &[tapedeck_mock::FaultRule],
+    trace_header: Option<&str>,
 ) -> anyhow::Result<Vec<tapedeck_mock::MockHandle>> {
     let mut running = Vec::with_capacity(mocks.len());
     for m in mocks {
@@ -333,6 +340,9 @@ fn start_mocks(
             CHAOS.into(),
         ];
         spec.faults = faults.to_vec();
+        if let Some(h) = trace_header {
+            spec.trace = tapedeck_common::trace::TraceSource::from_header_name(h);
+        }
         spec.grace = std::time::Duration::from_secs(5);
         let handle = tapedeck_mock::Mock::start(spec)
             .with_context(|| format!("starting mock `{}` on {}", m.name, m.addr))?;
@@ -400,7 +410,14 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
     }
     // Every mock runs for the whole replay; one that cannot start stops the check (the ones
     // already started stop when dropped).
-    let running = start_mocks(&mock_args, |n| mock_out(&args.report, n), &[])?;
+    let trace_header = args.mock_trace_header.as_deref();
+    if let Some(h) = trace_header {
+        anyhow::ensure!(
+            hyper::header::HeaderName::from_bytes(h.trim().as_bytes()).is_ok(),
+            "--mock-trace-header `{h}` is not a header name"
+        );
+    }
+    let running = start_mocks(&mock_args, |n| mock_out(&args.report, n), &[], trace_header)?;
     let replay = if args.quiet || args.json {
         tapedeck_replay::run_blocking(&config, NoProgress)
     } else if std::io::stderr().is_terminal() {
@@ -419,6 +436,7 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
             &mock_args,
             |n| chaos_mock_out(&args.report, n),
             &chaos_rules,
+            trace_header,
         )?;
         let mut opts = args.replay_options(&chaos_dir);
         opts.targets = vec![format!("{CHAOS}={}", args.candidate)];

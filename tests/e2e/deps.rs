@@ -46,8 +46,8 @@ fn post(addr: SocketAddr, path: &str, headers: &[(String, String)], body: &str) 
 }
 
 /// The service under test: `POST /orders {"sku":k,"qty":q}` asks pricing for a quote
-/// (`POST /quote {"sku":k}`), forwarding `traceparent` and `tracestate` as an instrumented
-/// service does, and answers the total. Build `v2` asks twice, the second time with an extra
+/// (`POST /quote {"sku":k}`), forwarding `traceparent`, `tracestate` and `x-request-id` as an
+/// instrumented service does, and answers the total. Build `v2` asks twice, the second time with an extra
 /// `currency` field: the planted dependency regression.
 fn app(pricing: SocketAddr, v2: bool) -> TestServer {
     app_build(pricing, v2, false)
@@ -59,7 +59,7 @@ fn app_build(pricing: SocketAddr, v2: bool, cached: bool) -> TestServer {
         let order: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
         let sku = order["sku"].as_u64().unwrap_or(0);
         let qty = order["qty"].as_u64().unwrap_or(0);
-        let fwd: Vec<(String, String)> = ["traceparent", "tracestate"]
+        let fwd: Vec<(String, String)> = ["traceparent", "tracestate", "x-request-id"]
             .iter()
             .filter_map(|h| Some(((*h).to_owned(), r.header(h)?)))
             .collect();
@@ -97,7 +97,14 @@ fn read_json(path: &std::path::Path) -> serde_json::Value {
 /// real pricing service (dependency tape `DIR/deps`), each order with its own trace; pricing is
 /// stopped on return.
 fn record_orders(dir: &std::path::Path) {
+    record_orders_traced_by(dir, None);
+}
+
+/// [`record_orders`], with trace ids in `x-request-id` (`record --trace-header`) when `header`
+/// is given, else in `traceparent`.
+fn record_orders_traced_by(dir: &std::path::Path, header: Option<&str>) {
     let p = |name: &str| dir.join(name);
+    let trace_args: Vec<&str> = header.map_or(Vec::new(), |h| vec!["--trace-header", h]);
     // Record: pricing behind a recorder (egress), the service v1 behind another (ingress).
     let pricing = TestServer::start(|r: &Received| {
         let q: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
@@ -107,22 +114,30 @@ fn record_orders(dir: &std::path::Path) {
     let egress = Recorder::builder(&pricing.url())
         .tape(&p("deps"))
         .args(&["--source", "pricing"])
+        .args(&trace_args)
         .engine(Engine::Hyper)
         .log_name("egress")
         .start(dir);
     let v1_recorded = app(([127, 0, 0, 1], egress.port).into(), false);
     let ingress = Recorder::builder(&v1_recorded.url())
         .tape(&p("ingress"))
+        .args(&trace_args)
         .engine(Engine::Hyper)
         .log_name("ingress")
         .start(dir);
     let ingress_addr: SocketAddr = ([127, 0, 0, 1], ingress.port).into();
     for i in 0..ORDERS {
-        let tp = format!("00-{:032x}-{:016x}-01", 0xfeed_0000 + i, i + 1);
+        let trace = match header {
+            None => (
+                "traceparent".to_owned(),
+                format!("00-{:032x}-{:016x}-01", 0xfeed_0000 + i, i + 1),
+            ),
+            Some(h) => (h.to_owned(), format!("order-{i}")),
+        };
         let (status, body) = post(
             ingress_addr,
             "/orders",
-            &[("traceparent".into(), tp)],
+            &[trace],
             &format!(r#"{{"sku":{},"qty":{}}}"#, i % 7, 1 + i % 3),
         );
         assert_eq!(status, 200, "{body}");
@@ -481,4 +496,90 @@ fn issue_15_check_chaos_reports_per_fault_whether_the_candidate_degraded_gracefu
         T,
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// Issue 15: dependency tapes recorded with `--trace-header x-request-id` are served per trace
+/// with `check --mock-trace-header x-request-id`. Without a W3C trace there is no `tracestate`
+/// lane: the section says its calls are `untagged` (all counted as the candidate's), which is
+/// right here because the baseline does not call the mock.
+#[test]
+fn issue_15_check_mocks_dependencies_traced_by_another_header() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    let s = |path: &std::path::Path| path.to_str().expect("utf-8").to_owned();
+    record_orders_traced_by(dir.path(), Some("x-request-id"));
+    let recorded = crate::util::read_tape(&p("deps"));
+    assert!(recorded.iter().all(|e| {
+        e.trace_id
+            .as_deref()
+            .is_some_and(|t| t.starts_with("order-"))
+    }));
+    let mock_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    // The baseline answers from elsewhere (a pricing of its own); only the candidate calls the mock.
+    let own_pricing = TestServer::start(|r: &Received| {
+        let q: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let sku = q["sku"].as_u64().unwrap_or(0);
+        Reply::json(format!(r#"{{"sku":{sku},"price":{}}}"#, 100 + sku))
+    });
+    let v1 = app(own_pricing.addr, false);
+    let v2 = app(mock_addr, true);
+    let rules = p("rules.toml");
+    std::fs::write(
+        &rules,
+        "[settings]\nweight_latency = 0.0\nmin_samples = 10\n",
+    )
+    .expect("rules");
+    let report = p("report");
+    let mock = format!("pricing={}@{mock_addr}", s(&p("deps")));
+    let o = run(
+        &[
+            "check",
+            "--tape",
+            &s(&p("ingress")),
+            "--baseline",
+            &v1.url(),
+            "--candidate",
+            &v2.url(),
+            "--no-noise-target",
+            "--allow-writes",
+            "--mock",
+            &mock,
+            "--mock-trace-header",
+            "X-Request-Id",
+            "--rules",
+            &s(&rules),
+            "--report",
+            &s(&report),
+            "--quiet",
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let verdict = read_json(&report.join("verdict.json"));
+    let d = &verdict["dependencies"]["dependencies"][0];
+    assert_eq!(
+        (&d["attribution"], &d["candidate_calls"]),
+        (&"untagged".into(), &(2 * ORDERS).into())
+    );
+    assert_eq!(
+        d["untraced_calls"], 0,
+        "every call was linked by x-request-id"
+    );
+    let c = &verdict["dependencies"]["routes"][0]["calls"][0];
+    assert_eq!(
+        (&c["status"], &c["made"], &c["recorded"], &c["misses"]),
+        (
+            &"more-calls".into(),
+            &(2 * ORDERS).into(),
+            &ORDERS.into(),
+            &0.into()
+        )
+    );
+    // Served per trace: no call borrowed another order's recorded price.
+    let calls = crate::util::read_tape(&report.join("mocks/pricing"));
+    assert!(calls.iter().all(|c| {
+        c.trace_id
+            .as_deref()
+            .is_some_and(|t| t.starts_with("order-"))
+    }));
 }

@@ -257,8 +257,6 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
         "{reasons:#?}"
     );
     let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
-    let _ = std::fs::write("/tmp/deps_report.md", &md);
-    let _ = std::fs::write("/tmp/deps_out.txt", &out);
     assert!(
         md.contains("## Dependencies") && md.contains("more-calls"),
         "{md}"

@@ -44,7 +44,8 @@ pub(crate) struct Args {
     /// (latency and response differences are then judged without a measured noise floor).
     #[arg(long, conflicts_with = "secondary")]
     no_noise_target: bool,
-    /// Directory (or object-store URL) for verdict.json, report.md and junit.xml.
+    /// Directory (or object-store URL) for the reports (verdict.json, report.md, report.html,
+    /// junit.xml).
     #[arg(long, default_value = "./tapedeck-report", value_name = "DIR")]
     report: PathBuf,
     /// Where the replay results (a tape) go [default: REPORT/run]. Must not exist yet.
@@ -532,8 +533,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         )?;
         writeln!(
             out,
-            "reports: {}/verdict.json, report.md, report.html, junit.xml · run: {}",
+            "reports in {}: {} · run: {}",
             args.report.display(),
+            tapedeck_diff::report::report_files(),
             checked.run_dir.display()
         )?;
     }

@@ -50,7 +50,8 @@ pub(crate) struct Args {
     /// Latency objective for the candidate, e.g. 'GET /api/users: p95<300ms' (repeatable).
     #[arg(long, value_name = "SLO")]
     slo: Vec<String>,
-    /// Write verdict.json, report.md and junit.xml into this directory (or object-store URL).
+    /// Write the reports (verdict.json, report.md, report.html, junit.xml) into this directory (or
+    /// object-store URL).
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
     /// Write the learned ignore rules (noise) to this file, for review and `--rules`.
@@ -159,8 +160,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         if let Some(dir) = &args.report {
             writeln!(
                 out,
-                "\nreports: {}/verdict.json, report.md, report.html, junit.xml",
-                dir.display()
+                "\nreports in {}: {}",
+                dir.display(),
+                tapedeck_diff::report::report_files()
             )?;
         }
         if let Some(p) = &args.write_rules {

@@ -9,8 +9,9 @@
 //!   run document; an `id` that already exists answers `200` with that run (the id is an
 //!   idempotency key, so one Argo Web metric can both start and poll a run).
 //! - `GET /v1/runs` — every run's id and status.
-//! - `GET /v1/runs/{id}/report.md`, `report.html`, `GET /v1/runs/{id}/ticket.md` — the judged run's report and
-//!   (with `--tickets`, for a run that did not pass) its bug ticket, as markdown.
+//! - `GET /v1/runs/{id}/report.md` (or any report file: `report.html`, `verdict.json`,
+//!   `junit.xml`, see `tapedeck_diff::report::REPORTS`), `GET /v1/runs/{id}/ticket.md` — the
+//!   judged run's reports and (with `--tickets`, for a run that did not pass) its bug ticket.
 //! - `GET /v1/runs/{id}` and `GET /v1/runs/{id}/verdict` — the run document: top-level `status`
 //!   `pending | pass | fail | inconclusive | error`, plus, once judged, every field of
 //!   `verdict.json` (docs/verdict.md). `status` follows the check's exit code: a marginal verdict
@@ -69,7 +70,7 @@ TAPEDECK_SERVE_TOKEN=s3cret tapedeck serve --listen 0.0.0.0:8480 --runs /data/ru
 Endpoints:\n  \
 POST /v1/runs                    start a run; JSON: id, tape, baseline, candidate, …\n  \
 GET  /v1/runs/{id}/verdict       {\"status\": \"pending|pass|fail|inconclusive|error\", …}\n  \
-GET  /v1/runs/{id}/report.md     the report (report.html too; ticket.md with --tickets)\n  \
+GET  /v1/runs/{id}/report.md     the report (report.html, verdict.json, junit.xml too; ticket.md with --tickets)\n  \
 POST /flagger/pre-rollout        start the run for the canary's checksum\n  \
 POST /flagger/rollout            200 while pending/pass, 412 + reason otherwise\n  \
 POST /flagger/confirm-promotion  200 only on a finished pass\n  \
@@ -779,27 +780,15 @@ async fn route(
                 None => error_json(StatusCode::NOT_FOUND, &format!("no run {id}")),
             }
         }
-        (
-            Method::GET,
-            [
-                "v1",
-                "runs",
-                id,
-                file @ ("report.md" | "report.html" | "ticket.md"),
-            ],
-        ) => {
+        (Method::GET, ["v1", "runs", id, file])
+            if *file == "ticket.md" || tapedeck_diff::report::report(file).is_some() =>
+        {
             let Some(state) = shared.get(id) else {
                 return error_json(StatusCode::NOT_FOUND, &format!("no run {id}"));
             };
-            let sub = if *file == "ticket.md" {
-                "ticket"
-            } else {
-                "report"
-            };
-            let content_type = if file.ends_with(".html") {
-                "text/html; charset=utf-8"
-            } else {
-                "text/markdown; charset=utf-8"
+            let (sub, content_type) = match tapedeck_diff::report::report(file) {
+                Some(r) => ("report", r.content_type),
+                None => ("ticket", "text/markdown; charset=utf-8"),
             };
             let path = shared.run_dir(&state.id).join(sub).join(file);
             match tokio::fs::read(&path).await {

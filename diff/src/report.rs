@@ -142,24 +142,78 @@ fn write_file(path: PathBuf, data: &[u8]) -> Result<(), DiffError> {
     std::fs::write(&path, data).map_err(|e| DiffError::Write { path, source: e })
 }
 
-/// Writes `verdict.json`, `report.md`, `junit.xml` and `report.html` into `dir` (created if
-/// needed).
+/// One report file `write_reports` writes: its name, what it is served as, how it is made.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    /// File name in the report directory.
+    pub file: &'static str,
+    /// HTTP content type (`serve` answers with it).
+    pub content_type: &'static str,
+    /// What it is for, in a few words.
+    pub about: &'static str,
+    render: fn(&DiffOutcome) -> Vec<u8>,
+}
+
+impl Report {
+    /// The file's contents for `outcome`.
+    pub fn render(&self, outcome: &DiffOutcome) -> Vec<u8> {
+        (self.render)(outcome)
+    }
+}
+
+/// Every report file, in the order they are written and listed. A new format is one entry here:
+/// `write_reports`, the CLI's "reports:" lines and `serve`'s report endpoints read this list.
+pub const REPORTS: &[Report] = &[
+    Report {
+        file: "verdict.json",
+        content_type: "application/json",
+        about: "the verdict for machines (docs/verdict.md)",
+        // A tree of strings and numbers always serializes.
+        render: |o| serde_json::to_vec_pretty(o).unwrap_or_default(),
+    },
+    Report {
+        file: "report.md",
+        content_type: "text/markdown; charset=utf-8",
+        about: "the report as a bug ticket",
+        render: |o| markdown(o).into_bytes(),
+    },
+    Report {
+        file: "report.html",
+        content_type: "text/html; charset=utf-8",
+        about: "the report for a browser (self-contained)",
+        render: |o| crate::report_html::html(o).into_bytes(),
+    },
+    Report {
+        file: "junit.xml",
+        content_type: "application/xml",
+        about: "one testcase per route check, for CI",
+        render: |o| junit(o).into_bytes(),
+    },
+];
+
+/// The report file named `file`, if it is one of [`REPORTS`].
+pub fn report(file: &str) -> Option<&'static Report> {
+    REPORTS.iter().find(|r| r.file == file)
+}
+
+/// `verdict.json, report.md, …`: the files [`write_reports`] writes, for messages.
+pub fn report_files() -> String {
+    REPORTS
+        .iter()
+        .map(|r| r.file)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes every report of [`REPORTS`] into `dir` (created if needed).
 pub fn write_reports(outcome: &DiffOutcome, dir: &Path) -> Result<(), DiffError> {
     std::fs::create_dir_all(dir).map_err(|e| DiffError::Write {
         path: dir.to_owned(),
         source: e,
     })?;
-    let json = serde_json::to_vec_pretty(outcome).map_err(|e| DiffError::Write {
-        path: dir.join("verdict.json"),
-        source: std::io::Error::other(e),
-    })?;
-    write_file(dir.join("verdict.json"), &json)?;
-    write_file(dir.join("report.md"), markdown(outcome).as_bytes())?;
-    write_file(dir.join("junit.xml"), junit(outcome).as_bytes())?;
-    write_file(
-        dir.join("report.html"),
-        crate::report_html::html(outcome).as_bytes(),
-    )?;
+    for r in REPORTS {
+        write_file(dir.join(r.file), &r.render(outcome))?;
+    }
     Ok(())
 }
 

@@ -177,8 +177,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     writeln!(out)?;
     writeln!(
         out,
-        "reports: {} (and report.md, verdict.json, junit.xml)  ·  run: {}  ·  took {:.1} s",
+        "report: {} (in {}: {})  ·  run: {}  ·  took {:.1} s",
         report.join("report.html").display(),
+        report.display(),
+        tapedeck_diff::report::report_files(),
         checked.run_dir.display(),
         started.elapsed().as_secs_f64()
     )?;

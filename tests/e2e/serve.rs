@@ -307,6 +307,31 @@ fn serve_answers_the_argo_and_flagger_contracts() {
         html.contains("<svg") && html.contains("PASS"),
         "report.html: {html:.200}"
     );
+    // Every report file is served (the diff crate's REPORTS list), nothing else in the run.
+    let (code, verdict) = http(
+        addr,
+        "GET",
+        "/v1/runs/argo-same/verdict.json",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(code, 200);
+    let verdict: serde_json::Value = serde_json::from_str(&verdict).expect("verdict.json");
+    assert_eq!(verdict["verdict"], "pass", "{verdict}");
+    let (code, junit) = http(addr, "GET", "/v1/runs/argo-same/junit.xml", Some(TOKEN), "");
+    assert_eq!(code, 200);
+    assert!(junit.contains("<testsuite"), "{junit:.200}");
+    let (code, _) = http(
+        addr,
+        "GET",
+        "/v1/runs/argo-same/state.json",
+        Some(TOKEN),
+        "",
+    );
+    assert!(
+        (400..500).contains(&code),
+        "state.json is not a report: {code}"
+    );
     assert_eq!(
         http(addr, "GET", "/v1/runs/argo-same/ticket.md", Some(TOKEN), "").0,
         404

@@ -53,7 +53,9 @@ impl Observer for LiveObserver {
 tapedeck check --tape ./tapes/svc --baseline http://127.0.0.1:9000 --candidate http://127.0.0.1:9001 \\\n      \
 --secondary http://127.0.0.1:9002 --report ./report\n  \
 tapedeck check --tape ./tapes/svc --baseline http://v1.svc:80 --candidate http://v2.svc:80 \\\n      \
---slo 'GET /api/users: p95<300ms' --rate 200 --limit 5000 --report ./report\n\n\
+--slo 'GET /api/users: p95<300ms' --rate 200 --limit 5000 --report ./report\n  \
+tapedeck check --tape ./tapes/svc --baseline http://127.0.0.1:9000 --candidate http://127.0.0.1:9001 \\\n      \
+--mock pricing=./tapes/pricing@127.0.0.1:8081 --chaos pricing-down.toml --allow-writes\n\n\
 Without --secondary the baseline is replayed twice in the same pass (targets `baseline` and\n\
 `secondary`): the second copy is the noise floor of every verdict (--no-noise-target: none).\n\n\
 Exit codes: 0 pass (also marginal unless --strict), 1 fail (roll back), 2 usage or input error,\n\
@@ -175,6 +177,68 @@ pub(crate) struct Args {
     /// Also write a bug-ticket bundle here when the verdict is not a pass (see `tapedeck ticket`).
     #[arg(long, value_name = "DIR")]
     ticket: Option<PathBuf>,
+    /// Serve a recorded dependency during the run: NAME=TAPE@ADDR starts a mock of the
+    /// dependency tape TAPE on ADDR (the address the services under test call NAME at), writes
+    /// every call it gets to REPORT/mocks/NAME, and adds the dependency section to the verdict
+    /// (repeatable). Each replay target has its own lane of answers (tracestate).
+    #[arg(long = "mock", value_name = "NAME=TAPE@ADDR")]
+    mocks: Vec<String>,
+    /// After the judged run, replay the tape to the candidate alone a second time while the
+    /// --mock dependencies inject the faults of this file ([[fault]] tables: route, status,
+    /// delay, reset, rate; as `tapedeck mock --faults`), and report per fault whether the
+    /// candidate degraded gracefully compared with its own fault-free answers (5xx introduced,
+    /// timeouts, latency beyond the injected delay). Informs; does not change the verdict.
+    #[arg(long, value_name = "FAULTS.toml", requires = "mocks")]
+    chaos: Option<PathBuf>,
+    /// Header the --mock dependencies read trace ids from, as given to `record --trace-header`
+    /// when the dependency tapes were recorded [default: traceparent]. With another header than
+    /// traceparent, the baseline's and the candidate's calls share each trace's answers (lanes
+    /// travel in tracestate, next to traceparent).
+    #[arg(long, value_name = "NAME", requires = "mocks")]
+    mock_trace_header: Option<String>,
+}
+
+/// One `--mock NAME=TAPE@ADDR`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MockArg {
+    pub(crate) name: String,
+    pub(crate) tape: PathBuf,
+    pub(crate) addr: std::net::SocketAddr,
+}
+
+impl std::str::FromStr for MockArg {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<MockArg> {
+        let bad = || {
+            anyhow::anyhow!(
+                "--mock `{s}`: expected NAME=TAPE@ADDR, e.g. pricing=./tapes/pricing@127.0.0.1:9101"
+            )
+        };
+        let (name, rest) = s.split_once('=').ok_or_else(bad)?;
+        let (tape, addr) = rest.rsplit_once('@').ok_or_else(bad)?;
+        let name = name.trim();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            anyhow::bail!("--mock `{s}`: NAME must be letters, digits, `-`, `_` or `.`");
+        }
+        if tape.is_empty() {
+            return Err(bad());
+        }
+        let addr = addr.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--mock `{s}`: `{addr}` is not an address (IP:PORT, e.g. 127.0.0.1:9101)"
+            )
+        })?;
+        Ok(MockArg {
+            name: name.to_owned(),
+            tape: PathBuf::from(tape),
+            addr,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -187,16 +251,27 @@ enum InconclusiveArg {
 pub(crate) const BASELINE: &str = "baseline";
 pub(crate) const CANDIDATE: &str = "candidate";
 pub(crate) const SECONDARY: &str = "secondary";
+/// The candidate's label in the `--chaos` run.
+pub(crate) const CHAOS: &str = "chaos";
 
 /// What one check produced.
 #[derive(Debug)]
 pub(crate) struct Checked {
     pub(crate) replay: ReplaySummary,
+    /// What each `--mock` did.
+    pub(crate) mocks: Vec<tapedeck_mock::MockSummary>,
+    /// The `--chaos` run: its replay summary and directory.
+    pub(crate) chaos: Option<(ReplaySummary, PathBuf)>,
     pub(crate) outcome: DiffOutcome,
     pub(crate) run_dir: PathBuf,
 }
 
 impl Args {
+    /// Sets `--chaos` (the demo's chaos experiment).
+    pub(crate) fn set_chaos(&mut self, faults: PathBuf) {
+        self.chaos = Some(faults);
+    }
+
     /// The noise target: `--secondary`, else the baseline replayed a second time (issue 17: a
     /// latency verdict always has a noise floor), unless `--no-noise-target`.
     fn noise_url(&self) -> Option<&str> {
@@ -245,8 +320,16 @@ impl Args {
         }
     }
 
-    fn diff_options(&self, run: &Path) -> DiffOptions {
+    fn diff_options(&self, run: &Path, mocks: &[MockArg]) -> DiffOptions {
         DiffOptions {
+            dependencies: mocks
+                .iter()
+                .map(|m| tapedeck_diff::deps::DependencyInput {
+                    name: m.name.clone(),
+                    tape: vec![m.tape.clone()],
+                    calls: vec![mock_out(&self.report, &m.name)],
+                })
+                .collect(),
             run: vec![run.to_path_buf()],
             baseline: BASELINE.into(),
             candidate: CANDIDATE.into(),
@@ -266,6 +349,69 @@ impl Args {
             ..DiffOptions::new(run)
         }
     }
+}
+
+/// Where mock `name` writes its calls: `REPORT/mocks/NAME`.
+fn mock_out(report: &Path, name: &str) -> PathBuf {
+    report.join("mocks").join(name)
+}
+
+/// Where mock `name` writes its calls during the `--chaos` run: `REPORT/chaos/mocks/NAME`.
+fn chaos_mock_out(report: &Path, name: &str) -> PathBuf {
+    report.join("chaos").join("mocks").join(name)
+}
+
+/// Starts one mock per `--mock`, writing calls where `out` says, with `faults`.
+fn start_mocks(
+    mocks: &[MockArg],
+    out: impl Fn(&str) -> PathBuf,
+    faults: &[tapedeck_mock::FaultRule],
+    trace_header: Option<&str>,
+) -> anyhow::Result<Vec<tapedeck_mock::MockHandle>> {
+    let mut running = Vec::with_capacity(mocks.len());
+    for m in mocks {
+        let out = out(&m.name);
+        if out.exists() {
+            anyhow::bail!(
+                "{} already exists: choose another --report (or remove it) so calls of two runs are not mixed",
+                out.display()
+            );
+        }
+        let mut spec = tapedeck_mock::MockSpec::new(vec![m.tape.clone()], m.addr);
+        spec.name = Some(m.name.clone());
+        spec.out = Some(out);
+        spec.lanes = vec![
+            BASELINE.into(),
+            CANDIDATE.into(),
+            SECONDARY.into(),
+            CHAOS.into(),
+        ];
+        spec.faults = faults.to_vec();
+        if let Some(h) = trace_header {
+            spec.trace = tapedeck_common::trace::TraceSource::from_header_name(h);
+        }
+        spec.grace = std::time::Duration::from_secs(5);
+        let handle = tapedeck_mock::Mock::start(spec)
+            .with_context(|| format!("starting mock `{}` on {}", m.name, m.addr))?;
+        tracing::debug!(mock = %m.name, addr = %handle.addr(), tape = %m.tape.display(), faults = faults.len(), "dependency mock started");
+        running.push(handle);
+    }
+    Ok(running)
+}
+
+/// Stops the mocks (closing their calls tapes) and returns what they did.
+fn stop_mocks(
+    running: Vec<tapedeck_mock::MockHandle>,
+) -> anyhow::Result<Vec<tapedeck_mock::MockSummary>> {
+    let mut out = Vec::with_capacity(running.len());
+    for m in running {
+        let name = m.name().to_owned();
+        out.push(
+            m.stop()
+                .with_context(|| format!("stopping mock `{name}`"))?,
+        );
+    }
+    Ok(out)
 }
 
 /// Replays and judges; writes the reports. Shared by `check` and `demo`.
@@ -288,10 +434,42 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
              --secondary URL or --no-noise-target to avoid that"
         );
     }
-    let diff = args
-        .diff_options(&run_dir)
+    let mock_args: Vec<MockArg> = args
+        .mocks
+        .iter()
+        .map(|m| m.parse())
+        .collect::<anyhow::Result<_>>()?;
+    let mut names = std::collections::HashSet::new();
+    for m in &mock_args {
+        anyhow::ensure!(names.insert(&m.name), "--mock `{}` is given twice", m.name);
+    }
+    let chaos_rules = match &args.chaos {
+        None => Vec::new(),
+        Some(file) => tapedeck_mock::fault::rules_from(&[], Some(file))
+            .with_context(|| format!("--chaos {}", file.display()))?,
+    };
+    let chaos_dir = args.report.join("chaos").join("run");
+    if args.chaos.is_some() && chaos_dir.exists() {
+        anyhow::bail!(
+            "{} already exists: choose another --report (or remove it)",
+            chaos_dir.display()
+        );
+    }
+    // Every mock runs for the whole replay; one that cannot start stops the check (the ones
+    // already started stop when dropped).
+    let trace_header = args.mock_trace_header.as_deref();
+    if let Some(h) = trace_header {
+        anyhow::ensure!(
+            hyper::header::HeaderName::from_bytes(h.trim().as_bytes()).is_ok(),
+            "--mock-trace-header `{h}` is not a header name"
+        );
+    }
+    // The judge's settings are checked before anything is sent.
+    let mut diff = args
+        .diff_options(&run_dir, &mock_args)
         .validate()
         .context("invalid judge settings")?;
+    let running = start_mocks(&mock_args, |n| mock_out(&args.report, n), &[], trace_header)?;
     let began = Instant::now();
     let live = diff.early_stop.then(|| {
         Arc::new(Mutex::new(Live {
@@ -312,7 +490,51 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
     }
     .run_blocking()
     .context("replay failed")?;
+    let mocks = stop_mocks(running)?;
 
+    // The candidate again, alone, with failing dependencies.
+    let mut chaos = None;
+    let mut chaos_input = None;
+    if let Some(file) = &args.chaos {
+        let running = start_mocks(
+            &mock_args,
+            |n| chaos_mock_out(&args.report, n),
+            &chaos_rules,
+            trace_header,
+        )?;
+        let mut opts = args.replay_options(&chaos_dir);
+        opts.targets = vec![format!("{CHAOS}={}", args.candidate)];
+        let config = opts
+            .validate()
+            .context("invalid replay settings (--chaos)")?;
+        let summary = tapedeck_replay::run_blocking(&config, NoProgress)
+            .context("replay with faults (--chaos) failed")?;
+        stop_mocks(running)?;
+        tracing::info!(faults = %file.display(), run = %chaos_dir.display(), "chaos run done");
+        chaos_input = Some(tapedeck_diff::chaos::ChaosInput {
+            run: vec![chaos_dir.clone()],
+            target: CHAOS.into(),
+            calls: mock_args
+                .iter()
+                .map(|m| chaos_mock_out(&args.report, &m.name))
+                .collect(),
+            faults: chaos_rules
+                .iter()
+                .map(|r| tapedeck_diff::chaos::ChaosFault {
+                    label: r.label.clone(),
+                    effect: r.effect(),
+                    delay_us: r.delay.map_or(0, |d| d.as_micros() as i64),
+                })
+                .collect(),
+        });
+        chaos = Some((summary, chaos_dir.clone()));
+    }
+
+    if chaos_input.is_some() {
+        let mut opts = args.diff_options(&run_dir, &mock_args);
+        opts.chaos = chaos_input;
+        diff = opts.validate().context("invalid judge settings")?;
+    }
     let mut outcome = tapedeck_diff::run(&diff).context("diff failed")?;
     if let Some(live) = live {
         let live = live.lock().unwrap_or_else(|e| e.into_inner());
@@ -341,6 +563,8 @@ pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
         .with_context(|| format!("uploading the reports to {}", args.report.display()))?;
     Ok(Checked {
         replay,
+        mocks,
+        chaos,
         outcome,
         run_dir,
     })
@@ -356,6 +580,33 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         if !args.quiet {
             write!(out, "{}", tapedeck_replay::render_text(&checked.replay))?;
             writeln!(out)?;
+            for m in &checked.mocks {
+                let s = &m.stats;
+                writeln!(
+                    out,
+                    "mock {} on {}: {} calls ({} hits, {} misses, {} faults) · calls: {}",
+                    m.name,
+                    m.addr,
+                    s.requests,
+                    s.hits,
+                    s.misses,
+                    s.faults,
+                    m.out
+                        .as_ref()
+                        .map_or_else(String::new, |o| o.path.display().to_string())
+                )?;
+            }
+            if let Some((summary, dir)) = &checked.chaos {
+                writeln!(
+                    out,
+                    "chaos: {} requests replayed to the candidate with faults · run: {}",
+                    summary.origins,
+                    dir.display()
+                )?;
+            }
+            if !checked.mocks.is_empty() {
+                writeln!(out)?;
+            }
         }
         let color = args.color.color.enabled();
         write!(

@@ -72,6 +72,11 @@ pub(crate) struct Args {
     /// Seed for the bootstrap (default: settings.seed); same seed, same numbers.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
+    /// A dependency mocked during the run, for the verdict's dependency section:
+    /// 'NAME=TAPE,CALLS' — its recorded tape and the calls tape its mock wrote (`tapedeck mock
+    /// --out`; run the mock with --lane for each replay target). Repeatable.
+    #[arg(long = "dependency", value_name = "NAME=TAPE,CALLS")]
+    dependencies: Vec<String>,
     /// Read on past damaged tape files (listing them) instead of stopping at the first.
     #[arg(long)]
     skip_corrupt: bool,
@@ -89,8 +94,24 @@ enum InconclusiveArg {
 }
 
 impl Args {
-    fn options(&self) -> DiffOptions {
-        DiffOptions {
+    fn options(&self) -> anyhow::Result<DiffOptions> {
+        let mut dependencies = Vec::new();
+        for d in &self.dependencies {
+            let parsed = d
+                .split_once('=')
+                .and_then(|(n, rest)| Some((n.trim(), rest.rsplit_once(',')?)))
+                .filter(|(n, (t, c))| !n.is_empty() && !t.is_empty() && !c.is_empty());
+            let Some((name, (tape, calls))) = parsed else {
+                anyhow::bail!("--dependency `{d}`: expected NAME=TAPE,CALLS");
+            };
+            dependencies.push(tapedeck_diff::deps::DependencyInput {
+                name: name.to_owned(),
+                tape: vec![tape.into()],
+                calls: vec![calls.into()],
+            });
+        }
+        Ok(DiffOptions {
+            dependencies,
             run: self.run.clone(),
             baseline: self.baseline.clone(),
             candidate: self.candidate.clone(),
@@ -110,13 +131,13 @@ impl Args {
             candidate_version: self.candidate_version.clone(),
             seed: self.seed,
             ..DiffOptions::default()
-        }
+        })
     }
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     let config = args
-        .options()
+        .options()?
         .validate()
         .context("invalid diff configuration")?;
     let outcome = tapedeck_diff::run(&config).context("diff failed")?;

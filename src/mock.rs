@@ -48,6 +48,12 @@ pub(crate) struct Args {
     /// match it as if it had no trace id.
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = UnknownTraceArg::Miss)]
     unknown_trace: UnknownTraceArg,
+    /// A caller lane with answers of its own: requests whose `tracestate` holds
+    /// `tapedeck=NAME` (replay adds it, naming the target) get each trace's answers in recorded
+    /// order separately from other lanes. Repeatable, at most 7 (e.g. --lane baseline --lane
+    /// candidate when both call this mock during one replay).
+    #[arg(long, value_name = "NAME")]
+    lane: Vec<String>,
     /// Leave a field out of request matching: a JSON path ('$.timestamp', '$..request_id') or
     /// a query/form parameter ('?cb'). Repeatable.
     #[arg(long, value_name = "RULE")]
@@ -116,6 +122,7 @@ impl Args {
                 UnknownTraceArg::Miss => UnknownTrace::Miss,
                 UnknownTraceArg::Untraced => UnknownTrace::Untraced,
             },
+            lane: self.lane,
             ignore: self.ignore,
             fault: self.fault,
             faults: self.faults,

@@ -33,13 +33,20 @@ pub(crate) struct Args {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
-    /// Upstream to forward to: http://host:port or https://host:port.
+    /// Upstream to forward to: http://host:port or https://host:port (with --forward: where
+    /// origin-form requests go, optional).
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
+    /// Forward-proxy mode for plain-http dependencies: point an app's HTTP_PROXY here, and each
+    /// absolute-form request (GET http://pricing:8080/quote) goes to the host it names and is
+    /// recorded. CONNECT (https through the proxy) gets 501. hyper engine only.
+    #[arg(long)]
+    forward: bool,
     /// Tape directory to record into (created if missing).
     #[arg(long, value_name = "DIR")]
     tape: Option<PathBuf>,
-    /// `source` label stored with each exchange [default: the upstream's host:port].
+    /// `source` label stored with each exchange [default: the upstream's host:port, or
+    /// `forward` with --forward].
     #[arg(long)]
     source: Option<String>,
     /// Forward only, record nothing (pass-through; for comparisons). Conflicts with `--tape`
@@ -128,6 +135,10 @@ pub(crate) struct Args {
     /// Header whose value keys sampling (e.g. traceparent): one decision per trace.
     #[arg(long, value_name = "HEADER")]
     sample_key: Option<String>,
+    /// Header the trace id of each exchange is read from [default: traceparent, the W3C trace
+    /// id]; another name (e.g. x-request-id) stores that header's value as is.
+    #[arg(long, value_name = "NAME")]
+    trace_header: Option<String>,
     /// Record only this method (repeatable).
     #[arg(long = "include-method", value_name = "METHOD")]
     include_methods: Vec<String>,
@@ -155,6 +166,7 @@ impl Args {
         let raw = RawConfig {
             listen: self.listen,
             upstream: self.upstream,
+            forward: self.forward.then_some(true),
             tape: self.tape,
             source: self.source,
             record: self.no_record.then_some(false),
@@ -190,6 +202,7 @@ impl Args {
             redact_key_file: self.redact.redact_key_file,
             sample: self.sample,
             sample_key: self.sample_key,
+            trace_header: self.trace_header,
             include_methods: list(self.include_methods),
             exclude_methods: list(self.exclude_methods),
             include_paths: list(self.include_paths),

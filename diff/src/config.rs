@@ -493,6 +493,12 @@ pub struct DiffOptions {
     pub early_stop: bool,
     /// Overrides `early_stop.alpha` (`--alpha`).
     pub early_stop_alpha: Option<f64>,
+    /// Dependencies mocked during the run: adds the dependency section
+    /// ([`crate::deps`]) to the verdict.
+    pub dependencies: Vec<crate::deps::DependencyInput>,
+    /// A second run of the candidate with dependency faults: adds the chaos section
+    /// ([`crate::chaos`]).
+    pub chaos: Option<crate::chaos::ChaosInput>,
 }
 
 impl Default for DiffOptions {
@@ -514,6 +520,8 @@ impl Default for DiffOptions {
             seed: None,
             early_stop: false,
             early_stop_alpha: None,
+            dependencies: Vec::new(),
+            chaos: None,
         }
     }
 }

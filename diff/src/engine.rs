@@ -136,7 +136,29 @@ impl Differ {
             .and_then(|p| Path::new(p).file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "run".to_owned());
-        engine.finish(run_id, skipped)
+        let mut outcome = engine.finish(run_id, skipped)?;
+        if !opts.dependencies.is_empty() {
+            let report = crate::deps::analyze(
+                &opts.run,
+                &opts.candidate,
+                &opts.dependencies,
+                &mut self.config.route_keys().keyer(),
+                opts.skip_corrupt,
+            )?;
+            crate::deps::attach(&mut outcome, report, opts.strict, opts.inconclusive_as);
+        }
+        if let Some(chaos) = &opts.chaos {
+            let report = crate::chaos::analyze(
+                &opts.run,
+                &opts.candidate,
+                chaos,
+                &mut self.config.route_keys().keyer(),
+                opts.skip_corrupt,
+            )?;
+            outcome.reasons.extend(report.reasons());
+            outcome.chaos = Some(report);
+        }
+        Ok(outcome)
     }
 
     /// Canary analysis of two tapes of live traffic (not paired).
@@ -1412,6 +1434,8 @@ fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<String>) -> Diff
         requests_sent: None,
         time_to_verdict_ms: None,
         sequential: None,
+        dependencies: None,
+        chaos: None,
     }
 }
 

@@ -25,8 +25,10 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod chaos;
 pub mod compare;
 pub mod config;
+pub mod deps;
 pub mod detect;
 pub mod distill;
 mod engine;

@@ -359,6 +359,12 @@ pub struct DiffOutcome {
     /// `--early-stop`: what the sequential (anytime-valid) judge decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sequential: Option<SequentialReport>,
+    /// The dependency section, when dependencies were mocked during the run (`check --mock`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<crate::deps::DependencyReport>,
+    /// The chaos section, when the candidate was replayed again with faults (`check --chaos`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<crate::chaos::ChaosReport>,
 }
 
 /// The sequential judge's account of a `--early-stop` run (see [`crate::sequential`]).

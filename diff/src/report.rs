@@ -267,6 +267,146 @@ fn delta(b: Option<u64>, c: Option<u64>) -> String {
 }
 
 /// `report.md`: a bug ticket, at most [`MAX_REPORT_CHARS`] characters.
+/// The chaos section of report.md.
+fn chaos_md(md: &mut String, c: &crate::chaos::ChaosReport) {
+    let _ = writeln!(
+        md,
+        "## Chaos: the candidate with failing dependencies\n\n{} request(s) replayed to the candidate with faults ({} untouched by any fault, {} without a fault-free answer).\n\n| fault | effect | outcome | calls faulted | requests affected | graceful | 5xx introduced | timeouts | slower than the fault |\n|---|---|---|---:|---:|---:|---:|---:|---:|",
+        c.requests, c.unaffected, c.unpaired
+    );
+    for f in &c.faults {
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
+            md_escape(&f.fault),
+            md_escape(&f.effect),
+            if f.outcome == "degraded" {
+                format!("**{}**", f.outcome)
+            } else {
+                f.outcome.clone()
+            },
+            f.injected,
+            f.requests,
+            f.graceful,
+            f.server_errors,
+            f.timeouts,
+            f.slower_than_fault
+        );
+    }
+    md.push('\n');
+    for f in &c.faults {
+        for e in &f.examples {
+            let _ = writeln!(
+                md,
+                "- `{}` under `{}`: recorded `{}` answered {} without the fault, {} with it",
+                md_escape(&e.route),
+                md_escape(&f.fault),
+                e.origin_id,
+                e.fault_free,
+                e.with_fault
+            );
+        }
+    }
+    md.push('\n');
+}
+
+/// The dependency section of report.md.
+fn dependencies_md(md: &mut String, d: &crate::deps::DependencyReport) {
+    let _ = writeln!(md, "## Dependencies\n");
+    for s in &d.dependencies {
+        let _ = writeln!(
+            md,
+            "- `{}`: {} recorded call(s); the mock got {} call(s) during the replay, {} of them the candidate's ({}{}{})",
+            md_escape(&s.name),
+            thousands(s.recorded_calls),
+            thousands(s.calls),
+            thousands(s.candidate_calls),
+            if s.attribution == "untagged" {
+                "no call carried a tracestate lane: all counted as the candidate's"
+            } else {
+                "told apart by tracestate"
+            },
+            if s.untraced_calls > 0 {
+                format!(", {} without a trace id", s.untraced_calls)
+            } else {
+                String::new()
+            },
+            if s.unknown_trace_calls > 0 {
+                format!(", {} of traces not replayed", s.unknown_trace_calls)
+            } else {
+                String::new()
+            },
+        );
+    }
+    md.push('\n');
+    if d.routes.is_empty() {
+        let _ = writeln!(md, "No dependency call was linked to a replayed request.\n");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "{} changed dependency call(s).\n\n| route | dependency call | status | recorded | made | new | no longer made | misses | changed requests | changed at |\n|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        d.changes
+    );
+    for r in d.routes.iter().take(200) {
+        for c in &r.calls {
+            let _ = writeln!(
+                md,
+                "| `{}` ({} traces) | `{}` `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
+                md_escape(&r.route),
+                r.traces,
+                md_escape(&c.dependency),
+                md_escape(&c.call),
+                if c.status == crate::deps::CallStatus::Unchanged {
+                    c.status.as_str().to_owned()
+                } else {
+                    format!("**{}**", c.status.as_str())
+                },
+                c.recorded,
+                c.made,
+                c.new_calls,
+                c.missing_calls,
+                c.misses,
+                c.changed_requests,
+                c.changed_paths
+                    .iter()
+                    .take(3)
+                    .map(|(p, n)| format!("`{}` ({n})", md_escape(p)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    md.push('\n');
+    for (r, c) in d.changed().take(10) {
+        if let Some(e) = &c.example {
+            let _ = writeln!(
+                md,
+                "- `{}` → `{}` `{}`: trace `{}`, recorded call `{}`: `{}` was {} and is {}",
+                md_escape(&r.route),
+                md_escape(&c.dependency),
+                md_escape(&c.call),
+                e.trace_id,
+                e.recorded_id,
+                md_escape(&e.path),
+                e.recorded
+                    .as_deref()
+                    .map_or("absent".to_owned(), |v| format!(
+                        "`{}`",
+                        md_escape(&truncate(v, 200))
+                    )),
+                e.candidate
+                    .as_deref()
+                    .map_or("absent".to_owned(), |v| format!(
+                        "`{}`",
+                        md_escape(&truncate(v, 200))
+                    )),
+            );
+        }
+    }
+    md.push('\n');
+}
+
 pub fn markdown(o: &DiffOutcome) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# {}\n", o.title);
@@ -312,6 +452,12 @@ pub fn markdown(o: &DiffOutcome) -> String {
         c.not_replayed,
         c.ignored_findings
     );
+    if let Some(d) = &o.dependencies {
+        dependencies_md(&mut md, d);
+    }
+    if let Some(c) = &o.chaos {
+        chaos_md(&mut md, c);
+    }
     let _ = writeln!(md, "## Routes\n");
     let _ = writeln!(
         md,
@@ -727,6 +873,35 @@ pub fn summary(o: &DiffOutcome, color: bool) -> String {
     }
     if any_low_n(o.routes.iter().take(limit), &["p95"]) {
         let _ = writeln!(out, "  {LOW_N_LEGEND}");
+    }
+    if let Some(c) = &o.chaos {
+        let degraded = c.faults.iter().filter(|f| f.outcome == "degraded").count();
+        let _ = writeln!(
+            out,
+            "  chaos: {} fault(s), {} degraded the candidate ({} requests replayed with faults)",
+            c.faults.len(),
+            if degraded > 0 {
+                paint("1;33", &degraded.to_string())
+            } else {
+                "0".to_owned()
+            },
+            c.requests
+        );
+    }
+    if let Some(d) = &o.dependencies {
+        let calls: u64 = d.dependencies.iter().map(|s| s.candidate_calls).sum();
+        let names: Vec<&str> = d.dependencies.iter().map(|s| s.name.as_str()).collect();
+        let _ = writeln!(
+            out,
+            "  dependencies ({}): {} candidate call(s), {} changed dependency call(s)",
+            names.join(", "),
+            thousands(calls),
+            if d.changes > 0 {
+                paint("1;33", &d.changes.to_string())
+            } else {
+                "0".to_owned()
+            }
+        );
     }
     out.push('\n');
     for r in o.reasons.iter().take(8) {

@@ -107,6 +107,8 @@ pub fn html(o: &DiffOutcome) -> String {
     );
     banner(&mut h, o);
     traffic(&mut h, o);
+    dependencies(&mut h, o);
+    chaos(&mut h, o);
     routes_table(&mut h, o);
     latency_plots(&mut h, o);
     differences(&mut h, o);
@@ -677,6 +679,131 @@ fn truncate(s: &str, max: usize) -> String {
         t.push('…');
         t
     }
+}
+
+fn dependencies(h: &mut String, o: &DiffOutcome) {
+    let Some(d) = &o.dependencies else {
+        return;
+    };
+    h.push_str("<h2>Dependencies</h2>\n<ul>\n");
+    for s in &d.dependencies {
+        let _ = writeln!(
+            h,
+            "<li><code>{}</code>: {} recorded call(s); the mock got {} call(s), {} of them the candidate's ({})</li>",
+            escape(&s.name),
+            s.recorded_calls,
+            s.calls,
+            s.candidate_calls,
+            if s.attribution == "untagged" {
+                "no call carried a tracestate lane: all counted as the candidate's"
+            } else {
+                "told apart by tracestate"
+            }
+        );
+    }
+    h.push_str("</ul>\n");
+    if d.routes.is_empty() {
+        h.push_str("<p class=\"muted\">No dependency call was linked to a replayed request.</p>\n");
+        return;
+    }
+    h.push_str(
+        "<table><thead><tr><th>route</th><th>dependency call</th><th>status</th><th>recorded</th>\
+<th>made</th><th>new</th><th>no longer made</th><th>misses</th><th>changed requests</th>\
+<th>changed at</th></tr></thead><tbody>\n",
+    );
+    for r in d.routes.iter().take(200) {
+        for c in &r.calls {
+            let class = if c.status == crate::deps::CallStatus::Unchanged {
+                "pass"
+            } else {
+                "marginal"
+            };
+            let paths: Vec<String> = c
+                .changed_paths
+                .iter()
+                .take(3)
+                .map(|(p, n)| format!("<code>{}</code> ({n})", escape(p)))
+                .collect();
+            let example = c.example.as_ref().map_or_else(String::new, |e| {
+                format!(
+                    " <span class=\"muted\">e.g. {} → {} (trace <code>{}</code>)</span>",
+                    value_or_absent(e.recorded.as_deref().unwrap_or("")),
+                    value_or_absent(e.candidate.as_deref().unwrap_or("")),
+                    escape(&e.trace_id)
+                )
+            });
+            let _ = writeln!(
+                h,
+                "<tr><td><code>{}</code> ({} traces)</td><td><code>{}</code> <code>{}</code></td>\
+<td><span class=\"badge {class}\">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+<td>{}</td><td>{}</td><td>{}{example}</td></tr>",
+                escape(&r.route),
+                r.traces,
+                escape(&c.dependency),
+                escape(&c.call),
+                c.status.as_str(),
+                c.recorded,
+                c.made,
+                c.new_calls,
+                c.missing_calls,
+                c.misses,
+                c.changed_requests,
+                paths.join(", ")
+            );
+        }
+    }
+    h.push_str("</tbody></table>\n");
+}
+
+fn chaos(h: &mut String, o: &DiffOutcome) {
+    let Some(c) = &o.chaos else {
+        return;
+    };
+    let _ = writeln!(
+        h,
+        "<h2>Chaos: the candidate with failing dependencies</h2>\n<p>{} request(s) replayed to the candidate with faults ({} untouched by any fault, {} without a fault-free answer).</p>",
+        c.requests, c.unaffected, c.unpaired
+    );
+    h.push_str(
+        "<table><thead><tr><th>fault</th><th>effect</th><th>outcome</th><th>calls faulted</th>\
+<th>requests affected</th><th>graceful</th><th>5xx introduced</th><th>timeouts</th>\
+<th>slower than the fault</th><th>examples</th></tr></thead><tbody>\n",
+    );
+    for f in &c.faults {
+        let class = match f.outcome.as_str() {
+            "graceful" => "pass",
+            "degraded" => "fail",
+            _ => "inconclusive",
+        };
+        let examples: Vec<String> = f
+            .examples
+            .iter()
+            .map(|e| {
+                format!(
+                    "<code>{}</code>: {} → {}",
+                    escape(&e.route),
+                    escape(&e.fault_free),
+                    escape(&e.with_fault)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            h,
+            "<tr><td><code>{}</code></td><td>{}</td><td><span class=\"badge {class}\">{}</span></td>\
+<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&f.fault),
+            escape(&f.effect),
+            escape(&f.outcome),
+            f.injected,
+            f.requests,
+            f.graceful,
+            f.server_errors,
+            f.timeouts,
+            f.slower_than_fault,
+            examples.join("<br>")
+        );
+    }
+    h.push_str("</tbody></table>\n");
 }
 
 fn noise_candidates(h: &mut String, o: &DiffOutcome) {

@@ -70,13 +70,44 @@ pub(crate) struct Recorded {
     shape: Shape,
 }
 
+/// Cursors per class: lane 0 for callers without a lane, then up to `LANES - 1` named lanes.
+pub(crate) const LANES: usize = 8;
+
+/// The `tracestate` list member that names a caller's lane: `tapedeck=<lane>`.
+pub const LANE_KEY: &str = "tapedeck";
+
+/// The lane of a request: 1 + the position of the `tapedeck=<name>` member of its `tracestate`
+/// headers in `lanes`; 0 without one, or for a name not in `lanes`. Each lane has its own
+/// cursors, so the baseline and the candidate of one replay (which carry the same trace ids)
+/// each get a trace's recorded answers in recorded order.
+pub fn lane_of<'a>(tracestate: impl Iterator<Item = &'a [u8]>, lanes: &[String]) -> usize {
+    for v in tracestate {
+        let Ok(v) = std::str::from_utf8(v) else {
+            continue;
+        };
+        for member in v.split(',') {
+            if let Some((k, val)) = member.trim().split_once('=')
+                && k == LANE_KEY
+            {
+                return lanes
+                    .iter()
+                    .take(LANES - 1)
+                    .position(|l| l == val)
+                    .map_or(0, |i| i + 1);
+            }
+        }
+    }
+    0
+}
+
 #[derive(Debug)]
 struct Class {
     route: u32,
     key: u64,
     /// Recorded exchanges (indices into `Index::recorded`), in recorded order.
     members: Vec<u32>,
-    next: AtomicUsize,
+    /// The next answer, per lane (see [`lane_of`]).
+    next: [AtomicUsize; LANES],
 }
 
 impl Class {
@@ -84,8 +115,8 @@ impl Class {
         &index.recorded[self.members[0] as usize].shape
     }
 
-    fn exhausted(&self) -> bool {
-        self.next.load(Ordering::Relaxed) >= self.members.len()
+    fn exhausted(&self, lane: usize) -> bool {
+        self.next[lane].load(Ordering::Relaxed) >= self.members.len()
     }
 }
 
@@ -337,7 +368,7 @@ impl Index {
                             route: *route,
                             key,
                             members: vec![i as u32],
-                            next: AtomicUsize::new(0),
+                            next: [const { AtomicUsize::new(0) }; LANES],
                         });
                         group.push(id);
                         if scope == 0 {
@@ -384,7 +415,9 @@ impl Index {
     /// Every sequence starts again at its first recorded answer.
     pub(crate) fn rewind(&self) {
         for c in &self.classes {
-            c.next.store(0, Ordering::Relaxed);
+            for n in &c.next {
+                n.store(0, Ordering::Relaxed);
+            }
         }
     }
 
@@ -394,7 +427,9 @@ impl Index {
         live: &Live<'_>,
         trace: Option<&str>,
         unknown: UnknownTrace,
+        lane: usize,
     ) -> Lookup<'_> {
+        let lane = lane.min(LANES - 1);
         let key = route_key(live.method, live.path);
         let Some(&route) = self.routes.get(&key) else {
             return Lookup::Miss {
@@ -429,10 +464,10 @@ impl Index {
                         .filter(|c| self.classes[*c as usize].route == route)
                 };
                 let exact = in_route().filter(|c| self.classes[*c as usize].key == hash);
-                if let Some(hit) = self.serve_best(exact, &shape, false) {
+                if let Some(hit) = self.serve_best(exact, &shape, false, lane) {
                     return hit;
                 }
-                match self.serve_best(in_route(), &shape, true) {
+                match self.serve_best(in_route(), &shape, true, lane) {
                     Some(hit) => hit,
                     None => Lookup::Miss {
                         reason: format!("trace {t} made no recorded {key} call"),
@@ -441,10 +476,10 @@ impl Index {
             }
             None => {
                 let exact = bucket.by_key.get(&hash).into_iter().flatten().copied();
-                if let Some(hit) = self.serve_best(exact, &shape, false) {
+                if let Some(hit) = self.serve_best(exact, &shape, false, lane) {
                     return hit;
                 }
-                self.serve_best(bucket.classes.iter().copied(), &shape, true)
+                self.serve_best(bucket.classes.iter().copied(), &shape, true, lane)
                     .unwrap_or_else(|| Lookup::Miss {
                         reason: format!("no recorded {key}"),
                     })
@@ -460,6 +495,7 @@ impl Index {
         candidates: impl Iterator<Item = u32>,
         live: &Shape,
         nearest: bool,
+        lane: usize,
     ) -> Option<Lookup<'_>> {
         let mut best: Option<(u32, (bool, f64, u32))> = None;
         for c in candidates {
@@ -475,7 +511,7 @@ impl Index {
                 let Some(uses) = matches(class.shape(self), live) else {
                     continue;
                 };
-                (class.exhausted(), f64::from(uses), class.members[0])
+                (class.exhausted(lane), f64::from(uses), class.members[0])
             };
             if best.as_ref().is_none_or(|(_, b)| rank < *b) {
                 best = Some((c, rank));
@@ -483,7 +519,7 @@ impl Index {
         }
         let (c, _) = best?;
         let class = &self.classes[c as usize];
-        let i = class.next.fetch_add(1, Ordering::Relaxed);
+        let i = class.next[lane].fetch_add(1, Ordering::Relaxed);
         let (member, repeat) = match class.members.get(i) {
             Some(m) => (*m, false),
             None => (*class.members.last()?, true),
@@ -563,6 +599,39 @@ mod tests {
     }
 
     #[test]
+    fn each_lane_gets_a_trace_in_recorded_order() {
+        let t1 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let idx = Index::build(
+            vec![
+                ex(1, "GET", "/stock/7", None, "", Some(t1), "first"),
+                ex(2, "GET", "/stock/7", None, "", Some(t1), "second"),
+            ],
+            Normalizer::default(),
+        );
+        let empty = Bytes::new();
+        let get = || live("GET", "/stock/7", None, &empty);
+        let u = UnknownTrace::Miss;
+        let lanes = ["baseline".to_owned(), "candidate".to_owned()];
+        let base = lane_of([&b"vendor=x,tapedeck=baseline"[..]].into_iter(), &lanes);
+        let cand = lane_of([&b"tapedeck=candidate"[..]].into_iter(), &lanes);
+        assert_eq!((base, cand), (1, 2));
+        assert_eq!(lane_of([&b"tapedeck=other"[..]].into_iter(), &lanes), 0);
+        assert_eq!(lane_of(std::iter::empty(), &lanes), 0);
+        // Interleaved, as a replay sends them: each lane starts at the first answer.
+        for lane in [base, cand] {
+            assert_eq!(body_of(idx.lookup(&get(), Some(t1), u, lane)).0, "first");
+        }
+        for lane in [cand, base] {
+            assert_eq!(body_of(idx.lookup(&get(), Some(t1), u, lane)).0, "second");
+        }
+        assert_eq!(
+            body_of(idx.lookup(&get(), Some(t1), u, cand)),
+            ("second".into(), false, true)
+        );
+        assert_eq!(body_of(idx.lookup(&get(), Some(t1), u, 0)).0, "first");
+    }
+
+    #[test]
     fn sequences_are_served_in_recorded_order_per_trace() {
         let t1 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         let t2 = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -581,44 +650,44 @@ mod tests {
         let get = || live("GET", "/stock/7", None, &empty);
         let u = UnknownTrace::Miss;
         assert_eq!(
-            body_of(idx.lookup(&get(), Some(t2), u)),
+            body_of(idx.lookup(&get(), Some(t2), u, 0)),
             ("t2-only".into(), false, false)
         );
         assert_eq!(
-            body_of(idx.lookup(&get(), Some(t1), u)),
+            body_of(idx.lookup(&get(), Some(t1), u, 0)),
             ("t1-first".into(), false, false)
         );
         assert_eq!(
-            body_of(idx.lookup(&get(), Some(t1), u)),
+            body_of(idx.lookup(&get(), Some(t1), u, 0)),
             ("t1-second".into(), false, false)
         );
         assert_eq!(
-            body_of(idx.lookup(&get(), Some(t1), u)),
+            body_of(idx.lookup(&get(), Some(t1), u, 0)),
             ("t1-second".into(), false, true)
         );
         assert_eq!(
-            body_of(idx.lookup(&get(), Some(t2), u)),
+            body_of(idx.lookup(&get(), Some(t2), u, 0)),
             ("t2-only".into(), false, true)
         );
         // An unknown trace is a miss, or untraced matching when asked for.
         let unknown = "cccccccccccccccccccccccccccccccc";
         assert!(
-            body_of(idx.lookup(&get(), Some(unknown), u))
+            body_of(idx.lookup(&get(), Some(unknown), u, 0))
                 .0
                 .contains("not on the tape")
         );
         assert_eq!(
-            body_of(idx.lookup(&get(), Some(unknown), UnknownTrace::Untraced)).0,
+            body_of(idx.lookup(&get(), Some(unknown), UnknownTrace::Untraced, 0)).0,
             "t1-first"
         );
         // Untraced: the whole tape in recorded order.
-        assert_eq!(body_of(idx.lookup(&get(), None, u)).0, "t2-only");
-        assert_eq!(body_of(idx.lookup(&get(), None, u)).0, "t1-second");
+        assert_eq!(body_of(idx.lookup(&get(), None, u, 0)).0, "t2-only");
+        assert_eq!(body_of(idx.lookup(&get(), None, u, 0)).0, "t1-second");
         idx.rewind();
-        assert_eq!(body_of(idx.lookup(&get(), Some(t1), u)).0, "t1-first");
+        assert_eq!(body_of(idx.lookup(&get(), Some(t1), u, 0)).0, "t1-first");
         // A trace that made no such call does not borrow another trace's answer.
         let other = live("GET", "/stock/8", None, &empty);
-        let (b, nearest, _) = body_of(idx.lookup(&other, Some(t2), u));
+        let (b, nearest, _) = body_of(idx.lookup(&other, Some(t2), u, 0));
         assert_eq!(
             (b.as_str(), nearest),
             ("t2-only", true),
@@ -626,7 +695,7 @@ mod tests {
         );
         let post = live("POST", "/stock/7", None, &empty);
         assert!(
-            body_of(idx.lookup(&post, Some(t2), u))
+            body_of(idx.lookup(&post, Some(t2), u, 0))
                 .0
                 .contains("no recorded POST /stock/{id}")
         );
@@ -673,36 +742,36 @@ mod tests {
         let u = UnknownTrace::Miss;
         let body = b(r#"{"qty":1,"sku":"b"}"#);
         assert_eq!(
-            body_of(idx.lookup(&live("POST", "/quote", Some("cur=eur"), &body), None, u)),
+            body_of(idx.lookup(&live("POST", "/quote", Some("cur=eur"), &body), None, u, 0)),
             ("b1".into(), false, false)
         );
         // Closest: the query weighs 2, the body 1 (share of equal leaves).
         let body = b(r#"{"qty":2,"sku":"b"}"#);
         assert_eq!(
-            body_of(idx.lookup(&live("POST", "/quote", Some("cur=eur"), &body), None, u)),
+            body_of(idx.lookup(&live("POST", "/quote", Some("cur=eur"), &body), None, u, 0)),
             ("b1".into(), true, true),
             "same query and half the body beat the same body alone"
         );
         assert_eq!(
-            body_of(idx.lookup(&live("POST", "/quote", Some("cur=gbp"), &body), None, u)),
+            body_of(idx.lookup(&live("POST", "/quote", Some("cur=gbp"), &body), None, u, 0)),
             ("b2".into(), true, false),
             "no query in common: the body decides"
         );
         let empty = Bytes::new();
         assert_eq!(
-            body_of(idx.lookup(&live("GET", "/users/42", None, &empty), None, u)).0,
+            body_of(idx.lookup(&live("GET", "/users/42", None, &empty), None, u, 0)).0,
             "u42"
         );
         // A trace id on the request changes nothing when the tape has none.
         assert_eq!(
-            body_of(idx.lookup(&live("GET", "/users/17", None, &empty), Some("t"), u)).0,
+            body_of(idx.lookup(&live("GET", "/users/17", None, &empty), Some("t"), u, 0)).0,
             "u17"
         );
         let (b99, nearest, _) =
-            body_of(idx.lookup(&live("GET", "/users/99", None, &empty), None, u));
+            body_of(idx.lookup(&live("GET", "/users/99", None, &empty), None, u, 0));
         assert!(nearest && b99.starts_with('u'), "{b99}");
         assert!(
-            body_of(idx.lookup(&live("DELETE", "/users/1", None, &empty), None, u))
+            body_of(idx.lookup(&live("DELETE", "/users/1", None, &empty), None, u, 0))
                 .0
                 .contains("no recorded DELETE /users/{id}")
         );
@@ -737,12 +806,12 @@ mod tests {
         let u = UnknownTrace::Miss;
         let body = Bytes::from_static(br#"{"card":"4111","amount":5,"ts":3}"#);
         assert_eq!(
-            body_of(idx.lookup(&live("POST", "/pay", None, &body), None, u)).0,
+            body_of(idx.lookup(&live("POST", "/pay", None, &body), None, u, 0)).0,
             "exact"
         );
         let body = Bytes::from_static(br#"{"card":"5500","amount":5,"ts":4}"#);
         assert_eq!(
-            body_of(idx.lookup(&live("POST", "/pay", None, &body), None, u)),
+            body_of(idx.lookup(&live("POST", "/pay", None, &body), None, u, 0)),
             ("wild".into(), false, false)
         );
     }
@@ -758,9 +827,12 @@ mod tests {
         failed.error_kind = Some(tapedeck_storage::ErrorKind::Reset);
         let idx = Index::build(vec![e, failed], Normalizer::default());
         let empty = Bytes::new();
-        let Lookup::Hit { rec, .. } =
-            idx.lookup(&live("GET", "/g", None, &empty), None, UnknownTrace::Miss)
-        else {
+        let Lookup::Hit { rec, .. } = idx.lookup(
+            &live("GET", "/g", None, &empty),
+            None,
+            UnknownTrace::Miss,
+            0,
+        ) else {
             panic!("hit expected");
         };
         assert!(rec.answer.headers.get("content-length").is_none());
@@ -775,9 +847,12 @@ mod tests {
         );
         assert_eq!(idx.report().invalid_headers, 1);
         assert_eq!(idx.report().without_response, 1);
-        let Lookup::Hit { rec, .. } =
-            idx.lookup(&live("GET", "/f", None, &empty), None, UnknownTrace::Miss)
-        else {
+        let Lookup::Hit { rec, .. } = idx.lookup(
+            &live("GET", "/f", None, &empty),
+            None,
+            UnknownTrace::Miss,
+            0,
+        ) else {
             panic!("hit expected");
         };
         assert!(rec.answer.status.is_none());

@@ -48,6 +48,13 @@
 //! without its `Content-Encoding`. A recording without a response (the dependency failed)
 //! resets the connection. With [`LatencyMode::Recorded`] the answer waits the recorded time.
 //!
+//! # Lanes
+//! Callers that share trace ids — the baseline and the candidate of one replay both carry the
+//! recorded trace — would otherwise share each trace's cursors (the baseline's first call using
+//! up the first answer the candidate needs). A request whose `tracestate` holds the member
+//! `tapedeck=<name>` (replay adds it, naming the target) with `<name>` in [`MockSpec::lanes`]
+//! has cursors of its own; every other request uses lane 0. Up to 7 named lanes.
+//!
 //! # Faults, misses, output
 //! Faults ([`FaultRule`], seeded and keyed per trace, see [`fault`]) come first: a status fault
 //! answers instead of the recording and does not use up a recorded answer; a delay fault delays
@@ -91,7 +98,7 @@ use tracing::{info, warn};
 
 pub use error::MockError;
 pub use fault::{FaultConfig, FaultRule, FaultsFile, RouteGlob};
-pub use index::LoadReport;
+pub use index::{LANE_KEY, LoadReport, lane_of};
 pub use spec::{IgnoreRule, LatencyMode, MockOptions, MockSpec, OnMiss, UnknownTrace};
 pub use stats::{FaultCount, MockStats, MockSummary, OutSummary, RouteCount, render_text};
 
@@ -185,6 +192,7 @@ impl Mock {
             latency: spec.latency,
             trace: spec.trace.clone(),
             unknown_trace: spec.unknown_trace,
+            lanes: spec.lanes.clone(),
             max_request_body: spec.max_request_body,
             grace: spec.grace,
             out: writer.as_ref().map(|w| Output {

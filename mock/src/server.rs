@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     pub(crate) latency: LatencyMode,
     pub(crate) trace: TraceSource,
     pub(crate) unknown_trace: UnknownTrace,
+    /// Named lanes (see [`crate::lane_of`]).
+    pub(crate) lanes: Vec<String>,
     pub(crate) max_request_body: usize,
     pub(crate) grace: Duration,
     pub(crate) out: Option<Output>,
@@ -765,9 +767,21 @@ async fn handle(svc: Svc, req: Request<Incoming>) -> Result<Response<MockBody>, 
         headers: &live_headers,
         body: &call.body,
     };
+    let lane = if sh.lanes.is_empty() {
+        0
+    } else {
+        crate::index::lane_of(
+            call.parts
+                .headers
+                .get_all("tracestate")
+                .iter()
+                .map(|v| v.as_bytes()),
+            &sh.lanes,
+        )
+    };
     match sh
         .index
-        .lookup(&live, call.trace.as_deref(), sh.unknown_trace)
+        .lookup(&live, call.trace.as_deref(), sh.unknown_trace, lane)
     {
         Lookup::Hit {
             rec,

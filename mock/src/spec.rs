@@ -147,6 +147,9 @@ pub struct MockOptions {
     pub trace_header: Option<String>,
     /// What a request with a trace id the tape does not know gets.
     pub unknown_trace: UnknownTrace,
+    /// Named lanes: a caller whose `tracestate` holds `tapedeck=<lane>` gets its own cursors
+    /// (`tapedeck replay` adds the member, naming the target; at most 7).
+    pub lane: Vec<String>,
     /// Fields left out of matching: JSON paths (`$.ts`, `$..request_id`) or `?param`.
     pub ignore: Vec<String>,
     /// Faults in flag form: `ROUTE[,status=503][,delay=2s][,reset][,rate=0.5]`.
@@ -177,6 +180,7 @@ impl Default for MockOptions {
             latency: LatencyMode::None,
             trace_header: None,
             unknown_trace: UnknownTrace::Miss,
+            lane: Vec::new(),
             ignore: Vec::new(),
             fault: Vec::new(),
             faults: None,
@@ -221,6 +225,9 @@ impl MockOptions {
             .map_err(|e| MockError::invalid("--max-request-body", e.to_string()))?;
         let grace = parse_duration(&self.grace)
             .map_err(|e| MockError::invalid("--grace", e.to_string()))?;
+        if self.lane.len() > 7 {
+            return Err(MockError::invalid("--lane", "at most 7 lanes"));
+        }
         if self.threads == Some(0) {
             return Err(MockError::invalid("--threads", "must be at least 1"));
         }
@@ -243,6 +250,7 @@ impl MockOptions {
                 .map(TraceSource::from_header_name)
                 .unwrap_or_default(),
             unknown_trace: self.unknown_trace,
+            lanes: self.lane,
             ignore,
             faults,
             seed: self.seed,
@@ -280,6 +288,9 @@ pub struct MockSpec {
     pub trace: TraceSource,
     /// Unknown trace ids: miss or untraced matching.
     pub unknown_trace: UnknownTrace,
+    /// Named lanes (`tracestate: tapedeck=<name>`), each with its own cursors; at most 7 are
+    /// used (see the crate docs). Empty: one lane for every caller.
+    pub lanes: Vec<String>,
     /// Fields left out of matching.
     pub ignore: Vec<IgnoreRule>,
     /// Faults, tried in order.
@@ -310,6 +321,7 @@ impl MockSpec {
             latency: LatencyMode::None,
             trace: TraceSource::Traceparent,
             unknown_trace: UnknownTrace::Miss,
+            lanes: Vec::new(),
             ignore: Vec::new(),
             faults: Vec::new(),
             seed: 1,

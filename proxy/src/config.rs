@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use tapedeck_common::parse::{parse_duration, parse_size};
 use tapedeck_common::tls::{Identity, TlsError};
+use tapedeck_common::trace::TraceSource;
 use tapedeck_common::{RedactMode, RedactRules, RuleRedactor};
 
 use crate::engine::Engine;
@@ -44,8 +45,14 @@ impl From<&str> for NumOrText {
 pub struct RawConfig {
     /// Address the proxy listens on (default `127.0.0.1:8080`).
     pub listen: Option<String>,
-    /// Where requests go: `http://host:port` or `https://host:port` (required).
+    /// Where requests go: `http://host:port` or `https://host:port` (required, except with
+    /// `forward`, where it only receives origin-form requests).
     pub upstream: Option<String>,
+    /// Forward-proxy mode for plain-http dependencies (default false): a request with an
+    /// absolute-form target (`GET http://pricing:8080/quote HTTP/1.1`, what a client sends to
+    /// the proxy in its `HTTP_PROXY`) goes to that host; `CONNECT` (https through the proxy) is
+    /// answered 501. hyper engine only.
+    pub forward: Option<bool>,
     /// Tape directory to record into (required unless `record = false`).
     pub tape: Option<PathBuf>,
     /// `source` label stored with every exchange (default: the upstream authority).
@@ -136,6 +143,9 @@ pub struct RawConfig {
     /// Header whose value keys the sampling decision (e.g. `traceparent`), so that all requests
     /// of one trace are recorded or skipped together.
     pub sample_key: Option<String>,
+    /// Header the `trace_id` column is read from (default `traceparent`: the W3C trace id);
+    /// another name (e.g. `x-request-id`) stores that header's value as is.
+    pub trace_header: Option<String>,
     /// Record only these methods (default: all).
     #[serde(alias = "include-method")]
     pub include_methods: Option<Vec<String>>,
@@ -225,8 +235,10 @@ pub struct TlsFiles {
 pub struct Settings {
     /// Listener address.
     pub listen: SocketAddr,
-    /// The upstream.
-    pub upstream: Upstream,
+    /// The upstream; `None` only in forward-proxy mode without one.
+    pub upstream: Option<Upstream>,
+    /// Forward-proxy mode: absolute-form requests go to the host they name.
+    pub forward: bool,
     /// Tape directory; `None` when recording is off.
     pub tape: Option<PathBuf>,
     /// `source` label.
@@ -269,6 +281,8 @@ pub struct Settings {
     pub redactor: RuleRedactor,
     /// Sampling and capture filters.
     pub sampler: Sampler,
+    /// Where the `trace_id` column comes from.
+    pub trace: TraceSource,
 }
 
 impl RawConfig {
@@ -299,6 +313,7 @@ impl RawConfig {
         pick!(
             listen,
             upstream,
+            forward,
             tape,
             source,
             record,
@@ -334,6 +349,7 @@ impl RawConfig {
             redact_key_file,
             sample,
             sample_key,
+            trace_header,
             include_methods,
             exclude_methods,
             include_paths,
@@ -344,21 +360,25 @@ impl RawConfig {
     /// Checks every value and builds the runtime [`Settings`].
     pub fn validate(self) -> Result<Settings, ConfigError> {
         let listen = resolve_one("listen", self.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
-        let mut upstream = parse_upstream(
-            self.upstream
-                .as_deref()
-                .ok_or(ConfigError::Missing { key: "upstream" })?,
-        )?;
-        upstream.tls_options = UpstreamTlsKeys {
+        let forward = self.forward.unwrap_or(false);
+        let keys = UpstreamTlsKeys {
             ca: self.upstream_ca,
             client_cert: self.upstream_client_cert,
             client_key: self.upstream_client_key,
             sni: self.upstream_sni,
             insecure: self.upstream_insecure,
             verify: self.upstream_verify,
-        }
-        .load(upstream.tls)?;
-        let upstream_verify = !upstream.tls_options.insecure;
+        };
+        let upstream = match (self.upstream.as_deref(), forward) {
+            (None, false) => return Err(ConfigError::Missing { key: "upstream" }),
+            (None, true) => None,
+            (Some(u), _) => {
+                let mut upstream = parse_upstream(u)?;
+                upstream.tls_options = keys.load(upstream.tls)?;
+                Some(upstream)
+            }
+        };
+        let upstream_verify = upstream.as_ref().is_none_or(|u| !u.tls_options.insecure);
         let record = self.record.unwrap_or(true);
         let tape = match (record, self.tape) {
             (true, None) => return Err(ConfigError::Missing { key: "tape" }),
@@ -478,11 +498,32 @@ impl RawConfig {
         let sampler = sb
             .build()
             .map_err(|e| invalid("include-paths", e.to_string()))?;
+        let trace = match self.trace_header.as_deref() {
+            None => TraceSource::Traceparent,
+            Some(h) if http::HeaderName::from_bytes(h.trim().as_bytes()).is_err() => {
+                return Err(invalid(
+                    "trace-header",
+                    format!("`{h}` is not a header name"),
+                ));
+            }
+            Some(h) => TraceSource::from_header_name(h),
+        };
 
+        if forward && engine == Engine::Pingora {
+            return Err(invalid(
+                "forward",
+                "the pingora engine has no forward-proxy mode: use --engine hyper (the default)",
+            ));
+        }
         Ok(Settings {
             listen,
-            source: self.source.unwrap_or_else(|| upstream.authority.clone()),
+            source: self.source.unwrap_or_else(|| {
+                upstream
+                    .as_ref()
+                    .map_or_else(|| "forward".to_owned(), |u| u.authority.clone())
+            }),
             upstream,
+            forward,
             tape,
             max_body,
             threads,
@@ -503,6 +544,7 @@ impl RawConfig {
             upstream_h2c: self.upstream_h2c.unwrap_or(false),
             redactor,
             sampler,
+            trace,
         })
     }
 }
@@ -656,7 +698,10 @@ exclude-methods = ["OPTIONS"]
         let s = file.merge(flags).validate().expect("valid");
         assert_eq!(s.threads, 1);
         assert_eq!(s.max_body, 2 << 20);
-        assert_eq!(s.upstream.addr, "127.0.0.1:3000".parse().expect("addr"));
+        assert_eq!(
+            s.upstream.as_ref().expect("upstream").addr,
+            "127.0.0.1:3000".parse().expect("addr")
+        );
         assert_eq!(s.source, "127.0.0.1:3000");
         assert_eq!(s.admin, Some("127.0.0.1:9180".parse().expect("addr")));
     }

@@ -176,6 +176,7 @@ impl Recorder {
             redactor,
             metrics: metrics.clone(),
             sink: sink.clone(),
+            trace: s.trace.clone(),
         }));
         let readiness = Arc::new(Readiness::default());
         let admin = match admin_listener {
@@ -197,7 +198,8 @@ impl Recorder {
         };
         info!(
             listen = %s.listen,
-            upstream = %s.upstream.authority,
+            upstream = s.upstream.as_ref().map_or("-", |u| u.authority.as_str()),
+            forward = s.forward,
             tape = ?s.tape,
             admin = ?s.admin,
             threads = s.threads,
@@ -272,7 +274,12 @@ fn open_tape(
         .queue_bytes(writer_bytes)
         .seal_backlog(s.seal_backlog)
         .flush_interval(s.flush_interval)
-        .metadata("tapedeck.recorder.upstream", s.upstream.authority.clone())
+        .metadata(
+            "tapedeck.recorder.upstream",
+            s.upstream
+                .as_ref()
+                .map_or_else(|| "forward".to_owned(), |u| u.authority.clone()),
+        )
         .metadata("tapedeck.recorder.source", s.source.clone())
         .open()
         .map_err(|e| match e {

@@ -201,15 +201,23 @@ mod tests {
         .expect("parses")
         .validate()
         .expect("valid");
-        assert_eq!(s.upstream.tls_options.sni.as_deref(), Some("api.internal"));
-        assert!(s.upstream_verify && !s.upstream.tls_options.insecure);
+        assert_eq!(
+            s.upstream
+                .as_ref()
+                .expect("upstream")
+                .tls_options
+                .sni
+                .as_deref(),
+            Some("api.internal")
+        );
+        assert!(s.upstream_verify && !s.upstream.as_ref().expect("upstream").tls_options.insecure);
         let s = crate::RawConfig::from_toml(
             "upstream = \"https://127.0.0.1:8443\"\ntape = \"/tmp/t\"\nupstream-insecure = true\n",
         )
         .expect("parses")
         .validate()
         .expect("valid");
-        assert!(!s.upstream_verify && s.upstream.tls_options.insecure);
+        assert!(!s.upstream_verify && s.upstream.as_ref().expect("upstream").tls_options.insecure);
         let e = crate::RawConfig::from_toml(
             "upstream = \"https://127.0.0.1:8443\"\nupstream-ca = \"/nonexistent/ca.pem\"\n\
              tape = \"/tmp/t\"\n",

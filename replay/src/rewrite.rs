@@ -5,14 +5,28 @@
 //!   path parsed; also what is written back to the result tape (credentials injected by
 //!   `--set-header 'X: ${VAR}'` are stored as the unexpanded template, never the secret).
 //! - [`for_target`], once per request (on the sending worker): what depends on the target and
-//!   the connection — `Host` for HTTP/1.1 (HTTP/2 sends `:authority` from the URI instead).
-//!   Headers that must differ per request (a fresh span id in a W3C `traceparent`, say) belong
-//!   here too, next to the `Host` rule.
+//!   the connection — `Host` for HTTP/1.1 (HTTP/2 sends `:authority` from the URI instead) —
+//!   and what must differ per request: the W3C `traceparent` carrying the recorded trace id with
+//!   a fresh span id.
+//!
+//! Trace propagation: a request whose recorded trace is a W3C trace id (the tape's `trace_id`
+//! column, else the trace id of its recorded `traceparent` header, for tapes written before the
+//! column) is sent with `traceparent: 00-<trace id>-<new span id>-01` in place of the recorded
+//! header, so a service that forwards `traceparent` (as OpenTelemetry-instrumented ones do)
+//! carries the recorded trace to its dependencies, and dependency mocks answer it with that
+//! trace's recorded calls. A request without one gets no `traceparent` added; a trace id that is
+//! not a W3C one (recorded with `record --trace-header x-request-id`) travels in its own
+//! recorded header, unchanged. With the `traceparent` goes a `tracestate` whose first member is
+//! `tapedeck=<target name>` (recorded members kept after it): the lane a dependency mock keeps
+//! per target. `--set-header traceparent: …` or `--drop-header traceparent` turn propagation
+//! off. The result tape stores the trace id in its `trace_id` column; the
+//! span id, different per request, is not stored.
 
 use bytes::Bytes;
 use http::Method;
 use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
+use tapedeck_common::trace::{TRACEPARENT, trace_id_of_traceparent, traceparent};
 use tapedeck_storage::{Exchange, Header};
 
 use crate::config::{DropSet, SetHeader};
@@ -48,6 +62,8 @@ pub(crate) struct Prepared {
     pub(crate) body: Bytes,
     /// Why this exchange cannot be sent (it then yields an error result per target).
     pub(crate) unsendable: Option<String>,
+    /// The W3C trace id sent on in a fresh `traceparent` per request, if any.
+    pub(crate) trace: Option<String>,
 }
 
 /// Builds the request for `origin`; `unsendable` says why it cannot be sent (bad method).
@@ -84,6 +100,7 @@ pub(crate) fn prepare(origin: Exchange, drop: &DropSet, set: &[SetHeader]) -> Pr
         }
     };
     let recorded = std::mem::take(&mut origin.req_headers);
+    let trace = propagated_trace(&origin, &recorded, drop, set);
     // Names the recorded `Connection` header lists are hop-by-hop too.
     let mut conn_listed: Vec<String> = Vec::new();
     for h in &recorded {
@@ -99,7 +116,10 @@ pub(crate) fn prepare(origin: Exchange, drop: &DropSet, set: &[SetHeader]) -> Pr
     let mut headers = HeaderMap::with_capacity(recorded.len() + set.len());
     let mut stored = Vec::with_capacity(recorded.len() + set.len());
     for h in recorded {
-        if h.name.starts_with(':') || is_hop_by_hop(&h.name, &h.value) {
+        if h.name.starts_with(':')
+            || is_hop_by_hop(&h.name, &h.value)
+            || (trace.is_some() && h.name.eq_ignore_ascii_case(TRACEPARENT))
+        {
             continue;
         }
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
@@ -135,17 +155,71 @@ pub(crate) fn prepare(origin: Exchange, drop: &DropSet, set: &[SetHeader]) -> Pr
         stored_headers: stored,
         body,
         unsendable,
+        trace,
     }
 }
 
-/// Completes `headers` for one request to `ep` over a connection that speaks HTTP/2 or not.
-pub(crate) fn for_target(headers: &mut HeaderMap, ep: &Endpoint, h2: bool) {
+/// The W3C trace id `origin` is sent on with (see the module doc), or `None`.
+fn propagated_trace(
+    origin: &Exchange,
+    recorded: &[Header],
+    drop: &DropSet,
+    set: &[SetHeader],
+) -> Option<String> {
+    let name = HeaderName::from_static(TRACEPARENT);
+    if drop.contains(&name) || set.iter().any(|s| s.name == name) {
+        return None;
+    }
+    let w3c = |t: &str| traceparent(t, 1).is_some();
+    match origin.trace_id.as_deref() {
+        Some(t) if w3c(t) => Some(t.to_owned()),
+        // A trace id from another header: that header travels as recorded.
+        Some(_) => None,
+        None => recorded
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(TRACEPARENT))
+            .find_map(|h| trace_id_of_traceparent(&h.value))
+            .map(str::to_owned),
+    }
+}
+
+/// Completes `headers` for one request to `ep` over a connection that speaks HTTP/2 or not,
+/// carrying `trace` (a W3C trace id) in a `traceparent` with a new span id.
+pub(crate) fn for_target(headers: &mut HeaderMap, ep: &Endpoint, h2: bool, trace: Option<&str>) {
     if h2 {
         headers.remove(HOST); // `:authority` says it
     } else {
         headers.insert(HOST, ep.host.clone());
     }
+    if let Some(v) = trace
+        .and_then(|t| traceparent(t, rand::random()))
+        .and_then(|v| HeaderValue::try_from(v).ok())
+    {
+        headers.insert(HeaderName::from_static(TRACEPARENT), v);
+        // The target's lane for dependency mocks: `tapedeck=<target>` first, the recorded
+        // members after it (W3C: a member added or updated moves to the front).
+        let mut state = format!("{LANE_KEY}={}", ep.target.name);
+        for v in headers.get_all(TRACESTATE) {
+            for m in v.to_str().unwrap_or_default().split(',').map(str::trim) {
+                if !m.is_empty() && m.split_once('=').is_none_or(|(k, _)| k != LANE_KEY) {
+                    state.push(',');
+                    state.push_str(m);
+                }
+            }
+        }
+        if let Ok(v) = HeaderValue::try_from(state) {
+            headers.insert(HeaderName::from_static(TRACESTATE), v);
+        }
+    }
 }
+
+/// The W3C `tracestate` header.
+const TRACESTATE: &str = "tracestate";
+
+/// The `tracestate` member naming the replay target (`tapedeck=<target>`): dependency mocks
+/// keep a lane of cursors per target, so the baseline and the candidate, which carry the same
+/// trace ids, each get a trace's recorded answers in recorded order.
+const LANE_KEY: &str = "tapedeck";
 
 fn is_hop_by_hop(name: &str, value: &[u8]) -> bool {
     if name.eq_ignore_ascii_case("te") {
@@ -214,6 +288,106 @@ mod tests {
                 .any(|h| h.value_lossy().contains("s3cret"))
         );
         assert_eq!(&p.body[..], b"abc");
+    }
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    fn traced(trace_id: Option<&str>, header: Option<&str>) -> Exchange {
+        Exchange {
+            method: "GET".into(),
+            path: "/t".into(),
+            trace_id: trace_id.map(str::to_owned),
+            req_headers: header
+                .map(|v| vec![Header::new("Traceparent", v.to_owned())])
+                .unwrap_or_default(),
+            ..Exchange::default()
+        }
+    }
+
+    fn endpoint() -> Endpoint {
+        let cfg = crate::config::ReplayOptions {
+            tape: vec!["t".into()],
+            out: Some("o".into()),
+            targets: vec!["cand=http://127.0.0.1:9".into()],
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid");
+        Endpoint::new(
+            cfg.targets()[0].clone(),
+            std::time::Duration::from_secs(1),
+            None,
+        )
+        .expect("endpoint")
+    }
+
+    #[test]
+    fn the_recorded_trace_travels_with_a_fresh_span_per_request() {
+        let recorded = format!("00-{TRACE}-00f067aa0ba902b7-01");
+        let none = DropSet::new(vec![]);
+        let ep = endpoint();
+        for ex in [
+            traced(Some(TRACE), Some(&recorded)),
+            // A trace id without its header (a proxy in front added it); a schema-1 tape.
+            traced(Some(TRACE), None),
+            traced(None, Some(&recorded)),
+        ] {
+            let p = prepare(ex, &none, &[]);
+            assert_eq!(p.trace.as_deref(), Some(TRACE));
+            assert!(p.headers.get(TRACEPARENT).is_none(), "recorded one removed");
+            assert!(
+                !p.stored_headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case(TRACEPARENT))
+            );
+            let mut spans = std::collections::HashSet::new();
+            for _ in 0..3 {
+                let mut h = p.headers.clone();
+                for_target(&mut h, &ep, false, p.trace.as_deref());
+                let v = h[TRACEPARENT].to_str().expect("ascii").to_owned();
+                assert_eq!(trace_id_of_traceparent(v.as_bytes()), Some(TRACE), "{v}");
+                assert_ne!(v, recorded);
+                assert_eq!(h[TRACESTATE], "tapedeck=cand");
+                spans.insert(v);
+            }
+            assert_eq!(spans.len(), 3, "a new span id per request");
+        }
+        // Recorded tracestate members stay, after the lane; a recorded lane is replaced.
+        let mut ex = traced(Some(TRACE), Some(&recorded));
+        ex.req_headers
+            .push(Header::new("tracestate", "vendor=1, tapedeck=old,other=2"));
+        let p = prepare(ex, &none, &[]);
+        let mut h = p.headers.clone();
+        for _ in 0..2 {
+            for_target(&mut h, &ep, true, p.trace.as_deref());
+        }
+        assert_eq!(h[TRACESTATE], "tapedeck=cand,vendor=1,other=2");
+        // No trace: nothing added. A non-W3C trace id: its own header travels as recorded.
+        let p = prepare(traced(None, None), &none, &[]);
+        let mut h = p.headers.clone();
+        for_target(&mut h, &ep, false, p.trace.as_deref());
+        assert!(h.get(TRACEPARENT).is_none());
+        let mut ex = traced(Some("req-42"), None);
+        ex.req_headers.push(Header::new("x-request-id", "req-42"));
+        let p = prepare(ex, &none, &[]);
+        assert_eq!(p.trace, None);
+        assert_eq!(p.headers["x-request-id"], "req-42");
+        // An invalid recorded traceparent is sent as recorded.
+        let p = prepare(traced(None, Some("garbage")), &none, &[]);
+        assert_eq!(p.trace, None);
+        assert_eq!(p.headers[TRACEPARENT], "garbage");
+        // The user's --drop-header / --set-header win.
+        let drop = DropSet::new(vec![HeaderName::from_static(TRACEPARENT)]);
+        let p = prepare(traced(Some(TRACE), Some(&recorded)), &drop, &[]);
+        assert!(p.trace.is_none() && p.headers.get(TRACEPARENT).is_none());
+        let fixed = format!("00-{TRACE}-1111111111111111-01");
+        let p = prepare(
+            traced(Some(TRACE), Some(&recorded)),
+            &none,
+            &[set(TRACEPARENT, &fixed, &fixed)],
+        );
+        assert_eq!(p.trace, None);
+        assert_eq!(p.headers[TRACEPARENT], fixed.as_str());
     }
 
     #[test]

@@ -151,6 +151,7 @@ fn skeleton(ep: &Endpoint, p: &Prepared, scheduled_us: i64) -> Exchange {
         origin_id: Some(o.id),
         target: Some(ep.target.name.clone()),
         scheduled_at_us: Some(scheduled_us),
+        trace_id: o.trace_id.clone().or_else(|| p.trace.clone()),
         ..Exchange::default()
     }
 }
@@ -165,7 +166,7 @@ fn request(
     let uri = ep
         .uri(&p.path_and_query, h2)
         .map_err(|m| Failure::new(ErrorKind::Other, m))?;
-    rewrite::for_target(&mut headers, ep, h2);
+    rewrite::for_target(&mut headers, ep, h2, p.trace.as_deref());
     let mut req = Request::new(Full::new(p.body.clone()));
     *req.method_mut() = p.method.clone();
     *req.uri_mut() = uri;

@@ -11,6 +11,12 @@
 //!   paginated route's latency multiplied by a factor, and `email` renamed in a chosen share of
 //!   the `GET /api/users/{id}` answers.
 //!
+//! `GET /api/products/{id}` asks the pricing service (`GET /prices/{id}`, [`start_pricing`]) for
+//! the price, forwarding `traceparent` and `tracestate` as an instrumented service does. `v2-bad`
+//! asks twice per product (a planted dependency regression: the answer is the same, the calls
+//! are not). When pricing fails, v1 and v2-good answer with their cached price
+//! (`"price_source": "cache"`), v2-bad answers 500.
+//!
 //! Every response carries noise that must not be flagged: a fresh `request_id` and `generated_at`
 //! in the body, an `x-request-id` header, `date`, and `server` with the build's version.
 
@@ -19,7 +25,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, Response};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -130,8 +136,23 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Handles one request: (status, body, extra delay).
-fn route(build: Build, method: &str, path: &str, query: Option<&str>) -> (u16, Value, Duration) {
+/// A product's price, as the pricing service and the apps' caches know it.
+fn price_of(id: u64) -> u64 {
+    mix(id ^ 0xfeed) % 100_000
+}
+
+/// What the pricing service said about a product: its price, or `None` when it failed.
+type Price = Option<u64>;
+
+/// Handles one request: (status, body, extra delay). `price`: pricing's answer for a product
+/// request.
+fn route(
+    build: Build,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    price: Price,
+) -> (u16, Value, Duration) {
     let base = Duration::from_micros(1500 + mix(path.len() as u64 + rand_u64()) % 3000);
     if method != "GET" {
         return (405, json!({"error": "method not allowed"}), base);
@@ -190,12 +211,20 @@ fn route(build: Build, method: &str, path: &str, query: Option<&str>) -> (u16, V
         ["api", "products", id] => match id.parse::<u64>() {
             Ok(id) => {
                 let h = mix(id ^ 0xfeed);
+                let (price_cents, source) = match price {
+                    Some(p) => (p, "pricing"),
+                    None if build == Build::V2Bad => {
+                        return (500, json!({"error": "pricing unavailable"}), base);
+                    }
+                    None => (price_of(id), "cache"),
+                };
                 (
                     200,
                     json!({
                         "id": id,
                         "title": format!("{} {}", TITLES[(h % 12) as usize], TITLES[((h >> 8) % 12) as usize]),
-                        "price_cents": h % 100_000,
+                        "price_cents": price_cents,
+                        "price_source": source,
                         "in_stock": !h.is_multiple_of(5),
                     }),
                     base,
@@ -211,15 +240,66 @@ fn rand_u64() -> u64 {
     rand::random()
 }
 
+/// The HTTP client the apps call pricing with.
+type PricingClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Empty<Bytes>,
+>;
+
+/// Asks pricing at `pricing` for product `id`, forwarding the trace headers of `req`.
+async fn fetch_price(
+    client: &PricingClient,
+    pricing: SocketAddr,
+    id: u64,
+    req: &Request<hyper::body::Incoming>,
+) -> Price {
+    let mut out = Request::get(format!("http://{pricing}/prices/{id}"));
+    for h in ["traceparent", "tracestate"] {
+        if let Some(v) = req.headers().get(h) {
+            out = out.header(h, v);
+        }
+    }
+    let out = out.body(Empty::<Bytes>::new()).ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(out))
+        .await
+        .ok()?
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice::<Value>(&body).ok()?["price_cents"].as_u64()
+}
+
 async fn handle(
     build: Build,
+    pricing: SocketAddr,
+    client: PricingClient,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let product = req
+        .uri()
+        .path()
+        .strip_prefix("/api/products/")
+        .and_then(|id| id.parse::<u64>().ok())
+        .filter(|_| req.method() == hyper::Method::GET);
+    let price = match product {
+        None => None,
+        Some(id) => {
+            let price = fetch_price(&client, pricing, id, &req).await;
+            if build == Build::V2Bad {
+                // The planted dependency regression: a second, identical call per product.
+                let _ = fetch_price(&client, pricing, id, &req).await;
+            }
+            price
+        }
+    };
     let (status, body, delay) = route(
         build,
         req.method().as_str(),
         req.uri().path(),
         req.uri().query(),
+        price,
     );
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -242,9 +322,9 @@ fn httpdate_now() -> String {
         .to_string()
 }
 
-/// Serves `build` on 127.0.0.1 (a port picked by the OS) until `shutdown` turns true.
-pub(crate) async fn start(
-    build: Build,
+/// The pricing service: `GET /prices/{id}` → `{"id", "price_cents", "currency"}`. Serves on
+/// 127.0.0.1 (a port picked by the OS) until `shutdown` turns true.
+pub(crate) async fn start_pricing(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -256,7 +336,55 @@ pub(crate) async fn start(
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| handle(build, req));
+                        let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                            let id = req
+                                .uri()
+                                .path()
+                                .strip_prefix("/prices/")
+                                .and_then(|id| id.parse::<u64>().ok());
+                            let (status, body) = match id {
+                                Some(id) => (200, json!({"id": id, "price_cents": price_of(id), "currency": "EUR"})),
+                                None => (404, json!({"error": "no such price"})),
+                            };
+                            let resp = Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())))
+                                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+                            Ok::<_, Infallible>(resp)
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            }
+        }
+    });
+    Ok(addr)
+}
+
+/// Serves `build` on 127.0.0.1 (a port picked by the OS), asking `pricing` for product prices,
+/// until `shutdown` turns true.
+pub(crate) async fn start(
+    build: Build,
+    pricing: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let client: PricingClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| handle(build, pricing, client.clone(), req));
                         let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                             .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                             .await;
@@ -274,24 +402,40 @@ mod tests {
 
     #[test]
     fn planted_regressions_are_where_the_demo_says() {
-        let (_, v1, d1) = route(Build::V1, "GET", "/api/users", Some("page=3"));
-        let (_, bad, dbad) = route(Build::V2Bad, "GET", "/api/users", Some("page=3"));
+        let (_, v1, d1) = route(Build::V1, "GET", "/api/users", Some("page=3"), None);
+        let (_, bad, dbad) = route(Build::V2Bad, "GET", "/api/users", Some("page=3"), None);
         assert!(dbad >= d1.min(dbad) + SLOW_PAGE_DELAY - Duration::from_millis(5));
         assert_eq!(v1["items"].as_array().map(Vec::len), Some(10));
         assert_eq!(v1["items"], bad["items"]);
-        let (_, _, dpage1) = route(Build::V2Bad, "GET", "/api/users", Some("page=1"));
+        let (_, _, dpage1) = route(Build::V2Bad, "GET", "/api/users", Some("page=1"), None);
         assert!(dpage1 < SLOW_PAGE_DELAY);
 
-        let (_, u1, _) = route(Build::V1, "GET", "/api/users/7", None);
-        let (_, ubad, _) = route(Build::V2Bad, "GET", "/api/users/7", None);
+        let (_, u1, _) = route(Build::V1, "GET", "/api/users/7", None, None);
+        let (_, ubad, _) = route(Build::V2Bad, "GET", "/api/users/7", None, None);
         assert!(ubad.get("email_address").is_some() && ubad.get("email").is_none());
-        let (_, ugood, _) = route(Build::V2Good, "GET", "/api/users/7", None);
+        let (_, ugood, _) = route(Build::V2Good, "GET", "/api/users/7", None, None);
         assert_eq!(u1, ugood);
 
-        let (_, s1, _) = route(Build::V1, "GET", "/api/search", Some("q=kelp"));
-        let (_, s2, _) = route(Build::V2Bad, "GET", "/api/search", Some("q=kelp"));
+        let (_, s1, _) = route(Build::V1, "GET", "/api/search", Some("q=kelp"), None);
+        let (_, s2, _) = route(Build::V2Bad, "GET", "/api/search", Some("q=kelp"), None);
         let mut rev = s1["hits"].as_array().cloned().unwrap_or_default();
         rev.reverse();
         assert_eq!(s2["hits"].as_array().cloned().unwrap_or_default(), rev);
+
+        // Pricing down: v1 falls back to its cached price, v2-bad fails.
+        let (st, p, _) = route(Build::V1, "GET", "/api/products/9", None, None);
+        assert_eq!(
+            (st, &p["price_source"], &p["price_cents"]),
+            (200, &json!("cache"), &json!(price_of(9)))
+        );
+        let (st, p, _) = route(Build::V1, "GET", "/api/products/9", None, Some(5));
+        assert_eq!(
+            (st, &p["price_source"], &p["price_cents"]),
+            (200, &json!("pricing"), &json!(5))
+        );
+        assert_eq!(
+            route(Build::V2Bad, "GET", "/api/products/9", None, None).0,
+            500
+        );
     }
 }

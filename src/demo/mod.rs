@@ -1,12 +1,17 @@
 //! `tapedeck demo`: the whole loop against an embedded sample API, in one command, no network.
 //!
-//! 1. Starts the sample JSON API in three instances on loopback: v1 (baseline), a second v1
-//!    (noise), and v2 (candidate; `bad` has three planted regressions, `good` none).
-//! 2. Starts the real `tapedeck record` (this binary, as a child process) in front of v1 and sends
-//!    synthetic traffic through it; stops it with SIGTERM so the tape is sealed.
-//! 3. Replays the tape against all three in one pass and judges the run (`check`).
+//! 1. Starts the pricing service and, in front of it, the real `tapedeck record` (this binary, as
+//!    a child process, `--source pricing`): the egress recorder.
+//! 2. Starts the sample JSON API v1 (calling pricing through the egress recorder) behind a
+//!    second `tapedeck record` (ingress) and sends synthetic traffic through it, one trace per
+//!    request; stops both recorders with SIGTERM so the tapes are sealed, then stops pricing.
+//! 3. Starts v1 (baseline), a second v1 (noise) and v2 (candidate; `bad` has three planted
+//!    regressions and calls pricing twice per product, `good` none), all calling pricing at a
+//!    mock address; replays the tape against all three in one pass with `check --mock`, which
+//!    serves the recorded pricing answers, and judges the run.
 //! 4. Prints the verdict and checks itself: exit 0 only when exactly the planted regressions were
-//!    found (and, for `good`, nothing).
+//!    found, the double pricing call among them in the dependency section (and, for `good`,
+//!    nothing).
 
 mod app;
 mod traffic;
@@ -42,7 +47,20 @@ pub(crate) struct Args {
     /// The recorder's data plane (`tapedeck record --engine`): hyper or pingora.
     #[arg(long, default_value = "hyper", value_name = "ENGINE")]
     engine: String,
+    /// Also replay the candidate with pricing down (every pricing call answered 503, `check
+    /// --chaos`): v2-bad answers 500 where v1 and v2-good fall back to a cached price.
+    #[arg(long)]
+    chaos: bool,
 }
+
+/// The demo's chaos experiment: pricing down.
+const DEMO_FAULTS: &str = "\
+# tapedeck demo --chaos: pricing is down.
+[[fault]]
+route = \"GET /prices/*\"
+status = 503
+rate = 1.0
+";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum CandidateBuild {
@@ -78,15 +96,48 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         CandidateBuild::Bad => app::Build::V2Bad,
         CandidateBuild::Good => app::Build::V2Good,
     };
+
+    // ① The pricing dependency, recorded by its own recorder (egress).
+    let (pricing_stop, pricing_stop_rx) = tokio::sync::watch::channel(false);
+    let pricing = rt.block_on(app::start_pricing(pricing_stop_rx))?;
+    let deps = args.out.join("pricing");
+    let egress = Recorder::start(&deps, pricing, &args.engine, "pricing")?;
+    let v1_recorded = rt.block_on(app::start(app::Build::V1, egress.addr, stop_rx.clone()))?;
+    say(&format!(
+        "① pricing on {pricing} behind `tapedeck record --source pricing` on {}; sample API v1 on {v1_recorded} calls it there",
+        egress.addr
+    ));
+
+    // ② Record the API's traffic through the real proxy (ingress), one trace per request.
+    let recorded = record(
+        &rt,
+        &tape,
+        v1_recorded,
+        args.requests,
+        args.seed,
+        &args.engine,
+    )?;
+    let pricing_calls = egress.stop()?;
+    let _ = pricing_stop.send(true);
+    say(&format!(
+        "② recorded {recorded} exchanges into {} and {pricing_calls} pricing calls into {}; pricing is stopped",
+        tape.display(),
+        deps.display()
+    ));
+
+    // ③ The builds to compare, calling pricing at the mock `check` starts.
+    let mock_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("picking a port for the pricing mock")?;
     let (v1, v1b, v2) = rt.block_on(async {
         Ok::<_, std::io::Error>((
-            app::start(app::Build::V1, stop_rx.clone()).await?,
-            app::start(app::Build::V1, stop_rx.clone()).await?,
-            app::start(candidate, stop_rx.clone()).await?,
+            app::start(app::Build::V1, mock_addr, stop_rx.clone()).await?,
+            app::start(app::Build::V1, mock_addr, stop_rx.clone()).await?,
+            app::start(candidate, mock_addr, stop_rx.clone()).await?,
         ))
     })?;
     say(&format!(
-        "① sample API up: v1 on {v1} (baseline), v1 on {v1b} (noise), v2-{} on {v2} (candidate)",
+        "③ sample API up: v1 on {v1} (baseline), v1 on {v1b} (noise), v2-{} on {v2} (candidate); pricing will be a mock of the recording on {mock_addr}",
         if candidate == app::Build::V2Bad {
             "bad"
         } else {
@@ -94,26 +145,27 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         }
     ));
 
-    // ② Record through the real proxy, as a child process.
-    let recorded = record(&rt, &tape, v1, args.requests, args.seed, &args.engine)?;
-    say(&format!(
-        "② recorded {recorded} exchanges through `tapedeck record` into {}",
-        tape.display()
-    ));
-
     // ③ + ④ Replay against all three in one pass, then judge.
     let rules = args.out.join("rules.toml");
     std::fs::write(&rules, DEMO_RULES).with_context(|| format!("writing {}", rules.display()))?;
-    let check_args = check_args(&tape, &report, &rules, v1, v1b, v2)?;
+    let mock = format!("pricing={}@{mock_addr}", deps.display());
+    let mut check_args = check_args(&tape, &report, &rules, v1, v1b, v2, &mock)?;
+    if args.chaos {
+        let faults = args.out.join("chaos.toml");
+        std::fs::write(&faults, DEMO_FAULTS)
+            .with_context(|| format!("writing {}", faults.display()))?;
+        check_args.set_chaos(faults);
+    }
     let checked = rt
         .block_on(async { tokio::task::spawn_blocking(move || check::check(&check_args)).await })
         .context("replay task")??;
     let _ = stop_tx.send(true);
     say(&format!(
-        "③ replayed {} exchanges against baseline, noise and candidate in one pass",
-        checked.replay.origins
+        "④ replayed {} exchanges against baseline, noise and candidate in one pass, pricing answered by the mock ({} calls)",
+        checked.replay.origins,
+        checked.mocks.iter().map(|m| m.stats.requests).sum::<u64>()
     ));
-    say("④ verdict:");
+    say("⑤ verdict:");
     let mut out = crate::output::stdout();
     let color = crate::output::ColorWhen::Auto.enabled();
     writeln!(out)?;
@@ -133,13 +185,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         started.elapsed().as_secs_f64()
     )?;
 
-    let problems = self_check(&checked.outcome, args.candidate_build);
+    let mut problems = self_check(&checked.outcome, args.candidate_build);
+    if args.chaos {
+        problems.extend(chaos_check(&checked.outcome, args.candidate_build));
+    }
     if problems.is_empty() {
         match args.candidate_build {
             CandidateBuild::Bad => writeln!(
                 out,
-                "\ndemo OK: the judge found exactly the {} planted regressions and said roll back.",
-                PLANTED.len()
+                "\ndemo OK: the judge found exactly the {} planted regressions and said roll back; the dependency section shows v2 calling pricing twice per product{}.",
+                PLANTED.len(),
+                if args.chaos {
+                    ", and with pricing down v2 answers 500 (v1 and v2-good serve a cached price: --candidate-build good)"
+                } else {
+                    ""
+                }
             )?,
             CandidateBuild::Good => {
                 writeln!(out, "\ndemo OK: the good build passed with no findings.")?
@@ -177,6 +237,7 @@ fn check_args(
     v1: std::net::SocketAddr,
     v1b: std::net::SocketAddr,
     v2: std::net::SocketAddr,
+    mock: &str,
 ) -> anyhow::Result<check::Args> {
     #[derive(Parser)]
     struct Wrap {
@@ -204,11 +265,120 @@ fn check_args(
         "--concurrency".into(),
         "8".into(),
         "--allow-same-host".into(),
+        "--mock".into(),
+        mock.to_owned(),
         "--quiet".into(),
     ];
     Ok(Wrap::try_parse_from(argv)
         .context("demo check arguments")?
         .args)
+}
+
+/// A running `tapedeck record` child process.
+struct Recorder {
+    child: std::process::Child,
+    guard: KillOnDrop,
+    addr: std::net::SocketAddr,
+    tape: PathBuf,
+    log: PathBuf,
+}
+
+impl Recorder {
+    /// Starts `tapedeck record` in front of `upstream` into `tape` and waits until it listens.
+    fn start(
+        tape: &Path,
+        upstream: std::net::SocketAddr,
+        engine: &str,
+        source: &str,
+    ) -> anyhow::Result<Recorder> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("picking a port for the recorder")?
+            .port();
+        let exe = std::env::current_exe().context("locating the tapedeck binary")?;
+        let log_path = tape.with_extension("record.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let mut child = Command::new(exe)
+            .args([
+                "record",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                &format!("http://{upstream}"),
+                "--tape",
+                &tape.display().to_string(),
+                "--source",
+                source,
+                "--admin",
+                "off",
+                "--engine",
+                engine,
+                "--flush-interval",
+                "200ms",
+                // Nothing is in flight when the demo stops the recorder: don't wait the default 5 s.
+                "--grace-period",
+                "1s",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting tapedeck record")?;
+        let guard = KillOnDrop(Some(child.id()));
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                bail!("tapedeck record did not start listening on {addr} within 20 s");
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("tapedeck record exited early ({status})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Recorder {
+            child,
+            guard,
+            addr,
+            tape: tape.to_owned(),
+            log: log_path,
+        })
+    }
+
+    /// SIGTERM, a clean exit (bounded); returns how many exchanges the tape holds.
+    fn stop(mut self) -> anyhow::Result<u64> {
+        let pid = self.child.id();
+        // A signal, not the `kill` program: the container image has no programs besides tapedeck.
+        signal_pid(pid, Signal::SIGTERM)
+            .with_context(|| format!("sending SIGTERM to the recorder (pid {pid})"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(s) = self.child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                bail!("tapedeck record did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.guard.0 = None;
+        if !exit.success() {
+            bail!(
+                "tapedeck record exited with {exit}; its log is {}",
+                self.log.display()
+            );
+        }
+        let tape = tapedeck_storage::Tape::open(&[self.tape.as_path()])
+            .with_context(|| format!("opening {}", self.tape.display()))?;
+        let mut n = 0u64;
+        for ex in tape.exchanges(tapedeck_storage::Filter::default()) {
+            ex.with_context(|| format!("reading {}", self.tape.display()))?;
+            n += 1;
+        }
+        Ok(n)
+    }
 }
 
 /// Starts `tapedeck record` in front of `upstream`, drives traffic through it, stops it with
@@ -221,80 +391,21 @@ fn record(
     seed: u64,
     engine: &str,
 ) -> anyhow::Result<u64> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("picking a port for the recorder")?
-        .port();
-    let exe = std::env::current_exe().context("locating the tapedeck binary")?;
-    let log_path = tape.with_extension("record.log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut child = Command::new(exe)
-        .args([
-            "record",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--upstream",
-            &format!("http://{upstream}"),
-            "--tape",
-            &tape.display().to_string(),
-            "--admin",
-            "off",
-            "--engine",
-            engine,
-            "--flush-interval",
-            "200ms",
-            // Nothing is in flight when the demo stops the recorder: don't wait the default 5 s.
-            "--grace-period",
-            "1s",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting tapedeck record")?;
-    let pid = child.id();
-    let guard = KillOnDrop(Some(pid));
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if Instant::now() > deadline {
-            bail!("tapedeck record did not start listening on {addr} within 20 s");
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("tapedeck record exited early ({status})");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let rec = Recorder::start(tape, upstream, engine, &upstream.to_string())?;
     let paths = traffic::plan(requests, seed);
-    let sent = rt.block_on(traffic::drive(&format!("http://{addr}"), paths, 8))?;
+    let sent = rt.block_on(traffic::drive(
+        &format!("http://{}", rec.addr),
+        paths,
+        8,
+        seed,
+    ))?;
     if sent.failed > 0 {
         bail!(
             "{} of {requests} demo requests failed through the recorder",
             sent.failed
         );
     }
-    // A signal, not the `kill` program: the container image has no programs besides tapedeck.
-    signal_pid(pid, Signal::SIGTERM)
-        .with_context(|| format!("sending SIGTERM to the recorder (pid {pid})"))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            bail!("tapedeck record did not stop within 30 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    drop(guard.disarm());
-    if !exit.success() {
-        bail!(
-            "tapedeck record exited with {exit}; its log is {}",
-            log_path.display()
-        );
-    }
+    rec.stop()?;
     Ok(sent.ok)
 }
 
@@ -305,13 +416,6 @@ fn signal_pid(pid: u32, signal: Signal) -> nix::Result<()> {
 
 struct KillOnDrop(Option<u32>);
 
-impl KillOnDrop {
-    fn disarm(mut self) -> Self {
-        self.0 = None;
-        self
-    }
-}
-
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
@@ -320,9 +424,64 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// What is wrong with the chaos section for the build the demo compared (pricing down): v2-bad
+/// must have degraded (a 500 on every product request), v2-good degraded gracefully.
+fn chaos_check(o: &DiffOutcome, build: CandidateBuild) -> Vec<String> {
+    let Some(f) = o.chaos.as_ref().and_then(|c| c.faults.first()) else {
+        return vec!["the verdict has no chaos section".into()];
+    };
+    let want = match build {
+        CandidateBuild::Bad => "degraded",
+        CandidateBuild::Good => "graceful",
+    };
+    let mut problems = Vec::new();
+    if f.outcome != want {
+        problems.push(format!(
+            "with pricing down the candidate was {}, expected {want}",
+            f.outcome
+        ));
+    }
+    if build == CandidateBuild::Bad && f.server_errors != f.requests {
+        problems.push(format!(
+            "with pricing down v2-bad answered 5xx to {} of {} product requests, expected all",
+            f.server_errors, f.requests
+        ));
+    }
+    if f.routes != [PLANTED_DEPENDENCY.0] {
+        problems.push(format!("pricing being down affected {:?}", f.routes));
+    }
+    problems
+}
+
+/// The planted dependency regression: (candidate route, pricing call), made twice per product.
+pub(crate) const PLANTED_DEPENDENCY: (&str, &str) = ("GET /api/products/{id}", "GET /prices/{id}");
+
 /// What is wrong with the outcome for the build the demo compared; empty when it is right.
 pub(crate) fn self_check(o: &DiffOutcome, build: CandidateBuild) -> Vec<String> {
     let mut problems = Vec::new();
+    match &o.dependencies {
+        None => problems.push("the verdict has no dependency section".into()),
+        Some(d) => {
+            let changed: Vec<(String, String, tapedeck_diff::deps::CallStatus)> = d
+                .changed()
+                .map(|(r, c)| (r.route.clone(), c.call.clone(), c.status))
+                .collect();
+            let want: Vec<(String, String, tapedeck_diff::deps::CallStatus)> = match build {
+                CandidateBuild::Good => Vec::new(),
+                CandidateBuild::Bad => vec![(
+                    PLANTED_DEPENDENCY.0.to_owned(),
+                    PLANTED_DEPENDENCY.1.to_owned(),
+                    tapedeck_diff::deps::CallStatus::MoreCalls,
+                )],
+            };
+            if changed != want {
+                problems.push(format!("dependency changes {changed:?}, expected {want:?}"));
+            }
+            if d.dependencies.iter().any(|s| s.attribution != "tracestate") {
+                problems.push("pricing calls were not told apart by tracestate".into());
+            }
+        }
+    }
     let failing: BTreeSet<String> = o
         .routes
         .iter()
@@ -425,7 +584,11 @@ pub(crate) fn run_sample_api(args: SampleApiArgs) -> anyhow::Result<u8> {
         .context("starting the runtime")?;
     rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let addr = app::start(build, stop_rx)
+        // The product route asks a pricing service: this process serves one of its own.
+        let pricing = app::start_pricing(stop_rx.clone())
+            .await
+            .context("binding the pricing service")?;
+        let addr = app::start(build, pricing, stop_rx)
             .await
             .context("binding the sample API")?;
         let mut out = crate::output::stdout();

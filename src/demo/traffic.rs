@@ -34,11 +34,19 @@ pub(crate) struct Sent {
     pub(crate) failed: u64,
 }
 
-/// Sends every path of `paths` as a GET to `base` (`http://127.0.0.1:PORT`), `in_flight` at a time.
+/// The W3C `traceparent` of the `i`-th demo request: one trace per request, as a service behind
+/// an instrumented gateway sees it.
+pub(crate) fn traceparent(seed: u64, i: usize) -> String {
+    format!("00-{seed:016x}{:016x}-{:016x}-01", i + 1, i + 1)
+}
+
+/// Sends every path of `paths` as a GET to `base` (`http://127.0.0.1:PORT`), `in_flight` at a
+/// time, each in its own trace (see [`traceparent`]).
 pub(crate) async fn drive(
     base: &str,
     paths: Vec<String>,
     in_flight: usize,
+    seed: u64,
 ) -> anyhow::Result<Sent> {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let paths = Arc::new(paths);
@@ -68,6 +76,7 @@ pub(crate) async fn drive(
                 };
                 let req = hyper::Request::get(uri)
                     .header("accept", "application/json")
+                    .header("traceparent", traceparent(seed, i))
                     .header("user-agent", "tapedeck-demo/1.0")
                     .body(Empty::<Bytes>::new());
                 let good = match req {

@@ -54,7 +54,25 @@ fn demo_finds_exactly_the_planted_regressions(engine: Engine) {
             "GET /api/users?page&per_page"
         ]
     );
+    // Issue 15: pricing was a mock of the recording (the real one stopped), and v2's second
+    // pricing call per product is in the dependency section.
+    let deps = &verdict["dependencies"];
+    assert_eq!(deps["changes"], 1, "{deps:#}");
+    assert_eq!(deps["dependencies"][0]["name"], "pricing");
+    let products = &deps["routes"][0];
+    assert_eq!(products["route"], "GET /api/products/{id}");
+    let call = &products["calls"][0];
+    assert_eq!(
+        (&call["call"], &call["status"]),
+        (&"GET /prices/{id}".into(), &"more-calls".into())
+    );
+    assert_eq!(
+        call["made"],
+        2 * call["recorded"].as_u64().expect("recorded")
+    );
+    assert_eq!(call["misses"], 0);
     let md = std::fs::read_to_string(out.join("report/report.md")).expect("report.md");
+    assert!(md.contains("## Dependencies"), "{md}");
     for needle in [
         "GET /api/search?q",
         "$.hits",
@@ -100,6 +118,52 @@ fn demo_with_the_good_build_passes_with_no_findings(engine: Engine) {
             .iter()
             .all(|r| r["verdict"] != "fail")
     );
+    // The same pricing calls as recorded, each answered by the mock.
+    assert_eq!(verdict["dependencies"]["changes"], 0);
+    let call = &verdict["dependencies"]["routes"][0]["calls"][0];
+    assert_eq!(call["status"], "unchanged");
+    assert_eq!(call["made"], call["recorded"]);
+}
+
+/// Issue 15: `demo --chaos` replays the candidate with pricing down: v2-bad answers 500 to every
+/// product request (degraded), v2-good serves its cached price (graceful).
+#[test]
+fn issue_15_demo_chaos_shows_which_build_degrades_gracefully() {
+    for (build, outcome) in [("bad", "degraded"), ("good", "graceful")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("demo");
+        let o = run(
+            &[
+                "demo",
+                "--out",
+                out.to_str().expect("utf-8"),
+                "--requests",
+                "300",
+                "--candidate-build",
+                build,
+                "--chaos",
+            ],
+            T,
+        );
+        assert!(
+            o.status.success(),
+            "{build}:\n{}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        let verdict = read_json(&out.join("report/verdict.json"));
+        let f = &verdict["chaos"]["faults"][0];
+        assert_eq!(f["outcome"], outcome, "{build}: {f:#}");
+        assert_eq!(f["routes"][0], "GET /api/products/{id}");
+        let affected = f["requests"].as_u64().expect("requests");
+        assert!(affected > 0, "{f:#}");
+        let key = if build == "bad" {
+            "server_errors"
+        } else {
+            "graceful"
+        };
+        assert_eq!(f[key], affected, "{build}: {f:#}");
+    }
 }
 
 fn json_server(variant: &'static str) -> TestServer {

@@ -27,6 +27,7 @@ mod check;
 mod closed_stdout;
 mod container;
 mod deploy;
+mod deps;
 mod diff;
 mod distill;
 mod early_stop;

@@ -1906,7 +1906,102 @@ fn bad_listener_tls_files_are_refused_at_start_naming_the_flag_and_file() {
     }
 }
 
+/// Issue 15: every exchange stores the trace id of its W3C `traceparent` (HTTP/1.1 and h2c), none
+/// when the header is missing or invalid; with `--trace-header` the named header's value instead.
+fn issue_15_every_exchange_stores_its_trace_id(engine: Engine) {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let tp = format!("traceparent: 00-{TRACE}-00f067aa0ba902b7-01");
+    let up = TestServer::start(upstream_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = Recorder::builder(&up.url())
+        .tape(&dir.path().join("w3c"))
+        .engine(engine)
+        .log_name("w3c")
+        .start(dir.path());
+    let h2_tp = format!("traceparent: 00-{}-00f067aa0ba902b7-01", "a".repeat(32));
+    for (path, args) in [
+        ("/w3c", vec!["-H", tp.as_str()]),
+        (
+            "/h2c",
+            vec!["--http2-prior-knowledge", "-H", h2_tp.as_str()],
+        ),
+        (
+            "/invalid",
+            vec![
+                "-H",
+                "traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            ],
+        ),
+        ("/none", vec!["-H", "x-request-id: req-1"]),
+    ] {
+        let url = rec.url(path);
+        let mut a: Vec<&str> = args.clone();
+        a.push(&url);
+        assert_eq!(curl(&a).0, 200, "{path}");
+    }
+    let tape = rec.stop();
+    let by_path: std::collections::BTreeMap<&str, Option<&str>> = tape
+        .iter()
+        .map(|e| (e.path.as_str(), e.trace_id.as_deref()))
+        .collect();
+    let aaa = "a".repeat(32);
+    assert_eq!(
+        by_path,
+        [
+            ("/w3c", Some(TRACE)),
+            ("/h2c", Some(aaa.as_str())),
+            ("/invalid", None),
+            ("/none", None),
+        ]
+        .into_iter()
+        .collect()
+    );
+    let h2 = tape
+        .iter()
+        .find(|e| e.path == "/h2c")
+        .expect("h2c exchange");
+    assert_eq!(h2.http_version, "HTTP/2");
+
+    let rec = Recorder::builder(&up.url())
+        .tape(&dir.path().join("header"))
+        .args(&["--trace-header", "X-Request-Id"])
+        .engine(engine)
+        .log_name("header")
+        .start(dir.path());
+    let url = rec.url("/by-header");
+    assert_eq!(
+        curl(&["-H", "x-request-id: req-42", "-H", &tp, &url]).0,
+        200
+    );
+    assert_eq!(curl(&["-H", &tp, &rec.url("/traceparent-only")]).0, 200);
+    let tape = rec.stop();
+    let ids: Vec<(&str, Option<&str>)> = tape
+        .iter()
+        .map(|e| (e.path.as_str(), e.trace_id.as_deref()))
+        .collect();
+    assert_eq!(
+        ids,
+        [("/by-header", Some("req-42")), ("/traceparent-only", None)]
+    );
+
+    // A name that is not a header name is refused, naming the key.
+    let out = run(
+        &[
+            "record",
+            "--upstream",
+            &up.url(),
+            "--no-record",
+            "--trace-header",
+            "bad header",
+        ],
+        STARTUP,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("trace-header"), "{}", stderr(&out));
+}
+
 on_both_engines!(
+    issue_15_every_exchange_stores_its_trace_id,
     records_get_post_chunked_and_h2c_exchanges,
     issue_17_the_exit_summary_equals_the_metrics,
     large_bodies_are_forwarded_whole_and_stored_truncated,
@@ -2047,4 +2142,150 @@ fn issue_17_the_exit_summary_equals_the_metrics(engine: Engine) {
     assert_eq!(said("skipped "), 5, "{line}");
     let tape = read_tape(&dir.path().join("tape"));
     assert_eq!(tape.len() as u64, metric(&m, "tapedeck_tape_written_total"));
+}
+
+/// The status line's code of a raw HTTP/1.1 exchange over a fresh connection.
+fn raw_status(port: u16, request: &str) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 15: `record --forward` is a forward proxy for plain-http dependencies: a client that
+/// uses it as its proxy (`curl -x`, `HTTP_PROXY`) reaches each host it names, and every exchange
+/// is recorded with that host's authority, its trace id, and the proxy's credentials redacted
+/// (and never sent on). CONNECT, origin-form requests without an upstream, the proxy itself as
+/// a target and a dead target get clear statuses; the pingora engine refuses the mode.
+#[test]
+fn issue_15_forward_proxy_records_plain_http_dependencies() {
+    let a = TestServer::start(|_| Reply::json(r#"{"from":"a"}"#));
+    let b = TestServer::start(|r| Reply::json(format!(r#"{{"from":"b","got":{}}}"#, r.body.len())));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = crate::util::RecorderBuilder::forward_only()
+        .tape(&dir.path().join("tape"))
+        .start(dir.path());
+    let proxy = rec.url("");
+    let tp = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let a_url = format!("{}/prices/7?cur=eur", a.url());
+    let (status, body) = curl(&[
+        "-x",
+        &proxy,
+        "-U",
+        "proxyuser:PROXYSECRET",
+        "-H",
+        tp,
+        &a_url,
+    ]);
+    assert_eq!((status, body.as_str()), (200, r#"{"from":"a"}"#));
+    // The proxy's credentials were for the proxy.
+    assert_eq!(a.requests()[0].header("proxy-authorization"), None);
+    assert_eq!(
+        a.requests()[0].uri,
+        "/prices/7?cur=eur",
+        "origin-form to the target"
+    );
+    // HTTP_PROXY, the way an app is pointed at it.
+    let out = Command::new("/usr/bin/curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-d",
+            "{\"qty\":2}",
+            &format!("{}/quote", b.url()),
+        ])
+        .env("http_proxy", &proxy)
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        r#"{"from":"b","got":9}"#,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What a forward proxy cannot do.
+    let port = rec.port;
+    assert_eq!(
+        raw_status(
+            port,
+            &format!("CONNECT {0} HTTP/1.1\r\nhost: {0}\r\n\r\n", a.addr)
+        ),
+        501
+    );
+    assert_eq!(curl(&[&rec.url("/origin-form")]).0, 400);
+    assert_eq!(curl(&["-x", &proxy, &rec.url("/loop")]).0, 508);
+    let dead = format!("http://127.0.0.1:{}/down", free_port());
+    assert_eq!(curl(&["-x", &proxy, &dead]).0, 502);
+    let tape = rec.stop();
+    let find = |path: &str| {
+        tape.iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("{path} not recorded: {tape:#?}"))
+    };
+    let ex = find("/prices/7");
+    assert_eq!(ex.authority, a.addr.to_string());
+    assert_eq!(ex.query.as_deref(), Some("cur=eur"));
+    assert_eq!(ex.source, "forward");
+    assert_eq!(ex.status, Some(200));
+    assert_eq!(
+        ex.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    let auth = header_text(&ex.req_headers, "proxy-authorization").expect("kept, redacted");
+    assert!(
+        !auth.contains("PROXYSECRET") && !auth.contains("cHJveHl1c2Vy"),
+        "{auth}"
+    );
+    let q = find("/quote");
+    assert_eq!(
+        (q.method.as_str(), q.authority.clone(), &q.req_body[..]),
+        ("POST", b.addr.to_string(), &b"{\"qty\":2}"[..])
+    );
+    assert_eq!(&q.resp_body[..], br#"{"from":"b","got":9}"#);
+    let down = find("/down");
+    assert_eq!(down.error_kind, Some(ErrorKind::ConnectRefused));
+    assert_eq!(
+        tape.len(),
+        6,
+        "CONNECT, origin-form and loop are recorded as errors too"
+    );
+
+    // With an upstream, origin-form requests go there and absolute ones to their host.
+    let fallback = Recorder::builder(&b.url())
+        .tape(&dir.path().join("fallback"))
+        .args(&["--forward"])
+        .log_name("fallback")
+        .start(dir.path());
+    assert_eq!(
+        curl(&[&fallback.url("/direct")]).1,
+        r#"{"from":"b","got":0}"#
+    );
+    assert_eq!(
+        curl(&["-x", &fallback.url(""), &a.url()]).1,
+        r#"{"from":"a"}"#
+    );
+    let tape = fallback.stop();
+    assert_eq!(tape.len(), 2);
+
+    // pingora has no forward-proxy mode: a clear start-up error.
+    let out = run(
+        &["record", "--forward", "--no-record", "--engine", "pingora"],
+        STARTUP,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("forward") && stderr(&out).contains("pingora"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -703,7 +703,8 @@ enum AdminAt {
 /// ```
 #[derive(Debug, Clone)]
 pub struct RecorderBuilder {
-    upstream: String,
+    /// `None`: no `--upstream` flag (forward-proxy mode).
+    upstream: Option<String>,
     tape: Option<std::path::PathBuf>,
     args: Vec<String>,
     engine: Engine,
@@ -735,7 +736,7 @@ impl Recorder {
     /// `--grace-period 1s`, `--threads 2`, the hyper engine, `RUST_LOG=warn`.
     pub fn builder(upstream: &str) -> RecorderBuilder {
         RecorderBuilder {
-            upstream: upstream.to_owned(),
+            upstream: Some(upstream.to_owned()),
             tape: None,
             args: Vec::new(),
             engine: Engine::Hyper,
@@ -767,6 +768,14 @@ impl RecorderBuilder {
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| (*a).to_owned()));
         self
+    }
+
+    /// A forward proxy (`--forward`) with no `--upstream`.
+    pub fn forward_only() -> RecorderBuilder {
+        let mut b = Recorder::builder("");
+        b.upstream = None;
+        b.args.push("--forward".into());
+        b
     }
 
     /// Runs this engine.
@@ -823,13 +832,14 @@ impl RecorderBuilder {
             "record".into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
-            "--upstream".into(),
-            self.upstream.clone(),
             "--engine".into(),
             self.engine.name().into(),
             "--grace-period".into(),
             self.grace.clone(),
         ];
+        if let Some(u) = &self.upstream {
+            a.extend(["--upstream".into(), u.clone()]);
+        }
         if let Some(t) = &self.tape {
             a.extend(["--tape".into(), t.to_str().expect("utf-8 path").to_owned()]);
         }

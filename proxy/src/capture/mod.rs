@@ -27,6 +27,7 @@ use std::sync::atomic::Ordering;
 
 use http::{HeaderMap, Method};
 use tapedeck_common::Redactor;
+use tapedeck_common::trace::TraceSource;
 use tapedeck_storage::{Exchange, flags};
 
 pub(crate) use body::BodyCapture;
@@ -59,6 +60,8 @@ pub(crate) struct CaptureParts {
     pub(crate) metrics: Arc<Metrics>,
     /// Where records go.
     pub(crate) sink: Sink,
+    /// Where the `trace_id` column comes from.
+    pub(crate) trace: TraceSource,
 }
 
 /// The shared, engine-agnostic half of the recorder. Cheap to share (`Arc`).
@@ -71,6 +74,7 @@ pub(crate) struct Capture {
     redactor: Arc<dyn Redactor>,
     metrics: Arc<Metrics>,
     sink: Sink,
+    trace: TraceSource,
 }
 
 impl Capture {
@@ -84,6 +88,7 @@ impl Capture {
             redactor: p.redactor,
             metrics: p.metrics,
             sink: p.sink,
+            trace: p.trace,
         }
     }
 
@@ -130,9 +135,16 @@ impl Capture {
         }
     }
 
-    /// The request fields of a recorded exchange that started at `started_at_us`.
+    /// The request fields of a recorded exchange that started at `started_at_us`, its trace id
+    /// included (read before redaction: a trace id is not a secret, and a `--trace-header` that
+    /// is also redacted still links the exchange to its trace).
     pub(crate) fn begin(&self, head: &RequestHead<'_>, started_at_us: i64) -> Exchange {
-        record::request_record(head, started_at_us, self.scheme, &self.source)
+        let mut ex = record::request_record(head, started_at_us, self.scheme, &self.source);
+        ex.trace_id = head
+            .headers
+            .get(self.trace.header_name())
+            .and_then(|v| self.trace.trace_id(v.as_bytes()));
+        ex
     }
 
     /// Completes a recorded exchange after its response went out (or failed): fills the record,
@@ -182,6 +194,7 @@ mod tests {
             redactor: Arc::new(tapedeck_common::RuleRedactor::default()),
             metrics: metrics.clone(),
             sink,
+            trace: TraceSource::Traceparent,
         })
     }
 
@@ -216,6 +229,12 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", "Bearer SECRET".parse().expect("value"));
         headers.insert("host", "svc.example".parse().expect("value"));
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .expect("value"),
+        );
         assert!(!c.decide(&get, "/skip", &headers));
         assert!(c.decide(&get, "/keep", &headers));
         let uri: http::Uri = "/keep?a=1".parse().expect("uri");
@@ -252,6 +271,10 @@ mod tests {
         assert_eq!(&ex.req_body[..], b"hell");
         assert!(ex.req_body_truncated && ex.req_body_size == 5);
         assert_eq!(ex.client_addr.as_deref(), Some("127.0.0.1:4000"));
+        assert_eq!(
+            ex.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
         assert!(ex.has_flag(flags::REDACTED));
         let auth = tapedeck_storage::find_header(&ex.req_headers, "authorization")
             .expect("kept, redacted");

@@ -15,7 +15,7 @@ pub(super) type Item = Box<Prepared>;
 
 /// Columns a replay reads from the recorded tape: what is sent, what selection looks at, and
 /// what results copy. Recorded responses (often most of a tape's bytes) are never decoded.
-pub(super) const REQUEST_COLUMNS: [&str; 13] = [
+pub(super) const REQUEST_COLUMNS: [&str; 14] = [
     col::ID,
     col::SOURCE,
     col::STARTED_AT,
@@ -29,6 +29,7 @@ pub(super) const REQUEST_COLUMNS: [&str; 13] = [
     col::REQ_BODY_SIZE,
     col::REQ_BODY_TRUNCATED,
     col::FLAGS,
+    col::TRACE_ID,
 ];
 
 /// Columns the counting pass (dry run, progress totals) reads.

@@ -10,6 +10,12 @@
 //!   connection per worker thread ([`WorkerUpstream`]), shared by the thread's client
 //!   connections; opened again when it closed.
 //!
+//! - Forward-proxy mode (`forward`): an HTTP/1.1 request with an absolute-form `http://` target
+//!   goes to the host it names, on a connection of its own (closed after the exchange: a proxy
+//!   for test traffic favours simplicity over reuse); an origin-form request goes to the
+//!   configured upstream, or gets 400 without one. `https://` targets and `CONNECT` get 501: a
+//!   TLS tunnel cannot be recorded. A target that is the proxy's own listener gets 508.
+//!
 //! Time limits: `connect-timeout` for TCP and TLS set-up (504 past it); `upstream-timeout` for
 //! the upstream's silence, counted from the last request byte sent (progress) until the
 //! response head, then between response body chunks ([`super::body::RespBody`]).
@@ -44,7 +50,10 @@ use crate::recorder::RecordError;
 
 /// How to reach the upstream. Built once, at start.
 pub(crate) struct Upstream {
-    addr: SocketAddr,
+    /// `None`: forward-proxy mode without an upstream.
+    addr: Option<SocketAddr>,
+    /// Forward-proxy mode, and the proxy's own listener (never a forward target).
+    forward: Option<SocketAddr>,
     /// `host:port` as configured: `:authority` of HTTP/2 requests that came without a host.
     authority: Authority,
     scheme: Scheme,
@@ -123,6 +132,8 @@ pub(crate) enum UpError {
     Timeout,
     /// The HTTP exchange failed.
     Http(hyper::Error),
+    /// Forward-proxy mode cannot send this request (the status the client gets, and why).
+    Forward(u16, String),
 }
 
 impl std::fmt::Display for UpError {
@@ -132,6 +143,7 @@ impl std::fmt::Display for UpError {
             UpError::ConnectTimeout => f.write_str("connecting to the upstream timed out"),
             UpError::Tls(e) => write!(f, "TLS handshake with the upstream: {e}"),
             UpError::Timeout => f.write_str("the upstream did not answer within upstream-timeout"),
+            UpError::Forward(_, why) => f.write_str(why),
             UpError::Http(e) => {
                 write!(f, "upstream: {e}")?;
                 let mut src = std::error::Error::source(e);
@@ -158,11 +170,15 @@ impl UpError {
             UpError::Tls(_) => ErrorKind::Tls,
             UpError::Timeout => ErrorKind::Timeout,
             UpError::Http(e) => http_error_kind(e),
+            UpError::Forward(..) => ErrorKind::Protocol,
         }
     }
 
     /// What the client gets: 504 when the upstream was too slow, else 502.
     pub(crate) fn status(&self) -> u16 {
+        if let UpError::Forward(status, _) = self {
+            return *status;
+        }
         match self.kind() {
             ErrorKind::Timeout | ErrorKind::ConnectTimeout => 504,
             _ => 502,
@@ -229,7 +245,25 @@ enum Connected {
 impl Upstream {
     /// The upstream of `s`, with its TLS configuration built once.
     pub(crate) fn new(s: &Settings) -> Result<Upstream, RecordError> {
-        let up = &s.upstream;
+        let mut h1 = http1::Builder::new();
+        h1.writev(false);
+        let h2 = http2::Builder::new(TokioExecutor::new());
+        let forward = s.forward.then_some(s.listen);
+        let Some(up) = &s.upstream else {
+            // Forward-proxy mode without an upstream: every target comes with its request.
+            return Ok(Upstream {
+                addr: None,
+                forward,
+                authority: Authority::from_static("forward"),
+                scheme: Scheme::HTTP,
+                tls: None,
+                h2c: false,
+                connect_timeout: s.connect_timeout,
+                timeout: s.upstream_timeout,
+                h1,
+                h2,
+            });
+        };
         let tls_err = |e: tapedeck_common::tls::TlsError| RecordError::Start {
             what: "the upstream TLS configuration",
             source: io::Error::other(e.to_string()),
@@ -263,11 +297,9 @@ impl Upstream {
             what: "the upstream",
             source: io::Error::other(format!("authority {}: {e}", up.authority)),
         })?;
-        let mut h1 = http1::Builder::new();
-        h1.writev(false);
-        let h2 = http2::Builder::new(TokioExecutor::new());
         Ok(Upstream {
-            addr: up.addr,
+            addr: Some(up.addr),
+            forward,
             authority,
             scheme: if up.tls { Scheme::HTTPS } else { Scheme::HTTP },
             tls,
@@ -303,6 +335,12 @@ impl Upstream {
         // The common case stays inline; connecting, HTTP/2 and retries are boxed so that the
         // future of every request stays small (it is moved into a box per request by hyper's
         // service call).
+        if self.forward.is_some() && req.version() != Version::HTTP_2 {
+            let absolute = req.uri().scheme().is_some() || req.method() == http::Method::CONNECT;
+            if absolute || self.addr.is_none() {
+                return Box::pin(self.send_forward(req, progress)).await;
+            }
+        }
         if self.h2c || worker.speaks_h2.load(Ordering::Relaxed) {
             return Box::pin(self.send_shared_h2(worker, req, progress)).await;
         }
@@ -447,15 +485,109 @@ impl Upstream {
         out.ok_or(UpError::Timeout)
     }
 
+    /// Forward-proxy mode: sends an absolute-form request to the host it names, on a
+    /// connection of its own.
+    async fn send_forward(
+        &self,
+        req: Request<ReqBody>,
+        progress: Option<&ReqState>,
+    ) -> Result<Response<Incoming>, UpError> {
+        let refuse = |status: u16, why: String| Err(UpError::Forward(status, why));
+        if req.method() == http::Method::CONNECT {
+            return refuse(
+                501,
+                "forward proxy: CONNECT (https through the proxy) is not supported: only plain-http targets can be recorded".to_owned(),
+            );
+        }
+        let uri = req.uri();
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return refuse(
+                    501,
+                    format!("forward proxy: `{other}://` targets are not supported, only http://"),
+                );
+            }
+            None => {
+                return refuse(
+                    400,
+                    "forward proxy: the request target must be an absolute http:// URL (no upstream is configured for origin-form requests)".to_owned(),
+                );
+            }
+        }
+        let Some(authority) = uri.authority() else {
+            return refuse(400, format!("forward proxy: `{uri}` names no host"));
+        };
+        let target = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::lookup_host(target.as_str()),
+        )
+        .await
+        {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => {
+                return Err(UpError::Connect(io::Error::new(
+                    e.kind(),
+                    format!("resolving {target}: {e}"),
+                )));
+            }
+            Err(_) => return Err(UpError::ConnectTimeout),
+        };
+        let Some(addr) = addrs.first().copied() else {
+            return Err(UpError::Connect(io::Error::other(format!(
+                "{target} resolves to no address"
+            ))));
+        };
+        if self.forward.is_some_and(|own| {
+            addr.port() == own.port() && (addr.ip() == own.ip() || own.ip().is_unspecified())
+        }) {
+            return refuse(
+                508,
+                format!("forward proxy: {target} is this proxy's own listener"),
+            );
+        }
+        let mut tx = match self.connect_to(addr, false).await? {
+            Connected::H1(tx) => tx,
+            // A plain connection opened without h2c is HTTP/1.1.
+            Connected::H2(_) => {
+                return refuse(502, format!("forward proxy: {target} spoke HTTP/2"));
+            }
+        };
+        let mut req = req;
+        // Meant for this proxy, never for the target.
+        req.headers_mut().remove(http::header::PROXY_AUTHORIZATION);
+        for_h1(&mut req);
+        self.wait(tx.send_request(req), progress, None)
+            .await?
+            .map_err(UpError::Http)
+    }
+
     async fn connect(&self) -> Result<Connected, UpError> {
-        let tcp =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
-                Ok(Ok(tcp)) => tcp,
-                Ok(Err(e)) => return Err(UpError::Connect(e)),
-                Err(_) => return Err(UpError::ConnectTimeout),
-            };
+        let Some(addr) = self.addr else {
+            return Err(UpError::Forward(
+                400,
+                "forward proxy: no upstream is configured for origin-form requests".to_owned(),
+            ));
+        };
+        self.connect_to(addr, true).await
+    }
+
+    /// Connects to `addr`, with the upstream's TLS and h2c settings when `configured` (else
+    /// plain HTTP/1.1, for forward-proxy targets).
+    async fn connect_to(&self, addr: SocketAddr, configured: bool) -> Result<Connected, UpError> {
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(UpError::Connect(e)),
+            Err(_) => return Err(UpError::ConnectTimeout),
+        };
         let _ = tcp.set_nodelay(true);
-        let io = match &self.tls {
+        let tls = if configured { self.tls.as_ref() } else { None };
+        let io = match tls {
             None => UpIo::Plain(tcp),
             Some((connector, name)) => {
                 match tokio::time::timeout(
@@ -471,7 +603,7 @@ impl Upstream {
             }
         };
         let h2 = match &io {
-            UpIo::Plain(_) => self.h2c,
+            UpIo::Plain(_) => configured && self.h2c,
             UpIo::Tls(t) => t.get_ref().1.alpn_protocol() == Some(b"h2"),
         };
         let io = TokioIo::new(io);

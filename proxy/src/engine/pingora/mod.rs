@@ -38,8 +38,15 @@ pub(crate) fn run(
     readiness: Arc<Readiness>,
 ) -> Result<(), RecordError> {
     let metrics = capture.metrics().clone();
+    // Settings refuse forward-proxy mode (the only one without an upstream) for pingora.
+    let Some(upstream) = s.upstream.clone() else {
+        return Err(RecordError::Start {
+            what: "the pingora engine",
+            source: std::io::Error::other("it has no forward-proxy mode: use --engine hyper"),
+        });
+    };
     let proxy = RecordingProxy::new(ProxyParts {
-        upstream: s.upstream.clone(),
+        upstream,
         upstream_verify: s.upstream_verify,
         upstream_h2c: s.upstream_h2c,
         connect_timeout: s.connect_timeout,

@@ -342,6 +342,10 @@ pub struct Extra {
     /// Durations the tape did not have (`ttfb`, `duration`, `total`); HAR's are numbers, always.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_times: Vec<String>,
+    /// URL parts the tape did not have (`scheme`, `authority`): HAR's URL is absolute, so the
+    /// export writes `http` and `localhost` in their place, and the import leaves them empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_url_parts: Vec<String>,
 }
 
 fn ms_to_us(ms: f64) -> Option<i64> {
@@ -495,7 +499,14 @@ pub fn entry_to_exchange(e: Entry, source: &str) -> Result<Exchange, HarError> {
         }
         None => None,
     };
-    let (scheme, authority, path, query) = split_url(&e.request.url)?;
+    let (mut scheme, mut authority, path, query) = split_url(&e.request.url)?;
+    for part in &extra.missing_url_parts {
+        match part.as_str() {
+            "scheme" => scheme.clear(),
+            "authority" => authority.clear(),
+            _ => {}
+        }
+    }
 
     let req_body = match &e.request.post_data {
         Some(pd) if !pd.text.is_empty() => {
@@ -743,6 +754,11 @@ pub fn exchange_to_entry(ex: &Exchange) -> Entry {
             .filter(|(_, v)| v.is_none())
             .map(|(n, _)| n.to_owned())
             .collect(),
+            missing_url_parts: [("scheme", &ex.scheme), ("authority", &ex.authority)]
+                .into_iter()
+                .filter(|(_, v)| v.is_empty())
+                .map(|(n, _)| n.to_owned())
+                .collect(),
         }),
     }
 }

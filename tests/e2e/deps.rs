@@ -346,6 +346,25 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
         (&c["status"], &c["made"]),
         (&"unchanged".into(), &ORDERS.into())
     );
+    // Replayed through the mock, a deterministic build answers byte for byte what the recording
+    // holds (issue 15's "done when"), for every order.
+    let recorded: std::collections::HashMap<_, _> = crate::util::read_tape(&p("ingress"))
+        .into_iter()
+        .map(|e| (e.id, e.resp_body))
+        .collect();
+    let answers: Vec<_> = crate::util::read_tape(&report2.join("run"))
+        .into_iter()
+        .filter(|e| e.target.as_deref() == Some("candidate"))
+        .collect();
+    assert_eq!(answers.len(), ORDERS);
+    for a in &answers {
+        let origin = a.origin_id.expect("origin");
+        assert_eq!(
+            Some(&a.resp_body),
+            recorded.get(&origin),
+            "candidate answer to {origin} differs from the recording"
+        );
+    }
 
     // Bad --mock values are usage errors (exit 2) naming the flag.
     for bad in [

@@ -20,8 +20,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
-use tapedeck_storage::{ErrorKind, Exchange, ReadOptions, Tape, flags, schema::col};
+use tapedeck_storage::{ErrorKind, Exchange, ReadOptions, flags, schema::col};
 
+use crate::deps::read_all;
 use crate::error::DiffError;
 use crate::route::RouteKeyer;
 
@@ -170,19 +171,6 @@ impl Answer {
             None => what,
         }
     }
-}
-
-fn read_all(
-    paths: &[PathBuf],
-    what: &'static str,
-    read: &ReadOptions,
-    mut f: impl FnMut(Exchange),
-) -> Result<(), DiffError> {
-    let tape = Tape::open(paths).map_err(|source| DiffError::Tape { what, source })?;
-    for ex in tape.scan(read.clone()).exchanges() {
-        f(ex.map_err(|source| DiffError::Tape { what, source })?);
-    }
-    Ok(())
 }
 
 /// Builds the chaos section from the fault-free run (`run`, the candidate labelled

@@ -306,7 +306,9 @@ fn call_key(method: &str, path: &str) -> String {
     format!("{} {}", method.to_ascii_uppercase(), template_path(path))
 }
 
-fn read_all(
+/// Calls `f` with every exchange of the tape at `paths` (`what` names it in errors). Shared
+/// with the chaos section.
+pub(crate) fn read_all(
     paths: &[PathBuf],
     what: &'static str,
     read: &ReadOptions,

@@ -1,51 +1,14 @@
 //! `tapedeck check`: the whole judgement in one command — replay a tape against the baseline, the
 //! candidate and a noise target in one pass, diff the run, write the reports, and exit with the
-//! verdict's code. Made for CI jobs and canary analysis (Argo Rollouts Job provider). The noise
-//! target is `--secondary` (a second baseline instance) or, without it, the baseline itself
-//! replayed a second time at the same instant, so every latency verdict has a noise floor
-//! (`--no-noise-target` opts out). `serve` and `demo` run through [`check`] and get the same.
+//! verdict's code. Made for CI jobs and canary analysis (Argo Rollouts Job provider). The pipeline
+//! is `tapedeck_check`; this module turns flags into its [`CheckSpec`] and prints. `serve` and
+//! `demo` build their specs with [`Settings::apply`] and run the same pipeline.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
-use anyhow::Context;
-use tapedeck_diff::live::{EarlyStop, LiveJudge};
-use tapedeck_diff::{DiffOptions, DiffOutcome, InconclusiveAs};
-use tapedeck_replay::{
-    BarProgress, LogProgress, NoProgress, Observer, Replay, ReplayOptions, ReplaySummary,
-};
-use tapedeck_storage::Exchange;
-
-/// The sequential judge of a `--early-stop` run and when it decided.
-#[derive(Debug)]
-struct Live {
-    judge: LiveJudge,
-    decided_at: Option<Instant>,
-}
-
-/// Feeds each finished origin group to the sequential judge; stops the replay once it decided.
-struct LiveObserver(Arc<Mutex<Live>>);
-
-impl Observer for LiveObserver {
-    fn group(&mut self, results: &[Exchange]) -> ControlFlow<()> {
-        let mut live = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if !live.judge.observe(results) {
-            return ControlFlow::Continue(());
-        }
-        if live.decided_at.is_none() {
-            live.decided_at = Some(Instant::now());
-            tracing::info!(
-                origins = live.judge.origins(),
-                "early stop: the sequential judge decided; stopping the replay"
-            );
-        }
-        ControlFlow::Break(())
-    }
-}
+use tapedeck_check::{CheckSpec, Dependency, Noise, ProgressStyle};
+use tapedeck_diff::InconclusiveAs;
 
 /// Replay a tape against baseline and candidate, judge the difference, exit 0 / 1 / 3.
 #[derive(Debug, Clone, clap::Args)]
@@ -73,12 +36,8 @@ pub(crate) struct Args {
     /// URL of a second baseline instance: replayed in the same pass, it measures noise.
     /// Without it the baseline itself is replayed a second time, at the same instant, as the
     /// noise target (so every latency verdict has a noise floor); see --no-noise-target.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "no_noise_target")]
     secondary: Option<String>,
-    /// Without --secondary, do not replay the baseline a second time as the noise target
-    /// (latency and response differences are then judged without a measured noise floor).
-    #[arg(long, conflicts_with = "secondary")]
-    no_noise_target: bool,
     /// Directory (or object-store URL) for the reports (verdict.json, report.md, report.html,
     /// junit.xml).
     #[arg(long, default_value = "./tapedeck-report", value_name = "DIR")]
@@ -86,6 +45,35 @@ pub(crate) struct Args {
     /// Where the replay results (a tape) go [default: REPORT/run]. Must not exist yet.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Version labels for titles, e.g. v1.8.3.
+    #[arg(long, value_name = "LABEL")]
+    baseline_version: Option<String>,
+    /// Version label of the candidate.
+    #[arg(long, value_name = "LABEL")]
+    candidate_version: Option<String>,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+    /// Print verdict.json on stdout instead of the summary.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    color: crate::output::ColorFlag,
+    /// Also write a bug-ticket bundle here when the verdict is not a pass (see `tapedeck ticket`).
+    #[arg(long, value_name = "DIR")]
+    ticket: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// How a check runs and judges: every `check` flag but what to compare and where reports go.
+/// `serve` takes these as its check flags (after `--`) and applies them to every run.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Settings {
+    /// Without --secondary, do not replay the baseline a second time as the noise target
+    /// (latency and response differences are then judged without a measured noise floor).
+    #[arg(long)]
+    no_noise_target: bool,
     /// Rules file (TOML) for the judge.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
@@ -98,12 +86,6 @@ pub(crate) struct Args {
     /// Exit code for an inconclusive verdict, for systems that only read 0 / non-0.
     #[arg(long, value_enum, value_name = "AS")]
     inconclusive_as: Option<InconclusiveArg>,
-    /// Version labels for titles, e.g. v1.8.3.
-    #[arg(long, value_name = "LABEL")]
-    baseline_version: Option<String>,
-    /// Version label of the candidate.
-    #[arg(long, value_name = "LABEL")]
-    candidate_version: Option<String>,
 
     /// Pacing mode [default: max, or rate with --rate].
     #[arg(long, value_name = "MODE", value_parser = crate::replay::pace_modes())]
@@ -157,14 +139,6 @@ pub(crate) struct Args {
     /// Read on past damaged tape files.
     #[arg(long)]
     skip_corrupt: bool,
-    /// No progress output.
-    #[arg(long)]
-    quiet: bool,
-    /// Print verdict.json on stdout instead of the summary.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    color: crate::output::ColorFlag,
     /// Judge while replaying and stop as soon as the verdict is decided: on a fail as soon as
     /// any anytime-valid test crosses, on a pass once every route with enough traffic is shown
     /// without regression (rules file: `[early_stop] enabled = true`). See docs/verdict.md.
@@ -174,15 +148,12 @@ pub(crate) struct Args {
     /// however often the judge looks [default: 0.01, or `early_stop.alpha` in the rules].
     #[arg(long, value_name = "P")]
     alpha: Option<f64>,
-    /// Also write a bug-ticket bundle here when the verdict is not a pass (see `tapedeck ticket`).
-    #[arg(long, value_name = "DIR")]
-    ticket: Option<PathBuf>,
     /// Serve a recorded dependency during the run: NAME=TAPE@ADDR starts a mock of the
     /// dependency tape TAPE on ADDR (the address the services under test call NAME at), writes
     /// every call it gets to REPORT/mocks/NAME, and adds the dependency section to the verdict
     /// (repeatable). Each replay target has its own lane of answers (tracestate).
     #[arg(long = "mock", value_name = "NAME=TAPE@ADDR")]
-    mocks: Vec<String>,
+    mocks: Vec<MockArg>,
     /// After the judged run, replay the tape to the candidate alone a second time while the
     /// --mock dependencies inject the faults of this file ([[fault]] tables: route, status,
     /// delay, reset, rate; as `tapedeck mock --faults`), and report per fault whether the
@@ -196,15 +167,18 @@ pub(crate) struct Args {
     /// travel in tracestate, next to traceparent).
     #[arg(long, value_name = "NAME", requires = "mocks")]
     mock_trace_header: Option<String>,
+    /// Regression corpus (`tapedeck corpus add`): its known regressions are replayed and
+    /// judged before the tape, each entry sent until its route has the judge's minimum sample
+    /// (never selected by --limit, --sample, --method or --route). A corpus route that fails
+    /// again fails the run as "known regression reappeared", naming its ticket; with
+    /// --early-stop that ends the run before the tape is replayed.
+    #[arg(long, value_name = "DIR")]
+    corpus: Option<PathBuf>,
 }
 
 /// One `--mock NAME=TAPE@ADDR`.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct MockArg {
-    pub(crate) name: String,
-    pub(crate) tape: PathBuf,
-    pub(crate) addr: std::net::SocketAddr,
-}
+pub(crate) struct MockArg(Dependency);
 
 impl std::str::FromStr for MockArg {
     type Err = anyhow::Error;
@@ -233,11 +207,11 @@ impl std::str::FromStr for MockArg {
                 "--mock `{s}`: `{addr}` is not an address (IP:PORT, e.g. 127.0.0.1:9101)"
             )
         })?;
-        Ok(MockArg {
+        Ok(MockArg(Dependency {
             name: name.to_owned(),
             tape: PathBuf::from(tape),
             addr,
-        })
+        }))
     }
 }
 
@@ -247,339 +221,110 @@ enum InconclusiveArg {
     Fail,
 }
 
-/// Target labels in the run that `check` writes.
-pub(crate) const BASELINE: &str = "baseline";
-pub(crate) const CANDIDATE: &str = "candidate";
-pub(crate) const SECONDARY: &str = "secondary";
-/// The candidate's label in the `--chaos` run.
-pub(crate) const CHAOS: &str = "chaos";
-
-/// What one check produced.
-#[derive(Debug)]
-pub(crate) struct Checked {
-    pub(crate) replay: ReplaySummary,
-    /// What each `--mock` did.
-    pub(crate) mocks: Vec<tapedeck_mock::MockSummary>,
-    /// The `--chaos` run: its replay summary and directory.
-    pub(crate) chaos: Option<(ReplaySummary, PathBuf)>,
-    pub(crate) outcome: DiffOutcome,
-    pub(crate) run_dir: PathBuf,
-}
-
-impl Args {
-    /// Sets `--chaos` (the demo's chaos experiment).
-    pub(crate) fn set_chaos(&mut self, faults: PathBuf) {
-        self.chaos = Some(faults);
-    }
-
-    /// The noise target: `--secondary`, else the baseline replayed a second time (issue 17: a
-    /// latency verdict always has a noise floor), unless `--no-noise-target`.
-    fn noise_url(&self) -> Option<&str> {
-        match &self.secondary {
-            Some(s) => Some(s),
-            None if self.no_noise_target => None,
-            None => Some(&self.baseline),
-        }
-    }
-
-    fn replay_options(&self, out: &Path) -> ReplayOptions {
-        let mut targets = vec![
-            format!("{BASELINE}={}", self.baseline),
-            format!("{CANDIDATE}={}", self.candidate),
-        ];
-        if let Some(s) = self.noise_url() {
-            targets.push(format!("{SECONDARY}={s}"));
+impl Settings {
+    /// Applies these settings to `spec`: pacing, request changes and selection, the judge,
+    /// dependencies, chaos and the corpus. The noise target becomes `Off` with
+    /// `--no-noise-target` unless the spec has a second baseline.
+    pub(crate) fn apply(&self, spec: &mut CheckSpec) {
+        if self.no_noise_target && spec.noise == Noise::Baseline {
+            spec.noise = Noise::Off;
         }
         let pace = match (&self.pace, self.rate) {
             (Some(name), _) => name.clone(),
             (None, Some(_)) => "rate".to_owned(),
             (None, None) => "max".to_owned(),
         };
-        ReplayOptions {
-            tape: self.tape.clone(),
-            out: Some(out.to_path_buf()),
-            targets,
-            http2: self.http2,
-            concurrency: self.concurrency.or((pace == "max").then_some(16)),
-            pace,
-            speed: self.speed,
-            max_gap: self.max_gap.clone(),
-            rate: self.rate,
-            timeout: self.timeout.clone(),
-            set_headers: self.set_headers.clone(),
-            drop_headers: self.drop_headers.clone(),
-            strict_credentials: self.strict_credentials,
-            methods: self.methods.clone(),
-            routes: self.routes.clone(),
-            limit: self.limit,
-            sample: self.sample,
-            allow_writes: self.allow_writes,
-            allow_same_host: self.allow_same_host,
-            skip_corrupt: self.skip_corrupt,
-            ..ReplayOptions::default()
+        let r = &mut spec.replay;
+        r.http2 = self.http2;
+        r.concurrency = self.concurrency.or((pace == "max").then_some(16));
+        r.pace = pace;
+        r.speed = self.speed;
+        r.max_gap = self.max_gap.clone();
+        r.rate = self.rate;
+        r.timeout = self.timeout.clone();
+        r.set_headers = self.set_headers.clone();
+        r.drop_headers = self.drop_headers.clone();
+        r.strict_credentials = self.strict_credentials;
+        r.methods = self.methods.clone();
+        r.routes = self.routes.clone();
+        r.limit = self.limit;
+        r.sample = self.sample;
+        r.allow_writes = self.allow_writes;
+        r.allow_same_host = self.allow_same_host;
+        r.skip_corrupt = self.skip_corrupt;
+        let j = &mut spec.judge;
+        j.rules = self.rules.clone();
+        j.slos = self.slo.clone();
+        j.strict = self.strict;
+        j.inconclusive_as = match self.inconclusive_as {
+            None => InconclusiveAs::Inconclusive,
+            Some(InconclusiveArg::Pass) => InconclusiveAs::Pass,
+            Some(InconclusiveArg::Fail) => InconclusiveAs::Fail,
+        };
+        j.early_stop = self.early_stop;
+        j.alpha = self.alpha;
+        spec.dependencies = self.mocks.iter().map(|m| m.0.clone()).collect();
+        spec.dependency_trace_header = self.mock_trace_header.clone();
+        spec.chaos = self.chaos.clone();
+        spec.corpus = self.corpus.clone();
+    }
+}
+
+impl Args {
+    /// The check these flags ask for.
+    pub(crate) fn spec(&self) -> CheckSpec {
+        let mut spec = CheckSpec::new(
+            self.tape.clone(),
+            &self.baseline,
+            &self.candidate,
+            &self.report,
+        );
+        if let Some(s) = &self.secondary {
+            spec.noise = Noise::Secondary(s.clone());
         }
+        spec.out = self.out.clone();
+        spec.judge.baseline_version = self.baseline_version.clone();
+        spec.judge.candidate_version = self.candidate_version.clone();
+        spec.ticket = self.ticket.clone();
+        self.settings.apply(&mut spec);
+        spec.progress = if self.quiet || self.json {
+            ProgressStyle::Quiet
+        } else if std::io::stderr().is_terminal() {
+            ProgressStyle::Bar
+        } else {
+            ProgressStyle::Log
+        };
+        spec
     }
-
-    fn diff_options(&self, run: &Path, mocks: &[MockArg]) -> DiffOptions {
-        DiffOptions {
-            dependencies: mocks
-                .iter()
-                .map(|m| tapedeck_diff::deps::DependencyInput {
-                    name: m.name.clone(),
-                    tape: vec![m.tape.clone()],
-                    calls: vec![mock_out(&self.report, &m.name)],
-                })
-                .collect(),
-            run: vec![run.to_path_buf()],
-            baseline: BASELINE.into(),
-            candidate: CANDIDATE.into(),
-            noise: self.noise_url().map(|_| SECONDARY.into()),
-            rules: self.rules.clone(),
-            slos: self.slo.clone(),
-            strict: self.strict,
-            inconclusive_as: match self.inconclusive_as {
-                None => InconclusiveAs::Inconclusive,
-                Some(InconclusiveArg::Pass) => InconclusiveAs::Pass,
-                Some(InconclusiveArg::Fail) => InconclusiveAs::Fail,
-            },
-            baseline_version: self.baseline_version.clone(),
-            candidate_version: self.candidate_version.clone(),
-            early_stop: self.early_stop,
-            early_stop_alpha: self.alpha,
-            ..DiffOptions::new(run)
-        }
-    }
-}
-
-/// Where mock `name` writes its calls: `REPORT/mocks/NAME`.
-fn mock_out(report: &Path, name: &str) -> PathBuf {
-    report.join("mocks").join(name)
-}
-
-/// Where mock `name` writes its calls during the `--chaos` run: `REPORT/chaos/mocks/NAME`.
-fn chaos_mock_out(report: &Path, name: &str) -> PathBuf {
-    report.join("chaos").join("mocks").join(name)
-}
-
-/// Starts one mock per `--mock`, writing calls where `out` says, with `faults`.
-fn start_mocks(
-    mocks: &[MockArg],
-    out: impl Fn(&str) -> PathBuf,
-    faults: &[tapedeck_mock::FaultRule],
-    trace_header: Option<&str>,
-) -> anyhow::Result<Vec<tapedeck_mock::MockHandle>> {
-    let mut running = Vec::with_capacity(mocks.len());
-    for m in mocks {
-        let out = out(&m.name);
-        if out.exists() {
-            anyhow::bail!(
-                "{} already exists: choose another --report (or remove it) so calls of two runs are not mixed",
-                out.display()
-            );
-        }
-        let mut spec = tapedeck_mock::MockSpec::new(vec![m.tape.clone()], m.addr);
-        spec.name = Some(m.name.clone());
-        spec.out = Some(out);
-        spec.lanes = vec![
-            BASELINE.into(),
-            CANDIDATE.into(),
-            SECONDARY.into(),
-            CHAOS.into(),
-        ];
-        spec.faults = faults.to_vec();
-        if let Some(h) = trace_header {
-            spec.trace = tapedeck_common::trace::TraceSource::from_header_name(h);
-        }
-        spec.grace = std::time::Duration::from_secs(5);
-        let handle = tapedeck_mock::Mock::start(spec)
-            .with_context(|| format!("starting mock `{}` on {}", m.name, m.addr))?;
-        tracing::debug!(mock = %m.name, addr = %handle.addr(), tape = %m.tape.display(), faults = faults.len(), "dependency mock started");
-        running.push(handle);
-    }
-    Ok(running)
-}
-
-/// Stops the mocks (closing their calls tapes) and returns what they did.
-fn stop_mocks(
-    running: Vec<tapedeck_mock::MockHandle>,
-) -> anyhow::Result<Vec<tapedeck_mock::MockSummary>> {
-    let mut out = Vec::with_capacity(running.len());
-    for m in running {
-        let name = m.name().to_owned();
-        out.push(
-            m.stop()
-                .with_context(|| format!("stopping mock `{name}`"))?,
-        );
-    }
-    Ok(out)
-}
-
-/// Replays and judges; writes the reports. Shared by `check` and `demo`.
-pub(crate) fn check(args: &Args) -> anyhow::Result<Checked> {
-    let run_dir = args.out.clone().unwrap_or_else(|| args.report.join("run"));
-    if run_dir.exists() {
-        anyhow::bail!(
-            "{} already exists: choose another --out (or remove it) so results of two runs are not mixed",
-            run_dir.display()
-        );
-    }
-    let config = args
-        .replay_options(&run_dir)
-        .validate()
-        .context("invalid replay settings")?;
-    if args.allow_writes && args.secondary.is_none() && !args.no_noise_target {
-        tracing::warn!(
-            baseline = %args.baseline,
-            "the baseline is also the noise target: it receives each replayed write twice; give \
-             --secondary URL or --no-noise-target to avoid that"
-        );
-    }
-    let mock_args: Vec<MockArg> = args
-        .mocks
-        .iter()
-        .map(|m| m.parse())
-        .collect::<anyhow::Result<_>>()?;
-    let mut names = std::collections::HashSet::new();
-    for m in &mock_args {
-        anyhow::ensure!(names.insert(&m.name), "--mock `{}` is given twice", m.name);
-    }
-    let chaos_rules = match &args.chaos {
-        None => Vec::new(),
-        Some(file) => tapedeck_mock::fault::rules_from(&[], Some(file))
-            .with_context(|| format!("--chaos {}", file.display()))?,
-    };
-    let chaos_dir = args.report.join("chaos").join("run");
-    if args.chaos.is_some() && chaos_dir.exists() {
-        anyhow::bail!(
-            "{} already exists: choose another --report (or remove it)",
-            chaos_dir.display()
-        );
-    }
-    // Every mock runs for the whole replay; one that cannot start stops the check (the ones
-    // already started stop when dropped).
-    let trace_header = args.mock_trace_header.as_deref();
-    if let Some(h) = trace_header {
-        anyhow::ensure!(
-            hyper::header::HeaderName::from_bytes(h.trim().as_bytes()).is_ok(),
-            "--mock-trace-header `{h}` is not a header name"
-        );
-    }
-    // The judge's settings are checked before anything is sent.
-    let mut diff = args
-        .diff_options(&run_dir, &mock_args)
-        .validate()
-        .context("invalid judge settings")?;
-    let running = start_mocks(&mock_args, |n| mock_out(&args.report, n), &[], trace_header)?;
-    let began = Instant::now();
-    let live = diff.early_stop.then(|| {
-        Arc::new(Mutex::new(Live {
-            judge: LiveJudge::new(&diff),
-            decided_at: None,
-        }))
-    });
-    let mut replay = Replay::new(&config);
-    if let Some(live) = &live {
-        replay = replay.observer(LiveObserver(live.clone()));
-    }
-    let replay = if args.quiet || args.json {
-        replay.progress(NoProgress)
-    } else if std::io::stderr().is_terminal() {
-        replay.progress(BarProgress::new())
-    } else {
-        replay.progress(LogProgress::default())
-    }
-    .run_blocking()
-    .context("replay failed")?;
-    let mocks = stop_mocks(running)?;
-
-    // The candidate again, alone, with failing dependencies.
-    let mut chaos = None;
-    let mut chaos_input = None;
-    if let Some(file) = &args.chaos {
-        let running = start_mocks(
-            &mock_args,
-            |n| chaos_mock_out(&args.report, n),
-            &chaos_rules,
-            trace_header,
-        )?;
-        let mut opts = args.replay_options(&chaos_dir);
-        opts.targets = vec![format!("{CHAOS}={}", args.candidate)];
-        let config = opts
-            .validate()
-            .context("invalid replay settings (--chaos)")?;
-        let summary = tapedeck_replay::run_blocking(&config, NoProgress)
-            .context("replay with faults (--chaos) failed")?;
-        stop_mocks(running)?;
-        tracing::info!(faults = %file.display(), run = %chaos_dir.display(), "chaos run done");
-        chaos_input = Some(tapedeck_diff::chaos::ChaosInput {
-            run: vec![chaos_dir.clone()],
-            target: CHAOS.into(),
-            calls: mock_args
-                .iter()
-                .map(|m| chaos_mock_out(&args.report, &m.name))
-                .collect(),
-            faults: chaos_rules
-                .iter()
-                .map(|r| tapedeck_diff::chaos::ChaosFault {
-                    label: r.label.clone(),
-                    effect: r.effect(),
-                    delay_us: r.delay.map_or(0, |d| d.as_micros() as i64),
-                })
-                .collect(),
-        });
-        chaos = Some((summary, chaos_dir.clone()));
-    }
-
-    if chaos_input.is_some() {
-        let mut opts = args.diff_options(&run_dir, &mock_args);
-        opts.chaos = chaos_input;
-        diff = opts.validate().context("invalid judge settings")?;
-    }
-    let mut outcome = tapedeck_diff::run(&diff).context("diff failed")?;
-    if let Some(live) = live {
-        let live = live.lock().unwrap_or_else(|e| e.into_inner());
-        let decided_at = live.decided_at.unwrap_or_else(Instant::now);
-        tapedeck_diff::live::apply(
-            &mut outcome,
-            &diff,
-            live.judge.report(),
-            EarlyStop {
-                stopped_early: replay.interrupted,
-                requests_sent: replay
-                    .targets
-                    .iter()
-                    .map(|t| (t.name.clone(), t.requests))
-                    .collect(),
-                time_to_verdict_ms: decided_at.duration_since(began).as_millis() as u64,
-            },
-        );
-    }
-    let reports =
-        tapedeck_storage::object::OutputDir::new(&args.report).context("report location")?;
-    tapedeck_diff::report::write_reports(&outcome, reports.path())
-        .with_context(|| format!("writing reports to {}", args.report.display()))?;
-    reports
-        .finish()
-        .with_context(|| format!("uploading the reports to {}", args.report.display()))?;
-    Ok(Checked {
-        replay,
-        mocks,
-        chaos,
-        outcome,
-        run_dir,
-    })
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
-    let checked = check(&args)?;
+    let checked = tapedeck_check::check(&args.spec())?;
     let mut out = crate::output::stdout();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &checked.outcome)?;
         writeln!(out)?;
     } else {
         if !args.quiet {
-            write!(out, "{}", tapedeck_replay::render_text(&checked.replay))?;
-            writeln!(out)?;
+            if let Some(c) = &checked.corpus {
+                writeln!(
+                    out,
+                    "corpus: {} known regression request(s) replayed ({} per target), {} · run: {}",
+                    c.entries,
+                    c.replay.origins,
+                    c.verdict.as_str(),
+                    c.run_dir.display()
+                )?;
+            }
+            if let Some(replay) = &checked.replay {
+                write!(out, "{}", tapedeck_replay::render_text(replay))?;
+                writeln!(out)?;
+            } else {
+                writeln!(
+                    out,
+                    "the tape was not replayed: a known regression reappeared in the corpus (--early-stop)\n"
+                )?;
+            }
             for m in &checked.mocks {
                 let s = &m.stats;
                 writeln!(
@@ -622,15 +367,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
             checked.run_dir.display()
         )?;
     }
-    if let Some(dir) = &args.ticket {
-        let mut opts = tapedeck_ticket::TicketOptions::new(&args.report, dir);
-        opts.run = Some(checked.run_dir.clone());
-        match tapedeck_ticket::write_ticket(&opts) {
+    if let (Some(dir), Some(ticket)) = (&args.ticket, &checked.ticket) {
+        match ticket {
             // Keep stdout pure JSON with --json.
             Ok(outcome) if args.json => {
-                crate::output::note!("{}", tapedeck_ticket::describe(&outcome, dir))
+                crate::output::note!("{}", tapedeck_ticket::describe(outcome, dir))
             }
-            Ok(outcome) => writeln!(out, "{}", tapedeck_ticket::describe(&outcome, dir))?,
+            Ok(outcome) => writeln!(out, "{}", tapedeck_ticket::describe(outcome, dir))?,
             // The verdict decides the exit code; a ticket that could not be written does not
             // turn a fail or an inconclusive into something else.
             Err(e) => crate::output::note!(

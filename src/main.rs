@@ -1,7 +1,8 @@
 //! `tapedeck`: record production HTTP traffic, replay it against a new build, judge the difference.
 //!
 //! This binary only parses flags and wires the crates together; the work happens in
-//! `tapedeck-storage`, `tapedeck-proxy`, `tapedeck-replay`, `tapedeck-diff` and `tapedeck-mock`.
+//! `tapedeck-storage`, `tapedeck-proxy`, `tapedeck-replay`, `tapedeck-diff`, `tapedeck-mock`,
+//! `tapedeck-ticket` and `tapedeck-check` (the check pipeline).
 #![forbid(unsafe_code)]
 // Output goes through `output` (a closed stdout is not an error): the print macros panic on EPIPE.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod corpus;
 mod demo;
 mod diff;
 mod distill;
@@ -50,6 +52,8 @@ struct Cli {
 enum Command {
     /// Replay a tape against baseline and candidate, judge the difference: exit 0 pass, 1 fail, 3 inconclusive.
     Check(Box<check::Args>),
+    /// The regression corpus: add a ticket's failing requests, list them (`check --corpus` replays them).
+    Corpus(corpus::Args),
     /// Run the whole loop (record → replay → diff) against a built-in sample service.
     Demo(demo::Args),
     /// Judge a replay run: response diffs beyond noise, latency regressions, error rates.
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
     util::init_logging(cli.log_format);
     let result = match cli.command {
         Command::Check(args) => check::run(*args),
+        Command::Corpus(args) => corpus::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Distill(args) => distill::run(args),

@@ -144,8 +144,10 @@ struct RunSpec {
     baseline_version: Option<String>,
     /// Version label of the candidate.
     candidate_version: Option<String>,
-    /// Further `tapedeck check` flags.
-    extra: Vec<String>,
+    /// Written by earlier versions (the check flags in effect, as strings); read and ignored:
+    /// every run applies the settings `serve` was started with.
+    #[serde(default, skip_serializing, rename = "extra")]
+    _extra: Option<serde::de::IgnoredAny>,
 }
 
 /// Optional overrides in `POST /v1/runs` (and Flagger metadata).
@@ -243,6 +245,8 @@ struct Shared {
     runs_dir: PathBuf,
     token: Option<String>,
     defaults: Args,
+    /// The check settings of every run: `--rules`, `--slo`, `--strict` and the flags after `--`.
+    settings: check::Settings,
     runs: Mutex<BTreeMap<String, RunState>>,
     slots: tokio::sync::Semaphore,
 }
@@ -308,17 +312,6 @@ impl Shared {
         let candidate = req.candidate.or_else(|| d.candidate.clone()).ok_or(
             "no candidate URL: start serve with --candidate or send \"candidate\"".to_owned(),
         )?;
-        let mut extra = Vec::new();
-        if let Some(r) = &d.rules {
-            extra.extend(["--rules".to_owned(), r.display().to_string()]);
-        }
-        for s in &d.slo {
-            extra.extend(["--slo".to_owned(), s.clone()]);
-        }
-        if d.strict {
-            extra.push("--strict".into());
-        }
-        extra.extend(d.check_args.iter().cloned());
         let spec = RunSpec {
             tape,
             baseline,
@@ -326,10 +319,8 @@ impl Shared {
             secondary: req.secondary.or_else(|| d.secondary.clone()),
             baseline_version: req.baseline_version,
             candidate_version: req.candidate_version,
-            extra,
+            _extra: None,
         };
-        // Settings that `check` would refuse are refused now, with check's own message.
-        check_args(&spec, Path::new("/nonexistent-report")).map_err(|e| format!("{e:#}"))?;
         Ok(spec)
     }
 
@@ -424,13 +415,15 @@ impl Shared {
             tracing::info!(run = %id, baseline = %state.spec.baseline, candidate = %state.spec.candidate, "check started");
             let report = shared.run_dir(&id).join("report");
             let spec = state.spec.clone();
+            let settings = shared.settings.clone();
             let ticket = shared
                 .defaults
                 .tickets
                 .then(|| shared.run_dir(&id).join("ticket"));
-            let joined =
-                tokio::task::spawn_blocking(move || run_check(&spec, &report, ticket.as_deref()))
-                    .await;
+            let joined = tokio::task::spawn_blocking(move || {
+                run_check(&spec, &settings, &report, ticket.as_deref())
+            })
+            .await;
             let (status, title, message) = match joined {
                 Ok(Ok((code, title))) => (
                     match code {
@@ -586,31 +579,25 @@ impl Shared {
     }
 }
 
-/// `tapedeck check` flags for a spec.
-fn check_args(spec: &RunSpec, report: &Path) -> anyhow::Result<check::Args> {
+/// The check settings of every run, from `--rules`, `--slo`, `--strict` and the `tapedeck check`
+/// flags after `--` (parsed once, at start-up).
+fn check_settings(args: &Args) -> anyhow::Result<check::Settings> {
     #[derive(Parser)]
     struct Wrap {
         #[command(flatten)]
-        args: check::Args,
+        settings: check::Settings,
     }
-    let mut argv = vec!["check".to_owned()];
-    for t in &spec.tape {
-        argv.extend(["--tape".to_owned(), t.clone()]);
+    let mut argv = vec!["tapedeck serve --".to_owned()];
+    if let Some(r) = &args.rules {
+        argv.extend(["--rules".to_owned(), r.display().to_string()]);
     }
-    argv.extend(["--baseline".to_owned(), spec.baseline.clone()]);
-    argv.extend(["--candidate".to_owned(), spec.candidate.clone()]);
-    if let Some(s) = &spec.secondary {
-        argv.extend(["--secondary".to_owned(), s.clone()]);
+    for s in &args.slo {
+        argv.extend(["--slo".to_owned(), s.clone()]);
     }
-    if let Some(v) = &spec.baseline_version {
-        argv.extend(["--baseline-version".to_owned(), v.clone()]);
+    if args.strict {
+        argv.push("--strict".into());
     }
-    if let Some(v) = &spec.candidate_version {
-        argv.extend(["--candidate-version".to_owned(), v.clone()]);
-    }
-    argv.extend(["--report".to_owned(), report.display().to_string()]);
-    argv.push("--quiet".into());
-    argv.extend(spec.extra.iter().cloned());
+    argv.extend(args.check_args.iter().cloned());
     Ok(Wrap::try_parse_from(argv)
         .map_err(|e| {
             anyhow::anyhow!(
@@ -618,23 +605,46 @@ fn check_args(spec: &RunSpec, report: &Path) -> anyhow::Result<check::Args> {
                 e.to_string().lines().next().unwrap_or("bad check flags")
             )
         })?
-        .args)
+        .settings)
+}
+
+/// The check of one run.
+fn check_spec(
+    spec: &RunSpec,
+    settings: &check::Settings,
+    report: &Path,
+) -> tapedeck_check::CheckSpec {
+    let mut check = tapedeck_check::CheckSpec::new(
+        spec.tape.iter().map(PathBuf::from).collect(),
+        &spec.baseline,
+        &spec.candidate,
+        report,
+    );
+    if let Some(s) = &spec.secondary {
+        check.noise = tapedeck_check::Noise::Secondary(s.clone());
+    }
+    check.judge.baseline_version = spec.baseline_version.clone();
+    check.judge.candidate_version = spec.candidate_version.clone();
+    settings.apply(&mut check);
+    check
 }
 
 /// Runs one check (blocking); returns its exit code and the verdict's title. With `ticket`, a
 /// run that does not pass also gets a bug-ticket bundle there (a failure to write it is logged,
 /// not fatal: the verdict stands).
-fn run_check(spec: &RunSpec, report: &Path, ticket: Option<&Path>) -> anyhow::Result<(u8, String)> {
-    let args = check_args(spec, report)?;
-    let checked = check::check(&args)?;
-    if let Some(dir) = ticket
-        && checked.outcome.exit_code != 0
-    {
-        let mut opts = tapedeck_ticket::TicketOptions::new(report, dir);
-        opts.run = Some(checked.run_dir.clone());
-        match tapedeck_ticket::write_ticket(&opts) {
+fn run_check(
+    spec: &RunSpec,
+    settings: &check::Settings,
+    report: &Path,
+    ticket: Option<&Path>,
+) -> anyhow::Result<(u8, String)> {
+    let mut check = check_spec(spec, settings, report);
+    check.ticket = ticket.map(Path::to_owned);
+    let checked = tapedeck_check::check(&check)?;
+    if let (Some(dir), Some(ticket)) = (ticket, &checked.ticket) {
+        match ticket {
             Ok(outcome) => {
-                tracing::info!(summary = %tapedeck_ticket::describe(&outcome, dir), "ticket")
+                tracing::info!(summary = %tapedeck_ticket::describe(outcome, dir), "ticket")
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), dir = %dir.display(), "could not write the ticket")
@@ -921,19 +931,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     if token.is_none() && !args.listen.ip().is_loopback() {
         tracing::warn!(listen = %args.listen, "listening beyond loopback without --token: anyone who reaches the port can start runs");
     }
-    // Refuse bad default check flags at start-up, not at the first run.
-    if let (false, Some(b), Some(c)) = (args.tape.is_empty(), &args.baseline, &args.candidate) {
-        let spec = RunSpec {
-            tape: args.tape.iter().map(|p| p.display().to_string()).collect(),
-            baseline: b.clone(),
-            candidate: c.clone(),
-            secondary: args.secondary.clone(),
-            baseline_version: None,
-            candidate_version: None,
-            extra: args.check_args.clone(),
-        };
-        check_args(&spec, Path::new("/nonexistent-report")).context("check flags after --")?;
-    }
+    // Bad check flags are refused at start-up, not at the first run.
+    let settings = check_settings(&args).context("check flags after --")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -945,6 +944,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
             token,
             slots: tokio::sync::Semaphore::new(args.max_parallel.max(1)),
             defaults: args.clone(),
+            settings,
             runs: Mutex::new(BTreeMap::new()),
         });
         shared.load()?;

@@ -1436,6 +1436,7 @@ fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<String>) -> Diff
         sequential: None,
         dependencies: None,
         chaos: None,
+        corpus: None,
     }
 }
 

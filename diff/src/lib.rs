@@ -28,6 +28,7 @@ pub mod body;
 pub mod chaos;
 pub mod compare;
 pub mod config;
+pub mod corpus;
 pub mod deps;
 pub mod detect;
 pub mod distill;

@@ -365,6 +365,10 @@ pub struct DiffOutcome {
     /// The chaos section, when the candidate was replayed again with faults (`check --chaos`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chaos: Option<crate::chaos::ChaosReport>,
+    /// `check --corpus`: what replaying the regression corpus found (known regressions that
+    /// reappeared, with their tickets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<crate::corpus::CorpusReport>,
 }
 
 /// The sequential judge's account of a `--early-stop` run (see [`crate::sequential`]).

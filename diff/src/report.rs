@@ -407,6 +407,53 @@ fn dependencies_md(md: &mut String, d: &crate::deps::DependencyReport) {
     md.push('\n');
 }
 
+fn corpus_md(md: &mut String, c: &crate::corpus::CorpusReport) {
+    let _ = writeln!(
+        md,
+        "## Regression corpus\n\n`{}`: {} entr{} replayed before the tape, {} request(s) per target; verdict of the corpus phase: **{}** (run `{}`).\n",
+        md_escape(&c.dir),
+        c.entries,
+        if c.entries == 1 { "y" } else { "ies" },
+        c.requests,
+        c.verdict.as_str(),
+        md_escape(&c.run)
+    );
+    if c.hits.is_empty() {
+        let _ = writeln!(md, "No known regression reappeared.\n");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "| known regression reappeared | failed checks | entries | ticket |\n|---|---|---:|---|"
+    );
+    for h in &c.hits {
+        let tickets = if h.tickets.is_empty() {
+            "unknown".to_owned()
+        } else {
+            h.tickets
+                .iter()
+                .map(|t| {
+                    format!(
+                        "`{}` {} (`{}`)",
+                        crate::corpus::short(&t.fingerprint),
+                        md_escape(&t.title),
+                        md_escape(&t.dir)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {tickets} |",
+            md_escape(&h.route),
+            h.checks.join(", "),
+            h.entries
+        );
+    }
+    md.push('\n');
+}
+
 pub fn markdown(o: &DiffOutcome) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# {}\n", o.title);
@@ -420,6 +467,9 @@ pub fn markdown(o: &DiffOutcome) -> String {
         o.exit_code
     );
     if let Some(line) = early_stop_line(o) {
+        let _ = writeln!(md, "{}\n", md_escape(&line));
+    }
+    if let Some(line) = crate::corpus::corpus_line(o) {
         let _ = writeln!(md, "{}\n", md_escape(&line));
     }
     for r in &o.reasons {
@@ -454,6 +504,9 @@ pub fn markdown(o: &DiffOutcome) -> String {
     );
     if let Some(d) = &o.dependencies {
         dependencies_md(&mut md, d);
+    }
+    if let Some(c) = &o.corpus {
+        corpus_md(&mut md, c);
     }
     if let Some(c) = &o.chaos {
         chaos_md(&mut md, c);
@@ -677,10 +730,12 @@ pub fn junit(o: &DiffOutcome) -> String {
         .iter()
         .flat_map(|r| r.checks.iter().map(move |c| (r, c)))
         .collect();
+    let hits = o.corpus.as_ref().map_or(&[][..], |c| c.hits.as_slice());
     let failures = cases
         .iter()
         .filter(|(_, c)| c.classification == Classification::High)
-        .count();
+        .count()
+        + hits.len();
     let skipped = cases
         .iter()
         .filter(|(_, c)| {
@@ -694,15 +749,34 @@ pub fn junit(o: &DiffOutcome) -> String {
     let _ = writeln!(
         x,
         "<testsuites name=\"tapedeck diff\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
-        cases.len()
+        cases.len() + hits.len()
     );
     let _ = writeln!(
         x,
         "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" timestamp=\"{}\">",
         xml_escape(&o.title),
-        cases.len(),
+        cases.len() + hits.len(),
         xml_escape(&o.generated_at)
     );
+    for h in hits {
+        let from: Vec<String> = h
+            .tickets
+            .iter()
+            .map(|t| format!("ticket {} {} ({})", t.fingerprint, t.title, t.dir))
+            .collect();
+        let message = format!(
+            "known regression reappeared: {} failed {}",
+            h.route,
+            h.checks.join(", ")
+        );
+        let _ = write!(
+            x,
+            "    <testcase classname=\"corpus\" name=\"{}\">\n      <failure message=\"{}\" type=\"known-regression\">{}</failure>\n    </testcase>\n",
+            xml_escape(&h.route),
+            xml_escape(&message),
+            xml_escape(&from.join("\n"))
+        );
+    }
     for (r, c) in cases {
         let _ = write!(
             x,
@@ -834,6 +908,9 @@ pub fn summary(o: &DiffOutcome, color: bool) -> String {
         o.routes.len()
     );
     if let Some(line) = early_stop_line(o) {
+        let _ = writeln!(out, "{line}");
+    }
+    if let Some(line) = crate::corpus::corpus_line(o) {
         let _ = writeln!(out, "{line}");
     }
     out.push('\n');

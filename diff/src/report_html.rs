@@ -107,6 +107,7 @@ pub fn html(o: &DiffOutcome) -> String {
     );
     banner(&mut h, o);
     traffic(&mut h, o);
+    corpus(&mut h, o);
     dependencies(&mut h, o);
     chaos(&mut h, o);
     routes_table(&mut h, o);
@@ -150,6 +151,9 @@ fn banner(h: &mut String, o: &DiffOutcome) {
         cv = escape(&o.candidate_version),
     );
     if let Some(line) = crate::report::early_stop_line(o) {
+        let _ = writeln!(h, "<p class=\"muted\">{}</p>", escape(&line));
+    }
+    if let Some(line) = crate::corpus::corpus_line(o) {
         let _ = writeln!(h, "<p class=\"muted\">{}</p>", escape(&line));
     }
     if !o.reasons.is_empty() {
@@ -679,6 +683,58 @@ fn truncate(s: &str, max: usize) -> String {
         t.push('…');
         t
     }
+}
+
+fn corpus(h: &mut String, o: &DiffOutcome) {
+    let Some(c) = &o.corpus else {
+        return;
+    };
+    let _ = writeln!(
+        h,
+        "<h2>Regression corpus</h2><p><code>{}</code>: {} entr{} replayed before the tape, {} \
+request(s) per target; the corpus phase: <span class=\"badge {}\">{}</span> (run <code>{}</code>).</p>",
+        escape(&c.dir),
+        c.entries,
+        if c.entries == 1 { "y" } else { "ies" },
+        c.requests,
+        verdict_class(c.verdict),
+        escape(c.verdict.as_str()),
+        escape(&c.run)
+    );
+    if c.hits.is_empty() {
+        h.push_str("<p class=\"muted\">No known regression reappeared.</p>\n");
+        return;
+    }
+    h.push_str(
+        "<table><thead><tr><th>known regression reappeared</th><th>failed checks</th>\
+<th>entries</th><th>ticket</th></tr></thead><tbody>\n",
+    );
+    for hit in &c.hits {
+        let tickets = if hit.tickets.is_empty() {
+            "unknown".to_owned()
+        } else {
+            hit.tickets
+                .iter()
+                .map(|t| {
+                    format!(
+                        "<code>{}</code> {} <span class=\"muted\">({})</span>",
+                        escape(crate::corpus::short(&t.fingerprint)),
+                        escape(&t.title),
+                        escape(&t.dir)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{tickets}</td></tr>",
+            escape(&hit.route),
+            escape(&hit.checks.join(", ")),
+            hit.entries
+        );
+    }
+    h.push_str("</tbody></table>\n");
 }
 
 fn dependencies(h: &mut String, o: &DiffOutcome) {

@@ -206,6 +206,32 @@ impl RouteKeyer {
     }
 }
 
+/// Does route key `key` (as one request gives it) belong to the verdict's route `route`?
+/// `{param}` segments in `route` (high-cardinality inference) match any segment; the query part
+/// must be equal. Tickets and the regression corpus use it to find a verdict's route again.
+pub fn matches(route: &str, key: &str) -> bool {
+    let split = |s: &str| -> (String, Option<String>) {
+        match s.split_once('?') {
+            Some((h, q)) => (h.to_owned(), Some(q.to_owned())),
+            None => (s.to_owned(), None),
+        }
+    };
+    let (rh, rq) = split(route);
+    let (kh, kq) = split(key);
+    if rq != kq {
+        return false;
+    }
+    let (Some((rm, rp)), Some((km, kp))) = (rh.split_once(' '), kh.split_once(' ')) else {
+        return rh == kh;
+    };
+    if rm != km {
+        return false;
+    }
+    let rs: Vec<&str> = rp.split('/').collect();
+    let ks: Vec<&str> = kp.split('/').collect();
+    rs.len() == ks.len() && rs.iter().zip(&ks).all(|(r, k)| r == k || *r == PARAM)
+}
+
 /// The route key without its query-parameter names (what SLOs are written against).
 pub fn without_query(key: &str) -> &str {
     key.split_once('?').map_or(key, |(k, _)| k)
@@ -214,6 +240,19 @@ pub fn without_query(key: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_match_with_params() {
+        assert!(matches("GET /api/users/{id}", "GET /api/users/{id}"));
+        assert!(matches("GET /p/{param}", "GET /p/blue-shirt"));
+        assert!(!matches("GET /p/{param}", "GET /p/a/b"));
+        assert!(matches(
+            "GET /api/users?page&per_page",
+            "GET /api/users?page&per_page"
+        ));
+        assert!(!matches("GET /api/users?page", "GET /api/users"));
+        assert!(!matches("POST /a", "GET /a"));
+    }
 
     #[test]
     fn keys_use_templates_and_query_names() {

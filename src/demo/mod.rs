@@ -23,11 +23,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use nix::sys::signal::Signal;
 use tapedeck_diff::{Classification, DiffOutcome, Verdict};
-
-use crate::check;
 
 /// Run the record → replay → diff loop against a built-in sample service.
 #[derive(Debug, clap::Args)]
@@ -148,21 +145,25 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     // ③ + ④ Replay against all three in one pass, then judge.
     let rules = args.out.join("rules.toml");
     std::fs::write(&rules, DEMO_RULES).with_context(|| format!("writing {}", rules.display()))?;
-    let mock = format!("pricing={}@{mock_addr}", deps.display());
-    let mut check_args = check_args(&tape, &report, &rules, v1, v1b, v2, &mock)?;
+    let mut spec = check_spec(&tape, &report, &rules, (v1, v1b, v2));
+    spec.dependencies = vec![tapedeck_check::Dependency {
+        name: "pricing".to_owned(),
+        tape: deps.clone(),
+        addr: mock_addr,
+    }];
     if args.chaos {
         let faults = args.out.join("chaos.toml");
         std::fs::write(&faults, DEMO_FAULTS)
             .with_context(|| format!("writing {}", faults.display()))?;
-        check_args.set_chaos(faults);
+        spec.chaos = Some(faults);
     }
     let checked = rt
-        .block_on(async { tokio::task::spawn_blocking(move || check::check(&check_args)).await })
+        .block_on(async { tokio::task::spawn_blocking(move || tapedeck_check::check(&spec)).await })
         .context("replay task")??;
     let _ = stop_tx.send(true);
     say(&format!(
         "④ replayed {} exchanges against baseline, noise and candidate in one pass, pricing answered by the mock ({} calls)",
-        checked.replay.origins,
+        checked.replay.as_ref().map_or(0, |r| r.origins),
         checked.mocks.iter().map(|m| m.stats.requests).sum::<u64>()
     ));
     say("⑤ verdict:");
@@ -230,48 +231,31 @@ const DEMO_RULES: &str = "\
 min_shift_ms = 50.0
 ";
 
-fn check_args(
+/// The demo's check: v1 as baseline, a second v1 as the noise target, v2 as candidate, 8
+/// requests in flight, the demo's rules.
+fn check_spec(
     tape: &Path,
     report: &Path,
     rules: &Path,
-    v1: std::net::SocketAddr,
-    v1b: std::net::SocketAddr,
-    v2: std::net::SocketAddr,
-    mock: &str,
-) -> anyhow::Result<check::Args> {
-    #[derive(Parser)]
-    struct Wrap {
-        #[command(flatten)]
-        args: check::Args,
-    }
-    let argv = [
-        "check".to_owned(),
-        "--tape".into(),
-        tape.display().to_string(),
-        "--baseline".into(),
+    (v1, v1b, v2): (
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+    ),
+) -> tapedeck_check::CheckSpec {
+    let mut spec = tapedeck_check::CheckSpec::new(
+        vec![tape.to_owned()],
         format!("http://{v1}"),
-        "--secondary".into(),
-        format!("http://{v1b}"),
-        "--candidate".into(),
         format!("http://{v2}"),
-        "--report".into(),
-        report.display().to_string(),
-        "--rules".into(),
-        rules.display().to_string(),
-        "--baseline-version".into(),
-        "v1".into(),
-        "--candidate-version".into(),
-        "v2".into(),
-        "--concurrency".into(),
-        "8".into(),
-        "--allow-same-host".into(),
-        "--mock".into(),
-        mock.to_owned(),
-        "--quiet".into(),
-    ];
-    Ok(Wrap::try_parse_from(argv)
-        .context("demo check arguments")?
-        .args)
+        report,
+    );
+    spec.noise = tapedeck_check::Noise::Secondary(format!("http://{v1b}"));
+    spec.judge.rules = Some(rules.to_owned());
+    spec.judge.baseline_version = Some("v1".to_owned());
+    spec.judge.candidate_version = Some("v2".to_owned());
+    spec.replay.concurrency = Some(8);
+    spec.replay.allow_same_host = true;
+    spec
 }
 
 /// A running `tapedeck record` child process.

@@ -2,43 +2,11 @@
 //! catches every regression the demo planted. Real binary; the demo's sample API runs as
 //! `tapedeck sample-api` processes on loopback ports picked by the OS, stopped by PID.
 
-use std::path::Path;
 use std::time::Duration;
 
-use crate::util::{Proc, run, stderr, stdout, wait_until};
+use crate::util::{SampleApi, run, stderr, stdout};
 
 const T: Duration = Duration::from_secs(240);
-
-/// One sample-API process and its URL.
-struct Api {
-    proc: Proc,
-    url: String,
-}
-
-impl Api {
-    fn start(build: &str, dir: &Path) -> Api {
-        let logs = dir.join(format!("api-{build}-{}", crate::util::free_port()));
-        std::fs::create_dir_all(&logs).expect("log dir");
-        let proc = Proc::start(&["sample-api", "--build", build], &logs);
-        let mut url = String::new();
-        let up = wait_until(Duration::from_secs(20), || {
-            url = std::fs::read_to_string(logs.join("tapedeck.stdout"))
-                .unwrap_or_default()
-                .trim()
-                .to_owned();
-            url.starts_with("http://127.0.0.1:")
-        });
-        assert!(up, "sample-api {build} did not start");
-        Api { proc, url }
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.proc.signal("TERM");
-        let _ = self.proc.wait_timeout(Duration::from_secs(10));
-    }
-}
 
 #[test]
 fn a_distilled_demo_tape_catches_the_planted_regressions() {
@@ -103,9 +71,9 @@ fn a_distilled_demo_tape_catches_the_planted_regressions() {
 
     // The distilled tape against the demo's bad build: all three planted regressions.
     let (v1, v1b, bad) = (
-        Api::start("v1", dir.path()),
-        Api::start("v1", dir.path()),
-        Api::start("v2-bad", dir.path()),
+        SampleApi::start("v1", dir.path()),
+        SampleApi::start("v1", dir.path()),
+        SampleApi::start("v2-bad", dir.path()),
     );
     let rules = dir.path().join("rules.toml");
     std::fs::write(&rules, "[settings]\nmin_shift_ms = 50.0\n").expect("rules");

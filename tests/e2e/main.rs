@@ -26,6 +26,7 @@ mod bench;
 mod check;
 mod closed_stdout;
 mod container;
+mod corpus;
 mod deploy;
 mod deps;
 mod diff;

@@ -992,3 +992,35 @@ impl Recorder {
         read_tape(self.tape.as_deref().expect("a recorder with a local tape"))
     }
 }
+
+/// One `tapedeck sample-api` process (the demo's API, `--build v1 | v2-bad | v2-good`) and its
+/// URL; stopped by PID when dropped.
+pub struct SampleApi {
+    proc: Proc,
+    pub url: String,
+}
+
+impl SampleApi {
+    pub fn start(build: &str, dir: &Path) -> SampleApi {
+        let logs = dir.join(format!("api-{build}-{}", free_port()));
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let proc = Proc::start(&["sample-api", "--build", build], &logs);
+        let mut url = String::new();
+        let up = wait_until(Duration::from_secs(20), || {
+            url = std::fs::read_to_string(logs.join("tapedeck.stdout"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            url.starts_with("http://127.0.0.1:")
+        });
+        assert!(up, "sample-api {build} did not start");
+        SampleApi { proc, url }
+    }
+}
+
+impl Drop for SampleApi {
+    fn drop(&mut self) {
+        self.proc.signal("TERM");
+        let _ = self.proc.wait_timeout(Duration::from_secs(10));
+    }
+}

@@ -428,35 +428,6 @@ struct Bundled {
     worst: HashMap<String, (Uuid, Option<i64>)>,
 }
 
-/// Does route key `key` (as the run's request gives it) belong to the verdict's `route`?
-/// `{param}` segments in the verdict (high-cardinality inference) match any segment.
-fn route_matches(route: &str, key: &str) -> bool {
-    let split = |s: &str| -> (String, Option<String>) {
-        match s.split_once('?') {
-            Some((h, q)) => (h.to_owned(), Some(q.to_owned())),
-            None => (s.to_owned(), None),
-        }
-    };
-    let (rh, rq) = split(route);
-    let (kh, kq) = split(key);
-    if rq != kq {
-        return false;
-    }
-    let (Some((rm, rp)), Some((km, kp))) = (rh.split_once(' '), kh.split_once(' ')) else {
-        return rh == kh;
-    };
-    if rm != km {
-        return false;
-    }
-    let rs: Vec<&str> = rp.split('/').collect();
-    let ks: Vec<&str> = kp.split('/').collect();
-    rs.len() == ks.len()
-        && rs
-            .iter()
-            .zip(&ks)
-            .all(|(r, k)| r == k || *r == tapedeck_diff::route::PARAM)
-}
-
 /// Selects the failing origins from the run and writes all their rows, redacted, to `tape_dir`.
 fn bundle_exchanges(
     redactor: &RuleRedactor,
@@ -492,7 +463,7 @@ fn bundle_exchanges(
     // The judge's own keying: the rules' templates and threshold, recorded in verdict.json.
     // It sees the candidate's rows in run order, as the judge did, so it infers the same
     // `{param}` positions (rows keyed before a position collapsed still match by
-    // `route_matches`).
+    // `tapedeck_diff::route::matches`).
     let mut keyer = v.route_keys.keyer();
     for ex in tape.exchanges(Filter::default()) {
         let ex = ex.map_err(|source| TicketError::Run {
@@ -504,7 +475,10 @@ fn bundle_exchanges(
         }
         let Some(origin) = ex.origin_id else { continue };
         let key = keyer.key(&ex.method, &ex.path, ex.query.as_deref());
-        let Some(route) = failing.iter().find(|r| route_matches(&r.route, &key)) else {
+        let Some(route) = failing
+            .iter()
+            .find(|r| tapedeck_diff::route::matches(&r.route, &key))
+        else {
             continue;
         };
         let failed = ex.error_kind.is_some() || ex.status.is_none_or(|s| s >= 500);
@@ -1013,19 +987,6 @@ mod tests {
         assert!(parse_header("X: ${TAPEDECK_SURELY_UNSET_VAR_93}").is_err());
         assert!(parse_header("X: ${OPEN").is_err());
         assert!(parse_header("bad name: v").is_err());
-    }
-
-    #[test]
-    fn routes_match_with_params() {
-        assert!(route_matches("GET /api/users/{id}", "GET /api/users/{id}"));
-        assert!(route_matches("GET /p/{param}", "GET /p/blue-shirt"));
-        assert!(!route_matches("GET /p/{param}", "GET /p/a/b"));
-        assert!(route_matches(
-            "GET /api/users?page&per_page",
-            "GET /api/users?page&per_page"
-        ));
-        assert!(!route_matches("GET /api/users?page", "GET /api/users"));
-        assert!(!route_matches("POST /a", "GET /a"));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub(crate) struct Args {
     #[arg(long, value_name = "URL", conflicts_with = "no_noise_target")]
     secondary: Option<String>,
     /// Directory (or object-store URL) for the reports (verdict.json, report.md, report.html,
-    /// junit.xml).
+    /// junit.xml, report.gha.md).
     #[arg(long, default_value = "./tapedeck-report", value_name = "DIR")]
     report: PathBuf,
     /// Where the replay results (a tape) go [default: REPORT/run]. Must not exist yet.

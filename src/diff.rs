@@ -50,8 +50,8 @@ pub(crate) struct Args {
     /// Latency objective for the candidate, e.g. 'GET /api/users: p95<300ms' (repeatable).
     #[arg(long, value_name = "SLO")]
     slo: Vec<String>,
-    /// Write the reports (verdict.json, report.md, report.html, junit.xml) into this directory (or
-    /// object-store URL).
+    /// Write the reports (verdict.json, report.md, report.html, junit.xml, report.gha.md) into
+    /// this directory (or object-store URL).
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
     /// Write the learned ignore rules (noise) to this file, for review and `--rules`.

@@ -39,6 +39,7 @@ pub mod live;
 pub mod outcome;
 mod pair;
 pub mod report;
+pub mod report_gha;
 pub mod report_html;
 pub mod route;
 pub mod sequential;

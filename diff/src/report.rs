@@ -189,6 +189,12 @@ pub const REPORTS: &[Report] = &[
         about: "one testcase per route check, for CI",
         render: |o| junit(o).into_bytes(),
     },
+    Report {
+        file: "report.gha.md",
+        content_type: "text/markdown; charset=utf-8",
+        about: "a GitHub Actions job summary (append to $GITHUB_STEP_SUMMARY)",
+        render: |o| crate::report_gha::job_summary(o).into_bytes(),
+    },
 ];
 
 /// The report file named `file`, if it is one of [`REPORTS`].

@@ -11,7 +11,7 @@
 //!   paginated route's latency multiplied by a factor, and `email` renamed in a chosen share of
 //!   the `GET /api/users/{id}` answers.
 //!
-//! `GET /api/products/{id}` asks the pricing service (`GET /prices/{id}`, [`start_pricing`]) for
+//! `GET /api/products/{id}` asks the pricing service (`GET /prices/{id}`, [`super::pricing::start_pricing`]) for
 //! the price, forwarding `traceparent` and `tracestate` as an instrumented service does. `v2-bad`
 //! asks twice per product (a planted dependency regression: the answer is the same, the calls
 //! are not). When pricing fails, v1 and v2-good answer with their cached price
@@ -92,7 +92,7 @@ const TITLES: [&str; 12] = [
 ];
 
 /// A stable pseudo-random number from a key (SplitMix64), so data is the same in every build.
-fn mix(mut x: u64) -> u64 {
+pub(super) fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = x;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -134,11 +134,6 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
-}
-
-/// A product's price, as the pricing service and the apps' caches know it.
-fn price_of(id: u64) -> u64 {
-    mix(id ^ 0xfeed) % 100_000
 }
 
 /// What the pricing service said about a product: its price, or `None` when it failed.
@@ -216,7 +211,7 @@ fn route(
                     None if build == Build::V2Bad => {
                         return (500, json!({"error": "pricing unavailable"}), base);
                     }
-                    None => (price_of(id), "cache"),
+                    None => (super::pricing::price_of(id), "cache"),
                 };
                 (
                     200,
@@ -322,48 +317,6 @@ fn httpdate_now() -> String {
         .to_string()
 }
 
-/// The pricing service: `GET /prices/{id}` → `{"id", "price_cents", "currency"}`. Serves on
-/// 127.0.0.1 (a port picked by the OS) until `shutdown` turns true.
-pub(crate) async fn start_pricing(
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                            let id = req
-                                .uri()
-                                .path()
-                                .strip_prefix("/prices/")
-                                .and_then(|id| id.parse::<u64>().ok());
-                            let (status, body) = match id {
-                                Some(id) => (200, json!({"id": id, "price_cents": price_of(id), "currency": "EUR"})),
-                                None => (404, json!({"error": "no such price"})),
-                            };
-                            let resp = Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())))
-                                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
-                            Ok::<_, Infallible>(resp)
-                        });
-                        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            }
-        }
-    });
-    Ok(addr)
-}
-
 /// Serves `build` on 127.0.0.1 (a port picked by the OS), asking `pricing` for product prices,
 /// until `shutdown` turns true.
 pub(crate) async fn start(
@@ -426,7 +379,7 @@ mod tests {
         let (st, p, _) = route(Build::V1, "GET", "/api/products/9", None, None);
         assert_eq!(
             (st, &p["price_source"], &p["price_cents"]),
-            (200, &json!("cache"), &json!(price_of(9)))
+            (200, &json!("cache"), &json!(super::super::pricing::price_of(9)))
         );
         let (st, p, _) = route(Build::V1, "GET", "/api/products/9", None, Some(5));
         assert_eq!(

@@ -228,12 +228,17 @@ fn wants_ticket(v: &Verdict) -> bool {
 /// Reads `REPORT/verdict.json`.
 fn read_verdict(report: &Path) -> Result<Verdict, TicketError> {
     let path = report.join("verdict.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| TicketError::Io {
+    let data = std::fs::read(&path).map_err(|source| TicketError::Io {
         action: "reading (is this a tapedeck report?)",
         path: path.clone(),
         source,
     })?;
-    let v: Verdict = serde_json::from_str(&text).map_err(|source| TicketError::Verdict {
+    parse_verdict(&data, path)
+}
+
+/// Parses a `verdict.json` (schema 1) as a ticket reads it; `path` names it in errors.
+fn parse_verdict(data: &[u8], path: PathBuf) -> Result<Verdict, TicketError> {
+    let v: Verdict = serde_json::from_slice(data).map_err(|source| TicketError::Verdict {
         path: path.clone(),
         source,
     })?;
@@ -244,6 +249,21 @@ fn read_verdict(report: &Path) -> Result<Verdict, TicketError> {
         });
     }
     Ok(v)
+}
+
+/// The ticket a `verdict.json` makes, without the run's exchanges (no repro from the run, no
+/// bundled tape): `None` when the verdict passed. What `write_ticket` writes as ticket.json and
+/// ticket.md when the run is not at hand; the `verdict_json` fuzz target drives it.
+pub fn ticket_for(
+    verdict_json: &[u8],
+    opts: &TicketOptions,
+) -> Result<Option<Ticket>, TicketError> {
+    let v = parse_verdict(verdict_json, opts.report.join("verdict.json"))?;
+    if !wants_ticket(&v) {
+        return Ok(None);
+    }
+    let redactor = build_redactor(opts)?;
+    Ok(Some(build(&v, opts, &redactor, None)))
 }
 
 /// Writes the bundle for the report in `opts.report` into `opts.out` (unless the verdict passed).
@@ -289,6 +309,32 @@ pub fn write_ticket(opts: &TicketOptions) -> Result<TicketOutcome, TicketError> 
         None
     };
 
+    let ticket = build(&v, opts, &redactor, bundled.as_ref());
+    let md_path = opts.out.join("ticket.md");
+    std::fs::write(&md_path, &ticket.body).map_err(|source| TicketError::Io {
+        action: "writing",
+        path: md_path,
+        source,
+    })?;
+    let json_path = opts.out.join("ticket.json");
+    // A struct of strings and numbers always serializes.
+    let json = serde_json::to_vec_pretty(&ticket).unwrap_or_default();
+    std::fs::write(&json_path, json).map_err(|source| TicketError::Io {
+        action: "writing",
+        path: json_path,
+        source,
+    })?;
+    tracing::info!(out = %opts.out.display(), fingerprint = %ticket.fingerprint, rows = ticket.exchanges, "ticket written");
+    Ok(TicketOutcome::Written(Box::new(ticket)))
+}
+
+/// The ticket for a verdict that did not pass, with what was bundled from the run (if anything).
+fn build(
+    v: &Verdict,
+    opts: &TicketOptions,
+    redactor: &RuleRedactor,
+    bundled: Option<&Bundled>,
+) -> Ticket {
     let failing: Vec<&Route> = v
         .routes
         .iter()
@@ -345,15 +391,15 @@ pub fn write_ticket(opts: &TicketOptions) -> Result<TicketOutcome, TicketError> 
         v.title.clone()
     };
     let body = render_markdown(&Render {
-        v: &v,
+        v,
         title: &title,
         failing: &failing,
-        bundled: bundled.as_ref(),
+        bundled,
         fingerprint: &fingerprint,
         opts,
-        redactor: &redactor,
+        redactor,
     });
-    let ticket = Ticket {
+    Ticket {
         schema_version: 1,
         title,
         body,
@@ -367,25 +413,9 @@ pub fn write_ticket(opts: &TicketOptions) -> Result<TicketOutcome, TicketError> 
         routes: failing.iter().map(|r| r.route.clone()).collect(),
         run_id: v.run_id.clone(),
         window: v.window_us.map(|[a, b]| [rfc3339_ms(a), rfc3339_ms(b)]),
-        exchanges: bundled.as_ref().map_or(0, |b| b.rows),
-        origins: bundled.as_ref().map_or(0, |b| b.origins),
-    };
-    let md_path = opts.out.join("ticket.md");
-    std::fs::write(&md_path, &ticket.body).map_err(|source| TicketError::Io {
-        action: "writing",
-        path: md_path,
-        source,
-    })?;
-    let json_path = opts.out.join("ticket.json");
-    // A struct of strings and numbers always serializes.
-    let json = serde_json::to_vec_pretty(&ticket).unwrap_or_default();
-    std::fs::write(&json_path, json).map_err(|source| TicketError::Io {
-        action: "writing",
-        path: json_path,
-        source,
-    })?;
-    tracing::info!(out = %opts.out.display(), fingerprint = %ticket.fingerprint, rows = ticket.exchanges, "ticket written");
-    Ok(TicketOutcome::Written(Box::new(ticket)))
+        exchanges: bundled.map_or(0, |b| b.rows),
+        origins: bundled.map_or(0, |b| b.origins),
+    }
 }
 
 /// `sha256(route \n check \n baseline_version \n candidate_version)` as hex.
@@ -934,6 +964,39 @@ mod tests {
         assert!(t.body.contains("no tape is bundled"), "{}", t.body);
         assert!(t.body.contains("**Verdict: INCONCLUSIVE**"));
         assert!(out.join("ticket.md").is_file() && out.join("ticket.json").is_file());
+    }
+
+    #[test]
+    fn a_verdict_alone_makes_a_ticket_without_the_run() {
+        let opts = TicketOptions::new(Path::new("report"), Path::new("out"));
+        let fail = serde_json::json!({
+            "schema_version": 1, "verdict": "fail", "rollback": true, "exit_code": 1,
+            "title": "GET /a p95 +900 % (v1 → v2)", "baseline_version": "v1",
+            "candidate_version": "v2",
+            "routes": [{"route": "GET /a", "verdict": "fail", "checks": [
+                {"name": "latency", "classification": "high", "critical": true,
+                 "reason": "slower"}]}]
+        });
+        let t = ticket_for(fail.to_string().as_bytes(), &opts)
+            .expect("parses")
+            .expect("a fail is filed");
+        assert_eq!(t.severity, "critical");
+        assert_eq!(t.fingerprint.len(), 64);
+        assert!(t.body.starts_with("# GET /a p95 +900 %"), "{}", t.body);
+        let pass = serde_json::json!({"schema_version": 1, "verdict": "pass", "routes": []});
+        assert!(
+            ticket_for(pass.to_string().as_bytes(), &opts)
+                .expect("parses")
+                .is_none()
+        );
+        assert!(matches!(
+            ticket_for(b"{\"schema_version\": 1", &opts),
+            Err(TicketError::Verdict { .. })
+        ));
+        assert!(matches!(
+            ticket_for(br#"{"schema_version": 2, "verdict": "fail"}"#, &opts),
+            Err(TicketError::Schema { found: 2, .. })
+        ));
     }
 
     #[test]

@@ -166,7 +166,7 @@ impl FaultConfig {
             fault: label.to_owned(),
             message,
         };
-        let route = RouteGlob::parse(&self.route).map_err(err)?;
+        let route = RouteGlob::parse(&self.route).map_err(|e| err(e.to_string()))?;
         let status = match self.status {
             None => None,
             Some(s) => Some(
@@ -201,6 +201,34 @@ impl FaultConfig {
     }
 }
 
+/// Why a route pattern (`GLOB` or `METHOD GLOB`) was rejected. Every variant names the pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteGlobError {
+    /// The word before the glob is not an HTTP method.
+    #[error("route `{route}`: `{method}` is not a method")]
+    BadMethod {
+        /// The route as written.
+        route: String,
+        /// The method word.
+        method: String,
+    },
+    /// The pattern does not start with `/` or `*`, so it could never match a path.
+    #[error("route `{pattern}` must be a path glob starting with `/` or `*`")]
+    NotAPath {
+        /// The glob part of the route.
+        pattern: String,
+    },
+    /// The glob does not compile (an unclosed `{` or `[`, for example).
+    #[error("route `{pattern}`: {source}")]
+    BadGlob {
+        /// The glob part of the route.
+        pattern: String,
+        /// What the glob compiler said.
+        #[source]
+        source: globset::Error,
+    },
+}
+
 /// A route pattern: a glob over the path, optionally restricted to one method.
 #[derive(Debug, Clone)]
 pub struct RouteGlob {
@@ -211,25 +239,32 @@ pub struct RouteGlob {
 
 impl RouteGlob {
     /// `GLOB` or `METHOD GLOB`; `*` matches across `/`.
-    pub fn parse(text: &str) -> Result<RouteGlob, String> {
+    pub fn parse(text: &str) -> Result<RouteGlob, RouteGlobError> {
         let t = text.trim();
         let (method, pattern) = match t.split_once(char::is_whitespace) {
             Some((m, p)) => {
-                let m = Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                    .map_err(|_| format!("`{m}` is not a method"))?;
+                let m = Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                    RouteGlobError::BadMethod {
+                        route: t.to_owned(),
+                        method: m.to_owned(),
+                    }
+                })?;
                 (Some(m), p.trim())
             }
             None => (None, t),
         };
         if !pattern.starts_with('/') && !pattern.starts_with('*') {
-            return Err(format!(
-                "route `{pattern}` must be a path glob starting with `/` or `*`"
-            ));
+            return Err(RouteGlobError::NotAPath {
+                pattern: pattern.to_owned(),
+            });
         }
         let glob = GlobBuilder::new(pattern)
             .literal_separator(false)
             .build()
-            .map_err(|e| format!("route `{pattern}`: {e}"))?
+            .map_err(|source| RouteGlobError::BadGlob {
+                pattern: pattern.to_owned(),
+                source,
+            })?
             .compile_matcher();
         Ok(RouteGlob {
             method,
@@ -446,6 +481,48 @@ mod tests {
                 .expect_err(flag);
             assert!(e.to_string().contains(needle), "{flag}: {e}");
         }
+    }
+
+    #[test]
+    fn route_glob_errors_name_the_route() {
+        let err = RouteGlob::parse("G@T /a").expect_err("bad method");
+        assert_eq!(
+            err,
+            RouteGlobError::BadMethod {
+                route: "G@T /a".into(),
+                method: "G@T".into()
+            }
+        );
+        assert_eq!(err.to_string(), "route `G@T /a`: `G@T` is not a method");
+
+        let err = RouteGlob::parse(" GET api/* ").expect_err("not a path");
+        assert_eq!(
+            err,
+            RouteGlobError::NotAPath {
+                pattern: "api/*".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "route `api/*` must be a path glob starting with `/` or `*`"
+        );
+
+        let err = RouteGlob::parse("/a/{b,c").expect_err("unclosed alternate");
+        let RouteGlobError::BadGlob { pattern, source } = &err else {
+            panic!("expected BadGlob, got {err:?}");
+        };
+        assert_eq!(pattern, "/a/{b,c");
+        assert_eq!(err.to_string(), format!("route `/a/{{b,c`: {source}"));
+        assert!(std::error::Error::source(&err).is_some());
+
+        // Through a fault, the message is kept under the fault's label.
+        let e = FaultConfig::parse_flag("G@T /a,status=503")
+            .and_then(|f| f.validate("G@T /a,status=503"))
+            .expect_err("bad method");
+        assert_eq!(
+            e.to_string(),
+            "fault `G@T /a,status=503`: route `G@T /a`: `G@T` is not a method"
+        );
     }
 
     #[test]

@@ -97,7 +97,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub use error::MockError;
-pub use fault::{FaultConfig, FaultRule, FaultsFile, RouteGlob};
+pub use fault::{FaultConfig, FaultRule, FaultsFile, RouteGlob, RouteGlobError};
 pub use index::{LANE_KEY, LoadReport, lane_of};
 pub use spec::{IgnoreRule, LatencyMode, MockOptions, MockSpec, OnMiss, UnknownTrace};
 pub use stats::{FaultCount, MockStats, MockSummary, OutSummary, RouteCount, render_text};

@@ -173,12 +173,21 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid TOML or has an unknown key or a value of the wrong type.
-    #[error("invalid config file {path}: {message}")]
+    #[error("invalid config file {path}: {source}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message (it names the key).
-        message: String,
+        /// The parser's error (it names the key and shows the line).
+        #[source]
+        source: TomlError,
+    },
+    /// Config text given without a file ([`RawConfig::from_toml`]) is not valid TOML or has an
+    /// unknown key or a value of the wrong type.
+    #[error("invalid config: {source}")]
+    Toml {
+        /// The parser's error (it names the key and shows the line).
+        #[source]
+        source: TomlError,
     },
     /// A required key is missing.
     #[error("`{key}` is required (flag --{key} or key `{key}` in the config file)")]
@@ -196,11 +205,34 @@ pub enum ConfigError {
     },
 }
 
+/// Config text that does not parse into a [`RawConfig`]: a TOML syntax error, an unknown key, or
+/// a value of the wrong type. Its text names the key, gives the line and column, and shows the
+/// line (the parser's message, without its trailing newline).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.to_string().trim_end())]
+pub struct TomlError(Box<toml::de::Error>);
+
+impl TomlError {
+    /// The parser's message alone, e.g. ``unknown field `max-bodyy`, expected one of …``.
+    pub fn message(&self) -> &str {
+        self.0.message()
+    }
+
+    /// Where in the text the error is, in bytes, when the parser knows.
+    pub fn span(&self) -> Option<std::ops::Range<usize>> {
+        self.0.span()
+    }
+}
+
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         message: message.into(),
     }
+}
+
+fn parse_toml(text: &str) -> Result<RawConfig, TomlError> {
+    toml::from_str(text).map_err(|e| TomlError(Box::new(e)))
 }
 
 /// An upstream as validated: where to connect, and how.
@@ -292,15 +324,15 @@ impl RawConfig {
             path: path.to_owned(),
             source,
         })?;
-        RawConfig::from_toml(&text).map_err(|message| ConfigError::Parse {
+        parse_toml(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
-            message,
+            source,
         })
     }
 
-    /// Parses TOML text; the error message names the offending key.
-    pub fn from_toml(text: &str) -> Result<RawConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    /// Parses TOML text; the error ([`ConfigError::Toml`]) names the offending key.
+    pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
+        parse_toml(text).map_err(|source| ConfigError::Toml { source })
     }
 
     /// Overlays `over` on `self`: every key set in `over` wins (flags over the file).
@@ -681,7 +713,51 @@ exclude-methods = ["OPTIONS"]
     fn unknown_key_is_named() {
         let err = RawConfig::from_toml("upstream = \"http://127.0.0.1:1\"\nmax-bodyy = 3\n")
             .expect_err("unknown key");
-        assert!(err.contains("max-bodyy"), "{err}");
+        let ConfigError::Toml { source } = &err else {
+            panic!("expected ConfigError::Toml, got {err:?}");
+        };
+        assert!(
+            source.message().contains("unknown field `max-bodyy`"),
+            "{source:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("invalid config: TOML parse error at line 2, column 1")
+                && text.contains("max-bodyy = 3")
+                && text.contains("unknown field `max-bodyy`")
+                && !text.ends_with('\n'),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_bad_config_file_is_named_with_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("record.toml");
+        std::fs::write(&path, "threads = \"many\"\n").expect("write");
+        let err = RawConfig::from_file(&path).expect_err("wrong type");
+        let ConfigError::Parse { path: p, source } = &err else {
+            panic!("expected ConfigError::Parse, got {err:?}");
+        };
+        assert_eq!(p, &path);
+        assert_eq!(source.span(), Some(10..16), "{source:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "invalid config file {}: TOML parse error at line 1, column 11",
+                path.display()
+            )) && text.contains("threads = \"many\"")
+                && !text.ends_with('\n'),
+            "{text}"
+        );
+
+        let missing = dir.path().join("missing.toml");
+        let err = RawConfig::from_file(&missing).expect_err("no file");
+        assert!(
+            matches!(&err, ConfigError::Read { path, .. } if path == &missing),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("missing.toml"), "{err}");
     }
 
     #[test]

@@ -64,7 +64,7 @@ mod sample;
 mod upstream_tls;
 
 pub use capture::MAX_REQUEST_HEAD;
-pub use config::{ConfigError, NumOrText, RawConfig, Settings, TlsFiles, Upstream};
+pub use config::{ConfigError, NumOrText, RawConfig, Settings, TlsFiles, TomlError, Upstream};
 pub use engine::Engine;
 pub use metrics::{Counts, DropReason, Fate, LATENCY_BUCKETS, Metrics, SkipReason};
 pub use recorder::{RecordError, Recorder, RunSummary};

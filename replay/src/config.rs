@@ -400,7 +400,7 @@ impl ReplayOptions {
         let shard = self
             .shard
             .as_deref()
-            .map(|s| Shard::parse(s).map_err(|r| E::config("shard", r)))
+            .map(|s| Shard::parse(s).map_err(|e| E::config("shard", e.to_string())))
             .transpose()?;
         let tls = if targets.iter().any(|t| t.protocol == Protocol::Https) {
             let settings = crate::tls::TlsSettings {

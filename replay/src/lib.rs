@@ -50,7 +50,7 @@ pub use engine::{Observer, Replay, Stop, meta, run, run_blocking, run_blocking_u
 pub use error::ReplayError;
 pub use pace::{Pace, Pacer};
 pub use progress::{BarProgress, LogProgress, NoProgress, Progress, ProgressSnapshot};
-pub use select::{SelectionStats, Shard, shard_hash};
+pub use select::{SelectionStats, Shard, ShardError, shard_hash};
 pub use summary::{
     PacingSummary, Percentiles, ReplaySummary, SUMMARY_VERSION, TargetSummary, render_text,
 };

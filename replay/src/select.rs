@@ -53,24 +53,71 @@ pub struct Shard {
     pub count: u64,
 }
 
+/// Why a `--shard` value is not `K/N` with `0 ≤ K < N`. Every variant names the value as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    /// No `/` between K and N.
+    #[error("`{text}`: expected K/N, e.g. 0/3")]
+    NotKOverN {
+        /// The value as written.
+        text: String,
+    },
+    /// K is not a non-negative integer.
+    #[error("`{text}`: `{index}` is not a shard index")]
+    BadIndex {
+        /// The value as written.
+        text: String,
+        /// The K part.
+        index: String,
+        /// Why it is not a number.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// N is not a non-negative integer.
+    #[error("`{text}`: `{count}` is not a shard count")]
+    BadCount {
+        /// The value as written.
+        text: String,
+        /// The N part.
+        count: String,
+        /// Why it is not a number.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// N is 0, or K is not below N.
+    #[error("`{text}`: need 0 ≤ K < N (shards are numbered from 0)")]
+    OutOfRange {
+        /// The value as written.
+        text: String,
+        /// K.
+        index: u64,
+        /// N.
+        count: u64,
+    },
+}
+
 impl Shard {
     /// Parses `K/N`.
-    pub fn parse(s: &str) -> Result<Shard, String> {
+    pub fn parse(s: &str) -> Result<Shard, ShardError> {
         let (k, n) = s
             .split_once('/')
-            .ok_or_else(|| format!("`{s}`: expected K/N, e.g. 0/3"))?;
-        let index: u64 = k
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{k}` is not a shard index"))?;
-        let count: u64 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{n}` is not a shard count"))?;
+            .ok_or_else(|| ShardError::NotKOverN { text: s.to_owned() })?;
+        let index: u64 = k.trim().parse().map_err(|source| ShardError::BadIndex {
+            text: s.to_owned(),
+            index: k.to_owned(),
+            source,
+        })?;
+        let count: u64 = n.trim().parse().map_err(|source| ShardError::BadCount {
+            text: s.to_owned(),
+            count: n.to_owned(),
+            source,
+        })?;
         if count == 0 || index >= count {
-            return Err(format!(
-                "`{s}`: need 0 ≤ K < N (shards are numbered from 0)"
-            ));
+            return Err(ShardError::OutOfRange {
+                text: s.to_owned(),
+                index,
+                count,
+            });
         }
         Ok(Shard { index, count })
     }
@@ -373,6 +420,45 @@ mod tests {
         assert!(Shard::parse("3/3").is_err());
         assert!(Shard::parse("0/0").is_err());
         assert!(Shard::parse("1").is_err());
+        assert_eq!(Shard::parse(" 2 / 5 "), Ok(Shard { index: 2, count: 5 }));
+    }
+
+    #[test]
+    fn shard_errors_name_the_value() {
+        let err = Shard::parse("1").expect_err("no slash");
+        assert_eq!(err, ShardError::NotKOverN { text: "1".into() });
+        assert_eq!(err.to_string(), "`1`: expected K/N, e.g. 0/3");
+
+        let err = Shard::parse("x/3").expect_err("bad index");
+        assert!(
+            matches!(&err, ShardError::BadIndex { text, index, .. } if text == "x/3" && index == "x"),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "`x/3`: `x` is not a shard index");
+        assert!(std::error::Error::source(&err).is_some());
+
+        let err = Shard::parse("0/-2").expect_err("bad count");
+        assert!(
+            matches!(&err, ShardError::BadCount { text, count, .. } if text == "0/-2" && count == "-2"),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "`0/-2`: `-2` is not a shard count");
+
+        for (text, index, count) in [("3/3", 3, 3), ("0/0", 0, 0)] {
+            let err = Shard::parse(text).expect_err("out of range");
+            assert_eq!(
+                err,
+                ShardError::OutOfRange {
+                    text: text.into(),
+                    index,
+                    count
+                }
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("`{text}`: need 0 ≤ K < N (shards are numbered from 0)")
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,16 @@ pub enum StorageError {
         /// What is wrong with it, in words.
         reason: String,
     },
+    /// The file's columns do not fit the tape schema (a column of the wrong type, a required
+    /// column missing).
+    #[error("{}: {source}", path.display())]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// Which column, and what is wrong with it.
+        #[source]
+        source: Box<crate::schema::SchemaError>,
+    },
     /// The file was written by a newer tapedeck with a schema this build cannot read.
     #[error(
         "{}: tape schema version {found} is newer than this build supports ({supported}); upgrade tapedeck",
@@ -111,6 +121,13 @@ impl StorageError {
         }
     }
 
+    pub(crate) fn schema(path: impl Into<PathBuf>, source: crate::schema::SchemaError) -> Self {
+        StorageError::Schema {
+            path: path.into(),
+            source: Box::new(source),
+        }
+    }
+
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
         StorageError::Corrupt {
             path: path.into(),
@@ -123,6 +140,7 @@ impl StorageError {
         match self {
             StorageError::Io { path, .. }
             | StorageError::Corrupt { path, .. }
+            | StorageError::Schema { path, .. }
             | StorageError::FutureSchema { path, .. }
             | StorageError::NoTape { path } => Some(path),
             StorageError::InUse { dir } | StorageError::UploadIncomplete { dir, .. } => Some(dir),
@@ -140,7 +158,9 @@ impl StorageError {
     pub fn is_file_damage(&self) -> bool {
         matches!(
             self,
-            StorageError::Corrupt { .. } | StorageError::FutureSchema { .. }
+            StorageError::Corrupt { .. }
+                | StorageError::Schema { .. }
+                | StorageError::FutureSchema { .. }
         )
     }
 }

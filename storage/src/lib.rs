@@ -43,7 +43,7 @@ pub use exchange::{
 pub use reader::{
     ExchangeIter, FileKind, Filter, ReadOptions, ReadReport, SkippedFile, Tape, TapeFile, TapeScan,
 };
-pub use schema::SCHEMA_VERSION;
+pub use schema::{SCHEMA_VERSION, SchemaError};
 pub use seal::{SealOutcome, seal};
 pub use writer::{
     AppendError, BatchOutcome, Health, LOCK_FILE, MAX_STORED_BODY, TapeSender, TapeWriter,

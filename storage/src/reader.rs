@@ -370,7 +370,7 @@ fn check_footer<T>(path: &Path, builder: &ArrowReaderBuilder<T>, file_len: u64) 
             .and_then(|e| e.value.clone())
     });
     check_version(path, version.as_ref())?;
-    schema::check_schema(builder.schema()).map_err(|e| StorageError::corrupt(path, e))?;
+    schema::check_schema(builder.schema()).map_err(|e| StorageError::schema(path, e))?;
     check_chunk_ranges(builder.metadata().row_groups(), file_len)
         .map_err(|e| StorageError::corrupt(path, e))
 }
@@ -515,6 +515,14 @@ enum Source {
     Spool(Box<SegmentReader>, PathBuf),
 }
 
+impl Source {
+    fn path(&self) -> &Path {
+        match self {
+            Source::Parquet(_, p) | Source::Remote(_, p) | Source::Spool(_, p) => p,
+        }
+    }
+}
+
 /// A streaming scan over a tape's files, yielding filtered, projected `RecordBatch`es.
 ///
 /// Memory is bounded by one batch per open file (one file open at a time), whatever the tape's
@@ -549,6 +557,13 @@ impl TapeScan {
             scan: self,
             buffer: VecDeque::new(),
         }
+    }
+
+    /// The file the last batch came from (`<batch>` once the scan has moved past it).
+    fn current_path(&self) -> PathBuf {
+        self.current
+            .as_ref()
+            .map_or_else(|| PathBuf::from("<batch>"), |s| s.path().to_owned())
     }
 
     fn open_next(&mut self) -> Option<Result<()>> {
@@ -765,7 +780,7 @@ impl Iterator for TapeScan {
                 Ok(b) => b,
                 Err(e) => {
                     self.failed = true;
-                    return Some(Err(e));
+                    return Some(Err(StorageError::corrupt(self.current_path(), e)));
                 }
             };
             if batch.num_rows() == 0 {
@@ -804,7 +819,7 @@ impl Iterator for ExchangeIter {
                     Ok(rows) => self.buffer.extend(rows),
                     Err(e) => {
                         self.scan.failed = true;
-                        return Some(Err(StorageError::corrupt("<batch>", e)));
+                        return Some(Err(StorageError::schema(self.scan.current_path(), e)));
                     }
                 },
                 Err(e) => return Some(Err(e)),
@@ -929,7 +944,10 @@ fn prefix_upper_bound(p: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn apply_filter(batch: &RecordBatch, f: &Filter) -> Result<RecordBatch> {
+fn apply_filter(
+    batch: &RecordBatch,
+    f: &Filter,
+) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
     if f.is_empty() {
         return Ok(batch.clone());
     }
@@ -967,5 +985,4 @@ fn apply_filter(batch: &RecordBatch, f: &Filter) -> Result<RecordBatch> {
     }
     let mask = BooleanArray::from(keep);
     arrow_select::filter::filter_record_batch(batch, &mask)
-        .map_err(|e| StorageError::corrupt("<batch>", e))
 }

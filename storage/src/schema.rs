@@ -143,14 +143,50 @@ pub fn tape_schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
+/// Why a schema or a batch does not fit the tape schema. Every variant names the column; the
+/// reader wraps it in [`crate::StorageError::Schema`], which adds the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    /// A column name that the tape schema does not have.
+    #[error("unknown tape column `{name}`")]
+    UnknownColumn {
+        /// The name as asked for.
+        name: String,
+    },
+    /// A tape column stored with a type this reader cannot decode.
+    #[error("column `{column}` has type {found}, expected {expected}")]
+    WrongType {
+        /// The column.
+        column: String,
+        /// The type found.
+        found: DataType,
+        /// The type of the column in [`tape_schema`].
+        expected: DataType,
+    },
+    /// A header column whose list items are not `(name: Utf8, value: Binary)` structs.
+    #[error("column `{column}` has type {found}, which is not a list of (name, value) headers")]
+    NotHeaders {
+        /// The column.
+        column: String,
+        /// The type found.
+        found: DataType,
+    },
+    /// A column every tape file must have is absent.
+    #[error("required column `{column}` is missing")]
+    MissingColumn {
+        /// The column.
+        column: &'static str,
+    },
+}
+
 /// Indices of the named columns in [`tape_schema`]; unknown names are an error.
-pub fn column_indices(names: &[&str]) -> Result<Vec<usize>, String> {
+pub fn column_indices(names: &[&str]) -> Result<Vec<usize>, SchemaError> {
     names
         .iter()
         .map(|n| {
-            SCHEMA
-                .index_of(n)
-                .map_err(|_| format!("unknown tape column `{n}`"))
+            SCHEMA.index_of(n).map_err(|_| SchemaError::UnknownColumn {
+                name: (*n).to_owned(),
+            })
         })
         .collect()
 }
@@ -461,15 +497,18 @@ fn resolve<'a, T: ?Sized>(
     batch: &'a RecordBatch,
     name: &str,
     cast: impl FnOnce(&'a dyn Array) -> Option<&'a T>,
-) -> Result<Col<'a, T>, String> {
+) -> Result<Col<'a, T>, SchemaError> {
     match batch.column_by_name(name) {
         None => Ok(Col::Missing),
-        Some(a) => cast(a.as_ref()).map(Col::Present).ok_or_else(|| {
-            format!(
-                "column `{name}` has type {} which this reader does not expect",
-                a.data_type()
-            )
-        }),
+        Some(a) => cast(a.as_ref())
+            .map(Col::Present)
+            .ok_or_else(|| SchemaError::WrongType {
+                column: name.to_owned(),
+                found: a.data_type().clone(),
+                expected: SCHEMA
+                    .field_with_name(name)
+                    .map_or(DataType::Null, |f| f.data_type().clone()),
+            }),
     }
 }
 
@@ -508,31 +547,31 @@ struct Decoder<'a> {
     trace_id: Col<'a, StringArray>,
 }
 
-fn s<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, StringArray>, String> {
+fn s<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, StringArray>, SchemaError> {
     resolve(b, n, |a| a.as_string_opt::<i32>())
 }
-fn bin<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, BinaryArray>, String> {
+fn bin<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, BinaryArray>, SchemaError> {
     resolve(b, n, |a| a.as_binary_opt::<i32>())
 }
-fn i64c<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, Int64Array>, String> {
+fn i64c<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, Int64Array>, SchemaError> {
     resolve(b, n, |a| a.as_primitive_opt::<Int64Type>())
 }
-fn u64c<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, UInt64Array>, String> {
+fn u64c<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, UInt64Array>, SchemaError> {
     resolve(b, n, |a| a.as_primitive_opt::<UInt64Type>())
 }
-fn tsc<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, TimestampMicrosecondArray>, String> {
+fn tsc<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, TimestampMicrosecondArray>, SchemaError> {
     resolve(b, n, |a| a.as_primitive_opt::<TimestampMicrosecondType>())
 }
-fn boolc<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, BooleanArray>, String> {
+fn boolc<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, BooleanArray>, SchemaError> {
     resolve(b, n, |a| a.as_boolean_opt())
 }
-fn uuidc<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, FixedSizeBinaryArray>, String> {
+fn uuidc<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, FixedSizeBinaryArray>, SchemaError> {
     resolve(b, n, |a| {
         a.as_fixed_size_binary_opt()
             .filter(|a| a.value_length() == 16)
     })
 }
-fn headersc<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, ListArray>, String> {
+fn headersc<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, ListArray>, SchemaError> {
     let col = resolve(b, n, |a| a.as_list_opt::<i32>())?;
     if let Col::Present(list) = &col {
         let ok = list.values().as_struct_opt().is_some_and(|st| {
@@ -541,9 +580,10 @@ fn headersc<'a>(b: &'a RecordBatch, n: &str) -> Result<Col<'a, ListArray>, Strin
                 && st.column(1).as_binary_opt::<i32>().is_some()
         });
         if !ok {
-            return Err(format!(
-                "column `{n}` is not a list of (name, value) headers"
-            ));
+            return Err(SchemaError::NotHeaders {
+                column: n.to_owned(),
+                found: list.data_type().clone(),
+            });
         }
     }
     Ok(col)
@@ -608,7 +648,7 @@ fn headers_at(c: &Col<'_, GenericListArray<i32>>, i: usize) -> Vec<Header> {
 }
 
 impl<'a> Decoder<'a> {
-    fn new(b: &'a RecordBatch) -> Result<Self, String> {
+    fn new(b: &'a RecordBatch) -> Result<Self, SchemaError> {
         use col::*;
         Ok(Self {
             id: uuidc(b, ID)?,
@@ -691,29 +731,28 @@ impl<'a> Decoder<'a> {
 
 /// Decodes every row of a batch. Columns absent from the batch (projected away) decode to their
 /// defaults; a column of an unexpected type is an error naming it.
-pub fn decode(batch: &RecordBatch) -> Result<Vec<Exchange>, String> {
+pub fn decode(batch: &RecordBatch) -> Result<Vec<Exchange>, SchemaError> {
     let d = Decoder::new(batch)?;
     Ok((0..batch.num_rows()).map(|i| d.row(i)).collect())
 }
 
 /// Checks that every column of `schema` that tapedeck knows has the type tapedeck expects.
 /// Unknown extra columns are allowed (a newer minor version may add nullable columns).
-pub fn check_schema(schema: &Schema) -> Result<(), String> {
+pub fn check_schema(schema: &Schema) -> Result<(), SchemaError> {
     for field in schema.fields() {
         if let Ok(ours) = SCHEMA.field_with_name(field.name())
             && !types_compatible(ours.data_type(), field.data_type())
         {
-            return Err(format!(
-                "column `{}` has type {}, expected {}",
-                field.name(),
-                field.data_type(),
-                ours.data_type()
-            ));
+            return Err(SchemaError::WrongType {
+                column: field.name().clone(),
+                found: field.data_type().clone(),
+                expected: ours.data_type().clone(),
+            });
         }
     }
     for required in [col::ID, col::STARTED_AT, col::METHOD, col::PATH] {
         if schema.field_with_name(required).is_err() {
-            return Err(format!("required column `{required}` is missing"));
+            return Err(SchemaError::MissingColumn { column: required });
         }
     }
     Ok(())
@@ -730,5 +769,132 @@ fn types_compatible(ours: &DataType, theirs: &DataType) -> bool {
         }
         (DataType::Timestamp(u1, _), DataType::Timestamp(u2, _)) => u1 == u2,
         (a, b) => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tape schema with one field replaced (`None`: removed).
+    fn schema_with(name: &str, replacement: Option<Field>) -> Schema {
+        Schema::new(
+            tape_schema()
+                .fields()
+                .iter()
+                .filter_map(|f| {
+                    if f.name() == name {
+                        replacement.clone()
+                    } else {
+                        Some(f.as_ref().clone())
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn column_indices_name_an_unknown_column() {
+        assert_eq!(column_indices(&[col::ID, col::PATH]), Ok(vec![0, 10]));
+        let err = column_indices(&[col::ID, "pathh"]).expect_err("unknown column");
+        assert_eq!(
+            err,
+            SchemaError::UnknownColumn {
+                name: "pathh".into()
+            }
+        );
+        assert_eq!(err.to_string(), "unknown tape column `pathh`");
+    }
+
+    #[test]
+    fn check_schema_names_a_column_of_the_wrong_type() {
+        assert_eq!(check_schema(&tape_schema()), Ok(()));
+        let schema = schema_with(
+            col::METHOD,
+            Some(Field::new(col::METHOD, DataType::Int64, false)),
+        );
+        let err = check_schema(&schema).expect_err("wrong type");
+        assert_eq!(
+            err,
+            SchemaError::WrongType {
+                column: col::METHOD.into(),
+                found: DataType::Int64,
+                expected: DataType::Utf8,
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "column `method` has type Int64, expected Utf8"
+        );
+    }
+
+    #[test]
+    fn check_schema_names_a_missing_required_column() {
+        let err = check_schema(&schema_with(col::PATH, None)).expect_err("missing");
+        assert_eq!(err, SchemaError::MissingColumn { column: col::PATH });
+        assert_eq!(err.to_string(), "required column `path` is missing");
+        // An optional column may be missing (projected away, or an older version).
+        assert_eq!(check_schema(&schema_with(col::TRACE_ID, None)), Ok(()));
+    }
+
+    #[test]
+    fn decode_names_a_column_of_the_wrong_type() {
+        let status: ArrayRef = Arc::new(Int64Array::from(vec![200_i64]));
+        let batch = RecordBatch::try_from_iter([(col::STATUS, status)]).expect("batch");
+        let err = decode(&batch).expect_err("wrong type");
+        assert_eq!(
+            err,
+            SchemaError::WrongType {
+                column: col::STATUS.into(),
+                found: DataType::Int64,
+                expected: DataType::UInt16,
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "column `status` has type Int64, expected UInt16"
+        );
+    }
+
+    #[test]
+    fn decode_names_a_header_column_that_is_not_headers() {
+        let values = StringArray::from(vec!["content-type"]);
+        let item = Arc::new(Field::new("item", DataType::Utf8, false));
+        let list = ListArray::new(
+            item,
+            OffsetBuffer::from_lengths([1]),
+            Arc::new(values),
+            None,
+        );
+        let found = list.data_type().clone();
+        let batch = RecordBatch::try_from_iter([(col::REQ_HEADERS, Arc::new(list) as ArrayRef)])
+            .expect("batch");
+        let err = decode(&batch).expect_err("not headers");
+        assert_eq!(
+            err,
+            SchemaError::NotHeaders {
+                column: col::REQ_HEADERS.into(),
+                found: found.clone(),
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "column `req_headers` has type {found}, which is not a list of (name, value) headers"
+            )
+        );
+    }
+
+    #[test]
+    fn decode_reads_a_batch_of_the_tape_schema() {
+        let ex = Exchange {
+            method: "POST".into(),
+            path: "/a".into(),
+            status: Some(201),
+            ..Exchange::default()
+        };
+        let got = decode(&encode(std::slice::from_ref(&ex))).expect("decodes");
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].method.as_str(), got[0].status), ("POST", Some(201)));
     }
 }

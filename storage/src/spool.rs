@@ -68,7 +68,7 @@ impl SegmentReader {
         })?;
         let file_schema = probe.schema();
         check_version(path, file_schema.metadata().get(META_SCHEMA_VERSION))?;
-        schema::check_schema(&file_schema).map_err(|e| StorageError::corrupt(path, e))?;
+        schema::check_schema(&file_schema).map_err(|e| StorageError::schema(path, e))?;
         let inner = match projection {
             None => probe,
             Some(names) => {

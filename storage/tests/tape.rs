@@ -756,3 +756,65 @@ fn schema_1_files_are_read_and_trace_ids_round_trip() {
             .collect::<Vec<_>>()
     );
 }
+
+/// A Parquet file with the tape's metadata but a column of the wrong type: the error is
+/// [`StorageError::Schema`], naming the file and the column, and counts as file damage.
+#[test]
+fn a_column_of_the_wrong_type_is_a_schema_error_naming_file_and_column() {
+    use std::sync::Arc;
+
+    use arrow_array::TimestampMicrosecondArray;
+    use arrow_array::{ArrayRef, FixedSizeBinaryArray, Int64Array, StringArray};
+    use tapedeck_storage::SchemaError;
+    use tapedeck_storage::schema::{META_SCHEMA_VERSION, col};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrong-type.parquet");
+    let id: ArrayRef = Arc::new(FixedSizeBinaryArray::try_from_iter([[7u8; 16]].iter()).unwrap());
+    let started: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1]).with_timezone("UTC"));
+    let method: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+    let p: ArrayRef = Arc::new(StringArray::from(vec!["/a"]));
+    let batch = tapedeck_storage::RecordBatch::try_from_iter([
+        (col::ID, id),
+        (col::STARTED_AT, started),
+        (col::METHOD, method),
+        (col::PATH, p),
+    ])
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+        META_SCHEMA_VERSION.to_owned(),
+        "2".to_owned(),
+    ));
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+
+    let err = Tape::open(&[path.as_path()])
+        .unwrap()
+        .exchanges(Filter::default())
+        .find_map(Result::err)
+        .expect("the file reads with an error");
+    match &err {
+        StorageError::Schema { path: p, source } => {
+            assert_eq!(p, &path);
+            assert!(
+                matches!(source.as_ref(), SchemaError::WrongType { column, .. } if column == col::METHOD),
+                "{source:?}"
+            );
+        }
+        other => panic!("expected a schema error, got {other:?}"),
+    }
+    assert!(err.is_file_damage());
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: column `method` has type Int64, expected Utf8",
+            path.display()
+        )
+    );
+}

@@ -5,9 +5,12 @@
 //!   own `SO_REUSEPORT` listener and accept loop; hyper 1.x connections on both sides; an
 //!   upstream HTTP/1.1 connection owned by each client connection, one shared HTTP/2 upstream
 //!   connection per worker.
-//! - [`pingora`]: Cloudflare's pingora 0.9 `ProxyHttp`, with the whole-request-head deadline of
-//!   [`pingora::head_deadline`]. Selected with `--engine pingora`.
+//! - [`pingora`]: Cloudflare's pingora 0.9 `ProxyHttp`. Selected with `--engine pingora`.
+//!
+//! Both run every accepted client stream through [`head_deadline`]: the whole-request-head
+//! deadline (slowloris: 408 and close) and, for hyper, the keep-alive idle timeout.
 
+pub(crate) mod head_deadline;
 pub(crate) mod hyper;
 pub(crate) mod pingora;
 

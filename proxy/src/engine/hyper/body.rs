@@ -29,9 +29,9 @@ use tokio::time::{Instant, Sleep};
 
 use super::Shared;
 use super::drive::Streams;
-use super::io::Phase;
 use super::upstream::body_error_kind;
 use crate::capture::{BodyCapture, Failure, ResponseCapture, Timings};
+use crate::engine::head_deadline::Phase;
 
 /// What the client did wrong with its request body, as seen by [`ReqBody`].
 const CLIENT_OK: u8 = 0;

@@ -4,7 +4,7 @@
 //!  main thread: signals (SIGTERM graceful, SIGINT fast), the grace period
 //!  worker thread × threads: current_thread tokio runtime (I/O + timers)
 //!    SO_REUSEPORT listener ─ accept ─► connection task
-//!      ClientIo (head deadline, idle timeout, h2c sniff)  or  TLS (rustls, ALPN h2/http1.1)
+//!      DeadlineIo (head deadline, idle timeout, h2c sniff; engine::head_deadline)  or  TLS (rustls, ALPN h2/http1.1)
 //!      hyper server conn (HTTP/1.1 with upgrades, or HTTP/2) ─► ProxyService::call
 //!        capture.decide / begin ─► ReqBody ─► upstream:
 //!          HTTP/1.1: this connection's own client conn (task on the same thread)
@@ -27,7 +27,6 @@
 mod body;
 mod drive;
 mod headers;
-mod io;
 mod service;
 mod upstream;
 
@@ -48,9 +47,9 @@ use tracing::{debug, error, info, warn};
 use crate::capture::{Capture, MAX_REQUEST_HEAD, flush_local};
 use crate::config::Settings;
 use crate::engine::Readiness;
+use crate::engine::head_deadline::{DeadlineIo, HeadLimits, Phase};
 use crate::recorder::RecordError;
 use drive::{Drive, Stopper, Streams};
-use io::{ClientIo, ClientLimits};
 use service::{ConnCtx, ConnKind, ProxyService};
 use upstream::{Upstream, WorkerUpstream};
 
@@ -62,11 +61,14 @@ const BACKLOG: u32 = 1024;
 pub(crate) struct Shared {
     pub(crate) capture: Arc<Capture>,
     pub(crate) upstream: Upstream,
-    pub(crate) limits: Arc<ClientLimits>,
+    pub(crate) limits: Arc<HeadLimits>,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
     h2c: bool,
+    /// How long an HTTP/2 connection may sit without streams (HTTP/1's idle timeout is in
+    /// `limits`).
+    idle_timeout: Duration,
     stopper: Arc<Stopper>,
     /// Client connections and upgraded tunnels still open.
     open: AtomicUsize,
@@ -111,9 +113,10 @@ impl Shared {
                 Some(TlsAcceptor::from(Arc::new(config)))
             }
         };
-        let limits = Arc::new(ClientLimits {
+        let limits = Arc::new(HeadLimits {
             header_timeout: s.header_timeout,
-            idle_timeout: s.idle_timeout,
+            // hyper's HTTP/1 server has no keep-alive timeout: the wrapper ends idle connections.
+            idle_timeout: Some(s.idle_timeout),
             metrics: capture.metrics().clone(),
         });
         Ok(Shared {
@@ -124,6 +127,7 @@ impl Shared {
             h2,
             tls,
             h2c: s.h2c,
+            idle_timeout: s.idle_timeout,
             stopper: Arc::new(Stopper::default()),
             open: AtomicUsize::new(0),
             forced: AtomicBool::new(false),
@@ -349,7 +353,12 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, sh: Arc<Shared>, up: Arc<Worker
     let _ = tcp.set_nodelay(true);
     match &sh.tls {
         None => {
-            let mut io = ClientIo::new(tcp, sh.limits.clone(), false);
+            let mut io = DeadlineIo::new(
+                tcp,
+                Arc::new(Phase::new(false)),
+                Some(peer),
+                sh.limits.clone(),
+            );
             let h2 = if sh.h2c {
                 match io.sniff_h2c().await {
                     Ok(h2) => h2,
@@ -385,7 +394,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, sh: Arc<Shared>, up: Arc<Worker
                     }
                 };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = ClientIo::new(tls, sh.limits.clone(), h2);
+            let io = DeadlineIo::new(tls, Arc::new(Phase::new(h2)), Some(peer), sh.limits.clone());
             if h2 {
                 serve_h2(io, peer, &sh, up).await;
             } else {
@@ -395,7 +404,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, sh: Arc<Shared>, up: Arc<Worker
     }
 }
 
-async fn serve_h1<T>(io: ClientIo<T>, peer: SocketAddr, sh: &Arc<Shared>, up: Arc<WorkerUpstream>)
+async fn serve_h1<T>(io: DeadlineIo<T>, peer: SocketAddr, sh: &Arc<Shared>, up: Arc<WorkerUpstream>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -403,7 +412,7 @@ where
         shared: sh.clone(),
         conn: Arc::new(ConnCtx {
             peer,
-            kind: ConnKind::H1(io.phase()),
+            kind: ConnKind::H1(io.phase().clone()),
             up: Default::default(),
             timer: Default::default(),
             worker: up,
@@ -418,7 +427,7 @@ where
     }
 }
 
-async fn serve_h2<T>(io: ClientIo<T>, peer: SocketAddr, sh: &Arc<Shared>, up: Arc<WorkerUpstream>)
+async fn serve_h2<T>(io: DeadlineIo<T>, peer: SocketAddr, sh: &Arc<Shared>, up: Arc<WorkerUpstream>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -435,7 +444,7 @@ where
     };
     let conn = sh.h2.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = Drive::new(conn, sh.stopper.clone())
-        .idle_timeout(streams, sh.limits.idle_timeout)
+        .idle_timeout(streams, sh.idle_timeout)
         .await
     {
         debug!(error = %e, "HTTP/2 client connection ended");

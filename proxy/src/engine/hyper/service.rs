@@ -17,9 +17,9 @@ use super::Shared;
 use super::body::{ConnEnd, Flight, ReqBody, ReqState, RespBody};
 use super::drive::Streams;
 use super::headers;
-use super::io::Phase;
 use super::upstream::{ConnUpstream, TimerSlot, UpError, WorkerUpstream};
 use crate::capture::{Failure, RequestHead, Timings};
+use crate::engine::head_deadline::Phase;
 
 /// What the service knows of the client connection it serves.
 #[derive(Debug)]

@@ -24,9 +24,10 @@ use pingora::utils::tls::{CertKey, WrappedX509, parse_x509};
 use crate::capture::Capture;
 use crate::config::Settings;
 use crate::engine::Readiness;
+use crate::engine::head_deadline::HeadLimits;
 use crate::recorder::RecordError;
 use crate::upstream_tls::UpstreamTls;
-use head_deadline::{HeadDeadline, HeadLimits};
+use head_deadline::HeadDeadline;
 use proxy::{ProxyParts, RecordingProxy};
 
 /// Runs the proxy until a signal: `SIGTERM` (graceful: stop accepting, finish in-flight
@@ -88,6 +89,9 @@ pub(crate) fn run(
         app,
         HeadLimits {
             header_timeout: s.header_timeout,
+            // pingora ends idle keep-alive connections itself (`logging` sets its keep-alive
+            // timeout to idle-timeout): a second timer here would race it.
+            idle_timeout: None,
             metrics,
         },
     );

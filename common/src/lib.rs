@@ -21,8 +21,10 @@
 pub mod coding;
 pub mod format;
 pub mod har;
+pub mod net;
 pub mod parse;
 pub mod redact;
+pub mod stop;
 pub mod tls;
 pub mod trace;
 

@@ -151,8 +151,8 @@ impl Mock {
         if report.exchanges == 0 {
             warn!(mock = %name, "the dependency tape holds no exchange: every request will miss");
         }
-        let listeners =
-            server::bind(spec.listen, spec.threads).map_err(|source| MockError::Bind {
+        let listeners = tapedeck_common::net::reuseport_listeners(spec.listen, spec.threads)
+            .map_err(|source| MockError::Bind {
                 what: "mock",
                 addr: spec.listen,
                 source,

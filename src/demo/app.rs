@@ -379,7 +379,11 @@ mod tests {
         let (st, p, _) = route(Build::V1, "GET", "/api/products/9", None, None);
         assert_eq!(
             (st, &p["price_source"], &p["price_cents"]),
-            (200, &json!("cache"), &json!(super::super::pricing::price_of(9)))
+            (
+                200,
+                &json!("cache"),
+                &json!(super::super::pricing::price_of(9))
+            )
         );
         let (st, p, _) = route(Build::V1, "GET", "/api/products/9", None, Some(5));
         assert_eq!(

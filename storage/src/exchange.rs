@@ -250,7 +250,23 @@ pub struct Exchange {
 }
 
 impl Default for Exchange {
+    /// A `GET /` over `http` HTTP/1.1 with nothing else set.
     fn default() -> Self {
+        Self {
+            method: "GET".to_owned(),
+            scheme: "http".to_owned(),
+            path: "/".to_owned(),
+            http_version: "HTTP/1.1".to_owned(),
+            ..Self::blank()
+        }
+    }
+}
+
+impl Exchange {
+    /// Every field empty: nil id, empty strings (no allocation), no bodies, no response, no
+    /// timings. The base of a record built field by field (`Exchange { method, ..Exchange::blank() }`)
+    /// where [`Default`]'s four allocated strings would be dropped at once.
+    pub fn blank() -> Self {
         Self {
             id: Uuid::nil(),
             source: String::new(),
@@ -259,12 +275,12 @@ impl Default for Exchange {
             duration_us: None,
             total_us: None,
             client_addr: None,
-            method: "GET".to_owned(),
-            scheme: "http".to_owned(),
+            method: String::new(),
+            scheme: String::new(),
             authority: String::new(),
-            path: "/".to_owned(),
+            path: String::new(),
             query: None,
-            http_version: "HTTP/1.1".to_owned(),
+            http_version: String::new(),
             req_headers: Vec::new(),
             req_body: Bytes::new(),
             req_body_size: 0,
@@ -284,9 +300,7 @@ impl Default for Exchange {
             trace_id: None,
         }
     }
-}
 
-impl Exchange {
     /// A new id for an exchange starting now: UUIDv7, so ids sort by time.
     pub fn new_id() -> Uuid {
         Uuid::now_v7()

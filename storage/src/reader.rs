@@ -5,24 +5,24 @@ use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
-use arrow_array::{Array, BooleanArray, RecordBatch};
+use arrow_array::RecordBatch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderBuilder, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
 };
-use parquet::arrow::async_reader::ParquetRecordBatchStream;
-use parquet::file::metadata::RowGroupMetaData;
-use parquet::file::statistics::Statistics;
 use serde::Serialize;
 
 use crate::error::{Result, StorageError};
 use crate::exchange::Exchange;
 use crate::layout::{self, SEALED_EXT, SEGMENT_EXT, SPOOL_DIR};
 use crate::object::{self, Remote};
-use crate::schema::{self, META_SCHEMA_VERSION, col};
-use crate::spool::{SegmentReader, check_version};
+use crate::schema::{self, col};
+use crate::spool::SegmentReader;
+
+mod footer;
+mod prune;
+use footer::{RemoteStream, footer_kv, open_parquet_footer, open_remote_footer};
+use prune::{apply_filter, filter_columns, row_group_may_match};
 
 /// Which exchanges to read. Every condition must hold. Conditions are pushed down: whole hour
 /// partitions and Parquet row groups whose statistics rule them out are never read.
@@ -347,79 +347,6 @@ impl Tape {
     }
 }
 
-/// Opens a sealed file and checks its footer: a readable Parquet footer, a schema version this
-/// build reads, the tape schema, and every column chunk inside the file. Reads no row data.
-fn open_parquet_footer(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|e| StorageError::io("open", path, e))?;
-    let file_len = file
-        .metadata()
-        .map_err(|e| StorageError::io("stat", path, e))?
-        .len();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| StorageError::corrupt(path, format!("not a readable Parquet file: {e}")))?;
-    check_footer(path, &builder, file_len)?;
-    Ok(builder)
-}
-
-/// The checks of [`open_parquet_footer`] on a footer already read (local or remote).
-fn check_footer<T>(path: &Path, builder: &ArrowReaderBuilder<T>, file_len: u64) -> Result<()> {
-    let kv = builder.metadata().file_metadata().key_value_metadata();
-    let version = kv.and_then(|kv| {
-        kv.iter()
-            .find(|e| e.key == META_SCHEMA_VERSION)
-            .and_then(|e| e.value.clone())
-    });
-    check_version(path, version.as_ref())?;
-    schema::check_schema(builder.schema()).map_err(|e| StorageError::schema(path, e))?;
-    check_chunk_ranges(builder.metadata().row_groups(), file_len)
-        .map_err(|e| StorageError::corrupt(path, e))
-}
-
-type RemoteBuilder =
-    ArrowReaderBuilder<parquet::arrow::async_reader::AsyncReader<object::ObjectReader>>;
-type RemoteStream = ParquetRecordBatchStream<object::ObjectReader>;
-
-/// Reads (ranged GETs: the footer only) and checks the footer of a sealed file in an object
-/// store. Errors name the object's URL.
-fn open_remote_footer(r: &RemoteFile, file: &TapeFile) -> Result<RemoteBuilder> {
-    let reader = object::ObjectReader::new(r.remote.store().clone(), r.key.clone(), file.bytes);
-    let built = object::block_on(async move {
-        parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader).await
-    })
-    .map_err(|e| StorageError::corrupt(&file.path, format!("reading the footer: {e}")))?;
-    let builder = built.map_err(|e| match e {
-        parquet::errors::ParquetError::External(source) => match source
-            .downcast::<object_store::Error>()
-        {
-            Ok(os) => StorageError::Remote {
-                op: "get",
-                url: file.path.to_string_lossy().into_owned(),
-                source: os,
-            },
-            Err(other) => {
-                StorageError::corrupt(&file.path, format!("not a readable Parquet file: {other}"))
-            }
-        },
-        e => StorageError::corrupt(&file.path, format!("not a readable Parquet file: {e}")),
-    })?;
-    check_footer(&file.path, &builder, file.bytes)?;
-    Ok(builder)
-}
-
-fn footer_kv(
-    md: &parquet::file::metadata::ParquetMetaData,
-) -> std::collections::BTreeMap<String, String> {
-    md.file_metadata()
-        .key_value_metadata()
-        .map(|kv| {
-            kv.iter()
-                .filter(|e| e.key != "ARROW:schema")
-                .filter_map(|e| Some((e.key.clone(), e.value.clone()?)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Lists the sealed `.parquet` objects at a URL (a prefix, or one object).
 fn list_remote(p: &Path, out: &mut Vec<TapeFile>) -> Result<()> {
     let url = p.to_string_lossy();
@@ -461,20 +388,6 @@ fn list_remote(p: &Path, out: &mut Vec<TapeFile>) -> Result<()> {
         });
     }
     Ok(())
-}
-
-fn filter_columns(f: &Filter) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if f.from_us.is_some() || f.to_us.is_some() {
-        v.push(col::STARTED_AT);
-    }
-    if !f.methods.is_empty() {
-        v.push(col::METHOD);
-    }
-    if f.path_prefix.is_some() {
-        v.push(col::PATH);
-    }
-    v
 }
 
 fn walk(
@@ -844,145 +757,4 @@ fn remote_read_error(path: &Path, e: parquet::errors::ParquetError) -> StorageEr
         }
         e => StorageError::corrupt(path, format!("reading row data: {e}")),
     }
-}
-
-fn i64_range(stats: Option<&Statistics>) -> Option<(i64, i64)> {
-    match stats? {
-        Statistics::Int64(s) => Some((*s.min_opt()?, *s.max_opt()?)),
-        _ => None,
-    }
-}
-
-fn bytes_range(stats: Option<&Statistics>) -> Option<(&[u8], &[u8])> {
-    match stats? {
-        Statistics::ByteArray(s) => Some((s.min_opt()?.data(), s.max_opt()?.data())),
-        _ => None,
-    }
-}
-
-/// Checks that every column chunk of every row group lies inside the file. The parquet crate
-/// panics on a negative offset or size when it reads such a chunk (found by fuzzing: issue 8,
-/// `fuzz/` target `tape_reader`), so a damaged footer must be rejected here, as corrupt.
-fn check_chunk_ranges(
-    row_groups: &[RowGroupMetaData],
-    file_len: u64,
-) -> std::result::Result<(), String> {
-    for (g, rg) in row_groups.iter().enumerate() {
-        for (c, col) in rg.columns().iter().enumerate() {
-            let start = col
-                .dictionary_page_offset()
-                .unwrap_or_else(|| col.data_page_offset());
-            let len = col.compressed_size();
-            let inside = u64::try_from(start)
-                .ok()
-                .zip(u64::try_from(len).ok())
-                .and_then(|(s, l)| s.checked_add(l))
-                .is_some_and(|end| end <= file_len);
-            if !inside {
-                return Err(format!(
-                    "row group {g}, column {c}: chunk at offset {start} of {len} bytes is outside the file ({file_len} bytes)"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether a row group's statistics allow any row to pass the filter (`true` when unsure).
-fn row_group_may_match(
-    rg: &RowGroupMetaData,
-    f: &Filter,
-    ts: Option<usize>,
-    method: Option<usize>,
-    path: Option<usize>,
-) -> bool {
-    let stats = |leaf: Option<usize>| {
-        leaf.and_then(|i| rg.columns().get(i))
-            .and_then(|c| c.statistics())
-    };
-    if let Some((lo, hi)) = i64_range(stats(ts))
-        && !f.time_overlaps(lo, hi)
-    {
-        return false;
-    }
-    if !f.methods.is_empty()
-        && let Some((lo, hi)) = bytes_range(stats(method))
-        && !f
-            .methods
-            .iter()
-            .any(|m| m.as_bytes() >= lo && m.as_bytes() <= hi)
-    {
-        return false;
-    }
-    if let Some(prefix) = f.path_prefix.as_deref().filter(|p| !p.is_empty())
-        && let Some((lo, hi)) = bytes_range(stats(path))
-    {
-        let p = prefix.as_bytes();
-        // Every string with prefix p sorts in [p, p-with-its-last-byte-incremented).
-        if hi < p {
-            return false;
-        }
-        if lo > p
-            && !lo.starts_with(p)
-            && let Some(upper) = prefix_upper_bound(p)
-            && lo >= upper.as_slice()
-        {
-            return false;
-        }
-    }
-    true
-}
-
-fn prefix_upper_bound(p: &[u8]) -> Option<Vec<u8>> {
-    let mut v = p.to_vec();
-    while let Some(last) = v.pop() {
-        if last < u8::MAX {
-            v.push(last + 1);
-            return Some(v);
-        }
-    }
-    None
-}
-
-fn apply_filter(
-    batch: &RecordBatch,
-    f: &Filter,
-) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
-    if f.is_empty() {
-        return Ok(batch.clone());
-    }
-    let n = batch.num_rows();
-    let mut keep = vec![true; n];
-    if (f.from_us.is_some() || f.to_us.is_some())
-        && let Some(ts) = batch
-            .column_by_name(col::STARTED_AT)
-            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-    {
-        for (i, k) in keep.iter_mut().enumerate() {
-            *k &= ts.is_valid(i) && f.time_overlaps(ts.value(i), ts.value(i));
-        }
-    }
-    if !f.methods.is_empty()
-        && let Some(m) = batch
-            .column_by_name(col::METHOD)
-            .and_then(|c| c.as_string_opt::<i32>())
-    {
-        for (i, k) in keep.iter_mut().enumerate() {
-            *k &= m.is_valid(i) && f.methods.iter().any(|x| x == m.value(i));
-        }
-    }
-    if let Some(prefix) = &f.path_prefix
-        && let Some(p) = batch
-            .column_by_name(col::PATH)
-            .and_then(|c| c.as_string_opt::<i32>())
-    {
-        for (i, k) in keep.iter_mut().enumerate() {
-            *k &= p.is_valid(i) && p.value(i).starts_with(prefix.as_str());
-        }
-    }
-    if keep.iter().all(|&k| k) {
-        return Ok(batch.clone());
-    }
-    let mask = BooleanArray::from(keep);
-    arrow_select::filter::filter_record_batch(batch, &mask)
 }

@@ -312,14 +312,7 @@ fn one(rng: &mut StdRng, cfg: &SynthConfig, i: u64, t: i64) -> Exchange {
         resp_body_size: resp_body.len() as u64,
         resp_body: Bytes::from(resp_body),
         resp_body_truncated: false,
-        error_kind: None,
-        error: None,
-        flags: 0,
-        origin_id: None,
-        target: None,
-        scheduled_at_us: None,
-        sent_at_us: None,
-        trace_id: None,
+        ..Exchange::blank()
     }
 }
 

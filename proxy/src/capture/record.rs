@@ -144,9 +144,6 @@ pub(crate) fn request_record(
         id: fast_v7(started_at_us),
         source: source.to_owned(),
         started_at_us,
-        ttfb_us: None,
-        duration_us: None,
-        total_us: None,
         client_addr: head.client.as_ref().map(addr_string),
         method: head.method.as_str().to_owned(),
         scheme: scheme.to_owned(),
@@ -155,24 +152,9 @@ pub(crate) fn request_record(
         query: uri.query().map(str::to_owned),
         http_version: version_str(head.version).to_owned(),
         req_headers,
-        req_body: bytes::Bytes::new(),
-        req_body_size: 0,
-        req_body_truncated: false,
-        status: None,
-        resp_headers: Vec::new(),
-        resp_body: bytes::Bytes::new(),
-        resp_body_size: 0,
-        resp_body_truncated: false,
-        error_kind: None,
-        error: None,
-        flags: 0,
-        // Every field is spelled out: `..Exchange::default()` allocates four strings that
-        // would be dropped at once (measured: ~1k instructions per exchange).
-        origin_id: None,
-        target: None,
-        scheduled_at_us: None,
-        sent_at_us: None,
-        trace_id: None,
+        // Not `..Exchange::default()`: it allocates four strings that would be dropped at once
+        // (measured: ~1k instructions per exchange).
+        ..Exchange::blank()
     }
 }
 

@@ -1,65 +1,22 @@
 //! Driving a client connection to its end: graceful shutdown on `SIGTERM`, and the idle timeout
 //! of HTTP/2 connections.
 //!
-//! A shutdown must reach connections that sit idle in a read. A `tokio::sync::watch` would do,
-//! but every poll of a waiting `changed()` takes the watch's lock, shared by every connection
-//! of every thread. Instead [`Stopper`] keeps each connection's waker (registered once, at its
-//! first poll) and a flag: a poll costs one relaxed load, and `stop` wakes every connection
-//! once.
+//! A shutdown reaches connections that sit idle in a read through `tapedeck_common::stop::Stopper`
+//! (each connection's waker registered once, a flag checked per poll).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
 use hyper::rt::bounds::Http2ServerConnExec;
 use hyper::rt::{Read, Write};
 use hyper::service::HttpService;
+use tapedeck_common::stop::Stopper;
 use tokio::time::{Instant, Sleep};
-
-/// Tells connections to finish gracefully.
-#[derive(Debug, Default)]
-pub(crate) struct Stopper {
-    stopping: AtomicBool,
-    next: AtomicU64,
-    wakers: Mutex<HashMap<u64, Waker>>,
-}
-
-impl Stopper {
-    /// Whether a graceful stop was asked for.
-    pub(crate) fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-
-    /// Asks every connection to finish: the ones waiting are woken.
-    pub(crate) fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
-        let wakers: Vec<Waker> = match self.wakers.lock() {
-            Ok(mut w) => w.drain().map(|(_, w)| w).collect(),
-            Err(_) => Vec::new(),
-        };
-        for w in wakers {
-            w.wake();
-        }
-    }
-
-    fn register(&self, waker: &Waker) -> Option<u64> {
-        let key = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut w = self.wakers.lock().ok()?;
-        w.insert(key, waker.clone());
-        Some(key)
-    }
-
-    fn unregister(&self, key: u64) {
-        if let Ok(mut w) = self.wakers.lock() {
-            w.remove(&key);
-        }
-    }
-}
 
 /// A served connection that can be asked to finish (hyper's HTTP/1 and HTTP/2 connections).
 pub(crate) trait Graceful: Future {
@@ -184,7 +141,7 @@ impl<C: Graceful> Future for Drive<C> {
         let this = self.get_mut();
         if this.key.is_none() && !this.finishing {
             // The task's waker is the same on every poll: register it once.
-            this.key = this.stopper.register(cx.waker());
+            this.key = Some(this.stopper.register(cx.waker()));
         }
         if this.stopper.stopping() {
             this.finish();

@@ -38,7 +38,7 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -49,12 +49,10 @@ use crate::config::Settings;
 use crate::engine::Readiness;
 use crate::engine::head_deadline::{DeadlineIo, HeadLimits, Phase};
 use crate::recorder::RecordError;
-use drive::{Drive, Stopper, Streams};
+use drive::{Drive, Streams};
 use service::{ConnCtx, ConnKind, ProxyService};
+use tapedeck_common::stop::Stopper;
 use upstream::{Upstream, WorkerUpstream};
-
-/// Connections waiting to be accepted, per listener.
-const BACKLOG: u32 = 1024;
 
 /// What every connection of every worker shares. Read-only on the request path, apart from
 /// relaxed counters.
@@ -252,32 +250,13 @@ pub(crate) fn run(
     Ok(())
 }
 
-/// `threads` listeners on `addr` with `SO_REUSEPORT`: the kernel spreads new connections over
-/// them, and each worker accepts on its own (no shared accept queue, no thundering herd).
+/// `threads` listeners on `addr` with `SO_REUSEPORT` (`tapedeck_common::net`).
 fn bind(addr: SocketAddr, threads: usize) -> Result<Vec<std::net::TcpListener>, RecordError> {
-    let mut out = Vec::with_capacity(threads);
-    let mut at = addr;
-    for _ in 0..threads.max(1) {
-        let bind_err = |source| RecordError::Bind {
-            what: "proxy",
-            addr,
-            source,
-        };
-        let socket = if at.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(bind_err)?;
-        socket.set_reuseaddr(true).map_err(bind_err)?;
-        socket.set_reuseport(true).map_err(bind_err)?;
-        socket.bind(at).map_err(bind_err)?;
-        let l = socket.listen(BACKLOG).map_err(bind_err)?;
-        // Port 0: every listener takes the port the first one got.
-        at = l.local_addr().map_err(bind_err)?;
-        out.push(l.into_std().map_err(bind_err)?);
-    }
-    Ok(out)
+    tapedeck_common::net::reuseport_listeners(addr, threads).map_err(|source| RecordError::Bind {
+        what: "proxy",
+        addr,
+        source,
+    })
 }
 
 /// One worker thread: its runtime, its accept loop, its connections.

@@ -322,7 +322,10 @@ macro_rules! cli_methods {
         }
 
         /// More arguments.
-        pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        pub fn args<S: AsRef<std::ffi::OsStr>>(
+            mut self,
+            args: impl IntoIterator<Item = S>,
+        ) -> Self {
             self.cli = self.cli.args(args);
             self
         }

@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use tapedeck_storage::{Filter, Tape, flags};
+use tapedeck_storage::flags;
 
 use crate::util::{
-    Check, Cli, Diff, Reply, TestServer, TlsFiles, assert_exit, make_certs, read_json, stderr,
-    stdout, synth,
+    Check, Cli, Diff, Reply, TestServer, TlsFiles, assert_exit, make_certs, read_in_order,
+    read_json, stderr, stdout, synth,
 };
 
 /// The report of a demo run with the candidate build `build`.
@@ -85,11 +85,7 @@ fn ticket_bundles_the_demo_regressions_and_posts_them() {
     }
 
     // The tape: every row (three targets) of the failing origins, none of a passing route.
-    let tape = Tape::open(&[out.join("tape")]).expect("open the ticket tape");
-    let rows: Vec<_> = tape
-        .exchanges(Filter::default())
-        .collect::<Result<_, _>>()
-        .expect("read the ticket tape");
+    let rows = read_in_order(&out.join("tape"));
     assert_eq!(
         rows.len() as u64,
         t["exchanges"].as_u64().expect("exchanges")
@@ -201,11 +197,7 @@ fn ticket_bundles_the_demo_regressions_and_posts_them() {
     assert!(md.contains("search?q=REDACTED"), "{md}");
     let json = std::fs::read_to_string(out.join("ticket.json")).expect("ticket.json");
     assert!(!json.contains("@example.test"));
-    let rows: Vec<_> = Tape::open(&[out.join("tape")])
-        .expect("open")
-        .exchanges(Filter::default())
-        .collect::<Result<_, _>>()
-        .expect("read");
+    let rows: Vec<_> = read_in_order(&out.join("tape"));
     assert!(!rows.is_empty());
     for e in &rows {
         assert!(!String::from_utf8_lossy(&e.resp_body).contains("@example.test"));
@@ -273,11 +265,7 @@ fn check_ticket_writes_a_redacted_bundle_and_keeps_the_exit_code() {
             .any(|r| { r.header("x-api-key").as_deref() == Some("planted-secret-7731") })
     );
     // …and the run tape (replay stores literal --set-header values)…
-    let run_rows: Vec<_> = Tape::open(&[report.join("run")])
-        .expect("open the run")
-        .exchanges(Filter::default())
-        .collect::<Result<_, _>>()
-        .expect("read the run");
+    let run_rows: Vec<_> = read_in_order(&report.join("run"));
     assert!(run_rows.iter().any(|e| {
         e.req_headers
             .iter()
@@ -288,11 +276,7 @@ fn check_ticket_writes_a_redacted_bundle_and_keeps_the_exit_code() {
     assert!(!md.contains("planted-secret-7731"));
     let json = std::fs::read_to_string(out.join("ticket.json")).expect("ticket.json");
     assert!(!json.contains("planted-secret-7731"));
-    let rows: Vec<_> = Tape::open(&[out.join("tape")])
-        .expect("open")
-        .exchanges(Filter::default())
-        .collect::<Result<_, _>>()
-        .expect("read");
+    let rows: Vec<_> = read_in_order(&out.join("tape"));
     assert!(!rows.is_empty());
     for e in &rows {
         assert!(e.path.starts_with("/api/users/"), "{}", e.path);
@@ -395,11 +379,7 @@ fn issue_17_ticket_keys_routes_with_the_judges_templates() {
         md.contains("slowest candidate exchange"),
         "the latency regression has a repro:\n{md}"
     );
-    let rows: Vec<_> = Tape::open(&[out.join("tape")])
-        .expect("open the ticket tape")
-        .exchanges(Filter::default())
-        .collect::<Result<_, _>>()
-        .expect("read the ticket tape");
+    let rows: Vec<_> = read_in_order(&out.join("tape"));
     assert_eq!(rows.len(), 10);
     assert!(rows.iter().all(|e| e.path.starts_with("/api/orders/")));
 }

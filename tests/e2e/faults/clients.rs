@@ -20,6 +20,17 @@ use super::wire::{
 };
 use crate::util::{Engine, Recorder, curl, rt, wait_until};
 
+/// Asserts the status of the first response in `resp`, showing it when it differs.
+#[track_caller]
+fn assert_first_status(resp: &[u8], want: u16) {
+    assert_eq!(
+        first_status(resp),
+        want,
+        "{}",
+        String::from_utf8_lossy(resp)
+    );
+}
+
 fn malformed_requests_are_rejected_and_the_proxy_stays_healthy(engine: Engine) {
     let up = BadUpstream::start();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -85,12 +96,7 @@ fn malformed_requests_are_rejected_and_the_proxy_stays_healthy(engine: Engine) {
         b"POST /lie HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhelloEXTRA BYTES THAT ARE NOT HTTP\r\n\r\n",
         Duration::from_secs(20),
     );
-    assert_eq!(
-        first_status(&resp),
-        200,
-        "{}",
-        String::from_utf8_lossy(&resp)
-    );
+    assert_first_status(&resp, 200);
     let tape = rec.stop();
     let lie = tape
         .iter()
@@ -120,12 +126,7 @@ fn request_heads_over_64_kib_get_431_and_never_reach_the_upstream(engine: Engine
     big.extend(std::iter::repeat_n(b'a', 100 * 1024));
     big.extend_from_slice(b"\r\n\r\n");
     let resp = raw_exchange(rec.port, &big, Duration::from_secs(20));
-    assert_eq!(
-        first_status(&resp),
-        431,
-        "{}",
-        String::from_utf8_lossy(&resp)
-    );
+    assert_first_status(&resp, 431);
     let (st, body) = curl(&[&rec.url("/healthy")]);
     assert_eq!((st, body.as_str()), (200, "ok /healthy"));
     // A large but sane head (32 KiB of cookies) is still forwarded.
@@ -133,12 +134,7 @@ fn request_heads_over_64_kib_get_431_and_never_reach_the_upstream(engine: Engine
     mid.extend(std::iter::repeat_n(b'c', 32 * 1024));
     mid.extend_from_slice(b"\r\n\r\n");
     let resp = raw_exchange(rec.port, &mid, Duration::from_secs(20));
-    assert_eq!(
-        first_status(&resp),
-        200,
-        "{}",
-        String::from_utf8_lossy(&resp)
-    );
+    assert_first_status(&resp, 200);
     let tape = rec.stop();
     assert!(!tape.iter().any(|e| e.path == "/big-header"), "{tape:?}");
     assert!(

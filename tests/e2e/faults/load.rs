@@ -14,7 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use tapedeck_storage::now_us;
 
 use super::{STOP, inspect_json, recorder};
-use crate::util::{Engine, Reply, TestServer, curl, read_tape, rt, wait_until};
+use crate::util::{Engine, Recorder, Reply, TestServer, curl, read_tape, rt, wait_until};
 
 /// One request that completed with a 2xx and a whole body, as the client saw it.
 #[derive(Debug, Clone)]
@@ -106,18 +106,18 @@ fn echo_path_upstream() -> TestServer {
     })
 }
 
-fn graceful_stop_under_load_keeps_every_answered_exchange(engine: Engine) {
-    const TASKS: usize = 8;
-    const PER_TASK: usize = 2500;
-    let up = echo_path_upstream();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tape = dir.path().join("tape");
-    let mut rec = recorder(&up.url(), dir.path(), engine).start(dir.path());
+/// The load of [`drive_load`] against `rec` on a thread, once 4,000 requests have completed
+/// (bounded); set the returned flag to stop it.
+fn start_load(
+    rec: &Recorder,
+    tasks: usize,
+    per_task: usize,
+) -> (std::thread::JoinHandle<(Vec<Done>, usize)>, Arc<AtomicBool>) {
     let stop = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(AtomicUsize::new(0));
     let load = {
         let (base, stop, completed) = (rec.url(""), stop.clone(), completed.clone());
-        std::thread::spawn(move || drive_load(base, TASKS, PER_TASK, stop, completed))
+        std::thread::spawn(move || drive_load(base, tasks, per_task, stop, completed))
     };
     assert!(
         wait_until(Duration::from_secs(60), || completed
@@ -125,6 +125,17 @@ fn graceful_stop_under_load_keeps_every_answered_exchange(engine: Engine) {
             >= 4000),
         "load never got going"
     );
+    (load, stop)
+}
+
+fn graceful_stop_under_load_keeps_every_answered_exchange(engine: Engine) {
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 2500;
+    let up = echo_path_upstream();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let mut rec = recorder(&up.url(), dir.path(), engine).start(dir.path());
+    let (load, stop) = start_load(&rec, TASKS, PER_TASK);
     // SIGTERM while the clients are still sending.
     rec.proc.signal("TERM");
     let status = rec.proc.wait_timeout(STOP).expect("exit after SIGTERM");
@@ -173,18 +184,7 @@ fn crash_under_load_loses_at_most_the_last_flush_intervals(engine: Engine) {
     let tape = dir.path().join("tape");
     let recorder = recorder(&up.url(), dir.path(), engine).args(&["--flush-interval", "200ms"]);
     let mut rec = recorder.clone().start(dir.path());
-    let stop = Arc::new(AtomicBool::new(false));
-    let completed = Arc::new(AtomicUsize::new(0));
-    let load = {
-        let (base, stop, completed) = (rec.url(""), stop.clone(), completed.clone());
-        std::thread::spawn(move || drive_load(base, TASKS, PER_TASK, stop, completed))
-    };
-    assert!(
-        wait_until(Duration::from_secs(60), || completed
-            .load(Ordering::Relaxed)
-            >= 4000),
-        "load never got going"
-    );
+    let (load, stop) = start_load(&rec, TASKS, PER_TASK);
     let killed_at = now_us();
     rec.proc.signal("KILL");
     stop.store(true, Ordering::Relaxed);

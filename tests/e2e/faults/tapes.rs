@@ -65,6 +65,17 @@ fn damage(kind: &str, tape: &Path) -> PathBuf {
     }
 }
 
+/// Asserts that `what` refused a damaged tape: exit 2, the damaged file `name` named exactly once.
+#[track_caller]
+fn assert_names_once(out: &std::process::Output, what: &str, name: &str) {
+    assert_eq!(out.status.code(), Some(2), "{what}: {}", stdout(out));
+    assert!(
+        stderr(out).matches(name).count() == 1,
+        "{what}: {}",
+        stderr(out)
+    );
+}
+
 #[test]
 fn corrupt_tapes_are_errors_naming_the_file_unless_skipped() {
     let up = TestServer::start(|_| Reply::json("{}"));
@@ -81,17 +92,7 @@ fn corrupt_tapes_are_errors_naming_the_file_unless_skipped() {
             .into_owned();
         // inspect
         let out = run(&["inspect", s(&tape)], T);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "inspect {kind}: {}",
-            stdout(&out)
-        );
-        assert!(
-            stderr(&out).matches(name.as_str()).count() == 1,
-            "inspect {kind}: {}",
-            stderr(&out)
-        );
+        assert_names_once(&out, &format!("inspect {kind}"), &name);
         let out = run(&["inspect", "--skip-corrupt", "--json", s(&tape)], T);
         assert_eq!(
             out.status.code(),
@@ -109,17 +110,7 @@ fn corrupt_tapes_are_errors_naming_the_file_unless_skipped() {
             .target("candidate", &up.url())
             .args(["--pace", "max", "--json"]);
         let out = replay.run();
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "replay {kind}: {}",
-            stdout(&out)
-        );
-        assert!(
-            stderr(&out).matches(name.as_str()).count() == 1,
-            "replay {kind}: {}",
-            stderr(&out)
-        );
+        assert_names_once(&out, &format!("replay {kind}"), &name);
         let _ = std::fs::remove_dir_all(&run_dir);
         let out = replay.arg("--skip-corrupt").run();
         assert_eq!(
@@ -132,12 +123,7 @@ fn corrupt_tapes_are_errors_naming_the_file_unless_skipped() {
         // diff: the damaged file dropped into the run
         std::fs::copy(&bad, run_dir.join(&name)).expect("copy damaged file into the run");
         let out = Diff::of(&run_dir).run();
-        assert_eq!(out.status.code(), Some(2), "diff {kind}: {}", stdout(&out));
-        assert!(
-            stderr(&out).matches(name.as_str()).count() == 1,
-            "diff {kind}: {}",
-            stderr(&out)
-        );
+        assert_names_once(&out, &format!("diff {kind}"), &name);
         let out = Diff::of(&run_dir).arg("--skip-corrupt").run();
         assert!(
             matches!(out.status.code(), Some(0 | 1 | 3)),

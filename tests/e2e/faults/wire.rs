@@ -216,44 +216,39 @@ pub(super) fn first_status(resp: &[u8]) -> u16 {
     }
 }
 
-/// Reads from `c` until the peer closes (`Some(bytes received)`) or `limit` passes (`None`).
-pub(super) fn read_until_closed(c: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+/// Reads from `c` until `enough` says so, the peer closes, or `limit` passes; returns what it
+/// read and whether the peer closed (or the connection failed).
+fn read_bounded(
+    c: &mut TcpStream,
+    limit: Duration,
+    enough: impl Fn(&[u8]) -> bool,
+) -> (Vec<u8>, bool) {
     c.set_read_timeout(Some(Duration::from_millis(100))).ok();
     let deadline = Instant::now() + limit;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !enough(&out) {
         match c.read(&mut buf) {
-            Ok(0) => return Some(out),
+            Ok(0) => return (out, true),
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
-            Err(_) => return Some(out),
+            Err(_) => return (out, true),
         }
     }
-    None
+    (out, false)
+}
+
+/// Reads from `c` until the peer closes (`Some(bytes received)`) or `limit` passes (`None`).
+pub(super) fn read_until_closed(c: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let (out, closed) = read_bounded(c, limit, |_| false);
+    closed.then_some(out)
 }
 
 /// Reads one whole response (or everything up to the close, bounded by `limit`) from `c`.
 pub(super) fn read_response(c: &mut TcpStream, limit: Duration) -> Vec<u8> {
-    c.set_read_timeout(Some(Duration::from_millis(100))).ok();
-    let deadline = Instant::now() + limit;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline && !response_complete(&out) {
-        match c.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break,
-        }
-    }
-    out
+    read_bounded(c, limit, response_complete).0
 }

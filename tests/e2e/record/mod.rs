@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tapedeck_storage::find_header;
 
-use crate::util::Reply;
+use crate::util::{Reply, files_under};
 
 mod config;
 mod http;
@@ -110,22 +110,10 @@ fn logs(dir: &Path, name: &str) -> PathBuf {
 
 /// Every file under `dir`, as raw bytes.
 fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(b) = std::fs::read(&p) {
-                out.push((p, b));
-            }
-        }
-    }
-    out
+    files_under(dir)
+        .into_iter()
+        .filter_map(|p| Some((p.clone(), std::fs::read(&p).ok()?)))
+        .collect()
 }
 
 fn contains(hay: &[u8], needle: &str) -> bool {

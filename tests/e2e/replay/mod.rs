@@ -2,7 +2,38 @@
 //! One module per topic; tapes come from [`crate::util::write_tape`] and `synth`, command
 //! lines from [`crate::util::Replay`].
 
+use std::collections::HashSet;
+
+use tapedeck_storage::Exchange;
+
 mod pacing;
 mod requests;
 mod selection;
 mod targets;
+
+/// Replay results as one group per origin, asserting what every replay promises: an origin's
+/// results are adjacent and in `targets` order, each is for an origin of `recorded`, and no
+/// origin is replayed twice.
+fn per_origin<'a>(
+    results: &'a [Exchange],
+    recorded: &[Exchange],
+    targets: &[&str],
+) -> Vec<&'a [Exchange]> {
+    let ids: HashSet<_> = recorded.iter().map(|e| e.id).collect();
+    let want: Vec<Option<&str>> = targets.iter().copied().map(Some).collect();
+    let mut seen = HashSet::new();
+    results
+        .chunks(targets.len())
+        .map(|group| {
+            let o = group[0].origin_id.expect("origin id");
+            for r in &group[1..] {
+                assert_eq!(r.origin_id, Some(o), "results of one origin are adjacent");
+            }
+            assert!(ids.contains(&o), "a result for an unknown origin");
+            assert!(seen.insert(o), "origin replayed twice");
+            let labels: Vec<_> = group.iter().map(|e| e.target.as_deref()).collect();
+            assert_eq!(labels, want);
+            group
+        })
+        .collect()
+}

@@ -2,11 +2,12 @@
 //! with its own connections, Poisson pacing, the observer hook, a clean stop on SIGTERM; every
 //! result written once, an origin's results adjacent.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tapedeck_storage::{Exchange, Tape, now_us};
 
+use super::per_origin;
 use crate::util::{Replay, Reply, TestServer, get, read_in_order, stderr, wait_until, write_tape};
 
 #[test]
@@ -151,24 +152,13 @@ fn max_mode_writes_every_result_once_and_adjacent_per_origin() {
 
     let results = replay.results();
     assert_eq!(results.len(), 2 * n);
-    let ids: HashSet<_> = recorded.iter().map(|e| e.id).collect();
-    let mut seen = HashSet::new();
-    for pair in results.chunks(2) {
-        let o = pair[0].origin_id.expect("origin id");
-        assert_eq!(
-            pair[1].origin_id,
-            Some(o),
-            "results of one origin are adjacent"
-        );
-        assert!(ids.contains(&o), "a result for an unknown origin");
-        assert!(seen.insert(o), "origin replayed twice");
-        let labels: Vec<_> = pair.iter().map(|e| e.target.as_deref()).collect();
-        assert_eq!(labels, [Some("a"), Some("b")]);
+    let pairs = per_origin(&results, &recorded, &["a", "b"]);
+    for pair in &pairs {
         assert!(pair.iter().all(|r| r.status == Some(200)));
         assert_eq!(&pair[0].resp_body[..], b"{\"a\":1}");
         assert_eq!(&pair[1].resp_body[..], b"{\"b\":2}");
     }
-    assert_eq!(seen.len(), n);
+    assert_eq!(pairs.len(), n);
 }
 
 /// Issue 14: each closed-loop sender owns its HTTP/1.1 connection for the whole run (opened before

@@ -1,8 +1,8 @@
 //! [`Check`]: a `tapedeck check` command line built from its parts, and its verdict.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::{Cli, cli_methods, verdict};
+use super::{Cli, cli_methods, report_methods};
 
 /// `tapedeck check --tape TAPE --baseline URL --candidate URL`, with the flags a test needs.
 ///
@@ -29,18 +29,6 @@ impl Check {
         }
     }
 
-    /// Writes the report to `dir` (`--report`); [`Check::verdict`] reads it.
-    pub fn report(mut self, dir: &Path) -> Self {
-        self.cli = self.cli.flag("--report", dir);
-        self.report = Some(dir.to_owned());
-        self
-    }
-
-    /// `--rules FILE`.
-    pub fn rules(self, file: &Path) -> Self {
-        self.flag("--rules", file)
-    }
-
     /// `--secondary URL` (the noise target).
     pub fn secondary(self, url: &str) -> Self {
         self.flag("--secondary", url)
@@ -62,15 +50,5 @@ impl Check {
     }
 
     cli_methods!();
-
-    /// `verdict.json` of the report directory.
-    #[track_caller]
-    pub fn verdict(&self) -> serde_json::Value {
-        verdict(self.report.as_deref().expect("a check with --report"))
-    }
-
-    /// The report directory.
-    pub fn report_dir(&self) -> &Path {
-        self.report.as_deref().expect("a check with --report")
-    }
+    report_methods!();
 }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Cli, cli_methods, verdict};
+use super::{Cli, cli_methods, report_methods};
 
 /// `tapedeck diff --run RUN`, with the flags a test needs.
 ///
@@ -30,23 +30,6 @@ impl Diff {
         self.flag("--run", run)
     }
 
-    /// Writes the report to `dir` (`--report`); [`Diff::verdict`] reads it.
-    pub fn report(mut self, dir: &Path) -> Self {
-        self.cli = self.cli.flag("--report", dir);
-        self.report = Some(dir.to_owned());
-        self
-    }
-
-    /// `--rules FILE`.
-    pub fn rules(self, file: &Path) -> Self {
-        self.flag("--rules", file)
-    }
-
     cli_methods!();
-
-    /// `verdict.json` of the report directory.
-    #[track_caller]
-    pub fn verdict(&self) -> serde_json::Value {
-        verdict(self.report.as_deref().expect("a diff with --report"))
-    }
+    report_methods!();
 }

@@ -30,14 +30,14 @@ pub mod replay;
 pub mod server;
 pub mod tape;
 
-pub use certs::{make_certs, make_signed_cert, openssl};
+pub use certs::{make_certs, make_signed_cert};
 pub use check::Check;
 pub use diff::Diff;
-pub(crate) use process::cli_methods;
 pub use process::{
-    Cli, Proc, RUN_TIMEOUT, assert_exit, curl, free_port, json_stdout, read_json, rt, run,
-    run_command, stderr, stdout, tapedeck, verdict, wait_for_port, wait_until,
+    Cli, Proc, assert_exit, curl, free_port, json_stdout, read_json, rt, run, run_command, stderr,
+    stdout, tapedeck, verdict, wait_for_port, wait_until,
 };
+pub(crate) use process::{cli_methods, report_methods};
 pub use recorder::{Engine, Recorder, RecorderBuilder};
 pub use replay::Replay;
 pub use server::{Received, Reply, SampleApi, TLS_SNI_HEADER, TestServer, TlsFiles};

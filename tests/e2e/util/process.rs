@@ -355,3 +355,33 @@ macro_rules! cli_methods {
     };
 }
 pub(crate) use cli_methods;
+
+/// `report`, `rules`, `verdict` and `report_dir` for a builder of a command that writes a report
+/// (`check`, `diff`), with fields `cli` and `report: Option<PathBuf>`.
+macro_rules! report_methods {
+    () => {
+        /// Writes the report to `dir` (`--report`); `verdict` reads it.
+        pub fn report(mut self, dir: &std::path::Path) -> Self {
+            self.cli = self.cli.flag("--report", dir);
+            self.report = Some(dir.to_owned());
+            self
+        }
+
+        /// `--rules FILE`.
+        pub fn rules(self, file: &std::path::Path) -> Self {
+            self.flag("--rules", file)
+        }
+
+        /// The report directory.
+        pub fn report_dir(&self) -> &std::path::Path {
+            self.report.as_deref().expect("a command with --report")
+        }
+
+        /// `verdict.json` of the report directory.
+        #[track_caller]
+        pub fn verdict(&self) -> serde_json::Value {
+            $crate::util::verdict(self.report_dir())
+        }
+    };
+}
+pub(crate) use report_methods;

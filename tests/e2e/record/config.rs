@@ -5,9 +5,9 @@ use std::net::TcpListener;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-use super::{STARTUP, STOP, client, send, upstream_handler};
+use super::{STARTUP, STOP, client, recorder, send, upstream_handler};
 use crate::util::{
-    Engine, Proc, Recorder, TestServer, curl, free_port, read_tape, rt, run, stderr, wait_for_port,
+    Engine, Proc, TestServer, curl, free_port, read_tape, rt, run, stderr, wait_for_port,
 };
 
 fn config_file_keys_and_errors(engine: Engine) {
@@ -72,8 +72,7 @@ fn config_file_keys_and_errors(engine: Engine) {
 fn sampling_is_decided_per_trace_and_filters_apply(engine: Engine) {
     let up = TestServer::start(upstream_handler);
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::builder(&up.url())
-        .tape(&dir.path().join("tape"))
+    let rec = recorder(&up.url(), dir.path(), engine)
         .args(&[
             "--sample",
             "0.5",
@@ -82,7 +81,6 @@ fn sampling_is_decided_per_trace_and_filters_apply(engine: Engine) {
             "--exclude-method",
             "DELETE",
         ])
-        .engine(engine)
         .start(dir.path());
     rt().block_on(async {
         let c = client(false);

@@ -9,16 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tapedeck_storage::{ErrorKind, Exchange};
 
-use super::{STOP, client, header_text, send, upstream_handler};
+use super::{STOP, client, header_text, recorder, send, upstream_handler};
 use crate::util::{Engine, Recorder, Reply, TestServer, curl, free_port, rt, run, stderr};
 
 fn records_get_post_chunked_and_h2c_exchanges(engine: Engine) {
     let up = TestServer::start(upstream_handler);
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::builder(&up.url())
-        .tape(&dir.path().join("tape"))
-        .engine(engine)
-        .start(dir.path());
+    let rec = recorder(&up.url(), dir.path(), engine).start(dir.path());
 
     // curl: a GET with a query, and a POST with a body.
     let (status, body) = curl(&[&rec.url("/api/users/17?verbose=1"), "-H", "x-req: a"]);
@@ -141,10 +138,8 @@ fn large_bodies_are_forwarded_whole_and_stored_truncated(engine: Engine) {
         delay: Duration::ZERO,
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::builder(&up.url())
-        .tape(&dir.path().join("tape"))
+    let rec = recorder(&up.url(), dir.path(), engine)
         .args(&["--max-body", "64KiB"])
-        .engine(engine)
         .start(dir.path());
     let upload: Bytes = big.slice(..3 * 1024 * 1024);
     rt().block_on(async {
@@ -239,11 +234,9 @@ fn slow_handler(r: &crate::util::Received) -> Reply {
 fn slow_upstream_gives_504_and_a_timeout_exchange(engine: Engine) {
     let up = TestServer::start(slow_handler);
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::builder(&up.url())
-        .tape(&dir.path().join("tape"))
+    let rec = recorder(&up.url(), dir.path(), engine)
         // Far below the slow answer (10 s), far above any scheduling delay of a loaded machine.
         .args(&["--upstream-timeout", "2s"])
-        .engine(engine)
         .start(dir.path());
     let (status, _) = curl(&[&rec.url("/slow")]);
     assert_eq!(status, 504);
@@ -286,10 +279,8 @@ fn closed_by_peer(s: &mut TcpStream, limit: Duration) -> bool {
 fn idle_and_stalled_clients_are_cut_off(engine: Engine) {
     let up = TestServer::start(upstream_handler);
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::builder(&up.url())
-        .tape(&dir.path().join("tape"))
+    let rec = recorder(&up.url(), dir.path(), engine)
         .args(&["--idle-timeout", "1s", "--header-timeout", "1s"])
-        .engine(engine)
         .start(dir.path());
     // An idle keep-alive connection after one request.
     let mut idle = TcpStream::connect(("127.0.0.1", rec.port)).expect("connect");
@@ -339,10 +330,7 @@ fn bodiless_responses_have_complete_timings(engine: Engine) {
         }
     });
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::builder(&up.url())
-        .tape(&dir.path().join("tape"))
-        .engine(engine)
-        .start(dir.path());
+    let rec = recorder(&up.url(), dir.path(), engine).start(dir.path());
     assert_eq!(curl(&["-I", &rec.url("/head")]).0, 200);
     assert_eq!(curl(&[&rec.url("/empty")]).0, 204);
     let tape = rec.stop();
@@ -362,10 +350,7 @@ fn sigterm_after_n_requests_leaves_exactly_n_exchanges(engine: Engine) {
     const N: usize = 120;
     let up = TestServer::start(upstream_handler);
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::builder(&up.url())
-        .tape(&dir.path().join("tape"))
-        .engine(engine)
-        .start(dir.path());
+    let rec = recorder(&up.url(), dir.path(), engine).start(dir.path());
     let ok = rt().block_on(async {
         let c = client(false);
         let mut tasks = Vec::new();

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tapedeck_storage::find_header;
 
-use crate::util::{Reply, files_under};
+use crate::util::{Engine, Recorder, RecorderBuilder, Reply, files_under};
 
 mod config;
 mod http;
@@ -118,4 +118,12 @@ fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// A `tapedeck record` in front of `upstream`, recording to `DIR/tape`, on `engine` (the
+/// builder's defaults otherwise).
+fn recorder(upstream: &str, dir: &Path, engine: Engine) -> RecorderBuilder {
+    Recorder::builder(upstream)
+        .tape(&dir.join("tape"))
+        .engine(engine)
 }

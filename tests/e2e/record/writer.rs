@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{STOP, client, metric, send, upstream_handler};
+use super::{STOP, client, metric, recorder, send, upstream_handler};
 use crate::util::{Engine, Recorder, Reply, TestServer, curl, read_tape, rt, wait_until};
 
 /// A directory nobody can write, even root: a read-only tmpfs when we may mount one, else a
@@ -311,10 +311,8 @@ fn every_request_is_recorded_or_counted_as_dropped(engine: Engine) {
     let up = TestServer::start(upstream_handler);
     let dir = tempfile::tempdir().expect("tempdir");
     // A one-record queue: under concurrent load some records must be dropped (never blocked).
-    let rec = Recorder::builder(&up.url())
-        .tape(&dir.path().join("tape"))
+    let rec = recorder(&up.url(), dir.path(), engine)
         .args(&["--queue-capacity", "1"])
-        .engine(engine)
         .start(dir.path());
     let ok = rt().block_on(async {
         let c = client(false);
@@ -359,10 +357,8 @@ fn every_request_is_recorded_or_counted_as_dropped(engine: Engine) {
 fn issue13_queue_bytes_drops_and_counts_what_does_not_fit_and_loses_nothing_else(engine: Engine) {
     let up = TestServer::start(upstream_handler);
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::builder(&up.url())
-        .tape(&dir.path().join("tape"))
+    let rec = recorder(&up.url(), dir.path(), engine)
         .args(&["--queue-bytes", "64KiB"])
-        .engine(engine)
         .start(dir.path());
     // Every third exchange echoes a 100 KiB body (200 KiB recorded): more than the whole bound.
     let big = "b".repeat(100 << 10);
@@ -425,8 +421,7 @@ fn number_after(text: &str, label: &str) -> Option<u64> {
 fn issue_17_the_exit_summary_equals_the_metrics(engine: Engine) {
     let up = TestServer::start(upstream_handler);
     let dir = tempfile::tempdir().expect("tempdir");
-    let rec = Recorder::builder(&up.url())
-        .tape(&dir.path().join("tape"))
+    let rec = recorder(&up.url(), dir.path(), engine)
         .args(&[
             "--queue-capacity",
             "1",
@@ -435,7 +430,6 @@ fn issue_17_the_exit_summary_equals_the_metrics(engine: Engine) {
             "--exclude-path",
             "/skip/*",
         ])
-        .engine(engine)
         .start(dir.path());
     // A burst on 8 connections against a one-record queue: many records are dropped.
     rt().block_on(async {

@@ -4,7 +4,11 @@
 
 use std::collections::HashSet;
 
+use std::path::Path;
+
 use tapedeck_storage::Exchange;
+
+use crate::util::{get, write_tape};
 
 mod pacing;
 mod requests;
@@ -36,4 +40,14 @@ fn per_origin<'a>(
             group
         })
         .collect()
+}
+
+/// Writes a tape at `tape` of `n` recorded `GET {prefix}/{i}`, the first at `t0`, `gap_us`
+/// apart; returns them.
+fn write_gets(tape: &Path, prefix: &str, n: i64, t0: i64, gap_us: i64) -> Vec<Exchange> {
+    let recorded: Vec<Exchange> = (0..n)
+        .map(|i| get(&format!("{prefix}/{i}"), t0 + i * gap_us))
+        .collect();
+    write_tape(tape, &recorded);
+    recorded
 }

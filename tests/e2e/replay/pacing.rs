@@ -8,15 +8,15 @@ use std::time::Duration;
 use tapedeck_storage::{Exchange, Tape, now_us};
 
 use super::per_origin;
-use crate::util::{Replay, Reply, TestServer, get, read_in_order, stderr, wait_until, write_tape};
+use super::write_gets;
+use crate::util::{Replay, Reply, TestServer, read_in_order, stderr, wait_until};
 
 #[test]
 fn a_slow_target_shows_its_delay_in_latency_from_the_scheduled_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
     let t0 = now_us() - 10_000_000;
-    let recorded: Vec<_> = (0..6).map(|i| get(&format!("/slow/{i}"), t0 + i)).collect();
-    write_tape(&tape, &recorded);
+    write_gets(&tape, "/slow", 6, t0, 1);
     let slow = TestServer::start(|_| {
         let mut r = Reply::json("{}");
         r.delay = Duration::from_millis(100);
@@ -58,10 +58,7 @@ fn speed_2_halves_recorded_gaps_and_keeps_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
     let t0 = now_us() - 10_000_000;
-    let recorded: Vec<_> = (0..21i64)
-        .map(|i| get(&format!("/p/{i}"), t0 + i * 10_000))
-        .collect();
-    write_tape(&tape, &recorded);
+    let recorded = write_gets(&tape, "/p", 21, t0, 10_000);
     let server = TestServer::start(|_| Reply::json("{}"));
     let replay = Replay::new(&tape)
         .out(&out_dir)
@@ -130,10 +127,7 @@ fn max_mode_writes_every_result_once_and_adjacent_per_origin() {
     let t0 = now_us() - 10_000_000;
     // Not a multiple of the writer's batch size, so a partial batch is left at the end.
     let n = 1_001usize;
-    let recorded: Vec<_> = (0..n as i64)
-        .map(|i| get(&format!("/m/{i}"), t0 + i * 100))
-        .collect();
-    write_tape(&tape, &recorded);
+    let recorded = write_gets(&tape, "/m", n as i64, t0, 100);
     let a = TestServer::start(|_| Reply::json("{\"a\":1}"));
     let b = TestServer::start(|_| Reply::json("{\"b\":2}"));
     let replay = Replay::new(&tape)
@@ -170,10 +164,7 @@ fn closed_loop_senders_own_their_connections_and_h2_multiplexes_over_a_few() {
     let tape = dir.path().join("tape");
     let t0 = now_us() - 10_000_000;
     let n = 400usize;
-    let recorded: Vec<_> = (0..n as i64)
-        .map(|i| get(&format!("/c/{i}"), t0 + i * 10))
-        .collect();
-    write_tape(&tape, &recorded);
+    write_gets(&tape, "/c", n as i64, t0, 10);
     let h1 = TestServer::start(|_| Reply::json("{}"));
     let h2 = TestServer::start(|_| Reply::json("{}"));
     let out_dir = dir.path().join("run");
@@ -211,8 +202,7 @@ fn pace_poisson_is_a_mode_of_its_own() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
     let t0 = now_us() - 10_000_000;
-    let recorded: Vec<_> = (0..50).map(|i| get(&format!("/p/{i}"), t0 + i)).collect();
-    write_tape(&tape, &recorded);
+    write_gets(&tape, "/p", 50, t0, 1);
     let server = TestServer::start(|_| Reply::json("{}"));
     let replay = Replay::new(&tape).target("t", &server.url());
     for (i, pacing) in [
@@ -285,10 +275,7 @@ fn an_observer_sees_every_group_and_can_stop_the_run() {
     let tape = dir.path().join("tape");
     let t0 = now_us() - 10_000_000;
     let n = 2_000usize;
-    let recorded: Vec<_> = (0..n as i64)
-        .map(|i| get(&format!("/o/{i}"), t0 + i * 100))
-        .collect();
-    write_tape(&tape, &recorded);
+    write_gets(&tape, "/o", n as i64, t0, 100);
     // Slow enough that the run cannot finish before the observer has seen 20 groups.
     let slow = |_: &crate::util::Received| {
         let mut r = Reply::json("{}");
@@ -338,10 +325,7 @@ fn sigterm_stops_cleanly_with_every_sent_request_recorded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
     let t0 = now_us() - 60_000_000;
-    let recorded: Vec<_> = (0..50i64)
-        .map(|i| get(&format!("/t/{i}"), t0 + i * 100_000))
-        .collect();
-    write_tape(&tape, &recorded);
+    write_gets(&tape, "/t", 50, t0, 100_000);
     let server = TestServer::start(|_| Reply::json("{}"));
     let mut p = Replay::new(&tape)
         .out(&out_dir)

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tapedeck_storage::{Exchange, Header, Tape, TapeWriter, WhenFull, now_us};
 
 use super::per_origin;
+use super::write_gets;
 use crate::util::{
     Replay, Reply, TestServer, files_under, get, json_stdout, read_in_order, stderr, stdout,
     write_tape,
@@ -204,10 +205,7 @@ fn issue_17_replay_refuses_an_output_that_holds_a_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
     let t0 = now_us();
-    let recorded: Vec<Exchange> = (0..21)
-        .map(|i| get(&format!("/api/items/{i}"), t0 + i * 1000))
-        .collect();
-    write_tape(&tape, &recorded);
+    write_gets(&tape, "/api/items", 21, t0, 1000);
     let target = TestServer::start(|_| Reply::json("{}"));
     let out = dir.path().join("run");
     // An empty directory is a fine place for a new run.

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use tapedeck_storage::{ErrorKind, now_us};
 
+use super::write_gets;
 use crate::util::{
-    Replay, Reply, TestServer, TlsFiles, free_port, get, make_certs, read_in_order, stderr, stdout,
-    wait_for_port, write_tape,
+    Replay, Reply, TestServer, TlsFiles, free_port, make_certs, read_in_order, stderr, stdout,
+    wait_for_port,
 };
 
 fn s(p: &Path) -> &str {
@@ -21,8 +22,7 @@ fn a_down_target_yields_error_exchanges_and_a_summary() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
     let t0 = now_us() - 10_000_000;
-    let recorded: Vec<_> = (0..5).map(|i| get(&format!("/x/{i}"), t0 + i)).collect();
-    write_tape(&tape, &recorded);
+    write_gets(&tape, "/x", 5, t0, 1);
     let up = TestServer::start(|_| Reply::json("{}"));
     let out = Replay::new(&tape)
         .out(&out_dir)
@@ -58,8 +58,7 @@ fn h2c_targets_and_timeouts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
     let t0 = now_us() - 10_000_000;
-    let recorded: Vec<_> = (0..4).map(|i| get(&format!("/h2/{i}"), t0 + i)).collect();
-    write_tape(&tape, &recorded);
+    write_gets(&tape, "/h2", 4, t0, 1);
     let fast = TestServer::start(|_| Reply::json(r#"{"h2":true}"#));
     let stuck = TestServer::start(|_| {
         let mut r = Reply::json("{}");
@@ -111,10 +110,7 @@ fn connection_close_targets_are_reconnected_without_errors() {
     let tape = dir.path().join("tape");
     let t0 = now_us() - 10_000_000;
     let n = 200usize;
-    let recorded: Vec<_> = (0..n as i64)
-        .map(|i| get(&format!("/close/{i}"), t0 + i * 10))
-        .collect();
-    write_tape(&tape, &recorded);
+    write_gets(&tape, "/close", n as i64, t0, 10);
     let server = TestServer::start(|_| {
         let mut r = Reply::json("{}");
         r.headers.push(("connection".into(), "close".into()));
@@ -181,8 +177,7 @@ fn https_targets_verify_certificates_and_classify_tls_errors() {
     make_certs(dir.path());
     let tape = dir.path().join("tape");
     let t0 = now_us() - 10_000_000;
-    let recorded: Vec<_> = (0..3).map(|i| get(&format!("/tls/{i}"), t0 + i)).collect();
-    write_tape(&tape, &recorded);
+    write_gets(&tape, "/tls", 3, t0, 1);
     let server = start_tls_server(dir.path());
     let target = format!("https://127.0.0.1:{}", server.port);
     let ca = dir.path().join("ca.pem");
@@ -223,8 +218,7 @@ fn https_targets_negotiate_http2_by_alpn() {
     make_certs(dir.path());
     let tape = dir.path().join("tape");
     let t0 = now_us() - 10_000_000;
-    let recorded: Vec<_> = (0..4).map(|i| get(&format!("/alpn/{i}"), t0 + i)).collect();
-    write_tape(&tape, &recorded);
+    write_gets(&tape, "/alpn", 4, t0, 1);
     // rustls + hyper, HTTP/1.1 and HTTP/2 offered by ALPN.
     let server = TestServer::start_tls(&TlsFiles::leaf(dir.path()), |_| {
         Reply::json("{\"tls\":true}")

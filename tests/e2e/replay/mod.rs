@@ -28,7 +28,7 @@ fn per_origin<'a>(
     let mut seen = HashSet::new();
     results
         .chunks(targets.len())
-        .map(|group| {
+        .inspect(|group| {
             let o = group[0].origin_id.expect("origin id");
             for r in &group[1..] {
                 assert_eq!(r.origin_id, Some(o), "results of one origin are adjacent");
@@ -37,7 +37,6 @@ fn per_origin<'a>(
             assert!(seen.insert(o), "origin replayed twice");
             let labels: Vec<_> = group.iter().map(|e| e.target.as_deref()).collect();
             assert_eq!(labels, want);
-            group
         })
         .collect()
 }

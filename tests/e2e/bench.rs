@@ -22,17 +22,20 @@ fn on_path(program: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The trimmed cells of every markdown table row of `report`.
+fn table_rows(report: &str) -> impl Iterator<Item = Vec<&str>> {
+    report.lines().map(|l| {
+        l.trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect::<Vec<_>>()
+    })
+}
+
 /// The cells of the markdown table row whose first cells are `key` (trimmed).
 fn row<'a>(report: &'a str, key: &[&str]) -> Vec<&'a str> {
-    report
-        .lines()
-        .map(|l| {
-            l.trim()
-                .trim_matches('|')
-                .split('|')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-        })
+    table_rows(report)
         .find(|cells| cells.len() > key.len() && cells.iter().zip(key).all(|(c, k)| c == k))
         .unwrap_or_else(|| panic!("no row {key:?} in the report:\n{report}"))
 }
@@ -40,15 +43,7 @@ fn row<'a>(report: &'a str, key: &[&str]) -> Vec<&'a str> {
 /// Every table row whose first cells are `key` and whose next cell starts with `prefix` (the
 /// tapedeck targets carry the engine after their kind: `record hyper`, `passthrough pingora`).
 fn rows_of<'a>(report: &'a str, key: &[&str], prefix: &str) -> Vec<Vec<&'a str>> {
-    report
-        .lines()
-        .map(|l| {
-            l.trim()
-                .trim_matches('|')
-                .split('|')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-        })
+    table_rows(report)
         .filter(|cells| {
             cells.len() > key.len()
                 && cells.iter().zip(key).all(|(c, k)| c == k)

@@ -1,37 +1,15 @@
 //! `tapedeck check` and `tapedeck demo`: the whole loop, real binary, real servers on loopback.
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
-use crate::util::{Engine, Reply, TestServer, run, stderr, stdout};
-
-const T: Duration = Duration::from_secs(240);
-
-fn read_json(path: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("valid JSON")
-}
+use crate::util::{
+    Check, Engine, Reply, TestServer, assert_exit, demo, free_port, read_json, stdout, synth,
+};
 
 fn demo_finds_exactly_the_planted_regressions(engine: Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("demo");
-    let o = run(
-        &[
-            "demo",
-            "--out",
-            out.to_str().expect("utf-8"),
-            "--requests",
-            "600",
-            "--engine",
-            engine.name(),
-        ],
-        T,
-    );
-    assert!(
-        o.status.success(),
-        "demo failed:\n{}\n{}",
-        stdout(&o),
-        stderr(&o)
-    );
+    let o = demo(&out, &["--requests", "600", "--engine", engine.name()]);
     assert!(stdout(&o).contains("demo OK"), "{}", stdout(&o));
 
     let verdict = read_json(&out.join("report/verdict.json"));
@@ -88,11 +66,9 @@ fn demo_finds_exactly_the_planted_regressions(engine: Engine) {
 fn demo_with_the_good_build_passes_with_no_findings(engine: Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("demo");
-    let o = run(
+    demo(
+        &out,
         &[
-            "demo",
-            "--out",
-            out.to_str().expect("utf-8"),
             "--requests",
             "600",
             "--candidate-build",
@@ -100,13 +76,6 @@ fn demo_with_the_good_build_passes_with_no_findings(engine: Engine) {
             "--engine",
             engine.name(),
         ],
-        T,
-    );
-    assert!(
-        o.status.success(),
-        "demo failed:\n{}\n{}",
-        stdout(&o),
-        stderr(&o)
     );
     let verdict = read_json(&out.join("report/verdict.json"));
     assert_eq!(verdict["verdict"], "pass", "{verdict:#}");
@@ -132,24 +101,9 @@ fn issue_15_demo_chaos_shows_which_build_degrades_gracefully() {
     for (build, outcome) in [("bad", "degraded"), ("good", "graceful")] {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("demo");
-        let o = run(
-            &[
-                "demo",
-                "--out",
-                out.to_str().expect("utf-8"),
-                "--requests",
-                "300",
-                "--candidate-build",
-                build,
-                "--chaos",
-            ],
-            T,
-        );
-        assert!(
-            o.status.success(),
-            "{build}:\n{}\n{}",
-            stdout(&o),
-            stderr(&o)
+        demo(
+            &out,
+            &["--requests", "300", "--candidate-build", build, "--chaos"],
         );
         let verdict = read_json(&out.join("report/verdict.json"));
         let f = &verdict["chaos"]["faults"][0];
@@ -180,12 +134,7 @@ fn json_server(variant: &'static str) -> TestServer {
 fn check_exits_1_on_a_regression_and_0_on_an_identical_candidate() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
-    let tape_s = tape.to_str().expect("utf-8");
-    let o = run(
-        &["synth", "--out", tape_s, "--count", "400", "--seed", "3"],
-        T,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    synth(&tape, &["--count", "400", "--seed", "3"]);
 
     let baseline = json_server("same");
     let same = json_server("same");
@@ -194,32 +143,12 @@ fn check_exits_1_on_a_regression_and_0_on_an_identical_candidate() {
     // Identical builds pass on responses and errors; their latency is not judged here, since
     // the machine may be loaded (issue 17: this flaked as a latency FAIL).
     let rules = no_latency_rules(dir.path());
-    let report = dir.path().join("same");
-    let o = run(
-        &[
-            "check",
-            "--tape",
-            tape_s,
-            "--baseline",
-            &baseline.url(),
-            "--candidate",
-            &same.url(),
-            "--rules",
-            rules.to_str().expect("utf-8"),
-            "--report",
-            report.to_str().expect("utf-8"),
-            "--quiet",
-        ],
-        T,
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "identical candidate:\n{}\n{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    assert_eq!(read_json(&report.join("verdict.json"))["verdict"], "pass");
+    let check = Check::new(&tape, &baseline.url(), &same.url())
+        .rules(&rules)
+        .report(&dir.path().join("same"))
+        .quiet();
+    assert_exit(&check.run(), 0, "identical candidate");
+    assert_eq!(check.verdict()["verdict"], "pass");
     // GETs only (no --allow-writes): every safe request reached both targets (the baseline
     // twice: it is also the noise target).
     let gets = same.requests().len();
@@ -228,29 +157,11 @@ fn check_exits_1_on_a_regression_and_0_on_an_identical_candidate() {
     assert!(baseline.requests().iter().all(|r| r.method == "GET"));
 
     let report = dir.path().join("renamed");
-    let o = run(
-        &[
-            "check",
-            "--tape",
-            tape_s,
-            "--baseline",
-            &baseline.url(),
-            "--candidate",
-            &renamed.url(),
-            "--report",
-            report.to_str().expect("utf-8"),
-            "--quiet",
-        ],
-        T,
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "renamed field:\n{}\n{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    let v = read_json(&report.join("verdict.json"));
+    let check = Check::new(&tape, &baseline.url(), &renamed.url())
+        .report(&report)
+        .quiet();
+    assert_exit(&check.run(), 1, "renamed field");
+    let v = check.verdict();
     assert_eq!(v["verdict"], "fail");
     assert_eq!(v["rollback"], true);
     let junit = std::fs::read_to_string(report.join("junit.xml")).expect("junit.xml");
@@ -264,13 +175,8 @@ fn check_exits_1_on_a_regression_and_0_on_an_identical_candidate() {
 fn check_is_inconclusive_when_the_baseline_does_not_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
-    let tape_s = tape.to_str().expect("utf-8");
-    let o = run(
-        &["synth", "--out", tape_s, "--count", "300", "--seed", "5"],
-        T,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let down = |_: ()| format!("http://127.0.0.1:{}", crate::util::free_port());
+    synth(&tape, &["--count", "300", "--seed", "5"]);
+    let down = |_: ()| format!("http://127.0.0.1:{}", free_port());
     let up = json_server("same");
 
     for (name, baseline, candidate) in [
@@ -278,31 +184,12 @@ fn check_is_inconclusive_when_the_baseline_does_not_answer() {
         ("baseline-down", down(()), up.url()),
     ] {
         let report = dir.path().join(name);
-        let o = run(
-            &[
-                "check",
-                "--tape",
-                tape_s,
-                "--baseline",
-                &baseline,
-                "--candidate",
-                &candidate,
-                "--report",
-                report.to_str().expect("utf-8"),
-                "--quiet",
-                "--timeout",
-                "5s",
-            ],
-            T,
-        );
-        assert_eq!(
-            o.status.code(),
-            Some(3),
-            "{name}:\n{}\n{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        let v = read_json(&report.join("verdict.json"));
+        let check = Check::new(&tape, &baseline, &candidate)
+            .report(&report)
+            .quiet()
+            .args(["--timeout", "5s"]);
+        assert_exit(&check.run(), 3, name);
+        let v = check.verdict();
         assert_eq!(v["verdict"], "inconclusive", "{name}");
         assert_eq!(v["rollback"], false, "{name}");
         let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
@@ -319,7 +206,7 @@ on_both_engines!(
 );
 /// Writes a rules file that turns the latency check off (weight 0): tests that assert a pass on
 /// identical targets must not depend on the machine being quiet (issue 17).
-fn no_latency_rules(dir: &std::path::Path) -> std::path::PathBuf {
+fn no_latency_rules(dir: &Path) -> PathBuf {
     let rules = dir.join("no-latency.toml");
     std::fs::write(
         &rules,
@@ -336,42 +223,18 @@ fn no_latency_rules(dir: &std::path::Path) -> std::path::PathBuf {
 fn issue_17_check_replays_the_baseline_as_its_noise_target() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
-    let tape_s = tape.to_str().expect("utf-8");
-    let o = run(
-        &["synth", "--out", tape_s, "--count", "300", "--seed", "4"],
-        T,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    synth(&tape, &["--count", "300", "--seed", "4"]);
     let rules = no_latency_rules(dir.path());
     let baseline = json_server("same");
     let candidate = json_server("same");
-    let (baseline_url, candidate_url) = (baseline.url(), candidate.url());
     let check = |name: &str, extra: &[&str]| {
-        let report = dir.path().join(name);
-        let mut args = vec![
-            "check",
-            "--tape",
-            tape_s,
-            "--baseline",
-            &baseline_url,
-            "--candidate",
-            &candidate_url,
-            "--rules",
-            rules.to_str().expect("utf-8"),
-            "--report",
-            report.to_str().expect("utf-8"),
-            "--quiet",
-        ];
-        args.extend_from_slice(extra);
-        let o = run(&args, T);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{name}:\n{}\n{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        read_json(&report.join("verdict.json"))
+        let check = Check::new(&tape, &baseline.url(), &candidate.url())
+            .rules(&rules)
+            .report(&dir.path().join(name))
+            .quiet()
+            .args(extra);
+        assert_exit(&check.run(), 0, name);
+        check.verdict()
     };
 
     let v = check("default", &[]);

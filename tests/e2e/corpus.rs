@@ -5,41 +5,29 @@
 //! stopped by PID.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{SampleApi, run, stderr, stdout};
-
-const T: Duration = Duration::from_secs(240);
+use crate::util::{Check, Cli, SampleApi, assert_exit, demo, stderr, stdout, synth, verdict};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-fn verdict(report: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(report.join("verdict.json")).expect("verdict"))
-        .expect("verdict.json")
+/// `tapedeck corpus <args>`.
+fn corpus(args: &[&str]) -> std::process::Output {
+    Cli::new("corpus").args(args).run()
 }
 
 #[test]
 fn a_corpus_from_one_failing_run_catches_the_same_regressions_and_passes_a_good_build() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let demo = dir.path().join("demo");
-    let o = run(
-        &[
-            "demo",
-            "--candidate-build",
-            "good",
-            "--requests",
-            "600",
-            "--out",
-            s(&demo),
-        ],
-        T,
+    let demo_dir = dir.path().join("demo");
+    demo(
+        &demo_dir,
+        &["--candidate-build", "good", "--requests", "600"],
     );
-    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
-    let tape = demo.join("tape");
+    let tape = demo_dir.join("tape");
     let (v1, v1b, bad, good) = (
         SampleApi::start("v1", dir.path()),
         SampleApi::start("v1", dir.path()),
@@ -49,53 +37,32 @@ fn a_corpus_from_one_failing_run_catches_the_same_regressions_and_passes_a_good_
     let rules = dir.path().join("rules.toml");
     std::fs::write(&rules, "[settings]\nmin_shift_ms = 50.0\n").expect("rules");
     let check = |candidate: &str, report: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "check",
-            "--tape",
-            s(&tape),
-            "--baseline",
-            &v1.url,
-            "--secondary",
-            &v1b.url,
-            "--candidate",
-            candidate,
-            "--rules",
-            s(&rules),
-            "--report",
-            s(report),
-            "--allow-same-host",
-            "--quiet",
-        ];
-        args.extend_from_slice(extra);
-        run(&args, T)
+        Check::new(&tape, &v1.url, candidate)
+            .secondary(&v1b.url)
+            .rules(&rules)
+            .report(report)
+            .arg("--allow-same-host")
+            .quiet()
+            .args(extra)
+            .run()
     };
 
     // 1. The escaped regression: a failing check writes its ticket bundle.
     let ticket = dir.path().join("ticket");
     let o = check(&bad.url, &dir.path().join("r1"), &["--ticket", s(&ticket)]);
-    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    assert_exit(&o, 1, "the bad build");
     let ticket_json: Value =
         serde_json::from_str(&std::fs::read_to_string(ticket.join("ticket.json")).expect("ticket"))
             .expect("ticket.json");
     let fingerprint = ticket_json["fingerprint"].as_str().expect("fingerprint");
 
     // 2. Into the corpus, deduplicated; adding the same ticket again adds nothing.
-    let corpus = dir.path().join("corpus");
-    let o = run(
-        &[
-            "corpus",
-            "add",
-            "--ticket",
-            s(&ticket),
-            "--corpus",
-            s(&corpus),
-        ],
-        T,
-    );
+    let corpus_dir = dir.path().join("corpus");
+    let o = corpus(&["add", "--ticket", s(&ticket), "--corpus", s(&corpus_dir)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("request(s) added from ticket"), "{out}");
-    let o = run(&["corpus", "list", "--corpus", s(&corpus), "--json"], T);
+    let o = corpus(&["list", "--corpus", s(&corpus_dir), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let entries: Vec<Value> = serde_json::from_str(&stdout(&o)).expect("entries json");
     assert!(!entries.is_empty());
@@ -109,27 +76,17 @@ fn a_corpus_from_one_failing_run_catches_the_same_regressions_and_passes_a_good_
     keys.sort_unstable();
     keys.dedup();
     assert_eq!(keys.len(), entries.len(), "entries are unique");
-    let o = run(
-        &[
-            "corpus",
-            "add",
-            "--ticket",
-            s(&ticket),
-            "--corpus",
-            s(&corpus),
-        ],
-        T,
-    );
+    let o = corpus(&["add", "--ticket", s(&ticket), "--corpus", s(&corpus_dir)]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains(" 0 request(s) added"), "{}", stdout(&o));
-    let o = run(&["corpus", "list", "--corpus", s(&corpus)], T);
+    let o = corpus(&["list", "--corpus", s(&corpus_dir)]);
     assert!(stdout(&o).contains(&fingerprint[..12]), "{}", stdout(&o));
 
     // 3. The same bad candidate, with --early-stop: it fails within the corpus alone — the tape
     //    is never replayed — and the verdict names the ticket.
     let r2 = dir.path().join("r2");
-    let o = check(&bad.url, &r2, &["--corpus", s(&corpus), "--early-stop"]);
-    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let o = check(&bad.url, &r2, &["--corpus", s(&corpus_dir), "--early-stop"]);
+    assert_exit(&o, 1, "the bad build, corpus only");
     assert!(!r2.join("run").exists(), "the tape was replayed");
     let v = verdict(&r2);
     assert_eq!(v["verdict"], "fail");
@@ -176,8 +133,8 @@ fn a_corpus_from_one_failing_run_catches_the_same_regressions_and_passes_a_good_
 
     // 4. Without --early-stop the tape is still replayed after the corpus; the run fails.
     let r3 = dir.path().join("r3");
-    let o = check(&bad.url, &r3, &["--corpus", s(&corpus)]);
-    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let o = check(&bad.url, &r3, &["--corpus", s(&corpus_dir)]);
+    assert_exit(&o, 1, "the bad build, corpus then tape");
     assert!(r3.join("run").is_dir());
     assert!(
         !verdict(&r3)["corpus"]["hits"]
@@ -188,8 +145,12 @@ fn a_corpus_from_one_failing_run_catches_the_same_regressions_and_passes_a_good_
 
     // 5. A good candidate passes the corpus and the tape.
     let r4 = dir.path().join("r4");
-    let o = check(&good.url, &r4, &["--corpus", s(&corpus), "--early-stop"]);
-    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let o = check(
+        &good.url,
+        &r4,
+        &["--corpus", s(&corpus_dir), "--early-stop"],
+    );
+    assert_exit(&o, 0, "the good build");
     let v = verdict(&r4);
     assert_eq!(v["corpus"]["verdict"], "pass", "{v:#}");
     assert_eq!(v["corpus"]["hits"].as_array().map(Vec::len), Some(0));
@@ -203,41 +164,24 @@ fn a_corpus_from_one_failing_run_catches_the_same_regressions_and_passes_a_good_
 fn bad_corpus_input_is_refused_before_anything_is_sent() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Not a ticket bundle.
-    let o = run(
-        &[
-            "corpus",
-            "add",
-            "--ticket",
-            s(dir.path()),
-            "--corpus",
-            s(&dir.path().join("c")),
-        ],
-        T,
-    );
+    let o = corpus(&[
+        "add",
+        "--ticket",
+        s(dir.path()),
+        "--corpus",
+        s(&dir.path().join("c")),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not a ticket bundle"), "{}", stderr(&o));
     // A corpus that does not exist: check says so, and sends nothing (the URLs are unroutable
     // on purpose: nothing listens there).
     let tape = dir.path().join("tape");
-    let o = run(&["synth", "--out", s(&tape), "--count", "20"], T);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(
-        &[
-            "check",
-            "--tape",
-            s(&tape),
-            "--baseline",
-            "http://127.0.0.1:9",
-            "--candidate",
-            "http://127.0.0.1:9",
-            "--report",
-            s(&dir.path().join("r")),
-            "--corpus",
-            s(&dir.path().join("missing")),
-            "--quiet",
-        ],
-        T,
-    );
+    synth(&tape, &["--count", "20"]);
+    let o = Check::new(&tape, "http://127.0.0.1:9", "http://127.0.0.1:9")
+        .report(&dir.path().join("r"))
+        .flag("--corpus", dir.path().join("missing"))
+        .quiet()
+        .run();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     assert!(!dir.path().join("r").join("run").exists());
@@ -249,7 +193,7 @@ fn bad_corpus_input_is_refused_before_anything_is_sent() {
         "{\"schema_version\": 1, \"entries\": [",
     )
     .expect("write");
-    let o = run(&["corpus", "list", "--corpus", s(&c)], T);
+    let o = corpus(&["list", "--corpus", s(&c)]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("corpus.json"), "{}", stderr(&o));
 }

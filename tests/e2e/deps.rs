@@ -7,9 +7,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::util::{Engine, Received, Recorder, Reply, TestServer, free_port, run, stderr, stdout};
+use crate::util::{
+    Check, Diff, Engine, Received, Recorder, Reply, TestServer, assert_exit, free_port, read_tape,
+    stderr, stdout, verdict,
+};
 
-const T: Duration = Duration::from_secs(240);
 const ORDERS: usize = 40;
 
 /// One HTTP/1.1 POST over a fresh connection (`Connection: close`); returns (status, body).
@@ -88,9 +90,32 @@ fn app_build(pricing: SocketAddr, v2: bool, cached: bool) -> TestServer {
     })
 }
 
-fn read_json(path: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("valid JSON")
+/// A pricing service: `POST /quote {"sku":k}` answers the price `100 + k`.
+fn pricing() -> TestServer {
+    TestServer::start(|r: &Received| {
+        let q: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let sku = q["sku"].as_u64().unwrap_or(0);
+        Reply::json(format!(r#"{{"sku":{sku},"price":{}}}"#, 100 + sku))
+    })
+}
+
+/// Writes `DIR/rules.toml`: latency not judged (identical builds on a loaded machine), 10
+/// samples a route.
+fn rules(dir: &std::path::Path) -> std::path::PathBuf {
+    let rules = dir.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[settings]\nweight_latency = 0.0\nmin_samples = 10\n",
+    )
+    .expect("rules");
+    rules
+}
+
+/// `check` of the ingress tape in `dir` with the mocked dependency `mock`, writes allowed.
+fn check(dir: &std::path::Path, baseline: &str, candidate: &str, mock: &str) -> Check {
+    Check::new(dir.join("ingress"), baseline, candidate)
+        .allow_writes()
+        .mock(mock)
 }
 
 /// Records `ORDERS` orders of the service v1 (ingress tape `DIR/ingress`) and its calls to a
@@ -106,11 +131,7 @@ fn record_orders_traced_by(dir: &std::path::Path, header: Option<&str>) {
     let p = |name: &str| dir.join(name);
     let trace_args: Vec<&str> = header.map_or(Vec::new(), |h| vec!["--trace-header", h]);
     // Record: pricing behind a recorder (egress), the service v1 behind another (ingress).
-    let pricing = TestServer::start(|r: &Received| {
-        let q: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-        let sku = q["sku"].as_u64().unwrap_or(0);
-        Reply::json(format!(r#"{{"sku":{sku},"price":{}}}"#, 100 + sku))
-    });
+    let pricing = pricing();
     let egress = Recorder::builder(&pricing.url())
         .tape(&p("deps"))
         .args(&["--source", "pricing"])
@@ -167,33 +188,13 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
     let mock_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let v1 = app(mock_addr, false);
     let v2 = app(mock_addr, true);
-    let rules = p("rules.toml");
-    std::fs::write(
-        &rules,
-        "[settings]\nweight_latency = 0.0\nmin_samples = 10\n",
-    )
-    .expect("rules");
+    let rules = rules(dir.path());
     let report = p("report");
     let mock = format!("pricing={}@{mock_addr}", s(&p("deps")));
-    let o = run(
-        &[
-            "check",
-            "--tape",
-            &s(&p("ingress")),
-            "--baseline",
-            &v1.url(),
-            "--candidate",
-            &v2.url(),
-            "--allow-writes",
-            "--mock",
-            &mock,
-            "--rules",
-            &s(&rules),
-            "--report",
-            &s(&report),
-        ],
-        T,
-    );
+    let check1 = check(dir.path(), &v1.url(), &v2.url(), &mock)
+        .rules(&rules)
+        .report(&report);
+    let o = check1.run();
     let (out, err) = (stdout(&o), stderr(&o));
     // Same answers (the mock served each build its trace's recorded price), but more calls:
     // marginal, exit 0.
@@ -206,7 +207,7 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
         )),
         "{out}"
     );
-    let verdict = read_json(&report.join("verdict.json"));
+    let verdict = check1.verdict();
     assert_eq!(verdict["verdict"], "marginal", "{:#}", verdict["reasons"]);
     let route = verdict["routes"]
         .as_array()
@@ -265,7 +266,7 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
     assert!(html.contains("<h2>Dependencies</h2>") && html.contains("more-calls"));
     assert!(out.contains("1 changed dependency call(s)"), "{out}");
     // Every call the mock got is on its calls tape, under the report directory.
-    let calls = crate::util::read_tape(&report.join("mocks/pricing"));
+    let calls = read_tape(&report.join("mocks/pricing"));
     assert_eq!(calls.len(), 4 * ORDERS);
     assert!(calls.iter().all(|e| e.target.as_deref() == Some("mock")));
 
@@ -275,40 +276,21 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
         s(&p("deps")),
         s(&report.join("mocks/pricing"))
     );
-    let rejudged = p("rejudged");
-    let o = run(
-        &[
-            "diff",
-            "--run",
-            &s(&report.join("run")),
-            "--noise",
-            "secondary",
-            "--rules",
-            &s(&rules),
-            "--dependency",
-            &dep,
-            "--report",
-            &s(&rejudged),
-        ],
-        T,
-    );
-    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
-    let again = read_json(&rejudged.join("verdict.json"));
+    let rejudged = Diff::of(&report.join("run"))
+        .args(["--noise", "secondary"])
+        .rules(&rules)
+        .flag("--dependency", &dep)
+        .report(&p("rejudged"));
+    assert_exit(&rejudged.run(), 0, "diff --dependency");
+    let again = rejudged.verdict();
     assert_eq!(again["verdict"], "marginal");
     assert_eq!(
         again["dependencies"]["routes"],
         verdict["dependencies"]["routes"]
     );
-    let o = run(
-        &[
-            "diff",
-            "--run",
-            &s(&report.join("run")),
-            "--dependency",
-            "pricing",
-        ],
-        T,
-    );
+    let o = Diff::of(&report.join("run"))
+        .args(["--dependency", "pricing"])
+        .run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--dependency"), "{}", stderr(&o));
 
@@ -316,29 +298,13 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
     // makes the marginal build above fail, this one passes.
     let v1b = app(mock_addr, false);
     let report2 = p("report2");
-    let o = run(
-        &[
-            "check",
-            "--tape",
-            &s(&p("ingress")),
-            "--baseline",
-            &v1.url(),
-            "--candidate",
-            &v1b.url(),
-            "--allow-writes",
-            "--mock",
-            &mock,
-            "--rules",
-            &s(&rules),
-            "--report",
-            &s(&report2),
-            "--strict",
-            "--quiet",
-        ],
-        T,
-    );
-    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
-    let verdict = read_json(&report2.join("verdict.json"));
+    let check2 = check(dir.path(), &v1.url(), &v1b.url(), &mock)
+        .rules(&rules)
+        .report(&report2)
+        .arg("--strict")
+        .quiet();
+    assert_exit(&check2.run(), 0, "the good build");
+    let verdict = check2.verdict();
     assert_eq!(verdict["verdict"], "pass", "{:#}", verdict["reasons"]);
     assert_eq!(verdict["dependencies"]["changes"], 0);
     let c = &verdict["dependencies"]["routes"][0]["calls"][0];
@@ -348,11 +314,11 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
     );
     // Replayed through the mock, a deterministic build answers byte for byte what the recording
     // holds (issue 15's "done when"), for every order.
-    let recorded: std::collections::HashMap<_, _> = crate::util::read_tape(&p("ingress"))
+    let recorded: std::collections::HashMap<_, _> = read_tape(&p("ingress"))
         .into_iter()
         .map(|e| (e.id, e.resp_body))
         .collect();
-    let answers: Vec<_> = crate::util::read_tape(&report2.join("run"))
+    let answers: Vec<_> = read_tape(&report2.join("run"))
         .into_iter()
         .filter(|e| e.target.as_deref() == Some("candidate"))
         .collect();
@@ -373,22 +339,10 @@ fn issue_15_check_with_a_mocked_dependency_reports_the_new_calls_of_the_candidat
         "=deps@127.0.0.1:1",
         "pricing=deps@nowhere",
     ] {
-        let o = run(
-            &[
-                "check",
-                "--tape",
-                &s(&p("ingress")),
-                "--baseline",
-                &v1.url(),
-                "--candidate",
-                &v1b.url(),
-                "--mock",
-                bad,
-                "--report",
-                &s(&p("bad")),
-            ],
-            T,
-        );
+        let o = Check::new(p("ingress"), &v1.url(), &v1b.url())
+            .mock(bad)
+            .report(&p("bad"))
+            .run();
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
         assert!(stderr(&o).contains("--mock"), "{bad}: {}", stderr(&o));
     }
@@ -409,42 +363,21 @@ fn issue_15_check_chaos_reports_per_fault_whether_the_candidate_degraded_gracefu
         "[[fault]]\nroute = \"POST /quote\"\nstatus = 503\nrate = 1.0\n",
     )
     .expect("faults");
-    let rules = p("rules.toml");
-    std::fs::write(
-        &rules,
-        "[settings]\nweight_latency = 0.0\nmin_samples = 10\n",
-    )
-    .expect("rules");
+    let rules = rules(dir.path());
     let mock_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let mock = format!("pricing={}@{mock_addr}", s(&p("deps")));
     let v1 = app(mock_addr, false);
     for (name, cached, outcome) in [("plain", false, "degraded"), ("cached", true, "graceful")] {
         let candidate = app_build(mock_addr, false, cached);
         let report = p(name);
-        let o = run(
-            &[
-                "check",
-                "--tape",
-                &s(&p("ingress")),
-                "--baseline",
-                &v1.url(),
-                "--candidate",
-                &candidate.url(),
-                "--allow-writes",
-                "--mock",
-                &mock,
-                "--chaos",
-                &s(&faults),
-                "--rules",
-                &s(&rules),
-                "--report",
-                &s(&report),
-            ],
-            T,
-        );
+        let o = check(dir.path(), &v1.url(), &candidate.url(), &mock)
+            .flag("--chaos", &faults)
+            .rules(&rules)
+            .report(&report)
+            .run();
         let (out, err) = (stdout(&o), stderr(&o));
         assert_eq!(o.status.code(), Some(0), "{name}: {out}\n{err}");
-        let verdict = read_json(&report.join("verdict.json"));
+        let verdict = verdict(&report);
         assert_eq!(
             verdict["verdict"], "pass",
             "{name}: {:#}",
@@ -489,7 +422,7 @@ fn issue_15_check_chaos_reports_per_fault_whether_the_candidate_degraded_gracefu
         let html = std::fs::read_to_string(report.join("report.html")).expect("report.html");
         assert!(html.contains("<h2>Chaos"));
         // Every faulted call is on the chaos calls tape.
-        let calls = crate::util::read_tape(&report.join("chaos/mocks/pricing"));
+        let calls = read_tape(&report.join("chaos/mocks/pricing"));
         assert_eq!(calls.len(), ORDERS);
         assert!(
             calls
@@ -498,20 +431,9 @@ fn issue_15_check_chaos_reports_per_fault_whether_the_candidate_degraded_gracefu
         );
     }
     // --chaos without --mock is a usage error.
-    let o = run(
-        &[
-            "check",
-            "--tape",
-            &s(&p("ingress")),
-            "--baseline",
-            &v1.url(),
-            "--candidate",
-            &v1.url(),
-            "--chaos",
-            &s(&faults),
-        ],
-        T,
-    );
+    let o = Check::new(p("ingress"), &v1.url(), &v1.url())
+        .flag("--chaos", &faults)
+        .run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
@@ -525,7 +447,7 @@ fn issue_15_check_mocks_dependencies_traced_by_another_header() {
     let p = |name: &str| dir.path().join(name);
     let s = |path: &std::path::Path| path.to_str().expect("utf-8").to_owned();
     record_orders_traced_by(dir.path(), Some("x-request-id"));
-    let recorded = crate::util::read_tape(&p("deps"));
+    let recorded = read_tape(&p("deps"));
     assert!(recorded.iter().all(|e| {
         e.trace_id
             .as_deref()
@@ -533,46 +455,20 @@ fn issue_15_check_mocks_dependencies_traced_by_another_header() {
     }));
     let mock_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     // The baseline answers from elsewhere (a pricing of its own); only the candidate calls the mock.
-    let own_pricing = TestServer::start(|r: &Received| {
-        let q: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-        let sku = q["sku"].as_u64().unwrap_or(0);
-        Reply::json(format!(r#"{{"sku":{sku},"price":{}}}"#, 100 + sku))
-    });
+    let own_pricing = pricing();
     let v1 = app(own_pricing.addr, false);
     let v2 = app(mock_addr, true);
-    let rules = p("rules.toml");
-    std::fs::write(
-        &rules,
-        "[settings]\nweight_latency = 0.0\nmin_samples = 10\n",
-    )
-    .expect("rules");
+    let rules = rules(dir.path());
     let report = p("report");
     let mock = format!("pricing={}@{mock_addr}", s(&p("deps")));
-    let o = run(
-        &[
-            "check",
-            "--tape",
-            &s(&p("ingress")),
-            "--baseline",
-            &v1.url(),
-            "--candidate",
-            &v2.url(),
-            "--no-noise-target",
-            "--allow-writes",
-            "--mock",
-            &mock,
-            "--mock-trace-header",
-            "X-Request-Id",
-            "--rules",
-            &s(&rules),
-            "--report",
-            &s(&report),
-            "--quiet",
-        ],
-        T,
-    );
-    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
-    let verdict = read_json(&report.join("verdict.json"));
+    let check = check(dir.path(), &v1.url(), &v2.url(), &mock)
+        .arg("--no-noise-target")
+        .args(["--mock-trace-header", "X-Request-Id"])
+        .rules(&rules)
+        .report(&report)
+        .quiet();
+    assert_exit(&check.run(), 0, "traced by x-request-id");
+    let verdict = check.verdict();
     let d = &verdict["dependencies"]["dependencies"][0];
     assert_eq!(
         (&d["attribution"], &d["candidate_calls"]),
@@ -593,7 +489,7 @@ fn issue_15_check_mocks_dependencies_traced_by_another_header() {
         )
     );
     // Served per trace: no call borrowed another order's recorded price.
-    let calls = crate::util::read_tape(&report.join("mocks/pricing"));
+    let calls = read_tape(&report.join("mocks/pricing"));
     assert!(calls.iter().all(|c| {
         c.trace_id
             .as_deref()

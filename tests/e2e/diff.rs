@@ -2,18 +2,13 @@
 //! loop replay → diff against in-test servers.
 
 use std::path::Path;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tapedeck_storage::{Exchange, Header, TapeWriter, WhenFull, now_us};
 
-use crate::util::{Reply, TestServer, run, stderr, stdout};
-
-const T: Duration = Duration::from_secs(120);
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use crate::util::{
+    Check, Cli, Diff, Replay, Reply, TestServer, assert_exit, stderr, stdout, synth, verdict,
+};
 
 /// Writes a run as replay does: for each of `n` origins on two routes, one result per target.
 /// `body(route, i, target)` gives the JSON body.
@@ -71,11 +66,6 @@ fn noisy(path: &str, i: usize, renamed: bool) -> String {
     }
 }
 
-fn verdict(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("verdict.json")).expect("verdict.json");
-    serde_json::from_str(&text).expect("verdict.json is JSON")
-}
-
 #[test]
 fn a_renamed_field_fails_with_exit_1_and_reports_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -86,31 +76,13 @@ fn a_renamed_field_fails_with_exit_1_and_reports_it() {
         &["baseline", "secondary", "candidate"],
         &|p, i, t| noisy(p, i, t == "candidate"),
     );
-    let out = run(
-        &[
-            "diff",
-            "--run",
-            s(&runp),
-            "--noise",
-            "secondary",
-            "--report",
-            s(&report),
-            "--baseline-version",
-            "v1",
-            "--candidate-version",
-            "v2",
-            "--color",
-            "never",
-        ],
-        T,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = Diff::of(&runp)
+        .args(["--noise", "secondary"])
+        .report(&report)
+        .args(["--baseline-version", "v1", "--candidate-version", "v2"])
+        .args(["--color", "never"])
+        .run();
+    assert_exit(&out, 1, "the renamed field");
     let text = stdout(&out);
     assert!(
         text.contains("FAIL") && text.contains("GET /api/users/{id}"),
@@ -184,25 +156,11 @@ fn noise_only_passes_and_learned_rules_round_trip() {
     write_run(&runp, 30, &["baseline", "candidate"], &|p, i, _| {
         noisy(p, i, false)
     });
-    let out = run(
-        &[
-            "diff",
-            "--run",
-            s(&runp),
-            "--report",
-            s(&report),
-            "--write-rules",
-            s(&rules),
-        ],
-        T,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = Diff::of(&runp)
+        .report(&report)
+        .flag("--write-rules", &rules)
+        .run();
+    assert_exit(&out, 0, "noise only");
     let v = verdict(&report);
     assert_eq!(v["verdict"], "pass");
     assert_eq!(v["rollback"], false);
@@ -210,10 +168,7 @@ fn noise_only_passes_and_learned_rules_round_trip() {
     let learned = std::fs::read_to_string(&rules).expect("learned rules");
     assert!(learned.contains("$.request_id"), "{learned}");
 
-    let out = run(
-        &["diff", "--run", s(&runp), "--rules", s(&rules), "--json"],
-        T,
-    );
+    let out = Diff::of(&runp).rules(&rules).arg("--json").run();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("--json");
     assert_eq!(v["noise_candidates"].as_array().expect("noise").len(), 0);
@@ -227,18 +182,13 @@ fn too_few_samples_is_inconclusive_exit_3() {
     write_run(&runp, 5, &["baseline", "candidate"], &|p, i, _| {
         noisy(p, i, false)
     });
-    let out = run(&["diff", "--run", s(&runp)], T);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let diff = Diff::of(&runp);
+    let out = diff.run();
+    assert_exit(&out, 3, "too few samples");
     assert!(stdout(&out).contains("INCONCLUSIVE"));
-    let out = run(&["diff", "--run", s(&runp), "--inconclusive-as", "fail"], T);
+    let out = diff.clone().args(["--inconclusive-as", "fail"]).run();
     assert_eq!(out.status.code(), Some(1));
-    let out = run(&["diff", "--run", s(&runp), "--inconclusive-as", "pass"], T);
+    let out = diff.args(["--inconclusive-as", "pass"]).run();
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -250,27 +200,28 @@ fn usage_and_input_errors_exit_2_with_a_clear_message() {
         noisy(p, i, false)
     });
 
-    let out = run(&["diff", "--run", s(&runp), "--candidate", "canary"], T);
+    let diff = Diff::of(&runp);
+    let out = diff.clone().args(["--candidate", "canary"]).run();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("\"canary\""), "{}", stderr(&out));
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[settings]\nmin_sampels = 3\n").expect("write rules");
-    let out = run(&["diff", "--run", s(&runp), "--rules", s(&bad)], T);
+    let out = diff.clone().rules(&bad).run();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("min_sampels"), "{}", stderr(&out));
 
-    let out = run(&["diff", "--run", s(&runp), "--slo", "GET /x p95 300"], T);
+    let out = diff.args(["--slo", "GET /x p95 300"]).run();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--slo"), "{}", stderr(&out));
 
     let garbage = dir.path().join("garbage.parquet");
     std::fs::write(&garbage, b"not a parquet file at all").expect("write garbage");
-    let out = run(&["diff", "--run", s(&garbage)], T);
+    let out = Diff::of(&garbage).run();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("garbage.parquet"), "{}", stderr(&out));
 
-    let out = run(&["diff", "--run", s(&dir.path().join("missing"))], T);
+    let out = Diff::of(&dir.path().join("missing")).run();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -327,56 +278,20 @@ fn replay_then_diff_finds_the_renamed_field_only() {
         TestServer::start(handler(false)),
         TestServer::start(handler(true)),
     );
-    let targets = [
-        format!("baseline={}", base.url()),
-        format!("secondary={}", sec.url()),
-        format!("candidate={}", cand.url()),
-    ];
-    let out = run(
-        &[
-            "replay",
-            "--tape",
-            s(&tape),
-            "--out",
-            s(&runp),
-            "--target",
-            &targets[0],
-            "--target",
-            &targets[1],
-            "--target",
-            &targets[2],
-            "--speed",
-            "20",
-            "--quiet",
-        ],
-        T,
-    );
-    assert!(
-        out.status.success(),
-        "replay: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = Replay::new(&tape)
+        .out(&runp)
+        .target("baseline", &base.url())
+        .target("secondary", &sec.url())
+        .target("candidate", &cand.url())
+        .args(["--speed", "20", "--quiet"])
+        .run();
+    assert_exit(&out, 0, "replay");
 
-    let out = run(
-        &[
-            "diff",
-            "--run",
-            s(&runp),
-            "--noise",
-            "secondary",
-            "--report",
-            s(&report),
-        ],
-        T,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = Diff::of(&runp)
+        .args(["--noise", "secondary"])
+        .report(&report)
+        .run();
+    assert_exit(&out, 1, "the renamed field");
     let v = verdict(&report);
     assert_eq!(v["counts"]["paired"], 60);
     assert_eq!(v["counts"]["with_noise"], 60);
@@ -416,30 +331,17 @@ fn canary_mode_compares_two_tapes_without_pairing() {
     write_run(&a, 30, &["baseline", "candidate"], &|p, i, _| {
         noisy(p, i, false)
     });
-    let out = run(
-        &[
-            "diff",
-            "--baseline-tape",
-            s(&a),
-            "--candidate-tape",
-            s(&a),
-            "--report",
-            s(&report),
-        ],
-        T,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = Cli::new("diff")
+        .flag("--baseline-tape", &a)
+        .flag("--candidate-tape", &a)
+        .flag("--report", &report)
+        .run();
+    assert_exit(&out, 0, "canary mode");
     let v = verdict(&report);
     assert_eq!(v["verdict"], "pass");
     assert_eq!(v["counts"]["paired"], 0);
     assert_eq!(v["counts"]["rows"], 120);
-    let out = run(&["diff", "--candidate-tape", s(&a)], T);
+    let out = Cli::new("diff").flag("--candidate-tape", &a).run();
     assert_eq!(out.status.code(), Some(2), "needs --baseline-tape");
 }
 
@@ -451,37 +353,15 @@ fn a_damaged_file_in_the_run_is_an_error_unless_skipped() {
         noisy(p, i, false)
     });
     std::fs::write(runp.join("zz-damaged.parquet"), b"PAR1 this is not parquet").expect("write");
-    let out = run(&["diff", "--run", s(&runp)], T);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = Diff::of(&runp).run();
+    assert_exit(&out, 2, "a damaged file");
     assert!(
         stderr(&out).contains("zz-damaged.parquet"),
         "{}",
         stderr(&out)
     );
-    let out = run(
-        &[
-            "diff",
-            "--run",
-            s(&runp),
-            "--skip-corrupt",
-            "--report",
-            s(&report),
-        ],
-        T,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = Diff::of(&runp).arg("--skip-corrupt").report(&report).run();
+    assert_exit(&out, 0, "--skip-corrupt");
     let v = verdict(&report);
     assert_eq!(v["counts"]["paired"], 50);
     let skipped = v["skipped_files"].as_array().expect("skipped");
@@ -547,20 +427,11 @@ fn codings_listed_in_several_headers_decode_like_the_recorder_stores_them() {
         }
     }
     w.close().expect("close run");
-    let out = run(
-        &[
-            "diff",
-            "--run",
-            s(&runp),
-            "--noise",
-            "secondary",
-            "--report",
-            s(&report),
-            "--color",
-            "never",
-        ],
-        T,
-    );
+    let out = Diff::of(&runp)
+        .args(["--noise", "secondary"])
+        .report(&report)
+        .args(["--color", "never"])
+        .run();
     let v = verdict(&report);
     let text = serde_json::to_string(&v["routes"]).expect("json");
     assert!(
@@ -599,27 +470,12 @@ fn issue_17_scores_percentiles_and_colors_print_as_a_user_expects() {
     });
     let rules = dir.path().join("rules.toml");
     std::fs::write(&rules, "[settings]\nmin_samples = 40\n").expect("rules");
-    let out = run(
-        &[
-            "diff",
-            "--run",
-            s(&runp),
-            "--rules",
-            s(&rules),
-            "--report",
-            s(&report),
-            "--color",
-            "never",
-        ],
-        T,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = Diff::of(&runp)
+        .rules(&rules)
+        .report(&report)
+        .args(["--color", "never"])
+        .run();
+    assert_exit(&out, 1, "the renamed field");
     let text = stdout(&out);
     assert!(text.contains("score: 0 "), "{text}");
     assert!(!text.contains("-0"), "a negative zero is printed:\n{text}");
@@ -658,28 +514,15 @@ fn issue_17_scores_percentiles_and_colors_print_as_a_user_expects() {
 
     // `check` takes the same --color flag as `diff`.
     let tape = dir.path().join("tape");
-    let o = run(&["synth", "--out", s(&tape), "--count", "60"], T);
-    assert!(o.status.success(), "{}", stderr(&o));
+    synth(&tape, &["--count", "60"]);
     let server = || TestServer::start(|r| Reply::json(format!("{{\"path\":\"{}\"}}", r.uri)));
     let (b, c) = (server(), server());
     for (when, colored) in [("always", true), ("never", false)] {
-        let o = run(
-            &[
-                "check",
-                "--tape",
-                s(&tape),
-                "--baseline",
-                &b.url(),
-                "--candidate",
-                &c.url(),
-                "--report",
-                s(&dir.path().join(format!("check-{when}"))),
-                "--quiet",
-                "--color",
-                when,
-            ],
-            T,
-        );
+        let o = Check::new(&tape, &b.url(), &c.url())
+            .report(&dir.path().join(format!("check-{when}")))
+            .quiet()
+            .args(["--color", when])
+            .run();
         let code = o.status.code();
         assert!(
             code == Some(0) || code == Some(3),

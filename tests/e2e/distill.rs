@@ -2,41 +2,22 @@
 //! catches every regression the demo planted. Real binary; the demo's sample API runs as
 //! `tapedeck sample-api` processes on loopback ports picked by the OS, stopped by PID.
 
-use std::time::Duration;
-
-use crate::util::{SampleApi, run, stderr, stdout};
-
-const T: Duration = Duration::from_secs(240);
+use crate::util::{Check, Cli, SampleApi, assert_exit, demo, stderr, stdout};
 
 #[test]
 fn a_distilled_demo_tape_catches_the_planted_regressions() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let demo = dir.path().join("demo");
-    let o = run(
-        &[
-            "demo",
-            "--candidate-build",
-            "good",
-            "--requests",
-            "1500",
-            "--out",
-            demo.to_str().expect("utf-8"),
-        ],
-        T,
+    let demo_dir = dir.path().join("demo");
+    demo(
+        &demo_dir,
+        &["--candidate-build", "good", "--requests", "1500"],
     );
-    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
-    let tape = demo.join("tape");
+    let tape = demo_dir.join("tape");
     let small = dir.path().join("small");
-    let o = run(
-        &[
-            "distill",
-            "--tape",
-            tape.to_str().expect("utf-8"),
-            "--out",
-            small.to_str().expect("utf-8"),
-        ],
-        T,
-    );
+    let distill = Cli::new("distill")
+        .flag("--tape", &tape)
+        .flag("--out", &small);
+    let o = distill.run();
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     // "distilled N of 1,500 exchanges (x %) into …" and the coverage line.
@@ -57,16 +38,7 @@ fn a_distilled_demo_tape_catches_the_planted_regressions() {
         "time order kept"
     );
     // Refuses to overwrite a tape.
-    let again = run(
-        &[
-            "distill",
-            "--tape",
-            tape.to_str().expect("utf-8"),
-            "--out",
-            small.to_str().expect("utf-8"),
-        ],
-        T,
-    );
+    let again = distill.run();
     assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
 
     // The distilled tape against the demo's bad build: all three planted regressions.
@@ -77,32 +49,14 @@ fn a_distilled_demo_tape_catches_the_planted_regressions() {
     );
     let rules = dir.path().join("rules.toml");
     std::fs::write(&rules, "[settings]\nmin_shift_ms = 50.0\n").expect("rules");
-    let report = dir.path().join("report");
-    let o = run(
-        &[
-            "check",
-            "--tape",
-            small.to_str().expect("utf-8"),
-            "--baseline",
-            &v1.url,
-            "--secondary",
-            &v1b.url,
-            "--candidate",
-            &bad.url,
-            "--rules",
-            rules.to_str().expect("utf-8"),
-            "--report",
-            report.to_str().expect("utf-8"),
-            "--allow-same-host",
-            "--quiet",
-        ],
-        T,
-    );
-    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(report.join("verdict.json")).expect("verdict"),
-    )
-    .expect("json");
+    let check = Check::new(&small, &v1.url, &bad.url)
+        .secondary(&v1b.url)
+        .rules(&rules)
+        .report(&dir.path().join("report"))
+        .arg("--allow-same-host")
+        .quiet();
+    assert_exit(&check.run(), 1, "the bad build");
+    let v = check.verdict();
     let failed: Vec<(String, Vec<String>)> = v["routes"]
         .as_array()
         .expect("routes")

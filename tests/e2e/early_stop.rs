@@ -2,19 +2,13 @@
 //! verdict is decided. Real binary, real servers on loopback; every planted latency effect is
 //! ≥ 50 ms and the judge's "much slower" floor is 50 ms, so a loaded machine cannot decide them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::util::{Reply, TestServer, run, stderr, stdout};
+use crate::util::{Check, Reply, TestServer, stderr, stdout, synth};
 
-const T: Duration = Duration::from_secs(240);
 /// The paginated route of a synth tape, as the judge keys it.
 const PAGES: &str = "GET /api/users?page&per_page";
-
-fn read_json(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("valid JSON")
-}
 
 /// A JSON API echoing the request path; `slow_pages` adds 200 ms to the paginated route (a
 /// ≥ 10× slowdown of a route answering in about a millisecond), `renamed` renames a field of
@@ -38,8 +32,8 @@ fn server(slow_pages: bool, renamed: bool) -> TestServer {
 struct Setup {
     _dir: tempfile::TempDir,
     root: PathBuf,
-    tape: String,
-    rules: String,
+    tape: PathBuf,
+    rules: PathBuf,
 }
 
 /// A synthetic tape of 1,200 exchanges (about 1,050 GETs) and rules whose latency floor is
@@ -47,12 +41,8 @@ struct Setup {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
-    let tape = root.join("tape").display().to_string();
-    let o = run(
-        &["synth", "--out", &tape, "--count", "1200", "--seed", "16"],
-        T,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let tape = root.join("tape");
+    synth(&tape, &["--count", "1200", "--seed", "16"]);
     let rules = root.join("rules.toml");
     std::fs::write(
         &rules,
@@ -63,7 +53,7 @@ fn setup() -> Setup {
         _dir: dir,
         root,
         tape,
-        rules: rules.display().to_string(),
+        rules,
     }
 }
 
@@ -76,34 +66,18 @@ impl Setup {
         candidate: &TestServer,
         extra: &[&str],
     ) -> (Option<i32>, serde_json::Value, String) {
-        let report = self.root.join(name);
-        let (b, c) = (baseline.url(), candidate.url());
-        let mut args = vec![
-            "check",
-            "--tape",
-            &self.tape,
-            "--baseline",
-            &b,
-            "--candidate",
-            &c,
-            "--rules",
-            &self.rules,
-            "--report",
-            report.to_str().expect("utf-8"),
-        ];
-        args.extend_from_slice(extra);
-        let o = run(&args, T);
+        let check = Check::new(&self.tape, &baseline.url(), &candidate.url())
+            .rules(&self.rules)
+            .report(&self.root.join(name))
+            .args(extra);
+        let o = check.run();
         let out = stdout(&o);
         assert!(
-            report.join("verdict.json").is_file(),
+            check.report_dir().join("verdict.json").is_file(),
             "{name}: no verdict\n{out}\n{}",
             stderr(&o)
         );
-        (
-            o.status.code(),
-            read_json(&report.join("verdict.json")),
-            out,
-        )
+        (o.status.code(), check.verdict(), out)
     }
 }
 
@@ -243,25 +217,11 @@ fn early_stop_catches_a_changed_response() {
 fn early_stop_refuses_a_bad_alpha() {
     let s = setup();
     let baseline = server(false, false);
-    let report = s.root.join("bad-alpha");
     let b = baseline.url();
-    let o = run(
-        &[
-            "check",
-            "--tape",
-            &s.tape,
-            "--baseline",
-            &b,
-            "--candidate",
-            &b,
-            "--early-stop",
-            "--alpha",
-            "1.5",
-            "--report",
-            report.to_str().expect("utf-8"),
-        ],
-        T,
-    );
+    let o = Check::new(&s.tape, &b, &b)
+        .args(["--early-stop", "--alpha", "1.5"])
+        .report(&s.root.join("bad-alpha"))
+        .run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("alpha"), "{}", stderr(&o));
     assert!(baseline.requests().is_empty());

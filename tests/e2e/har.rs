@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use crate::util::{run, stderr, stdout};
+use crate::util::{run, stderr, stdout, synth};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -334,11 +334,7 @@ fn export_of_a_synthetic_tape_is_har() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
     let har = dir.path().join("synth.har");
-    let out = run(
-        &["synth", "--out", tape.to_str().unwrap(), "--count", "400"],
-        T,
-    );
-    assert!(out.status.success(), "synth failed: {}", stderr(&out));
+    synth(&tape, &["--count", "400"]);
     let out = run(
         &[
             "export-har",

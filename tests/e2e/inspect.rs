@@ -11,11 +11,7 @@ fn inspect_counts_a_synthetic_tape() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
     let tape_s = tape.to_str().expect("utf-8 path");
-    let out = run(
-        &["synth", "--out", tape_s, "--count", "2500", "--seed", "7"],
-        T,
-    );
-    assert!(out.status.success(), "synth failed: {}", stderr(&out));
+    crate::util::synth(&tape, &["--count", "2500", "--seed", "7"]);
 
     let out = run(&["inspect", "--json", tape_s], T);
     assert!(out.status.success(), "inspect failed: {}", stderr(&out));
@@ -67,11 +63,7 @@ fn duckdb_reads_sealed_tapes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
     let tape_s = tape.to_str().expect("utf-8 path");
-    let out = run(
-        &["synth", "--out", tape_s, "--count", "3000", "--seed", "11"],
-        T,
-    );
-    assert!(out.status.success(), "synth failed: {}", stderr(&out));
+    crate::util::synth(&tape, &["--count", "3000", "--seed", "11"]);
 
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     for ex in generate(&SynthConfig {

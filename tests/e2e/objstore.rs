@@ -12,7 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    Engine, Proc, Recorder, Reply, TestServer, curl, free_port, tapedeck, wait_for_port, wait_until,
+    Engine, Proc, Recorder, Reply, TestServer, curl, free_port, synth, tapedeck, wait_for_port,
+    wait_until,
 };
 
 const STARTUP: Duration = Duration::from_secs(60);
@@ -503,17 +504,7 @@ fn issue_17_http_endpoint_without_allow_http_fails_at_once_naming_the_fix() {
     let endpoint = format!("http://127.0.0.1:{}", free_port());
     let spool = tmp.path().join("spool");
     let local = tmp.path().join("local-tape");
-    let synth = crate::util::run(
-        &[
-            "synth",
-            "--out",
-            local.to_str().expect("utf-8"),
-            "--count",
-            "20",
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(synth.status.success(), "synth: {}", text(&synth));
+    synth(&local, &["--count", "20"]);
     let listen = format!("127.0.0.1:{}", free_port());
     let runs: [&[&str]; 3] = [
         &["inspect", "s3://tapes/svc/tape"],
@@ -570,17 +561,7 @@ fn issue_17_replay_never_mixes_runs_in_object_storage() {
     let endpoint = moto.url();
     let spool = tmp.path().join("spool");
     let tape = tmp.path().join("tape");
-    let o = crate::util::run(
-        &[
-            "synth",
-            "--out",
-            tape.to_str().expect("utf-8"),
-            "--count",
-            "20",
-        ],
-        STOP,
-    );
-    assert!(o.status.success(), "synth: {}", text(&o));
+    synth(&tape, &["--count", "20"]);
     let target = upstream();
     let sent = || {
         target

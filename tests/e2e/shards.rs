@@ -4,18 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{Received, Reply, TestServer, run, stderr, stdout, tapedeck};
+use crate::util::{Diff, Received, Replay, Reply, TestServer, assert_exit, synth};
 
 const T: Duration = Duration::from_secs(180);
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 /// Deterministic answers (they depend on the request only); the candidate renames `name` to
 /// `full_name` on `GET /api/users/{id}` and fails with 500 on products whose id ends in 7.
@@ -37,40 +32,14 @@ fn handler(renamed: bool) -> impl Fn(&Received) -> Reply + Send + Sync + 'static
     }
 }
 
-fn replay_args<'a>(tape: &'a str, out: &'a str, base: &'a str, cand: &'a str) -> Vec<&'a str> {
-    vec![
-        "replay",
-        "--tape",
-        tape,
-        "--out",
-        out,
-        "--target",
-        base,
-        "--target",
-        cand,
-        "--max",
-        "--concurrency",
-        "8",
-        "--quiet",
-    ]
-}
-
 fn diff(runs: &[&Path], report: &Path) -> Value {
-    let mut args = vec!["diff"];
-    for r in runs {
-        args.extend(["--run", s(r)]);
-    }
-    args.extend(["--report", s(report)]);
-    let out = run(&args, T);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "diff should fail on the renamed field\n{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    serde_json::from_slice(&std::fs::read(report.join("verdict.json")).expect("verdict.json"))
-        .expect("verdict.json is JSON")
+    let diff = runs[1..]
+        .iter()
+        .fold(Diff::of(runs[0]), |d, r| d.and(r))
+        .report(report)
+        .timeout(T);
+    assert_exit(&diff.run(), 1, "diff should fail on the renamed field");
+    diff.verdict()
 }
 
 /// What must not depend on timing: verdict, counts, per-route counts, response and error checks,
@@ -129,64 +98,48 @@ fn timing_free(v: &Value) -> Value {
 fn three_shards_judge_like_one_replay() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
-    let out = run(
-        &["synth", "--out", s(&tape), "--count", "900", "--seed", "9"],
-        T,
-    );
-    assert!(out.status.success(), "synth: {}", stderr(&out));
+    synth(&tape, &["--count", "900", "--seed", "9"]);
 
     let (base, cand) = (
         TestServer::start(handler(false)),
         TestServer::start(handler(true)),
     );
-    let base_t = format!("baseline={}", base.url());
-    let cand_t = format!("candidate={}", cand.url());
+    let replay = Replay::new(&tape)
+        .target("baseline", &base.url())
+        .target("candidate", &cand.url())
+        .max()
+        .args(["--concurrency", "8", "--quiet"])
+        .timeout(T);
 
     // Three shard workers, in parallel, each killed by PID if it overruns.
     let shard_dirs: Vec<_> = (0..3).map(|k| dir.path().join(format!("s{k}"))).collect();
-    let mut children = Vec::new();
+    let mut shards = Vec::new();
     for (k, out_dir) in shard_dirs.iter().enumerate() {
-        let shard = format!("{k}/3");
-        let mut args = replay_args(s(&tape), s(out_dir), &base_t, &cand_t);
-        args.extend(["--shard", &shard]);
-        let child = tapedeck()
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn shard");
-        children.push(child);
+        let logs = dir.path().join(format!("logs-s{k}"));
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let shard = replay
+            .clone()
+            .out(out_dir)
+            .flag("--shard", format!("{k}/3"));
+        shards.push((shard.start(&logs), logs));
     }
     let deadline = Instant::now() + T;
-    for (k, mut child) in children.into_iter().enumerate() {
-        loop {
-            if child.try_wait().expect("wait shard").is_some() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                panic!("shard {k} did not finish in time");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().expect("shard output");
+    for (k, (mut shard, logs)) in shards.into_iter().enumerate() {
+        let status = shard
+            .wait_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|| panic!("shard {k} did not finish in time"));
+        let log = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
         assert!(
-            out.status.success(),
+            status.success(),
             "shard {k}: {}{}",
-            stdout(&out),
-            stderr(&out)
+            log("tapedeck.stdout"),
+            log("tapedeck.stderr")
         );
     }
 
     // The whole tape in one process.
     let single = dir.path().join("single");
-    let out = run(&replay_args(s(&tape), s(&single), &base_t, &cand_t), T);
-    assert!(
-        out.status.success(),
-        "single: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_exit(&replay.out(&single).run(), 0, "single");
 
     let shard_refs: Vec<&Path> = shard_dirs.iter().map(|p| p.as_path()).collect();
     let merged = diff(&shard_refs, &dir.path().join("report-merged"));

@@ -1,40 +1,27 @@
 //! `tapedeck ticket` and `tapedeck check --ticket`: the bug-ticket bundle, real binary, real
 //! servers on loopback.
 
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
-use tapedeck_storage::{Filter, Tape, flags};
+use tapedeck_storage::flags;
 
-use crate::util::{Reply, TestServer, TlsFiles, make_certs, run, stderr, stdout};
+use crate::util::{
+    Check, Cli, Diff, Reply, TestServer, TlsFiles, assert_exit, make_certs, read_in_order,
+    read_json, stderr, stdout, synth,
+};
 
-const T: Duration = Duration::from_secs(240);
-
-fn read_json(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("valid JSON")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn demo(dir: &Path, build: &str) -> std::path::PathBuf {
+/// The report of a demo run with the candidate build `build`.
+fn demo(dir: &Path, build: &str) -> PathBuf {
     let out = dir.join(format!("demo-{build}"));
-    let o = run(
-        &[
-            "demo",
-            "--out",
-            s(&out),
-            "--requests",
-            "400",
-            "--candidate-build",
-            build,
-        ],
-        T,
-    );
-    assert!(o.status.success(), "demo: {}\n{}", stdout(&o), stderr(&o));
+    crate::util::demo(&out, &["--requests", "400", "--candidate-build", build]);
     out.join("report")
+}
+
+/// `tapedeck ticket --report REPORT --out OUT`.
+fn ticket(report: &Path, out: &Path) -> Cli {
+    Cli::new("ticket")
+        .flag("--report", report)
+        .flag("--out", out)
 }
 
 #[test]
@@ -44,19 +31,8 @@ fn ticket_bundles_the_demo_regressions_and_posts_them() {
     let out = dir.path().join("ticket");
     let hook = TestServer::start(|_| Reply::json(r#"{"id":42}"#));
     let url = format!("{}/hooks/tickets", hook.url());
-    let o = run(
-        &[
-            "ticket",
-            "--report",
-            s(&report),
-            "--out",
-            s(&out),
-            "--post",
-            &url,
-        ],
-        T,
-    );
-    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let o = ticket(&report, &out).flag("--post", &url).run();
+    assert_exit(&o, 0, "ticket --post");
     assert!(stdout(&o).contains("HTTP 200"), "{}", stdout(&o));
 
     // ticket.json: shaped for trackers.
@@ -109,11 +85,7 @@ fn ticket_bundles_the_demo_regressions_and_posts_them() {
     }
 
     // The tape: every row (three targets) of the failing origins, none of a passing route.
-    let tape = Tape::open(&[out.join("tape")]).expect("open the ticket tape");
-    let rows: Vec<_> = tape
-        .exchanges(Filter::default())
-        .collect::<Result<_, _>>()
-        .expect("read the ticket tape");
+    let rows = read_in_order(&out.join("tape"));
     assert_eq!(
         rows.len() as u64,
         t["exchanges"].as_u64().expect("exchanges")
@@ -155,38 +127,19 @@ fn ticket_bundles_the_demo_regressions_and_posts_them() {
 
     // A webhook that refuses → exit 2 with the status in the message.
     let refusing = TestServer::start(|_| Reply::text(503, "tracker down"));
-    let o = run(
-        &[
-            "ticket",
-            "--report",
-            s(&report),
-            "--out",
-            s(&dir.path().join("ticket2")),
-            "--post",
-            &refusing.url(),
-        ],
-        T,
-    );
+    let o = ticket(&report, &dir.path().join("ticket2"))
+        .flag("--post", refusing.url())
+        .run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("503"), "{}", stderr(&o));
     assert!(stderr(&o).contains("tracker down"), "{}", stderr(&o));
 
     // Nobody listening → exit 2.
     let port = crate::util::free_port();
-    let o = run(
-        &[
-            "ticket",
-            "--report",
-            s(&report),
-            "--out",
-            s(&dir.path().join("ticket3")),
-            "--post",
-            &format!("http://127.0.0.1:{port}/"),
-            "--post-timeout",
-            "5s",
-        ],
-        T,
-    );
+    let o = ticket(&report, &dir.path().join("ticket3"))
+        .flag("--post", format!("http://127.0.0.1:{port}/"))
+        .args(["--post-timeout", "5s"])
+        .run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("could not deliver"), "{}", stderr(&o));
 
@@ -196,23 +149,16 @@ fn ticket_bundles_the_demo_regressions_and_posts_them() {
     make_certs(&tls_dir);
     let tls = tls_hook(&tls_dir);
     let hook_url = format!("https://127.0.0.1:{}/api/issues", tls.addr.port());
-    let o = run_env(
-        &[
-            "ticket",
-            "--report",
-            s(&report),
-            "--out",
-            s(&dir.path().join("ticket-tls")),
-            "--post",
-            &hook_url,
-            "--post-ca-cert",
-            s(&tls_dir.join("ca.pem")),
+    let o = ticket(&report, &dir.path().join("ticket-tls"))
+        .flag("--post", &hook_url)
+        .flag("--post-ca-cert", tls_dir.join("ca.pem"))
+        .flag(
             "--post-header",
             "Authorization: Bearer ${TD_TEST_TRACKER_TOKEN}",
-        ],
-        ("TD_TEST_TRACKER_TOKEN", "tok-8812"),
-    );
-    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+        )
+        .env("TD_TEST_TRACKER_TOKEN", "tok-8812")
+        .run();
+    assert_exit(&o, 0, "ticket --post https");
     assert!(stdout(&o).contains("HTTP 201"), "{}", stdout(&o));
     let got = tls.requests();
     assert_eq!(got.len(), 1, "{got:?}");
@@ -224,18 +170,9 @@ fn ticket_bundles_the_demo_regressions_and_posts_them() {
     let posted: serde_json::Value = serde_json::from_slice(&got[0].body).expect("JSON");
     assert_eq!(posted["fingerprint"], t["fingerprint"]);
     // Without the private CA the server is not trusted: exit 2, nothing delivered.
-    let o = run(
-        &[
-            "ticket",
-            "--report",
-            s(&report),
-            "--out",
-            s(&dir.path().join("ticket-tls2")),
-            "--post",
-            &hook_url,
-        ],
-        T,
-    );
+    let o = ticket(&report, &dir.path().join("ticket-tls2"))
+        .flag("--post", &hook_url)
+        .run();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_eq!(tls.requests().len(), 1);
 
@@ -245,33 +182,22 @@ fn ticket_bundles_the_demo_regressions_and_posts_them() {
         "the unredacted ticket shows the values"
     );
     let out = dir.path().join("ticket-redacted");
-    let o = run(
-        &[
-            "ticket",
-            "--report",
-            s(&report),
-            "--out",
-            s(&out),
+    let o = ticket(&report, &out)
+        .args([
             "--redact-json",
             "$..email",
             "--redact-json",
             "$..email_address",
-            "--redact-query",
-            "q",
-        ],
-        T,
-    );
+        ])
+        .args(["--redact-query", "q"])
+        .run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let md = std::fs::read_to_string(out.join("ticket.md")).expect("ticket.md");
     assert!(!md.contains("@example.test"), "{md}");
     assert!(md.contains("search?q=REDACTED"), "{md}");
     let json = std::fs::read_to_string(out.join("ticket.json")).expect("ticket.json");
     assert!(!json.contains("@example.test"));
-    let rows: Vec<_> = Tape::open(&[out.join("tape")])
-        .expect("open")
-        .exchanges(Filter::default())
-        .collect::<Result<_, _>>()
-        .expect("read");
+    let rows: Vec<_> = read_in_order(&out.join("tape"));
     assert!(!rows.is_empty());
     for e in &rows {
         assert!(!String::from_utf8_lossy(&e.resp_body).contains("@example.test"));
@@ -287,18 +213,7 @@ fn a_passing_report_makes_no_ticket() {
     let report = demo(dir.path(), "good");
     let out = dir.path().join("ticket");
     let hook = TestServer::start(|_| Reply::json("{}"));
-    let o = run(
-        &[
-            "ticket",
-            "--report",
-            s(&report),
-            "--out",
-            s(&out),
-            "--post",
-            &hook.url(),
-        ],
-        T,
-    );
+    let o = ticket(&report, &out).flag("--post", hook.url()).run();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("no ticket"), "{}", stdout(&o));
     assert!(!out.join("ticket.json").exists());
@@ -309,11 +224,7 @@ fn a_passing_report_makes_no_ticket() {
 fn check_ticket_writes_a_redacted_bundle_and_keeps_the_exit_code() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
-    let o = run(
-        &["synth", "--out", s(&tape), "--count", "300", "--seed", "5"],
-        T,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    synth(&tape, &["--count", "300", "--seed", "5"]);
     let server = |renamed: bool| {
         TestServer::start(move |req| {
             let field = if renamed && req.uri.starts_with("/api/users/") {
@@ -328,26 +239,13 @@ fn check_ticket_writes_a_redacted_bundle_and_keeps_the_exit_code() {
     let candidate = server(true);
     let report = dir.path().join("report");
     let out = dir.path().join("ticket");
-    let o = run(
-        &[
-            "check",
-            "--tape",
-            s(&tape),
-            "--baseline",
-            &baseline.url(),
-            "--candidate",
-            &candidate.url(),
-            "--report",
-            s(&report),
-            "--ticket",
-            s(&out),
-            "--set-header",
-            "x-api-key: planted-secret-7731",
-            "--quiet",
-        ],
-        T,
-    );
-    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let o = Check::new(&tape, &baseline.url(), &candidate.url())
+        .report(&report)
+        .flag("--ticket", &out)
+        .flag("--set-header", "x-api-key: planted-secret-7731")
+        .quiet()
+        .run();
+    assert_exit(&o, 1, "the renamed field");
     assert!(stdout(&o).contains("ticket: "), "{}", stdout(&o));
     let t = read_json(&out.join("ticket.json"));
     assert_eq!(t["verdict"], "fail");
@@ -367,11 +265,7 @@ fn check_ticket_writes_a_redacted_bundle_and_keeps_the_exit_code() {
             .any(|r| { r.header("x-api-key").as_deref() == Some("planted-secret-7731") })
     );
     // …and the run tape (replay stores literal --set-header values)…
-    let run_rows: Vec<_> = Tape::open(&[report.join("run")])
-        .expect("open the run")
-        .exchanges(Filter::default())
-        .collect::<Result<_, _>>()
-        .expect("read the run");
+    let run_rows: Vec<_> = read_in_order(&report.join("run"));
     assert!(run_rows.iter().any(|e| {
         e.req_headers
             .iter()
@@ -382,11 +276,7 @@ fn check_ticket_writes_a_redacted_bundle_and_keeps_the_exit_code() {
     assert!(!md.contains("planted-secret-7731"));
     let json = std::fs::read_to_string(out.join("ticket.json")).expect("ticket.json");
     assert!(!json.contains("planted-secret-7731"));
-    let rows: Vec<_> = Tape::open(&[out.join("tape")])
-        .expect("open")
-        .exchanges(Filter::default())
-        .collect::<Result<_, _>>()
-        .expect("read");
+    let rows: Vec<_> = read_in_order(&out.join("tape"));
     assert!(!rows.is_empty());
     for e in &rows {
         assert!(e.path.starts_with("/api/users/"), "{}", e.path);
@@ -398,24 +288,6 @@ fn check_ticket_writes_a_redacted_bundle_and_keeps_the_exit_code() {
         assert_ne!(key.value.as_ref(), b"planted-secret-7731");
         assert!(e.has_flag(flags::REDACTED));
     }
-}
-
-/// Runs `tapedeck` with one extra environment variable, bounded like `util::run`.
-fn run_env(args: &[&str], env: (&str, &str)) -> std::process::Output {
-    let mut child = crate::util::tapedeck()
-        .args(args)
-        .env(env.0, env.1)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn tapedeck");
-    let ok = crate::util::wait_until(T, || matches!(child.try_wait(), Ok(Some(_))));
-    if !ok {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().expect("collect output");
-    assert!(ok, "tapedeck {args:?} did not finish: {}", stderr(&out));
-    out
 }
 
 /// An HTTPS webhook (rustls + hyper HTTP/1.1) on a run-time port that answers 201.
@@ -483,39 +355,18 @@ fn issue_17_ticket_keys_routes_with_the_judges_templates() {
     )
     .expect("rules");
     let report = dir.path().join("report");
-    let o = run(
-        &[
-            "diff",
-            "--run",
-            s(&run_dir),
-            "--rules",
-            s(&rules),
-            "--report",
-            s(&report),
-        ],
-        T,
-    );
-    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
-    let verdict = read_json(&report.join("verdict.json"));
+    let diff = Diff::of(&run_dir).rules(&rules).report(&report);
+    assert_exit(&diff.run(), 1, "the slower candidate");
+    let verdict = diff.verdict();
     assert_eq!(verdict["routes"][0]["route"], "GET /api/orders/{order}");
     assert_eq!(verdict["routes"][0]["verdict"], "fail");
 
     let out = dir.path().join("ticket");
-    let o = run(
-        &[
-            "ticket",
-            "--report",
-            s(&report),
-            "--run",
-            s(&run_dir),
-            "--out",
-            s(&out),
-            "--max-per-route",
-            "5",
-        ],
-        T,
-    );
-    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let o = ticket(&report, &out)
+        .flag("--run", &run_dir)
+        .args(["--max-per-route", "5"])
+        .run();
+    assert_exit(&o, 0, "ticket --run");
     let t = read_json(&out.join("ticket.json"));
     assert_eq!(t["routes"][0], "GET /api/orders/{order}", "{t:#}");
     assert_eq!(
@@ -528,11 +379,7 @@ fn issue_17_ticket_keys_routes_with_the_judges_templates() {
         md.contains("slowest candidate exchange"),
         "the latency regression has a repro:\n{md}"
     );
-    let rows: Vec<_> = Tape::open(&[out.join("tape")])
-        .expect("open the ticket tape")
-        .exchanges(Filter::default())
-        .collect::<Result<_, _>>()
-        .expect("read the ticket tape");
+    let rows: Vec<_> = read_in_order(&out.join("tape"));
     assert_eq!(rows.len(), 10);
     assert!(rows.iter().all(|e| e.path.starts_with("/api/orders/")));
 }

@@ -108,37 +108,10 @@ pub(crate) struct Settings {
     /// Speak HTTP/2 (h2c prior knowledge) to http:// targets.
     #[arg(long)]
     http2: bool,
-    /// Set a header on every request: 'Name: value' (${VAR} reads the environment).
-    #[arg(long = "set-header", value_name = "HEADER")]
-    set_headers: Vec<String>,
-    /// Remove a header from every request.
-    #[arg(long = "drop-header", value_name = "NAME")]
-    drop_headers: Vec<String>,
-    /// Refuse to start when requests would carry redacted-credential placeholders that no
-    /// --set-header or --drop-header replaces (see `tapedeck replay --help`).
-    #[arg(long)]
-    strict_credentials: bool,
-    /// Only these methods.
-    #[arg(long = "method", value_name = "METHOD")]
-    methods: Vec<String>,
-    /// Only paths matching this glob.
-    #[arg(long = "route", value_name = "GLOB")]
-    routes: Vec<String>,
-    /// Replay at most N recorded exchanges.
-    #[arg(long, value_name = "N")]
-    limit: Option<u64>,
-    /// Replay this fraction of the tape.
-    #[arg(long, value_name = "F")]
-    sample: Option<f64>,
-    /// Also replay unsafe methods (POST, PUT, PATCH, DELETE).
-    #[arg(long)]
-    allow_writes: bool,
-    /// Allow a target that is the host the tape was recorded from.
-    #[arg(long)]
-    allow_same_host: bool,
-    /// Read on past damaged tape files.
-    #[arg(long)]
-    skip_corrupt: bool,
+    #[command(flatten)]
+    request: crate::flags::RequestFlags,
+    #[command(flatten)]
+    select: crate::flags::SelectFlags,
     /// Judge while replaying and stop as soon as the verdict is decided: on a fail as soon as
     /// any anytime-valid test crosses, on a pass once every route with enough traffic is shown
     /// without regression (rules file: `[early_stop] enabled = true`). See docs/verdict.md.
@@ -242,16 +215,8 @@ impl Settings {
         r.max_gap = self.max_gap.clone();
         r.rate = self.rate;
         r.timeout = self.timeout.clone();
-        r.set_headers = self.set_headers.clone();
-        r.drop_headers = self.drop_headers.clone();
-        r.strict_credentials = self.strict_credentials;
-        r.methods = self.methods.clone();
-        r.routes = self.routes.clone();
-        r.limit = self.limit;
-        r.sample = self.sample;
-        r.allow_writes = self.allow_writes;
-        r.allow_same_host = self.allow_same_host;
-        r.skip_corrupt = self.skip_corrupt;
+        self.request.apply(r);
+        self.select.apply(r);
         let j = &mut spec.judge;
         j.rules = self.rules.clone();
         j.slos = self.slo.clone();

@@ -81,3 +81,78 @@ pub(crate) fn redact(redactor: &RuleRedactor, ex: &mut Exchange) {
         ex.flags |= flags::REDACTED;
     }
 }
+
+/// Changes made to every replayed request (`replay`, `check`, `serve`'s check flags).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct RequestFlags {
+    /// Set a header on every request: 'Name: value'; ${VAR} reads an environment variable
+    /// (stored on the result tape unexpanded). Replaces recorded headers of that name.
+    #[arg(long = "set-header", value_name = "'NAME: VALUE'")]
+    set_headers: Vec<String>,
+    /// Remove a header from every request (repeatable).
+    #[arg(long = "drop-header", value_name = "NAME")]
+    drop_headers: Vec<String>,
+    /// Refuse to start (exit 2, nothing sent) when requests would carry the placeholder the
+    /// recorder wrote for a redacted credential ([REDACTED], hmac-sha256:…) that no
+    /// --set-header or --drop-header replaces. Without it: a warning, and counts in the summary.
+    #[arg(long)]
+    strict_credentials: bool,
+}
+
+impl RequestFlags {
+    /// Sets the request changes of `options`.
+    pub(crate) fn apply(&self, options: &mut tapedeck_replay::ReplayOptions) {
+        options.set_headers = self.set_headers.clone();
+        options.drop_headers = self.drop_headers.clone();
+        options.strict_credentials = self.strict_credentials;
+    }
+}
+
+/// Which recorded exchanges are replayed, and the safety switches (`replay`, `check`, `serve`'s
+/// check flags).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct SelectFlags {
+    /// Only these methods (repeatable or comma-separated).
+    #[arg(long = "method", value_name = "METHOD", value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Only paths matching this glob, e.g. '/api/users/*' (repeatable).
+    #[arg(long = "route", value_name = "GLOB")]
+    routes: Vec<String>,
+    /// Only exchanges recorded at or after this time (RFC 3339 or µs since the epoch).
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// Only exchanges recorded before this time (RFC 3339 or µs since the epoch).
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+    /// Replay at most N recorded exchanges.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+    /// Replay this fraction of exchanges (0 < F ≤ 1), chosen deterministically by id.
+    #[arg(long, value_name = "F")]
+    sample: Option<f64>,
+    /// Also replay unsafe methods (POST, PUT, PATCH, DELETE…). Off by default: a replay must not
+    /// mutate a shared system by surprise.
+    #[arg(long)]
+    allow_writes: bool,
+    /// Allow a target that is the host the tape was recorded from.
+    #[arg(long)]
+    allow_same_host: bool,
+    /// Skip damaged tape files instead of stopping.
+    #[arg(long)]
+    skip_corrupt: bool,
+}
+
+impl SelectFlags {
+    /// Sets the selection and safety switches of `options`.
+    pub(crate) fn apply(&self, options: &mut tapedeck_replay::ReplayOptions) {
+        options.methods = self.methods.clone();
+        options.routes = self.routes.clone();
+        options.from = self.from.clone();
+        options.to = self.to.clone();
+        options.limit = self.limit;
+        options.sample = self.sample;
+        options.allow_writes = self.allow_writes;
+        options.allow_same_host = self.allow_same_host;
+        options.skip_corrupt = self.skip_corrupt;
+    }
+}

@@ -96,51 +96,13 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     max_body: usize,
 
-    /// Set a header on every request: 'Name: value'; ${VAR} reads an environment variable
-    /// (stored on the result tape unexpanded). Replaces recorded headers of that name.
-    #[arg(long = "set-header", value_name = "'NAME: VALUE'")]
-    set_headers: Vec<String>,
-    /// Remove a header from every request (repeatable).
-    #[arg(long = "drop-header", value_name = "NAME")]
-    drop_headers: Vec<String>,
-    /// Refuse to start (exit 2, nothing sent) when requests would carry the placeholder the
-    /// recorder wrote for a redacted credential ([REDACTED], hmac-sha256:…) that no
-    /// --set-header or --drop-header replaces. Without it: a warning, and counts in the summary.
-    #[arg(long)]
-    strict_credentials: bool,
-
-    /// Only these methods (repeatable or comma-separated).
-    #[arg(long = "method", value_name = "METHOD", value_delimiter = ',')]
-    methods: Vec<String>,
-    /// Only paths matching this glob, e.g. '/api/users/*' (repeatable).
-    #[arg(long = "route", value_name = "GLOB")]
-    routes: Vec<String>,
-    /// Only exchanges recorded at or after this time (RFC 3339 or µs since the epoch).
-    #[arg(long, value_name = "TIME")]
-    from: Option<String>,
-    /// Only exchanges recorded before this time (RFC 3339 or µs since the epoch).
-    #[arg(long, value_name = "TIME")]
-    to: Option<String>,
-    /// Replay at most N recorded exchanges.
-    #[arg(long, value_name = "N")]
-    limit: Option<u64>,
-    /// Replay this fraction of exchanges (0 < F ≤ 1), chosen deterministically by id.
-    #[arg(long, value_name = "F")]
-    sample: Option<f64>,
+    #[command(flatten)]
+    request: crate::flags::RequestFlags,
+    #[command(flatten)]
+    select: crate::flags::SelectFlags,
     /// Replay only shard K of N (by a stable hash of the exchange id): N workers split a tape.
     #[arg(long, value_name = "K/N")]
     shard: Option<String>,
-    /// Also replay unsafe methods (POST, PUT, PATCH, DELETE…). Off by default: a replay must not
-    /// mutate a shared system by surprise.
-    #[arg(long)]
-    allow_writes: bool,
-    /// Allow a target that is the host the tape was recorded from.
-    #[arg(long)]
-    allow_same_host: bool,
-    /// Skip damaged tape files instead of stopping.
-    #[arg(long)]
-    skip_corrupt: bool,
-
     /// Print what would be sent (counts per route and method, skipped writes); send nothing.
     #[arg(long)]
     dry_run: bool,
@@ -169,7 +131,7 @@ impl Args {
             (false, None, Some(_)) => "rate".to_owned(),
             (false, None, None) => pace::DEFAULT.to_owned(),
         };
-        ReplayOptions {
+        let mut options = ReplayOptions {
             tape: self.tape,
             out: self.out,
             append: self.append,
@@ -189,21 +151,13 @@ impl Args {
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             max_body: self.max_body,
-            set_headers: self.set_headers,
-            drop_headers: self.drop_headers,
-            strict_credentials: self.strict_credentials,
-            methods: self.methods,
-            routes: self.routes,
-            from: self.from,
-            to: self.to,
-            limit: self.limit,
-            sample: self.sample,
             shard: self.shard,
-            allow_writes: self.allow_writes,
-            allow_same_host: self.allow_same_host,
-            skip_corrupt: self.skip_corrupt,
             dry_run: self.dry_run,
-        }
+            ..ReplayOptions::default()
+        };
+        self.request.apply(&mut options);
+        self.select.apply(&mut options);
+        options
     }
 }
 

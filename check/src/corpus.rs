@@ -430,19 +430,6 @@ pub struct Corpus {
     requests: Vec<Exchange>,
 }
 
-/// The corpus requests as the corpus phase replays them: which replayed origin is which entry.
-#[derive(Debug)]
-pub struct Expansion {
-    entry_of: HashMap<Uuid, usize>,
-}
-
-impl Expansion {
-    /// Requests the corpus phase sends to each target.
-    pub fn requests(&self) -> u64 {
-        self.entry_of.len() as u64
-    }
-}
-
 impl Corpus {
     /// Opens the corpus in `dir`: its index and the request of every entry.
     pub fn open(dir: &Path) -> Result<Corpus, CorpusError> {
@@ -502,8 +489,9 @@ impl Corpus {
 
     /// Writes the requests the corpus phase replays to a new tape in `dest`: every entry sent
     /// `ceil(min_samples / entries on its route)` times (at least once), in rounds, so each
-    /// route reaches the judge's minimum sample; each copy gets its own id.
-    pub fn expand(&self, dest: &Path, min_samples: usize) -> Result<Expansion, CorpusError> {
+    /// route reaches the judge's minimum sample; each copy gets its own id. Returns the number of
+    /// requests written.
+    pub fn expand(&self, dest: &Path, min_samples: usize) -> Result<u64, CorpusError> {
         let mut per_route: HashMap<&str, usize> = HashMap::new();
         for e in &self.entries {
             *per_route.entry(e.route.as_str()).or_default() += 1;
@@ -523,7 +511,6 @@ impl Corpus {
                 path: dest.to_owned(),
                 source,
             })?;
-        let mut entry_of = HashMap::new();
         let start = self
             .requests
             .iter()
@@ -536,10 +523,8 @@ impl Corpus {
                 if repeats[i] <= round {
                     continue;
                 }
-                let id = Uuid::now_v7();
-                entry_of.insert(id, i);
                 let copy = Exchange {
-                    id,
+                    id: Uuid::now_v7(),
                     started_at_us: start + n * 1000,
                     ..request.clone()
                 };
@@ -562,12 +547,17 @@ impl Corpus {
                 lost: stats.dropped(),
             });
         }
-        Ok(Expansion { entry_of })
+        Ok(n as u64)
     }
 
     /// The corpus section of the verdict from the corpus phase's `outcome`: each failing route
     /// with the entries (and tickets) that belong to it.
-    pub fn report(&self, expansion: &Expansion, outcome: &DiffOutcome, run: &Path) -> CorpusReport {
+    pub fn report(
+        &self,
+        replayed: &tapedeck_replay::ReplaySummary,
+        outcome: &DiffOutcome,
+        run: &Path,
+    ) -> CorpusReport {
         // Key each entry as the corpus phase's judge keyed its requests.
         let mut keyer = outcome.route_keys.keyer();
         let keys: Vec<String> = self
@@ -605,7 +595,8 @@ impl Corpus {
         CorpusReport {
             dir: self.dir.display().to_string(),
             entries: self.entries.len() as u64,
-            requests: expansion.requests(),
+            requests: replayed.origins,
+            skipped_writes: replayed.selection.skipped_writes,
             verdict: outcome.verdict,
             hits,
             run: run.display().to_string(),

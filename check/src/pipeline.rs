@@ -298,7 +298,7 @@ fn run_corpus(
     let phase_dir = spec.report.join(corpus::PHASE);
     let source = phase_dir.join(corpus::SOURCE);
     let run_dir = phase_dir.join(corpus::RUN);
-    let expansion = corpus.expand(&source, diff.settings.min_samples)?;
+    let requests = corpus.expand(&source, diff.settings.min_samples)?;
     let mut opts = replay_options(spec, vec![source], &run_dir);
     // The corpus is always replayed whole, whatever selects from the tape.
     opts.methods.clear();
@@ -319,7 +319,7 @@ fn run_corpus(
             phase: " (--corpus)",
             source,
         })?;
-    tracing::info!(corpus = %corpus.dir().display(), entries = corpus.entries().len(), requests = expansion.requests(), "replaying the regression corpus before the tape");
+    tracing::info!(corpus = %corpus.dir().display(), entries = corpus.entries().len(), requests, "replaying the regression corpus before the tape");
     let summary = progress(Replay::new(&config), spec.progress)
         .run_blocking()
         .map_err(|source| CheckError::Replay {
@@ -331,13 +331,19 @@ fn run_corpus(
     opts.early_stop = false;
     let cfg = opts.validate().map_err(CheckError::JudgeSettings)?;
     let outcome = tapedeck_diff::run(&cfg).map_err(CheckError::Diff)?;
+    let report = corpus.report(&summary, &outcome, &run_dir);
+    if report.skipped_writes > 0 {
+        tracing::warn!(
+            skipped = report.skipped_writes,
+            "corpus requests with unsafe methods were not replayed: give --allow-writes to replay them"
+        );
+    }
     let phase = CorpusPhase {
         replay: summary,
         run_dir: run_dir.clone(),
         entries: corpus.entries().len(),
         verdict: outcome.verdict,
     };
-    let report = corpus.report(&expansion, &outcome, &run_dir);
     let mut judged = outcome;
     judged.corpus = Some(report);
     Ok((phase, judged))

@@ -49,6 +49,8 @@ pub struct CorpusReport {
     /// Requests the corpus phase sent to each target (every entry is sent several times so each
     /// route has the judge's minimum sample).
     pub requests: u64,
+    /// Corpus requests not sent: unsafe methods (POST, PUT…) without `--allow-writes`.
+    pub skipped_writes: u64,
     /// The corpus phase's own verdict (judged on the corpus requests alone).
     pub verdict: Verdict,
     /// Corpus routes that failed again: known regressions that reappeared.
@@ -142,6 +144,13 @@ pub fn apply(
         outcome.verdict = Verdict::Fail;
         outcome.reasons.splice(0..0, lines);
     }
+    if report.skipped_writes > 0 {
+        outcome.reasons.push(format!(
+            "Regression corpus: {} request(s) with unsafe methods were not replayed (give \
+             --allow-writes to replay them).",
+            report.skipped_writes
+        ));
+    }
     outcome.rollback = outcome.verdict == Verdict::Fail;
     outcome.exit_code = outcome.verdict.exit_code(strict, inconclusive_as);
     outcome.corpus = Some(report);
@@ -198,6 +207,7 @@ mod tests {
             dir: "corpus".into(),
             entries: 3,
             requests: 60,
+            skipped_writes: 0,
             verdict,
             hits,
             run: "report/corpus/run".into(),

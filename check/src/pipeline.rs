@@ -131,6 +131,11 @@ fn mock_out(report: &Path, name: &str) -> PathBuf {
     report.join("mocks").join(name)
 }
 
+/// Where mock `name` writes its calls during the corpus phase: `REPORT/corpus/mocks/NAME`.
+fn corpus_mock_out(report: &Path, name: &str) -> PathBuf {
+    report.join(corpus::PHASE).join("mocks").join(name)
+}
+
 /// Where mock `name` writes its calls during the chaos run: `REPORT/chaos/mocks/NAME`.
 fn chaos_mock_out(report: &Path, name: &str) -> PathBuf {
     report.join("chaos").join("mocks").join(name)
@@ -361,18 +366,23 @@ pub fn check(spec: &CheckSpec) -> Result<Checked, CheckError> {
         corpus,
     } = prepare(spec)?;
     let trace_header = spec.dependency_trace_header.as_deref();
-    // Every mock runs for the whole replay (corpus and tape); one that cannot start stops the
-    // check (the ones already started stop when dropped).
-    let running = start_mocks(
-        &spec.dependencies,
-        |n| mock_out(&spec.report, n),
-        &[],
-        trace_header,
-    )?;
     let began = Instant::now();
-
+    // The corpus phase has mocks of its own (calls in `REPORT/corpus/mocks/NAME`): its requests
+    // carry the recorded traces of the tape's, and must not add calls to the tape's traces.
     let corpus_phase = match &corpus {
-        Some(c) => Some(run_corpus(spec, c, &diff)?),
+        Some(c) => {
+            let running = start_mocks(
+                &spec.dependencies,
+                |n| corpus_mock_out(&spec.report, n),
+                &[],
+                trace_header,
+            )?;
+            let phase = run_corpus(spec, c, &diff);
+            let stopped = stop_mocks(running);
+            let phase = phase?;
+            stopped?;
+            Some(phase)
+        }
         None => None,
     };
     let corpus_failed = corpus_phase
@@ -392,23 +402,29 @@ pub fn check(spec: &CheckSpec) -> Result<Checked, CheckError> {
             decided_at: None,
         }))
     });
-    let replay = if skip_tape {
-        None
+    let (replay, mocks) = if skip_tape {
+        (None, Vec::new())
     } else {
+        // Every mock runs for the whole replay of the tape; one that cannot start stops the
+        // check (the ones already started stop when dropped).
+        let running = start_mocks(
+            &spec.dependencies,
+            |n| mock_out(&spec.report, n),
+            &[],
+            trace_header,
+        )?;
         let mut replay = Replay::new(&config);
         if let Some(live) = &live {
             replay = replay.observer(LiveObserver(live.clone()));
         }
-        Some(
-            progress(replay, spec.progress)
-                .run_blocking()
-                .map_err(|source| CheckError::Replay {
-                    phase: "replay",
-                    source,
-                })?,
-        )
+        let summary = progress(replay, spec.progress)
+            .run_blocking()
+            .map_err(|source| CheckError::Replay {
+                phase: "replay",
+                source,
+            })?;
+        (Some(summary), stop_mocks(running)?)
     };
-    let mocks = stop_mocks(running)?;
 
     // The candidate again, alone, with failing dependencies.
     let mut chaos = None;

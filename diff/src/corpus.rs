@@ -12,6 +12,7 @@
 use serde::Serialize;
 
 use crate::InconclusiveAs;
+use crate::checks::CheckName;
 use crate::outcome::{Classification, DiffOutcome, RouteReport, Verdict};
 
 /// Where a corpus entry came from: the ticket bundle it was taken from.
@@ -31,7 +32,7 @@ pub struct CorpusHit {
     /// The route key, as the corpus phase's judge keyed it.
     pub route: String,
     /// The checks that failed on it (`responses`, `errors`, `latency`, an SLO).
-    pub checks: Vec<String>,
+    pub checks: Vec<CheckName>,
     /// Corpus entries on the route.
     pub entries: u64,
     /// The tickets those entries came from (empty when no entry could be matched to the route,
@@ -60,7 +61,9 @@ pub struct CorpusReport {
 }
 
 /// The failing routes of the corpus phase's outcome, each with the checks that failed.
-pub fn failing_routes(corpus: &DiffOutcome) -> impl Iterator<Item = (&RouteReport, Vec<String>)> {
+pub fn failing_routes(
+    corpus: &DiffOutcome,
+) -> impl Iterator<Item = (&RouteReport, Vec<CheckName>)> {
     corpus
         .routes
         .iter()
@@ -130,7 +133,7 @@ pub fn apply(
                 if h.checks.is_empty() {
                     "its checks".to_owned()
                 } else {
-                    h.checks.join(", ")
+                    CheckName::join(&h.checks)
                 },
                 h.entries,
                 if h.entries == 1 { "y" } else { "ies" },
@@ -220,7 +223,7 @@ mod tests {
         o.verdict = Verdict::Pass;
         let hit = CorpusHit {
             route: "GET /api/pages".into(),
-            checks: vec!["latency".into()],
+            checks: vec![CheckName::Latency],
             entries: 2,
             tickets: vec![TicketRef {
                 fingerprint: "0123456789abcdef0123".into(),

@@ -20,12 +20,13 @@
 //! complete group goes through the [`compare::Comparator`] (baseline vs candidate, and
 //! baseline vs secondary for noise), findings are aggregated per route and generalized JSON
 //! path, latencies go into HDR histograms and seeded reservoirs, and at the end every route's
-//! checks are classified and scored into the [`DiffOutcome`]. Memory is bounded by the pending
+//! checks ([`CheckName`]) are classified and scored into the [`DiffOutcome`]. Memory is bounded by the pending
 //! map, the per-route accumulators and one example per (route, path), never by the run's size.
 #![forbid(unsafe_code)]
 
 pub mod body;
 pub mod chaos;
+mod checks;
 pub mod compare;
 pub mod config;
 pub mod corpus;
@@ -34,6 +35,7 @@ pub mod detect;
 pub mod distill;
 mod engine;
 mod error;
+pub mod fmt;
 pub mod json;
 pub mod live;
 pub mod outcome;
@@ -45,6 +47,7 @@ pub mod route;
 pub mod sequential;
 pub mod stats;
 
+pub use checks::{CheckName, SloName};
 pub use config::{DiffConfig, DiffOptions, InconclusiveAs, RulesFile, Settings};
 pub use engine::Differ;
 pub use error::DiffError;

@@ -12,10 +12,12 @@ use std::collections::BTreeMap;
 
 use tapedeck_storage::Exchange;
 
+use crate::checks::SloName;
 use crate::compare::{Comparator, Finding, FindingKind, StandardComparator};
 use crate::config::DiffConfig;
 use crate::detect;
-use crate::engine::{fmt_rate, is_error, latency_us};
+use crate::engine::{is_error, latency_us};
+use crate::fmt::{fmt_e, fmt_rate};
 use crate::json::{self, JsonDiffKind};
 use crate::outcome::{DiffOutcome, SeqCrossing, SequentialReport, Verdict};
 use crate::route::RouteKeyer;
@@ -54,14 +56,10 @@ impl LiveJudge {
             .slos
             .iter()
             .map(|slo| {
-                let cond = slo
-                    .text
-                    .rsplit_once(':')
-                    .map_or(slo.text.as_str(), |(_, c)| c.trim());
                 (
                     slo.route.clone(),
                     SeqSlo {
-                        name: format!("slo {cond}"),
+                        name: SloName::of(slo),
                         quantile: slo.percentile.0,
                         max_us: slo.max_us,
                     },
@@ -309,7 +307,7 @@ pub fn apply(outcome: &mut DiffOutcome, cfg: &DiffConfig, seq: SequentialReport,
 fn what(c: &SeqCrossing) -> String {
     match &c.path {
         Some(p) => format!("responses at {p}"),
-        None => c.check.clone(),
+        None => c.check.to_string(),
     }
 }
 
@@ -319,17 +317,6 @@ fn stopped(run: &EarlyStop, origins: u64) -> String {
         format!("; replay stopped early after {sent} requests per target")
     } else {
         String::new()
-    }
-}
-
-/// An e-value for people: `3.2e7`, `412`.
-pub fn fmt_e(v: f64) -> String {
-    if !v.is_finite() {
-        "∞".to_owned()
-    } else if v >= 1e5 {
-        format!("{v:.1e}")
-    } else {
-        format!("{v:.0}")
     }
 }
 

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::checks::CheckName;
 use crate::config::{IgnoreRule, InconclusiveAs};
 use crate::detect::Volatile;
 
@@ -83,8 +84,9 @@ impl Classification {
 /// One check of one route.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// `responses`, `errors`, `latency`, `slo p95<300ms`, or `shape` (informational).
-    pub name: String,
+    /// `responses`, `errors`, `latency`, `slo p95<300ms`, `shape` (informational) or
+    /// `baseline` (the baseline did not answer); serialized as those strings.
+    pub name: CheckName,
     /// The outcome.
     pub classification: Classification,
     /// A `high` on a critical check fails the route whatever the score.
@@ -134,6 +136,16 @@ impl Percentiles {
             .map(|v| (v, false))
             .or_else(|| self.low_n.get(label).map(|v| (*v, true)))
     }
+
+    /// The percentile at `q` among those the checks compare (0.5, 0.95, 0.99).
+    pub(crate) fn at(&self, q: f64) -> Option<u64> {
+        match q {
+            0.5 => self.p50,
+            0.95 => self.p95,
+            0.99 => self.p99,
+            _ => None,
+        }
+    }
 }
 
 /// The latency comparison of one route.
@@ -154,6 +166,16 @@ pub struct LatencyReport {
     pub ratios: Vec<crate::stats::RatioCi>,
     /// Kolmogorov-Smirnov shape comparison (informational).
     pub ks: Option<crate::stats::KolmogorovSmirnov>,
+}
+
+impl LatencyReport {
+    /// Relative change of the HDR percentile `q` (what the report tables show).
+    pub(crate) fn hdr_change(&self, q: f64) -> Option<f64> {
+        match (self.baseline.at(q), self.candidate.at(q)) {
+            (Some(b), Some(c)) if b > 0 => Some(c as f64 / b as f64 - 1.0),
+            _ => None,
+        }
+    }
 }
 
 /// Error (5xx or no response) counts of one route.
@@ -396,8 +418,8 @@ pub struct SequentialReport {
 pub struct SeqCrossing {
     /// Route key.
     pub route: String,
-    /// `responses`, `latency`, `errors` or `slo …`.
-    pub check: String,
+    /// `responses`, `latency`, `errors` or `slo …` (serialized as that string).
+    pub check: CheckName,
     /// For `responses`: the JSON path (or `status`, `header:…`, `body`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,

@@ -6,10 +6,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use tapedeck_common::format;
-use tapedeck_storage::Exchange;
 
+use crate::checks::CheckName;
 use crate::config::IgnoreRule;
 use crate::error::DiffError;
+use crate::fmt::{fmt_pct, fmt_us};
 use crate::outcome::*;
 
 /// `report.md` never exceeds this many characters (GitHub's issue body limit is 65,536).
@@ -26,29 +27,6 @@ pub fn rfc3339_us(us: i64) -> String {
 }
 
 pub use tapedeck_common::format::rfc3339_now;
-
-/// A relative change as a signed percentage: `15.4` → `+1,540 %`, `-0.25` → `-25 %`.
-pub fn fmt_pct(change: f64) -> String {
-    let pct = (change * 100.0).round();
-    let sign = if pct < 0.0 { "-" } else { "+" };
-    format!("{sign}{} %", thousands(pct.abs() as u64))
-}
-
-/// Microseconds for people: `850 µs`, `12.3 ms`, `1.50 s`.
-pub fn fmt_us(us: u64) -> String {
-    if us < 1000 {
-        format!("{us} µs")
-    } else if us < 1_000_000 {
-        let ms = us as f64 / 1000.0;
-        if ms < 100.0 {
-            format!("{ms:.1} ms")
-        } else {
-            format!("{ms:.0} ms")
-        }
-    } else {
-        format!("{:.2} s", us as f64 / 1e6)
-    }
-}
 
 /// Marks a percentile estimated from too few samples above it ([`Percentiles::low_n`]).
 pub const LOW_N_MARK: &str = "~";
@@ -74,68 +52,6 @@ fn any_low_n<'a>(mut routes: impl Iterator<Item = &'a RouteReport>, labels: &[&s
                 .any(|l| p.shown(l).is_some_and(|(_, low)| low))
         })
     })
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// The request of an exchange as a `curl` command. Sensitive headers (and values already
-/// redacted on the tape) stay redacted; hop-by-hop headers are left out.
-pub fn curl_command(ex: &Exchange) -> String {
-    let scheme = if ex.scheme.is_empty() {
-        "http"
-    } else {
-        &ex.scheme
-    };
-    let authority = if ex.authority.is_empty() {
-        "localhost"
-    } else {
-        &ex.authority
-    };
-    let url = format!("{scheme}://{authority}{}", ex.path_and_query());
-    let mut cmd = format!("curl -sS -X {} {}", ex.method, shell_quote(&url));
-    for h in &ex.req_headers {
-        let name = h.name.to_ascii_lowercase();
-        if matches!(
-            name.as_str(),
-            "host"
-                | "content-length"
-                | "connection"
-                | "transfer-encoding"
-                | "keep-alive"
-                | "te"
-                | "upgrade"
-        ) || name.starts_with(':')
-        {
-            continue;
-        }
-        let value = if SENSITIVE_HEADERS.contains(&name.as_str()) {
-            "REDACTED".into()
-        } else {
-            h.value_lossy()
-        };
-        let _ = write!(
-            cmd,
-            " -H {}",
-            shell_quote(&format!("{}: {}", h.name, value))
-        );
-    }
-    if !ex.req_body.is_empty() {
-        match std::str::from_utf8(&ex.req_body) {
-            Ok(text) if text.len() <= 4000 => {
-                let _ = write!(cmd, " --data-binary {}", shell_quote(text));
-            }
-            _ => {
-                let _ = write!(
-                    cmd,
-                    " --data-binary @body.bin  # {} bytes, not shown",
-                    ex.req_body_size
-                );
-            }
-        }
-    }
-    cmd
 }
 
 fn write_file(path: PathBuf, data: &[u8]) -> Result<(), DiffError> {
@@ -453,7 +369,7 @@ fn corpus_md(md: &mut String, c: &crate::corpus::CorpusReport) {
             md,
             "| `{}` | {} | {} | {tickets} |",
             md_escape(&h.route),
-            h.checks.join(", "),
+            CheckName::join(&h.checks),
             h.entries
         );
     }
@@ -773,7 +689,7 @@ pub fn junit(o: &DiffOutcome) -> String {
         let message = format!(
             "known regression reappeared: {} failed {}",
             h.route,
-            h.checks.join(", ")
+            CheckName::join(&h.checks)
         );
         let _ = write!(
             x,
@@ -788,12 +704,12 @@ pub fn junit(o: &DiffOutcome) -> String {
             x,
             "    <testcase classname=\"{}\" name=\"{}\">",
             xml_escape(&r.route),
-            xml_escape(&c.name)
+            xml_escape(c.name.as_str())
         );
         match c.classification {
             Classification::High => {
                 let mut details = format!("{}\n", c.reason);
-                if c.name == "responses" {
+                if c.name == CheckName::Responses {
                     for p in r
                         .paths
                         .iter()
@@ -865,8 +781,8 @@ pub fn early_stop_line(o: &DiffOutcome) -> Option<String> {
                 .as_deref()
                 .map(|p| format!(" {p}"))
                 .unwrap_or_default(),
-            crate::live::fmt_e(c.e_value),
-            crate::live::fmt_e(c.threshold)
+            crate::fmt::fmt_e(c.e_value),
+            crate::fmt::fmt_e(c.threshold)
         ),
         None => format!("sequential {}", seq.decision),
     };
@@ -1003,45 +919,13 @@ pub fn summary(o: &DiffOutcome, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use tapedeck_storage::Header;
 
     #[test]
     fn formats() {
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(12), "12");
-        assert_eq!(fmt_pct(15.4), "+1,540 %");
-        assert_eq!(fmt_pct(-0.25), "-25 %");
-        assert_eq!(fmt_us(850), "850 µs");
-        assert_eq!(fmt_us(12_345), "12.3 ms");
-        assert_eq!(fmt_us(1_500_000), "1.50 s");
         assert_eq!(rfc3339_us(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339_us(1_764_448_981_000_000), "2025-11-29T20:43:01Z");
         assert_eq!(xml_escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
-    }
-
-    #[test]
-    fn curl_redacts_secrets() {
-        let ex = Exchange {
-            method: "POST".into(),
-            authority: "127.0.0.1:9001".into(),
-            path: "/api/login".into(),
-            query: Some("next=/home".into()),
-            req_headers: vec![
-                Header::new("Authorization", "Bearer s3cr3t-token"),
-                Header::new("Content-Type", "application/json"),
-                Header::new("Cookie", "sid=abc123"),
-                Header::new("Host", "x"),
-            ],
-            req_body: Bytes::from_static(b"{\"user\":\"o'neil\"}"),
-            req_body_size: 17,
-            ..Exchange::default()
-        };
-        let c = curl_command(&ex);
-        assert!(!c.contains("s3cr3t") && !c.contains("abc123"), "{c}");
-        assert!(c.contains("'Authorization: REDACTED'"), "{c}");
-        assert!(c.contains("http://127.0.0.1:9001/api/login?next=/home"));
-        assert!(c.contains(r"o'\''neil"), "{c}");
-        assert!(!c.contains("Host:"));
     }
 }

@@ -10,8 +10,9 @@
 
 use std::fmt::Write as _;
 
+use crate::fmt::{fmt_pct, fmt_us};
 use crate::outcome::*;
-use crate::report::{LOW_N_LEGEND, LOW_N_MARK, fmt_pct, fmt_us, rfc3339_us, thousands};
+use crate::report::{LOW_N_LEGEND, LOW_N_MARK, rfc3339_us, thousands};
 
 /// At most this many per-route latency plots.
 pub const MAX_PLOTTED_ROUTES: usize = 40;
@@ -262,7 +263,7 @@ fn routes_table(h: &mut String, o: &DiffOutcome) {
                     "<span class=\"badge {}\" title=\"{}\">{}: {}</span>",
                     class_class(c.classification),
                     escape(&c.reason),
-                    escape(&c.name),
+                    escape(c.name.as_str()),
                     c.classification.as_str()
                 )
             })
@@ -313,7 +314,7 @@ fn routes_table(h: &mut String, o: &DiffOutcome) {
                 h,
                 "<li><span class=\"badge {}\">{}: {}</span> {}</li>",
                 class_class(c.classification),
-                escape(&c.name),
+                escape(c.name.as_str()),
                 c.classification.as_str(),
                 escape(&c.reason)
             );
@@ -730,7 +731,7 @@ request(s) per target; the corpus phase: <span class=\"badge {}\">{}</span> (run
             h,
             "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{tickets}</td></tr>",
             escape(&hit.route),
-            escape(&hit.checks.join(", ")),
+            escape(&crate::checks::CheckName::join(&hit.checks)),
             hit.entries
         );
     }

@@ -41,6 +41,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::checks::{CheckName, SloName};
+
 /// The bets of the mixture, as fractions of the largest bet that keeps the wealth positive.
 const BET_FRACTIONS: [f64; 8] = [0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9];
 
@@ -214,8 +216,8 @@ pub struct Observation<'a> {
 /// A latency objective for a route: at most `1 − quantile` of the answers above `max_us`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeqSlo {
-    /// As written (`slo p95<300ms`).
-    pub name: String,
+    /// Its check's name (`slo p95<300ms`).
+    pub name: SloName,
     /// The percentile as a fraction (0.95).
     pub quantile: f64,
     /// The bound.
@@ -236,19 +238,19 @@ pub enum SeqCheck {
     Errors,
     /// A latency objective.
     Slo {
-        /// As written.
-        name: String,
+        /// Its check's name.
+        name: SloName,
     },
 }
 
 impl SeqCheck {
     /// The check's name as in `verdict.json` (`responses`, `latency`, `errors`, `slo …`).
-    pub fn name(&self) -> String {
+    pub fn name(&self) -> CheckName {
         match self {
-            SeqCheck::Responses { .. } => "responses".to_owned(),
-            SeqCheck::Latency => "latency".to_owned(),
-            SeqCheck::Errors => "errors".to_owned(),
-            SeqCheck::Slo { name } => name.clone(),
+            SeqCheck::Responses { .. } => CheckName::Responses,
+            SeqCheck::Latency => CheckName::Latency,
+            SeqCheck::Errors => CheckName::Errors,
+            SeqCheck::Slo { name } => CheckName::Slo(name.clone()),
         }
     }
 }
@@ -630,7 +632,7 @@ mod tests {
             vec![(
                 "GET /a".to_owned(),
                 SeqSlo {
-                    name: "slo p95<100ms".into(),
+                    name: SloName::new("p95<100ms"),
                     quantile: 0.95,
                     max_us: 100_000,
                 },
@@ -749,7 +751,7 @@ mod tests {
     #[test]
     fn slos_and_errors_have_their_own_tests() {
         let slo = SeqSlo {
-            name: "slo p95<10ms".into(),
+            name: SloName::new("p95<10ms"),
             quantile: 0.95,
             max_us: 10_000,
         };
@@ -776,7 +778,7 @@ mod tests {
         assert!(
             cs.iter().any(|c| c.check
                 == SeqCheck::Slo {
-                    name: "slo p95<10ms".into()
+                    name: SloName::new("p95<10ms")
                 }),
             "{cs:?}"
         );

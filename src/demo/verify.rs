@@ -105,7 +105,7 @@ pub(super) fn self_check(o: &DiffOutcome, build: CandidateBuild) -> Vec<String> 
                     .checks
                     .iter()
                     .filter(|c| c.classification != Classification::Pass)
-                    .any(|c| c.name.contains(what) || c.reason.contains(what));
+                    .any(|c| c.name.as_str().contains(what) || c.reason.contains(what));
                 if !named {
                     problems.push(format!("{route} failed, but no check names {what}"));
                 }

@@ -144,7 +144,7 @@ pub(crate) fn bundle_exchanges(
             && let Some(origin) = ex.origin_id
         {
             out.curls
-                .insert(origin, tapedeck_diff::report::curl_command(&ex));
+                .insert(origin, tapedeck_diff::fmt::curl_command(&ex));
         }
         if writer.append(ex).is_err() {
             return Err(TicketError::Lost {

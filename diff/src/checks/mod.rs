@@ -187,6 +187,140 @@ impl SloName {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DiffOptions, RulesFile};
+    use crate::outcome::{Classification, Percentiles};
+
+    fn config(noise: bool, rules: RulesFile) -> DiffConfig {
+        let mut o = DiffOptions::new("/mem");
+        o.noise = noise.then(|| "secondary".to_owned());
+        o.validate_with(rules).expect("valid")
+    }
+
+    fn empty_latency() -> LatencyReport {
+        LatencyReport {
+            baseline: Percentiles::default(),
+            candidate: Percentiles::default(),
+            mann_whitney: None,
+            hodges_lehmann: None,
+            noise_shift: None,
+            ratios: Vec::new(),
+            ks: None,
+        }
+    }
+
+    /// Runs every listed check on a route of `n` exchanges per side with these error counts and
+    /// candidate latencies (µs).
+    fn run(cfg: &DiffConfig, n: u64, errors: &ErrorCounts, cand_us: &[u64]) -> Vec<Check> {
+        let mut hist = Histogram::new(3).expect("histogram");
+        for &us in cand_us {
+            hist.record(us).expect("record");
+        }
+        let latency = empty_latency();
+        let evidence = RouteEvidence {
+            route: "GET /a?x",
+            paired: n,
+            n_base: n,
+            n_cand: n,
+            with_noise: if cfg.options.noise.is_some() { n } else { 0 },
+            paths: &[],
+            errors,
+            latency: &latency,
+            latency_samples: (cand_us.len(), cand_us.len()),
+            candidate_latency: &hist,
+        };
+        let mut out = Vec::new();
+        for check in ROUTE_CHECKS {
+            check.check(&evidence, cfg, &mut out);
+        }
+        out
+    }
+
+    fn class(checks: &[Check], name: &str) -> Option<Classification> {
+        checks
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.classification)
+    }
+
+    #[test]
+    fn the_list_judges_a_route_in_order() {
+        let rules = RulesFile {
+            slo: vec!["GET /a: p50<10ms".into(), "GET /b: p50<10ms".into()],
+            ..RulesFile::default()
+        };
+        let cfg = config(false, rules);
+        let checks = run(&cfg, 100, &ErrorCounts::default(), &[5_000; 100]);
+        let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+        // No KS statistic measured: no `shape`; the SLO of another route is not judged here.
+        assert_eq!(names, ["responses", "errors", "latency", "slo p50<10ms"]);
+        assert_eq!(class(&checks, "responses"), Some(Classification::Pass));
+        assert_eq!(class(&checks, "errors"), Some(Classification::Pass));
+        // Samples enough, statistics missing: the latency check says it could not compute.
+        assert_eq!(class(&checks, "latency"), Some(Classification::Error));
+        assert_eq!(class(&checks, "slo p50<10ms"), Some(Classification::Pass));
+    }
+
+    #[test]
+    fn errors_grow_beyond_the_noise_only() {
+        let grown = ErrorCounts {
+            candidate: 20,
+            secondary: Some(0),
+            ..ErrorCounts::default()
+        };
+        let checks = run(&config(true, RulesFile::default()), 100, &grown, &[]);
+        assert_eq!(class(&checks, "errors"), Some(Classification::High));
+        // The secondary fails as often as the candidate: the environment, not the build.
+        let noisy = ErrorCounts {
+            secondary: Some(20),
+            ..grown
+        };
+        let checks = run(&config(true, RulesFile::default()), 100, &noisy, &[]);
+        assert_eq!(class(&checks, "errors"), Some(Classification::Pass));
+        // Too few exchanges to say there was no growth.
+        let checks = run(
+            &config(false, RulesFile::default()),
+            5,
+            &ErrorCounts::default(),
+            &[],
+        );
+        assert_eq!(class(&checks, "errors"), Some(Classification::Nodata));
+        assert_eq!(class(&checks, "responses"), Some(Classification::Nodata));
+    }
+
+    #[test]
+    fn a_baseline_that_did_not_answer_is_reported_and_an_slo_needs_its_tail() {
+        let down = ErrorCounts {
+            baseline: 90,
+            baseline_unanswered: 90,
+            ..ErrorCounts::default()
+        };
+        let rules = RulesFile {
+            slo: vec!["GET /a: p99<1ms".into()],
+            ..RulesFile::default()
+        };
+        let checks = run(&config(false, rules), 100, &down, &[5_000; 100]);
+        let baseline = checks.last().expect("checks");
+        assert_eq!(baseline.name, CheckName::Baseline);
+        assert_eq!(baseline.classification, Classification::Error);
+        assert_eq!(baseline.weight, 0.0);
+        // 100 samples leave one above p99: too few to judge it.
+        assert_eq!(class(&checks, "slo p99<1ms"), Some(Classification::Nodata));
+        let answered = ErrorCounts::default();
+        let checks = run(&config(false, RulesFile::default()), 100, &answered, &[]);
+        assert_eq!(class(&checks, "baseline"), None);
+    }
+
+    #[test]
+    fn unpaired_canary_traffic_has_no_responses_check() {
+        let mut o = DiffOptions::new("/mem");
+        o.run = Vec::new();
+        o.baseline_tape = Some(vec!["/b".into()]);
+        o.candidate_tape = Some(vec!["/c".into()]);
+        let cfg = o.validate_with(RulesFile::default()).expect("valid");
+        let checks = run(&cfg, 100, &ErrorCounts::default(), &[]);
+        assert_eq!(class(&checks, "responses"), None);
+        assert_eq!(class(&checks, "errors"), Some(Classification::Pass));
+    }
 
     #[test]
     fn names_are_the_strings_of_verdict_json() {

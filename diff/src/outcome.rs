@@ -149,7 +149,7 @@ impl Percentiles {
 }
 
 /// The latency comparison of one route.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct LatencyReport {
     /// Baseline percentiles (HDR histogram, 3 significant digits).
     pub baseline: Percentiles,

@@ -188,24 +188,12 @@ impl SloName {
 mod tests {
     use super::*;
     use crate::config::{DiffOptions, RulesFile};
-    use crate::outcome::{Classification, Percentiles};
+    use crate::outcome::Classification;
 
     fn config(noise: bool, rules: RulesFile) -> DiffConfig {
         let mut o = DiffOptions::new("/mem");
         o.noise = noise.then(|| "secondary".to_owned());
         o.validate_with(rules).expect("valid")
-    }
-
-    fn empty_latency() -> LatencyReport {
-        LatencyReport {
-            baseline: Percentiles::default(),
-            candidate: Percentiles::default(),
-            mann_whitney: None,
-            hodges_lehmann: None,
-            noise_shift: None,
-            ratios: Vec::new(),
-            ks: None,
-        }
     }
 
     /// Runs every listed check on a route of `n` exchanges per side with these error counts and
@@ -215,7 +203,7 @@ mod tests {
         for &us in cand_us {
             hist.record(us).expect("record");
         }
-        let latency = empty_latency();
+        let latency = LatencyReport::default();
         let evidence = RouteEvidence {
             route: "GET /a?x",
             paired: n,

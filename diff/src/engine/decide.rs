@@ -12,7 +12,7 @@ use super::Engine;
 use super::accumulate::{RouteAcc, seed_for};
 use super::evidence;
 use crate::checks::{self, CheckName, ROUTE_CHECKS, RouteEvidence, latency::headline_ratio};
-use crate::config::{DiffConfig, IgnoreRule};
+use crate::config::{DiffConfig, IgnoreRule, Settings};
 use crate::detect::Volatile;
 use crate::fmt::{fmt_pct, fmt_rate};
 use crate::outcome::*;
@@ -21,7 +21,6 @@ use crate::outcome::*;
 pub(super) fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<String>) -> DiffOutcome {
     let cfg = e.judge.cfg;
     let s = &cfg.settings;
-    let canary = cfg.options.candidate_tape.is_some();
     let mut routes = Vec::new();
     let mut noise_candidates = Vec::new();
     let mut learned = Vec::new();
@@ -31,28 +30,8 @@ pub(super) fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<Strin
         routes.push(report);
     }
 
-    // Run verdict.
-    let weight = |r: &RouteReport| r.baseline_count + r.candidate_count;
-    let total_paired: u64 = routes.iter().map(|r| r.paired).sum();
-    let total_weight: u64 = routes.iter().map(weight).sum();
-    let is_evaluated = |r: &RouteReport| r.score.is_some() || r.verdict == Verdict::Fail;
-    let evaluated_count = routes.iter().filter(|r| is_evaluated(r)).count();
-    let covered: u64 = routes.iter().filter(|r| is_evaluated(r)).map(weight).sum();
-    let coverage = if total_weight > 0 {
-        covered as f64 / total_weight as f64
-    } else {
-        0.0
-    };
-    let any_fail = routes.iter().any(|r| r.verdict == Verdict::Fail);
-    let verdict = if any_fail {
-        Verdict::Fail
-    } else if evaluated_count == 0 || coverage < s.min_coverage {
-        Verdict::Inconclusive
-    } else if routes.iter().any(|r| r.verdict == Verdict::Marginal) {
-        Verdict::Marginal
-    } else {
-        Verdict::Pass
-    };
+    let run = Coverage::of(&routes);
+    let verdict = run.verdict(&routes, s);
     let score = routes.iter().filter_map(|r| r.score).min_by(f64::total_cmp);
     routes.sort_by(|a, b| {
         let rank = |v: Verdict| match v {
@@ -66,100 +45,14 @@ pub(super) fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<Strin
             .then(a.route.cmp(&b.route))
     });
 
-    // Reasons, failures first.
-    let mut reasons = Vec::new();
-    for r in &routes {
-        for c in &r.checks {
-            if c.classification == Classification::High {
-                reasons.push(format!(
-                    "{} — {} {}: {}.",
-                    r.route,
-                    c.name,
-                    if c.critical {
-                        "failed (critical)"
-                    } else {
-                        "failed"
-                    },
-                    c.reason
-                ));
-            }
-        }
-    }
-    for r in &routes {
-        if r.verdict == Verdict::Marginal {
-            reasons.push(format!(
-                "{}: marginal (score {:.0}).",
-                r.route,
-                r.score.unwrap_or(0.0)
-            ));
-        }
-    }
-    let baseline_down = |r: &RouteReport| r.checks.iter().any(|c| c.name == CheckName::Baseline);
-    let down: Vec<&RouteReport> = routes.iter().filter(|r| baseline_down(r)).collect();
-    if !down.is_empty() {
-        let unanswered: u64 = down.iter().map(|r| r.errors.baseline_unanswered).sum();
-        let asked: u64 = down.iter().map(|r| r.baseline_count).sum();
-        let names: Vec<&str> = down.iter().take(5).map(|r| r.route.as_str()).collect();
-        reasons.push(format!(
-            "The baseline did not answer {unanswered} of {asked} requests on {} route(s) ({}{}): nothing to compare against — is it up?",
-            down.len(),
-            names.join(", "),
-            if down.len() > 5 { ", …" } else { "" }
-        ));
-    }
-    let nodata: Vec<&RouteReport> = routes
-        .iter()
-        .filter(|r| r.verdict == Verdict::Inconclusive && !baseline_down(r))
-        .collect();
-    if !nodata.is_empty() {
-        let names: Vec<String> = nodata
-            .iter()
-            .take(5)
-            .map(|r| format!("{} ({})", r.route, r.baseline_count.min(r.candidate_count)))
-            .collect();
-        reasons.push(format!(
-            "{} route(s) had too few paired exchanges to judge (need {}): {}{}.",
-            nodata.len(),
-            s.min_samples,
-            names.join(", "),
-            if nodata.len() > 5 { ", …" } else { "" }
-        ));
-    }
-    if verdict == Verdict::Inconclusive {
-        reasons.push(format!(
-            "Inconclusive: routes with enough data carry {} of the {} exchanges (need {}).",
-            fmt_rate(coverage),
-            total_weight,
-            fmt_rate(s.min_coverage)
-        ));
-    }
-    for slo in checks::unmatched_slos(cfg, &routes) {
-        reasons.push(format!("SLO '{}' matched no route in the run.", slo.text));
-    }
-    let c = &e.counts;
-    if c.baseline_only + c.candidate_only > 0 {
-        reasons.push(format!(
-            "{} origin(s) had only a baseline response and {} only a candidate response (unpaired, not judged).",
-            c.baseline_only, c.candidate_only
-        ));
-    }
-    if verdict == Verdict::Pass {
-        reasons.push(format!(
-            "All {} judged route(s) pass: {}, no error-rate growth, no significant and large slowdown.",
-            evaluated_count,
-            if canary {
-                format!("{} exchanges compared as distributions (unpaired canary analysis)", total_weight)
-            } else {
-                format!("{total_paired} paired exchanges, no response difference beyond noise")
-            }
-        ));
-    }
-    if !noise_candidates.is_empty() {
-        reasons.push(format!(
-            "{} volatile-looking difference(s) (timestamps, UUIDs, tokens) treated as noise; see noise_candidates (replay a secondary with --noise to measure noise instead).",
-            noise_candidates.len()
-        ));
-    }
+    let reasons = reasons(
+        &routes,
+        &run,
+        verdict,
+        cfg,
+        &e.counts,
+        noise_candidates.len(),
+    );
     if !skipped_files.is_empty() {
         warn!(files = skipped_files.len(), "damaged tape files skipped");
     }
@@ -203,6 +96,158 @@ pub(super) fn decide(mut e: Engine<'_>, run_id: String, skipped_files: Vec<Strin
         chaos: None,
         corpus: None,
     }
+}
+
+/// How much of the run's traffic the routes with a verdict carry.
+struct Coverage {
+    /// Paired exchanges on all routes.
+    total_paired: u64,
+    /// Exchanges (baseline and candidate) on all routes.
+    total_weight: u64,
+    /// Routes judged: with a score, or failed.
+    evaluated: usize,
+    /// The share of `total_weight` on judged routes.
+    coverage: f64,
+}
+
+impl Coverage {
+    fn of(routes: &[RouteReport]) -> Coverage {
+        let weight = |r: &RouteReport| r.baseline_count + r.candidate_count;
+        let is_evaluated = |r: &RouteReport| r.score.is_some() || r.verdict == Verdict::Fail;
+        let total_weight: u64 = routes.iter().map(weight).sum();
+        let covered: u64 = routes.iter().filter(|r| is_evaluated(r)).map(weight).sum();
+        Coverage {
+            total_paired: routes.iter().map(|r| r.paired).sum(),
+            total_weight,
+            evaluated: routes.iter().filter(|r| is_evaluated(r)).count(),
+            coverage: if total_weight > 0 {
+                covered as f64 / total_weight as f64
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// The run's verdict: fail when a route fails, inconclusive when the judged routes carry
+    /// too little of the traffic, marginal when a route is, else pass.
+    fn verdict(&self, routes: &[RouteReport], s: &Settings) -> Verdict {
+        if routes.iter().any(|r| r.verdict == Verdict::Fail) {
+            Verdict::Fail
+        } else if self.evaluated == 0 || self.coverage < s.min_coverage {
+            Verdict::Inconclusive
+        } else if routes.iter().any(|r| r.verdict == Verdict::Marginal) {
+            Verdict::Marginal
+        } else {
+            Verdict::Pass
+        }
+    }
+}
+
+/// The run's reasons, failures first: every `high` check, marginal routes, a baseline that did
+/// not answer, routes with too little data, coverage, unmatched SLOs, unpaired origins, and
+/// what a pass rests on.
+fn reasons(
+    routes: &[RouteReport],
+    run: &Coverage,
+    verdict: Verdict,
+    cfg: &DiffConfig,
+    counts: &Counts,
+    noise_candidates: usize,
+) -> Vec<String> {
+    let s = &cfg.settings;
+    let mut reasons = Vec::new();
+    for r in routes {
+        for c in &r.checks {
+            if c.classification == Classification::High {
+                reasons.push(format!(
+                    "{} — {} {}: {}.",
+                    r.route,
+                    c.name,
+                    if c.critical {
+                        "failed (critical)"
+                    } else {
+                        "failed"
+                    },
+                    c.reason
+                ));
+            }
+        }
+    }
+    for r in routes {
+        if r.verdict == Verdict::Marginal {
+            reasons.push(format!(
+                "{}: marginal (score {:.0}).",
+                r.route,
+                r.score.unwrap_or(0.0)
+            ));
+        }
+    }
+    let baseline_down = |r: &RouteReport| r.checks.iter().any(|c| c.name == CheckName::Baseline);
+    let down: Vec<&RouteReport> = routes.iter().filter(|r| baseline_down(r)).collect();
+    if !down.is_empty() {
+        let unanswered: u64 = down.iter().map(|r| r.errors.baseline_unanswered).sum();
+        let asked: u64 = down.iter().map(|r| r.baseline_count).sum();
+        let names: Vec<&str> = down.iter().take(5).map(|r| r.route.as_str()).collect();
+        reasons.push(format!(
+            "The baseline did not answer {unanswered} of {asked} requests on {} route(s) ({}{}): nothing to compare against — is it up?",
+            down.len(),
+            names.join(", "),
+            if down.len() > 5 { ", …" } else { "" }
+        ));
+    }
+    let nodata: Vec<&RouteReport> = routes
+        .iter()
+        .filter(|r| r.verdict == Verdict::Inconclusive && !baseline_down(r))
+        .collect();
+    if !nodata.is_empty() {
+        let names: Vec<String> = nodata
+            .iter()
+            .take(5)
+            .map(|r| format!("{} ({})", r.route, r.baseline_count.min(r.candidate_count)))
+            .collect();
+        reasons.push(format!(
+            "{} route(s) had too few paired exchanges to judge (need {}): {}{}.",
+            nodata.len(),
+            s.min_samples,
+            names.join(", "),
+            if nodata.len() > 5 { ", …" } else { "" }
+        ));
+    }
+    if verdict == Verdict::Inconclusive {
+        reasons.push(format!(
+            "Inconclusive: routes with enough data carry {} of the {} exchanges (need {}).",
+            fmt_rate(run.coverage),
+            run.total_weight,
+            fmt_rate(s.min_coverage)
+        ));
+    }
+    for slo in checks::unmatched_slos(cfg, routes) {
+        reasons.push(format!("SLO '{}' matched no route in the run.", slo.text));
+    }
+    let c = counts;
+    if c.baseline_only + c.candidate_only > 0 {
+        reasons.push(format!(
+            "{} origin(s) had only a baseline response and {} only a candidate response (unpaired, not judged).",
+            c.baseline_only, c.candidate_only
+        ));
+    }
+    if verdict == Verdict::Pass {
+        reasons.push(format!(
+            "All {} judged route(s) pass: {}, no error-rate growth, no significant and large slowdown.",
+            run.evaluated,
+            if cfg.options.candidate_tape.is_some() {
+                format!("{} exchanges compared as distributions (unpaired canary analysis)", run.total_weight)
+            } else {
+                format!("{} paired exchanges, no response difference beyond noise", run.total_paired)
+            }
+        ));
+    }
+    if noise_candidates > 0 {
+        reasons.push(format!(
+            "{noise_candidates} volatile-looking difference(s) (timestamps, UUIDs, tokens) treated as noise; see noise_candidates (replay a secondary with --noise to measure noise instead)."
+        ));
+    }
+    reasons
 }
 
 /// Measures route `route`, runs every check over it, scores them and decides its verdict.

@@ -58,11 +58,7 @@ pub(crate) fn measure(acc: &LatencyAcc, s: &Settings, seed: u64) -> LatencyRepor
     let mut report = LatencyReport {
         baseline: percentiles(&acc.base.hist, s),
         candidate: percentiles(&acc.cand.hist, s),
-        mann_whitney: None,
-        hodges_lehmann: None,
-        noise_shift: None,
-        ratios: Vec::new(),
-        ks: None,
+        ..LatencyReport::default()
     };
     if b.len() < s.min_samples || c.len() < s.min_samples {
         return report;

@@ -335,68 +335,81 @@ fn record_replay_diff_through_s3(engine: Engine) {
     assert_eq!(merged["verdict"], verdict["verdict"]);
 }
 
-/// A TCP forwarder the test can close (the endpoint is then refused) and reopen on the same
-/// port. A restarted moto would lose its in-memory buckets; this keeps moto's state.
+/// A TCP forwarder the test can take down (new connections are cut at once, open ones are shut
+/// down: the endpoint is unreachable) and bring back, on the same port. A restarted moto would
+/// lose its in-memory buckets; this keeps moto's state. The listener stays bound for the
+/// forwarder's whole life: binding the port again after an outage could find it taken by
+/// another test's connection on a loaded machine.
 struct Forwarder {
     port: u16,
-    target: u16,
     stop: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     accept: Option<JoinHandle<()>>,
 }
 
 impl Forwarder {
     fn start(target: u16) -> Forwarder {
-        let mut f = Forwarder {
-            port: free_port(),
-            target,
-            stop: Arc::new(AtomicBool::new(false)),
-            conns: Arc::new(Mutex::new(Vec::new())),
-            accept: None,
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind forwarder");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("forwarder address").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let down = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let accept = {
+            let (stop, down, conns) = (stop.clone(), down.clone(), conns.clone());
+            std::thread::spawn(move || {
+                // Bounded by `stop`, which `Drop` sets.
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        // Down: the connection is dropped as soon as it is accepted.
+                        Ok(_) if down.load(Ordering::SeqCst) => {}
+                        Ok((client, _)) => {
+                            let _ = client.set_nonblocking(false);
+                            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                                continue;
+                            };
+                            let Ok(mut g) = conns.lock() else { continue };
+                            // Checked under the lock `close` drains with: a connection accepted
+                            // while the endpoint went down does not outlive the outage.
+                            if down.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            g.extend(
+                                [client.try_clone(), server.try_clone()]
+                                    .into_iter()
+                                    .flatten(),
+                            );
+                            drop(g);
+                            pipe(client.try_clone(), server.try_clone());
+                            pipe(server.try_clone(), client.try_clone());
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
         };
-        f.open();
-        f
+        Forwarder {
+            port,
+            stop,
+            down,
+            conns,
+            accept: Some(accept),
+        }
     }
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Brings the endpoint back.
     fn open(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("bind forwarder");
-        listener.set_nonblocking(true).expect("nonblocking");
-        self.stop.store(false, Ordering::SeqCst);
-        let (stop, conns, target) = (self.stop.clone(), self.conns.clone(), self.target);
-        self.accept = Some(std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let _ = client.set_nonblocking(false);
-                        let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                            continue;
-                        };
-                        if let Ok(mut g) = conns.lock() {
-                            g.extend(
-                                [client.try_clone(), server.try_clone()]
-                                    .into_iter()
-                                    .flatten(),
-                            );
-                        }
-                        pipe(client.try_clone(), server.try_clone());
-                        pipe(server.try_clone(), client.try_clone());
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        }));
+        self.down.store(false, Ordering::SeqCst);
     }
 
-    /// Stops listening and cuts every open connection: the endpoint is unreachable.
+    /// Cuts every open connection and every new one: the endpoint is unreachable.
     fn close(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
+        self.down.store(true, Ordering::SeqCst);
         if let Ok(mut g) = self.conns.lock() {
             for s in g.drain(..) {
                 let _ = s.shutdown(Shutdown::Both);
@@ -408,6 +421,10 @@ impl Forwarder {
 impl Drop for Forwarder {
     fn drop(&mut self) {
         self.close();
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -300,7 +300,7 @@ pub struct RulesFile {
 }
 
 /// `[early_stop]` in the rules file: the anytime-valid judge of `tapedeck check --early-stop`
-/// (see [`crate::sequential`]). Rates are fractions of a route's paired origins.
+/// (see `sequential.rs`). Rates are fractions of a route's paired origins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EarlyStopRules {

@@ -104,7 +104,7 @@ fn is_token(s: &str) -> bool {
 
 /// Whether two different values are both volatile values of one kind. Inputs are compact JSON
 /// excerpts or raw strings; JSON strings are unquoted first.
-pub fn classify(baseline: &str, candidate: &str) -> Option<Volatile> {
+pub(crate) fn classify(baseline: &str, candidate: &str) -> Option<Volatile> {
     let a = unquote(baseline);
     let b = unquote(candidate);
     if is_uuid(a) && is_uuid(b) {

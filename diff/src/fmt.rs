@@ -1,6 +1,6 @@
 //! Numbers and requests as the judge writes them in check reasons, titles and examples, and the
 //! reports show them: `12.3 ms`, `+1,540 %`, `0.5 %`, `3.2e7`, a `curl` command. The judge and
-//! the reports ([`crate::report`], [`crate::report_html`]) share this one copy; generic number
+//! the reports ([`crate::report`], `report_html`) share this one copy; generic number
 //! and time formatting (`1,234`, RFC 3339) is [`tapedeck_common::format`]'s.
 
 use std::fmt::Write as _;

@@ -22,6 +22,13 @@
 //! path, latencies go into HDR histograms and seeded reservoirs, and at the end every route's
 //! checks ([`CheckName`]) are classified and scored into the [`DiffOutcome`]. Memory is bounded by the pending
 //! map, the per-route accumulators and one example per (route, path), never by the run's size.
+//!
+//! Public surface: the judge ([`run`], [`Differ`], [`DiffOptions`] → [`DiffConfig`],
+//! [`DiffOutcome`]) and the modules other crates build on — `report` (the [`report::REPORTS`]
+//! list and the summary), `route` (route keys), `body`, `compare` and `json` (response
+//! comparison, fuzzed), `live` (early stop), `deps`, `chaos` and `corpus` (verdict sections),
+//! `distill`, `outcome`, `config`, `fmt`. The route checks, the statistics, the sequential tests,
+//! pairing and the HTML and GitHub renderers are private.
 #![forbid(unsafe_code)]
 
 pub mod body;
@@ -31,7 +38,7 @@ pub mod compare;
 pub mod config;
 pub mod corpus;
 pub mod deps;
-pub mod detect;
+mod detect;
 pub mod distill;
 mod engine;
 mod error;
@@ -41,11 +48,11 @@ pub mod live;
 pub mod outcome;
 mod pair;
 pub mod report;
-pub mod report_gha;
-pub mod report_html;
+mod report_gha;
+mod report_html;
 pub mod route;
-pub mod sequential;
-pub mod stats;
+mod sequential;
+mod stats;
 
 pub use checks::{CheckName, SloName};
 pub use config::{DiffConfig, DiffOptions, InconclusiveAs, RulesFile, Settings};

@@ -1,7 +1,7 @@
 //! Judging a run while it is replayed (`tapedeck check --early-stop`): [`LiveJudge`] takes each
 //! recorded request's results (baseline, candidate and noise target) as replay finishes them,
 //! compares them the way the fixed judge does, and feeds the anytime-valid tests of
-//! [`crate::sequential`]. Once they decide, the caller stops the replay; the fixed judge then
+//! `sequential.rs`. Once they decide, the caller stops the replay; the fixed judge then
 //! still judges what was replayed (for the reports), and [`apply`] combines both into the
 //! verdict: **fail exactly when a sequential test crossed** (the false-fail probability is at
 //! most `alpha`, however often the tests were looked at), otherwise the fixed judge's pass,

@@ -393,7 +393,7 @@ pub struct DiffOutcome {
     pub corpus: Option<crate::corpus::CorpusReport>,
 }
 
-/// The sequential judge's account of a `--early-stop` run (see [`crate::sequential`]).
+/// The sequential judge's account of a `--early-stop` run (see docs/verdict.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SequentialReport {
     /// The bound on the false-fail probability.

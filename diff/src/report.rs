@@ -1,6 +1,6 @@
 //! Reports: `verdict.json` (schema in `docs/verdict.md`), `report.md` (a bug ticket, at most
 //! [`MAX_REPORT_CHARS`]), `junit.xml` (one testcase per route check), `report.html`
-//! ([`crate::report_html`]), the terminal summary, and the learned rules file.
+//! (`report_html.rs`), the terminal summary, and the learned rules file.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -17,7 +17,7 @@ use crate::outcome::{Classification, DiffOutcome, Verdict};
 use crate::report::fmt_percentile;
 
 /// Routes listed at most (failing first, as `routes` is ordered); the rest are counted.
-pub const MAX_ROUTES: usize = 20;
+pub(crate) const MAX_ROUTES: usize = 20;
 /// Reasons listed at most.
 const MAX_REASONS: usize = 30;
 
@@ -58,7 +58,7 @@ fn code(s: &str) -> String {
 }
 
 /// The job summary.
-pub fn job_summary(o: &DiffOutcome) -> String {
+pub(crate) fn job_summary(o: &DiffOutcome) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,

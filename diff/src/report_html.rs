@@ -17,19 +17,18 @@ use crate::report::{LOW_N_LEGEND, LOW_N_MARK, rfc3339_us, thousands};
 mod plots;
 
 use plots::latency_plots;
-pub use plots::percentile_svg;
 
 /// At most this many per-route latency plots.
-pub const MAX_PLOTTED_ROUTES: usize = 40;
+pub(crate) const MAX_PLOTTED_ROUTES: usize = 40;
 /// At most this many worked examples (side-by-side responses).
-pub const MAX_EXAMPLES: usize = 12;
+pub(crate) const MAX_EXAMPLES: usize = 12;
 /// At most this many routes in the differences section.
-pub const MAX_DIFF_ROUTES: usize = 100;
+pub(crate) const MAX_DIFF_ROUTES: usize = 100;
 /// Response excerpts longer than this many characters are cut.
 const MAX_EXCERPT_CHARS: usize = 6000;
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 8);
     for ch in s.chars() {
         match ch {
@@ -100,7 +99,7 @@ footer{margin-top:30px;color:var(--muted);font-size:12px}
 
 /// `report.html`: a self-contained page with the verdict banner, the route table, latency
 /// percentile plots (baseline vs candidate), the differences and side-by-side examples.
-pub fn html(o: &DiffOutcome) -> String {
+pub(crate) fn html(o: &DiffOutcome) -> String {
     let mut h = String::with_capacity(64 * 1024);
     let _ = write!(
         h,

@@ -49,7 +49,7 @@ const BET_FRACTIONS: [f64; 8] = [0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9];
 /// A betting e-process for the mean of a bounded stream `z ∈ [-1, 1]`: a mixture over
 /// [`BET_FRACTIONS`] of the wealth processes `Π (1 ± λ (z − m))`.
 #[derive(Debug, Clone)]
-pub struct BettingTest {
+pub(crate) struct BettingTest {
     /// The null's boundary: `E[z] ≤ m` (upper test) or `E[z] ≥ m` (lower test).
     m: f64,
     /// `true`: shows `E[z] > m`; `false`: shows `E[z] < m`.
@@ -62,12 +62,12 @@ pub struct BettingTest {
 
 impl BettingTest {
     /// A test that gathers evidence that the mean exceeds `m` (`-1 < m < 1`).
-    pub fn above(m: f64) -> Self {
+    pub(crate) fn above(m: f64) -> Self {
         Self::new(m, true)
     }
 
     /// A test that gathers evidence that the mean is below `m` (`-1 < m < 1`).
-    pub fn below(m: f64) -> Self {
+    pub(crate) fn below(m: f64) -> Self {
         Self::new(m, false)
     }
 
@@ -88,7 +88,7 @@ impl BettingTest {
     }
 
     /// Takes one observation (clamped to `[-1, 1]`).
-    pub fn observe(&mut self, z: f64) {
+    pub(crate) fn observe(&mut self, z: f64) {
         let z = if z.is_finite() {
             z.clamp(-1.0, 1.0)
         } else {
@@ -104,7 +104,7 @@ impl BettingTest {
 
     /// Takes `count` observations of 0 at once (a path first seen after `count` origins on which
     /// it did not differ).
-    pub fn observe_zeros(&mut self, count: u64) {
+    pub(crate) fn observe_zeros(&mut self, count: u64) {
         if count == 0 {
             return;
         }
@@ -116,12 +116,12 @@ impl BettingTest {
     }
 
     /// The e-value: the mixture's wealth (≥ 0; large is evidence against the null).
-    pub fn e_value(&self) -> f64 {
+    pub(crate) fn e_value(&self) -> f64 {
         self.log_e_value().exp()
     }
 
     /// `ln` of the e-value (finite even when the e-value overflows).
-    pub fn log_e_value(&self) -> f64 {
+    pub(crate) fn log_e_value(&self) -> f64 {
         let max = self
             .log_wealth
             .iter()
@@ -132,17 +132,18 @@ impl BettingTest {
     }
 
     /// Whether the evidence reached `threshold` (an e-value; `1/a` for level `a`).
-    pub fn crossed(&self, threshold: f64) -> bool {
+    pub(crate) fn crossed(&self, threshold: f64) -> bool {
         self.log_e_value() >= threshold.ln()
     }
 
     /// Observations taken.
-    pub fn count(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
         self.n
     }
 
     /// The mean of the observations taken (0 before any).
-    pub fn mean(&self) -> f64 {
+    pub(crate) fn mean(&self) -> f64 {
         if self.n == 0 {
             0.0
         } else {
@@ -189,7 +190,7 @@ impl Default for SequentialSettings {
 
 /// One paired origin on a route, as the sequential judge sees it.
 #[derive(Debug, Clone, Default)]
-pub struct Observation<'a> {
+pub(crate) struct Observation<'a> {
     /// Generalized paths where the candidate's answer differs from the baseline's (after ignore
     /// rules; without a noise target, volatile values left out).
     pub candidate_paths: &'a [String],
@@ -215,7 +216,7 @@ pub struct Observation<'a> {
 
 /// A latency objective for a route: at most `1 − quantile` of the answers above `max_us`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SeqSlo {
+pub(crate) struct SeqSlo {
     /// Its check's name (`slo p95<300ms`).
     pub name: SloName,
     /// The percentile as a fraction (0.95).
@@ -226,7 +227,7 @@ pub struct SeqSlo {
 
 /// Which check a test belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum SeqCheck {
+pub(crate) enum SeqCheck {
     /// Response differences at a JSON path (or `status`, `header:…`, `body`).
     Responses {
         /// The generalized path.
@@ -245,7 +246,7 @@ pub enum SeqCheck {
 
 impl SeqCheck {
     /// The check's name as in `verdict.json` (`responses`, `latency`, `errors`, `slo …`).
-    pub fn name(&self) -> CheckName {
+    pub(crate) fn name(&self) -> CheckName {
         match self {
             SeqCheck::Responses { .. } => CheckName::Responses,
             SeqCheck::Latency => CheckName::Latency,
@@ -257,7 +258,7 @@ impl SeqCheck {
 
 /// A test that reached its failure threshold.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Crossing {
+pub(crate) struct Crossing {
     /// The route key.
     pub route: String,
     /// The check (and path).
@@ -274,7 +275,7 @@ pub struct Crossing {
 
 /// What the sequential judge says so far.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SeqDecision {
+pub(crate) enum SeqDecision {
     /// Not decided yet.
     Undecided,
     /// A regression was shown (the tests that crossed, in the order they did).
@@ -304,7 +305,7 @@ struct RouteTests {
 
 /// Anytime-valid tests for every route, fed one paired origin at a time.
 #[derive(Debug, Clone)]
-pub struct SequentialJudge {
+pub(crate) struct SequentialJudge {
     settings: SequentialSettings,
     slos: Vec<(String, SeqSlo)>,
     routes: BTreeMap<String, RouteTests>,
@@ -315,7 +316,7 @@ pub struct SequentialJudge {
 impl SequentialJudge {
     /// A judge with these settings and latency objectives (`(route key, SLO)` pairs; a route key
     /// matches the route with any query parameter names, as the fixed judge's SLOs do).
-    pub fn new(settings: SequentialSettings, slos: Vec<(String, SeqSlo)>) -> Self {
+    pub(crate) fn new(settings: SequentialSettings, slos: Vec<(String, SeqSlo)>) -> Self {
         SequentialJudge {
             settings,
             slos,
@@ -326,7 +327,7 @@ impl SequentialJudge {
     }
 
     /// The settings.
-    pub fn settings(&self) -> &SequentialSettings {
+    pub(crate) fn settings(&self) -> &SequentialSettings {
         &self.settings
     }
 
@@ -342,7 +343,7 @@ impl SequentialJudge {
     }
 
     /// Takes one paired origin of `route`.
-    pub fn observe(&mut self, route: &str, o: &Observation<'_>) {
+    pub(crate) fn observe(&mut self, route: &str, o: &Observation<'_>) {
         let s = self.settings.clone();
         if !self.routes.contains_key(route) {
             let errors = Self::spend(
@@ -470,7 +471,7 @@ impl SequentialJudge {
     }
 
     /// Whether route `route` has been shown to be without regression.
-    pub fn route_passed(&self, route: &str) -> bool {
+    pub(crate) fn route_passed(&self, route: &str) -> bool {
         self.routes.get(route).is_some_and(|rt| self.passed(rt))
     }
 
@@ -490,7 +491,7 @@ impl SequentialJudge {
 
     /// The decision so far: fail as soon as any test crossed; pass when every route with at
     /// least `min_samples` origins passed (and there is at least one such route).
-    pub fn decision(&self) -> SeqDecision {
+    pub(crate) fn decision(&self) -> SeqDecision {
         if !self.crossings.is_empty() {
             return SeqDecision::Fail(self.crossings.clone());
         }
@@ -512,22 +513,23 @@ impl SequentialJudge {
     }
 
     /// The tests that crossed, in the order they did.
-    pub fn crossings(&self) -> &[Crossing] {
+    pub(crate) fn crossings(&self) -> &[Crossing] {
         &self.crossings
     }
 
     /// Tests created so far (the length of the spending sequence).
-    pub fn tests(&self) -> u64 {
+    pub(crate) fn tests(&self) -> u64 {
         self.created
     }
 
     /// The routes seen, in key order.
-    pub fn routes(&self) -> Vec<&str> {
+    pub(crate) fn routes(&self) -> Vec<&str> {
         self.routes.keys().map(String::as_str).collect()
     }
 
     /// Paired origins seen on `route`.
-    pub fn origins(&self, route: &str) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn origins(&self, route: &str) -> u64 {
         self.routes.get(route).map_or(0, |r| r.origins)
     }
 }

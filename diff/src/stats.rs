@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 /// `erfc(x)`, accurate to about 1e-14 relative (series near 0, continued fraction in the tails).
-pub fn erfc(x: f64) -> f64 {
+pub(crate) fn erfc(x: f64) -> f64 {
     if x.is_nan() {
         return f64::NAN;
     }
@@ -56,13 +56,13 @@ pub fn erfc(x: f64) -> f64 {
 }
 
 /// Standard normal survival function `P(Z > z)`.
-pub fn norm_sf(z: f64) -> f64 {
+pub(crate) fn norm_sf(z: f64) -> f64 {
     0.5 * erfc(z / std::f64::consts::SQRT_2)
 }
 
 /// Standard normal quantile (Acklam's algorithm, relative error < 1.2e-9).
 #[allow(clippy::excessive_precision)]
-pub fn norm_ppf(p: f64) -> f64 {
+pub(crate) fn norm_ppf(p: f64) -> f64 {
     if p <= 0.0 {
         return f64::NEG_INFINITY;
     }
@@ -151,7 +151,7 @@ fn ranks(values: &[f64]) -> (Vec<f64>, f64) {
 
 /// Mann-Whitney U of `candidate` against `baseline`, normal approximation with tie correction
 /// and continuity correction (as `scipy.stats.mannwhitneyu(..., method="asymptotic")`).
-pub fn mann_whitney(candidate: &[f64], baseline: &[f64]) -> Option<MannWhitney> {
+pub(crate) fn mann_whitney(candidate: &[f64], baseline: &[f64]) -> Option<MannWhitney> {
     let n1 = candidate.len() as f64;
     let n2 = baseline.len() as f64;
     if candidate.is_empty() || baseline.is_empty() {
@@ -205,7 +205,7 @@ fn kth(v: &mut [f64], k: usize) -> f64 {
 /// Hodges-Lehmann shift and the distribution-free interval from the order statistics of the
 /// pairwise differences (normal approximation of the Mann-Whitney null distribution).
 /// Samples are used as given; cap them first (the cost is `n1 * n2`).
-pub fn hodges_lehmann(
+pub(crate) fn hodges_lehmann(
     candidate: &[f64],
     baseline: &[f64],
     confidence: f64,
@@ -241,7 +241,7 @@ pub fn hodges_lehmann(
 }
 
 /// Nearest-rank percentile of sorted samples.
-pub fn percentile_sorted(sorted: &[f64], q: f64) -> Option<f64> {
+pub(crate) fn percentile_sorted(sorted: &[f64], q: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
@@ -294,7 +294,7 @@ pub struct RatioCi {
 
 /// Bootstrap (percentile method) confidence intervals of the candidate/baseline ratio at each
 /// of `qs`, with `resamples` resamples from a generator seeded with `seed` (reproducible).
-pub fn bootstrap_ratio(
+pub(crate) fn bootstrap_ratio(
     candidate: &[f64],
     baseline: &[f64],
     qs: &[f64],
@@ -358,7 +358,7 @@ pub struct KolmogorovSmirnov {
 }
 
 /// Survival function of the Kolmogorov distribution (`scipy.stats.kstwobign.sf`).
-pub fn kolmogorov_sf(x: f64) -> f64 {
+pub(crate) fn kolmogorov_sf(x: f64) -> f64 {
     if x <= 0.0 {
         return 1.0;
     }
@@ -384,7 +384,7 @@ pub fn kolmogorov_sf(x: f64) -> f64 {
 }
 
 /// Two-sample KS test (two-sided, asymptotic).
-pub fn ks_2samp(a: &[f64], b: &[f64]) -> Option<KolmogorovSmirnov> {
+pub(crate) fn ks_2samp(a: &[f64], b: &[f64]) -> Option<KolmogorovSmirnov> {
     if a.is_empty() || b.is_empty() {
         return None;
     }
@@ -414,7 +414,7 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> Option<KolmogorovSmirnov> {
 
 /// Fixed-size uniform sample of a stream (Algorithm R), seeded so runs are reproducible.
 #[derive(Debug)]
-pub struct Reservoir {
+pub(crate) struct Reservoir {
     cap: usize,
     seen: u64,
     items: Vec<f64>,
@@ -423,7 +423,7 @@ pub struct Reservoir {
 
 impl Reservoir {
     /// An empty reservoir keeping at most `cap` values.
-    pub fn new(cap: usize, seed: u64) -> Self {
+    pub(crate) fn new(cap: usize, seed: u64) -> Self {
         Self {
             cap: cap.max(1),
             seen: 0,
@@ -433,7 +433,7 @@ impl Reservoir {
     }
 
     /// Offers one value.
-    pub fn push(&mut self, v: f64) {
+    pub(crate) fn push(&mut self, v: f64) {
         self.seen += 1;
         if self.items.len() < self.cap {
             self.items.push(v);
@@ -447,7 +447,7 @@ impl Reservoir {
 
     /// Adds another reservoir's sample (its values are offered one by one; the result is an
     /// approximately uniform sample of both streams).
-    pub fn merge(&mut self, other: &Reservoir) {
+    pub(crate) fn merge(&mut self, other: &Reservoir) {
         for &v in &other.items {
             self.push(v);
         }
@@ -455,18 +455,19 @@ impl Reservoir {
     }
 
     /// The sample.
-    pub fn values(&self) -> &[f64] {
+    pub(crate) fn values(&self) -> &[f64] {
         &self.items
     }
 
     /// How many values were offered.
-    pub fn seen(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn seen(&self) -> u64 {
         self.seen
     }
 }
 
 /// An evenly spaced subsample of at most `cap` values (deterministic), for the quadratic tests.
-pub fn thin(values: &[f64], cap: usize) -> Vec<f64> {
+pub(crate) fn thin(values: &[f64], cap: usize) -> Vec<f64> {
     if values.len() <= cap || cap == 0 {
         return values.to_vec();
     }

@@ -28,7 +28,7 @@ fn nines(q: f64) -> f64 {
 
 /// An inline SVG percentile plot of baseline and candidate: latency (log scale) against the
 /// quantile on a nines axis.
-pub fn percentile_svg(l: &LatencyReport, label: &str) -> String {
+pub(crate) fn percentile_svg(l: &LatencyReport, label: &str) -> String {
     let (w, ht) = (420.0_f64, 230.0_f64);
     let (left, right, top, bottom) = (62.0, 12.0, 10.0, 34.0);
     let (pw, ph) = (w - left - right, ht - top - bottom);

@@ -1,3 +1,4 @@
+use super::plots::percentile_svg;
 use super::*;
 use crate::config::{DiffOptions, RulesFile};
 use crate::engine::Differ;

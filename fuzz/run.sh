@@ -14,7 +14,7 @@ SECONDS_EACH="${1:-60}"
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(json_diff route redact tape_reader rules_file har_import verdict_json)
+  TARGETS=(json_diff route redact tape_reader rules_file har_import verdict_json serve_bodies)
 fi
 export RUSTC_BOOTSTRAP=1
 FLAGS=(-a --sanitizer none)
@@ -22,7 +22,7 @@ cargo fuzz build "${FLAGS[@]}"
 
 # Seed corpora: a real tape (sealed Parquet + spool segment) for the reader, small examples for
 # the others. Seeds are regenerated each run; the corpus directories keep what the fuzzer found.
-mkdir -p corpus/tape_reader corpus/json_diff corpus/route corpus/redact corpus/rules_file corpus/har_import corpus/verdict_json logs
+mkdir -p corpus/tape_reader corpus/json_diff corpus/route corpus/redact corpus/rules_file corpus/har_import corpus/verdict_json corpus/serve_bodies logs
 BIN="../target/debug/tapedeck"
 if [ -x "$BIN" ] && [ -z "$(ls -A corpus/tape_reader)" ]; then
   tmp="$(mktemp -d)"
@@ -37,6 +37,9 @@ printf '\x05authorization\xffBearer t\xff\xff{"password": "cut-off' > corpus/red
 printf '{"log":{"version":"1.2","creator":{"name":"x","version":"1"},"entries":[{"startedDateTime":"2026-01-02T03:04:05.123Z","time":12.5,"request":{"method":"POST","url":"https://h:8443/a/b?x=1&y=%%20","httpVersion":"h2","headers":[{"name":":authority","value":"h"},{"name":"Authorization","value":"Bearer t"}],"queryString":[],"postData":{"mimeType":"application/json","text":"eyJhIjoxfQ==","encoding":"base64"},"headersSize":-1,"bodySize":7},"response":{"status":200,"statusText":"OK","httpVersion":"h2","headers":[{"name":"content-encoding","value":"gzip"}],"content":{"size":2,"mimeType":"application/json","text":"{}"},"redirectURL":"","headersSize":-1,"bodySize":2},"cache":{},"timings":{"blocked":-1,"dns":-1,"connect":-1,"send":1,"wait":10,"receive":1.5}}]}}' > corpus/har_import/seed1
 printf '{"schema_version":1,"run_id":"r1","verdict":"fail","rollback":true,"score":40,"exit_code":1,"title":"GET /a p95 +900 %% (v1 \xe2\x86\x92 v2)","reasons":["GET /a slower"],"baseline":"baseline","candidate":"candidate","noise":"secondary","baseline_version":"v1","candidate_version":"v2","window_us":[1,2],"counts":{"paired":40},"routes":[{"route":"GET /a/{id}?q","verdict":"fail","score":40,"paired":40,"checks":[{"name":"latency","classification":"high","critical":true,"weight":1.0,"reason":"slower"}],"paths":[{"path":"$.email","kind":"missing","status":"regression","raw_rate":1.0,"example":{"origin_id":"0192aa00-0000-7000-8000-000000000001","baseline":"\"a@x\"","candidate":null}}],"errors":{},"latency":{}}],"route_keys":{"templates":[],"cardinality":50}}' > corpus/verdict_json/seed1
 printf 'slo = [["GET /api/users/{id}: p95<300ms"]\n[settings]\nalpha = 0.05\n[[routes]]\ntemplate = "/api/users/{id}"\n[[ignore]]\nroute = "*"\npath = "$.ts"\n' > corpus/rules_file/seed1
+printf '{"id":"argo-1","tape":["/t/a","/t/b"],"baseline":"http://b","candidate":"http://c","secondary":"http://s","baseline_version":"v1","candidate_version":"v2"}' > corpus/serve_bodies/seed1
+printf '{"name":"web","namespace":"shop","phase":"Progressing","checksum":"6d8f/..x","metadata":{"tape":"/t","candidate":"http://canary","candidate_version":"v2","other":"x"}}' > corpus/serve_bodies/seed2
+printf ' \r\n' > corpus/serve_bodies/seed3
 
 pids=()
 for t in "${TARGETS[@]}"; do

@@ -2,7 +2,8 @@
 //!
 //! This binary only parses flags and wires the crates together; the work happens in
 //! `tapedeck-storage`, `tapedeck-proxy`, `tapedeck-replay`, `tapedeck-diff`, `tapedeck-mock`,
-//! `tapedeck-ticket` and `tapedeck-check` (the check pipeline).
+//! `tapedeck-ticket`, `tapedeck-check` (the check pipeline) and `tapedeck-serve` (checks over
+//! HTTP).
 #![forbid(unsafe_code)]
 // Output goes through `output` (a closed stdout is not an error): the print macros panic on EPIPE.
 #![warn(clippy::print_stdout, clippy::print_stderr)]

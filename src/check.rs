@@ -74,15 +74,8 @@ pub(crate) struct Settings {
     /// (latency and response differences are then judged without a measured noise floor).
     #[arg(long)]
     no_noise_target: bool,
-    /// Rules file (TOML) for the judge.
-    #[arg(long, value_name = "FILE")]
-    rules: Option<PathBuf>,
-    /// Latency objective for the candidate, e.g. 'GET /api/users: p95<300ms' (repeatable).
-    #[arg(long, value_name = "SLO")]
-    slo: Vec<String>,
-    /// Treat a marginal verdict as a failure.
-    #[arg(long)]
-    strict: bool,
+    #[command(flatten)]
+    pub(crate) judge: crate::flags::JudgeFlags,
     /// Exit code for an inconclusive verdict, for systems that only read 0 / non-0.
     #[arg(long, value_enum, value_name = "AS")]
     inconclusive_as: Option<InconclusiveArg>,
@@ -218,9 +211,9 @@ impl Settings {
         self.request.apply(r);
         self.select.apply(r);
         let j = &mut spec.judge;
-        j.rules = self.rules.clone();
-        j.slos = self.slo.clone();
-        j.strict = self.strict;
+        j.rules = self.judge.rules.clone();
+        j.slos = self.judge.slo.clone();
+        j.strict = self.judge.strict;
         j.inconclusive_as = match self.inconclusive_as {
             None => InconclusiveAs::Inconclusive,
             Some(InconclusiveArg::Pass) => InconclusiveAs::Pass,

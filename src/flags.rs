@@ -108,22 +108,29 @@ impl RequestFlags {
     }
 }
 
+/// Which exchanges of a tape: methods, path globs, time range (`replay`, `check`, `export-har`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct TapeFilterFlags {
+    /// Only these methods (repeatable or comma-separated).
+    #[arg(long = "method", value_name = "METHOD", value_delimiter = ',')]
+    pub(crate) methods: Vec<String>,
+    /// Only paths matching this glob, e.g. '/api/users/*' (repeatable).
+    #[arg(long = "route", value_name = "GLOB")]
+    pub(crate) routes: Vec<String>,
+    /// Only exchanges recorded at or after this time (RFC 3339 or µs since the epoch).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) from: Option<String>,
+    /// Only exchanges recorded before this time (RFC 3339 or µs since the epoch).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) to: Option<String>,
+}
+
 /// Which recorded exchanges are replayed, and the safety switches (`replay`, `check`, `serve`'s
 /// check flags).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct SelectFlags {
-    /// Only these methods (repeatable or comma-separated).
-    #[arg(long = "method", value_name = "METHOD", value_delimiter = ',')]
-    methods: Vec<String>,
-    /// Only paths matching this glob, e.g. '/api/users/*' (repeatable).
-    #[arg(long = "route", value_name = "GLOB")]
-    routes: Vec<String>,
-    /// Only exchanges recorded at or after this time (RFC 3339 or µs since the epoch).
-    #[arg(long, value_name = "TIME")]
-    from: Option<String>,
-    /// Only exchanges recorded before this time (RFC 3339 or µs since the epoch).
-    #[arg(long, value_name = "TIME")]
-    to: Option<String>,
+    #[command(flatten)]
+    filter: TapeFilterFlags,
     /// Replay at most N recorded exchanges.
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
@@ -145,14 +152,44 @@ pub(crate) struct SelectFlags {
 impl SelectFlags {
     /// Sets the selection and safety switches of `options`.
     pub(crate) fn apply(&self, options: &mut tapedeck_replay::ReplayOptions) {
-        options.methods = self.methods.clone();
-        options.routes = self.routes.clone();
-        options.from = self.from.clone();
-        options.to = self.to.clone();
+        options.methods = self.filter.methods.clone();
+        options.routes = self.filter.routes.clone();
+        options.from = self.filter.from.clone();
+        options.to = self.filter.to.clone();
         options.limit = self.limit;
         options.sample = self.sample;
         options.allow_writes = self.allow_writes;
         options.allow_same_host = self.allow_same_host;
         options.skip_corrupt = self.skip_corrupt;
+    }
+}
+
+/// The judge's rules and strictness (`check`, and `serve` for every run).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct JudgeFlags {
+    /// Rules file (TOML) for the judge.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) rules: Option<PathBuf>,
+    /// Latency objective for the candidate, e.g. 'GET /api/users: p95<300ms' (repeatable).
+    #[arg(long, value_name = "SLO")]
+    pub(crate) slo: Vec<String>,
+    /// Treat a marginal verdict as a failure.
+    #[arg(long)]
+    pub(crate) strict: bool,
+}
+
+impl JudgeFlags {
+    /// Adds `outer`'s settings (`serve`'s own flags) to these (its check flags after `--`).
+    pub(crate) fn merge(&mut self, outer: &JudgeFlags) -> anyhow::Result<()> {
+        if let Some(rules) = &outer.rules {
+            anyhow::ensure!(
+                self.rules.is_none(),
+                "--rules is given both before and after `--`"
+            );
+            self.rules = Some(rules.clone());
+        }
+        self.slo.splice(0..0, outer.slo.iter().cloned());
+        self.strict |= outer.strict;
+        Ok(())
     }
 }

@@ -76,18 +76,8 @@ pub(crate) struct ExportArgs {
     /// The HAR file to write (`-` for stdout).
     #[arg(long, value_name = "FILE.har")]
     out: PathBuf,
-    /// Only these methods (repeatable or comma-separated).
-    #[arg(long = "method", value_name = "METHOD", value_delimiter = ',')]
-    methods: Vec<String>,
-    /// Only paths matching this glob, e.g. '/api/users/*' (repeatable).
-    #[arg(long = "route", value_name = "GLOB")]
-    routes: Vec<String>,
-    /// Only exchanges that started at or after this time (RFC 3339 or µs since the epoch).
-    #[arg(long, value_name = "TIME")]
-    from: Option<String>,
-    /// Only exchanges that started before this time (RFC 3339 or µs since the epoch).
-    #[arg(long, value_name = "TIME")]
-    to: Option<String>,
+    #[command(flatten)]
+    filter: crate::flags::TapeFilterFlags,
     /// Export at most N exchanges (the earliest).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -101,19 +91,20 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
 }
 
 pub(crate) fn run_export(args: ExportArgs) -> anyhow::Result<u8> {
-    let routes = if args.routes.is_empty() {
+    let routes = if args.filter.routes.is_empty() {
         None
     } else {
         let mut b = globset::GlobSetBuilder::new();
-        for r in &args.routes {
+        for r in &args.filter.routes {
             b.add(globset::Glob::new(r).with_context(|| format!("--route `{r}`"))?);
         }
         Some(b.build().context("--route")?)
     };
     let filter = Filter {
-        from_us: args.from.as_deref().map(parse_time).transpose()?,
-        to_us: args.to.as_deref().map(parse_time).transpose()?,
+        from_us: args.filter.from.as_deref().map(parse_time).transpose()?,
+        to_us: args.filter.to.as_deref().map(parse_time).transpose()?,
         methods: args
+            .filter
             .methods
             .iter()
             .map(|m| m.to_ascii_uppercase())

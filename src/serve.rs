@@ -68,15 +68,9 @@ pub(crate) struct Args {
     /// Default second baseline URL (noise).
     #[arg(long, value_name = "URL")]
     secondary: Option<String>,
-    /// Rules file (TOML) for every run.
-    #[arg(long, value_name = "FILE")]
-    rules: Option<PathBuf>,
-    /// Latency objective for every run (repeatable), e.g. 'GET /api/users: p95<300ms'.
-    #[arg(long, value_name = "SLO")]
-    slo: Vec<String>,
-    /// Treat a marginal verdict as a failure.
-    #[arg(long)]
-    strict: bool,
+    /// The judge's rules for every run.
+    #[command(flatten)]
+    judge: crate::flags::JudgeFlags,
     /// Write a bug-ticket bundle to RUNS/{id}/ticket when a run does not pass.
     #[arg(long)]
     tickets: bool,
@@ -97,24 +91,17 @@ fn check_settings(args: &Args) -> anyhow::Result<check::Settings> {
         settings: check::Settings,
     }
     let mut argv = vec!["tapedeck serve --".to_owned()];
-    if let Some(r) = &args.rules {
-        argv.extend(["--rules".to_owned(), r.display().to_string()]);
-    }
-    for s in &args.slo {
-        argv.extend(["--slo".to_owned(), s.clone()]);
-    }
-    if args.strict {
-        argv.push("--strict".into());
-    }
     argv.extend(args.check_args.iter().cloned());
-    Ok(Wrap::try_parse_from(argv)
+    let mut settings = Wrap::try_parse_from(argv)
         .map_err(|e| {
             anyhow::anyhow!(
                 "{}",
                 e.to_string().lines().next().unwrap_or("bad check flags")
             )
         })?
-        .settings)
+        .settings;
+    settings.judge.merge(&args.judge)?;
+    Ok(settings)
 }
 
 impl Args {

@@ -33,9 +33,9 @@ use crate::MockError;
 use crate::shape::{Mask, Normalizer, Shape, Side, matches, similarity};
 use crate::spec::UnknownTrace;
 
-/// Response headers that describe one connection's framing, never served from a recording
-/// (the mock frames its own answer; `content-length` is recomputed).
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that describe one connection's framing (hop by hop): never served from a recording
+/// (the mock frames its own answer) nor forwarded by the pass-through.
+pub(crate) const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -43,7 +43,6 @@ const HOP_BY_HOP: [&str; 8] = [
     "te",
     "trailer",
     "upgrade",
-    "content-length",
 ];
 
 /// A recorded answer, ready to serve.
@@ -210,6 +209,8 @@ fn answer_of(ex: &Exchange, report: &mut LoadReport) -> Answer {
         let lower = h.name.to_ascii_lowercase();
         if trailers.is_none()
             && (HOP_BY_HOP.contains(&lower.as_str())
+                // Recomputed for the answer served.
+                || lower == "content-length"
                 // An empty body with a coding would not decode: a dropped body goes out plain.
                 || (dropped && lower == "content-encoding"))
         {

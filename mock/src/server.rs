@@ -58,17 +58,6 @@ const TICK: Duration = Duration::from_millis(50);
 const PASSTHROUGH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pass-through: the largest answer body read.
 const PASSTHROUGH_MAX_BODY: usize = 64 << 20;
-/// Request headers the pass-through does not forward (connection framing; the host is set).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "host",
-];
 
 /// The output tape: a sender and the redactor that keeps credentials the caller sent off it.
 #[derive(Debug)]

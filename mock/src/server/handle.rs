@@ -2,6 +2,7 @@
 //! fault, a miss, or the target's own answer when passing through), and the call recorded.
 
 use super::*;
+use crate::index::HOP_BY_HOP;
 
 /// The per-connection service.
 #[derive(Debug, Clone)]
@@ -484,7 +485,8 @@ async fn passthrough(
     *req.method_mut() = call.parts.method.clone();
     *req.uri_mut() = uri;
     for (n, v) in &call.parts.headers {
-        if !HOP_BY_HOP.contains(&n.as_str()) {
+        // The host is set below.
+        if !HOP_BY_HOP.contains(&n.as_str()) && n != HOST {
             req.headers_mut().append(n.clone(), v.clone());
         }
     }

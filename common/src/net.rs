@@ -5,6 +5,27 @@ use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// A listener could not be bound (the address is taken, or not ours to bind). The recorder, the
+/// mock and their tests read the message: it starts with `cannot listen on`.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({what}): {source}")]
+pub struct BindError {
+    /// Which listener: `proxy`, `mock`, `admin`.
+    pub what: &'static str,
+    /// The address.
+    pub addr: SocketAddr,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl BindError {
+    /// A `map_err` for binding `what` on `addr`.
+    pub fn on(what: &'static str, addr: SocketAddr) -> impl Fn(std::io::Error) -> BindError + Copy {
+        move |source| BindError { what, addr, source }
+    }
+}
+
 /// Pending connections each listener queues.
 pub const BACKLOG: i32 = 1024;
 

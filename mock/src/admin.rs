@@ -27,11 +27,7 @@ pub(crate) struct Admin {
 
 impl Admin {
     pub(crate) fn start(addr: SocketAddr, sh: Arc<Shared>) -> Result<Admin, MockError> {
-        let bind = |source| MockError::Bind {
-            what: "admin",
-            addr,
-            source,
-        };
+        let bind = tapedeck_common::net::BindError::on("admin", addr);
         let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
         listener.set_nonblocking(true).map_err(bind)?;
         let local = listener.local_addr().map_err(bind)?;

@@ -2,7 +2,6 @@
 //! environment problem found *before* the mock serves: once it runs, a request that matches
 //! nothing is a miss (an answer), never an error.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use tapedeck_common::RuleError;
@@ -67,16 +66,8 @@ pub enum MockError {
         message: String,
     },
     /// A listener could not be bound.
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        /// `mock` or `admin`.
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] tapedeck_common::net::BindError),
     /// The output tape could not be opened or closed.
     #[error("output tape {path}: {source}")]
     Out {

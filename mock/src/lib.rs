@@ -152,11 +152,7 @@ impl Mock {
             warn!(mock = %name, "the dependency tape holds no exchange: every request will miss");
         }
         let listeners = tapedeck_common::net::reuseport_listeners(spec.listen, spec.threads)
-            .map_err(|source| MockError::Bind {
-                what: "mock",
-                addr: spec.listen,
-                source,
-            })?;
+            .map_err(tapedeck_common::net::BindError::on("mock", spec.listen))?;
         let addr = listeners
             .first()
             .and_then(|l| l.local_addr().ok())

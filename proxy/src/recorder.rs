@@ -12,6 +12,8 @@ use tapedeck_common::Redactor;
 use tapedeck_storage::{StorageError, TapeWriter, WhenFull, WriterStats};
 use tracing::{error, info, warn};
 
+use tapedeck_common::net::BindError;
+
 use crate::admin::{AdminServer, AdminState};
 use crate::capture::{
     Capture, CaptureParts, Handoff, PendingTape, Sink, TapeSink, queue_bytes_split,
@@ -24,16 +26,8 @@ use crate::metrics::{Counts, Metrics};
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     /// A listener address is taken or not ours to bind.
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        /// `proxy` or `admin`.
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] tapedeck_common::net::BindError),
     /// Another recorder holds the tape directory.
     #[error("tape {dir} is in use by another writer")]
     TapeInUse {
@@ -127,11 +121,7 @@ impl Recorder {
             );
         }
         let admin_listener = match s.admin {
-            Some(addr) => Some(TcpListener::bind(addr).map_err(|source| RecordError::Bind {
-                what: "admin",
-                addr,
-                source,
-            })?),
+            Some(addr) => Some(TcpListener::bind(addr).map_err(BindError::on("admin", addr))?),
             None => None,
         };
 
@@ -350,5 +340,6 @@ impl Retry {
 fn check_bind(what: &'static str, addr: SocketAddr) -> Result<(), RecordError> {
     TcpListener::bind(addr)
         .map(drop)
-        .map_err(|source| RecordError::Bind { what, addr, source })
+        .map_err(BindError::on(what, addr))
+        .map_err(RecordError::from)
 }

@@ -49,6 +49,18 @@ fn http(
     (status, body)
 }
 
+/// The status of a Flagger webhook call (`POST /flagger/{hook}`) with the token.
+fn hook(addr: SocketAddr, hook: &str, payload: &str) -> u16 {
+    http(
+        addr,
+        "POST",
+        &format!("/flagger/{hook}"),
+        Some(TOKEN),
+        payload,
+    )
+    .0
+}
+
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
@@ -337,21 +349,8 @@ fn serve_answers_the_argo_and_flagger_contracts() {
         404
     );
     let payload = flagger("web", "c-renamed", meta.clone());
-    assert_eq!(
-        http(
-            addr,
-            "POST",
-            "/flagger/confirm-promotion",
-            Some(TOKEN),
-            &payload
-        )
-        .0,
-        412
-    );
-    assert_eq!(
-        http(addr, "POST", "/flagger/rollback", Some(TOKEN), &payload).0,
-        200
-    );
+    assert_eq!(hook(addr, "confirm-promotion", &payload), 412);
+    assert_eq!(hook(addr, "rollback", &payload), 200);
     assert_eq!(
         renamed.requests().len(),
         same.requests().len(),
@@ -377,71 +376,26 @@ fn serve_answers_the_argo_and_flagger_contracts() {
     let (code, body) = http(addr, "POST", "/flagger/rollout", Some(TOKEN), &payload);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("pending"), "{body}");
-    assert_eq!(
-        http(
-            addr,
-            "POST",
-            "/flagger/confirm-promotion",
-            Some(TOKEN),
-            &payload
-        )
-        .0,
-        412
-    );
-    assert_eq!(
-        http(addr, "POST", "/flagger/rollback", Some(TOKEN), &payload).0,
-        412
-    );
+    assert_eq!(hook(addr, "confirm-promotion", &payload), 412);
+    assert_eq!(hook(addr, "rollback", &payload), 412);
     let done = wait_done(addr, "flagger-shop-api-c-slow");
     assert_ne!(done["status"], "error", "{done:#}");
     let expect_promote = if done["status"] == "pass" { 200 } else { 412 };
-    assert_eq!(
-        http(
-            addr,
-            "POST",
-            "/flagger/confirm-promotion",
-            Some(TOKEN),
-            &payload
-        )
-        .0,
-        expect_promote
-    );
+    assert_eq!(hook(addr, "confirm-promotion", &payload), expect_promote);
 
     // An identical candidate through Flagger: promotion confirmed, rollback refused.
     let payload = flagger("api", "c-same", serde_json::json!({}));
-    assert_eq!(
-        http(addr, "POST", "/flagger/pre-rollout", Some(TOKEN), &payload).0,
-        200
-    );
+    assert_eq!(hook(addr, "pre-rollout", &payload), 200);
     let done = wait_done(addr, "flagger-shop-api-c-same");
     assert_eq!(done["status"], "pass", "{done:#}");
-    assert_eq!(
-        http(addr, "POST", "/flagger/rollout", Some(TOKEN), &payload).0,
-        200
-    );
-    assert_eq!(
-        http(
-            addr,
-            "POST",
-            "/flagger/confirm-promotion",
-            Some(TOKEN),
-            &payload
-        )
-        .0,
-        200
-    );
-    assert_eq!(
-        http(addr, "POST", "/flagger/rollback", Some(TOKEN), &payload).0,
-        412
-    );
+    assert_eq!(hook(addr, "rollout", &payload), 200);
+    assert_eq!(hook(addr, "confirm-promotion", &payload), 200);
+    assert_eq!(hook(addr, "rollback", &payload), 412);
 
     // A run that cannot run: status error with a message; rollout refuses with 412, not 5xx.
     let missing = dir.path().join("no-such-tape");
     let payload = flagger("api", "c-broken", serde_json::json!({"tape": s(&missing)}));
-    assert_eq!(
-        http(addr, "POST", "/flagger/pre-rollout", Some(TOKEN), &payload).0,
-        200
-    );
+    assert_eq!(hook(addr, "pre-rollout", &payload), 200);
     let done = wait_done(addr, "flagger-shop-api-c-broken");
     assert_eq!(done["status"], "error", "{done:#}");
     assert!(

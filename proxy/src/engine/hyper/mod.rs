@@ -252,11 +252,9 @@ pub(crate) fn run(
 
 /// `threads` listeners on `addr` with `SO_REUSEPORT` (`tapedeck_common::net`).
 fn bind(addr: SocketAddr, threads: usize) -> Result<Vec<std::net::TcpListener>, RecordError> {
-    tapedeck_common::net::reuseport_listeners(addr, threads).map_err(|source| RecordError::Bind {
-        what: "proxy",
-        addr,
-        source,
-    })
+    tapedeck_common::net::reuseport_listeners(addr, threads)
+        .map_err(tapedeck_common::net::BindError::on("proxy", addr))
+        .map_err(RecordError::from)
 }
 
 /// One worker thread: its runtime, its accept loop, its connections.

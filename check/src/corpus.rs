@@ -422,6 +422,22 @@ pub fn add(ticket: &Path, corpus: &Path) -> Result<Added, CorpusError> {
     Ok(added)
 }
 
+/// The authority and scheme the tape at `tapes` was recorded from (its first exchange), if it
+/// can be read; the corpus phase's requests pretend to come from the same recording.
+pub fn recorded_authority(tapes: &[PathBuf]) -> Option<(String, String)> {
+    let tape = Tape::open(tapes).ok()?;
+    let opts = tapedeck_storage::ReadOptions {
+        columns: Some(vec![
+            tapedeck_storage::schema::col::AUTHORITY.into(),
+            tapedeck_storage::schema::col::SCHEME.into(),
+        ]),
+        batch_size: 1,
+        ..tapedeck_storage::ReadOptions::default()
+    };
+    let ex = tape.scan(opts).exchanges().next()?.ok()?;
+    (!ex.authority.is_empty()).then_some((ex.authority, ex.scheme))
+}
+
 /// A corpus opened for replay: its entries and their requests.
 #[derive(Debug)]
 pub struct Corpus {
@@ -491,7 +507,17 @@ impl Corpus {
     /// `ceil(min_samples / entries on its route)` times (at least once), in rounds, so each
     /// route reaches the judge's minimum sample; each copy gets its own id. Returns the number of
     /// requests written.
-    pub fn expand(&self, dest: &Path, min_samples: usize) -> Result<u64, CorpusError> {
+    ///
+    /// The requests are written as recorded from `recorded_as` (authority and scheme: the tape
+    /// being checked, [`recorded_authority`]), so replay's same-host guard protects the corpus
+    /// phase exactly as it protects the tape's; the bundle's rows carry the authority of the
+    /// targets of the run they came from, which says nothing about where traffic was recorded.
+    pub fn expand(
+        &self,
+        dest: &Path,
+        min_samples: usize,
+        recorded_as: Option<&(String, String)>,
+    ) -> Result<u64, CorpusError> {
         let mut per_route: HashMap<&str, usize> = HashMap::new();
         for e in &self.entries {
             *per_route.entry(e.route.as_str()).or_default() += 1;
@@ -523,11 +549,18 @@ impl Corpus {
                 if repeats[i] <= round {
                     continue;
                 }
-                let copy = Exchange {
+                let mut copy = Exchange {
                     id: Uuid::now_v7(),
                     started_at_us: start + n * 1000,
                     ..request.clone()
                 };
+                match recorded_as {
+                    Some((authority, scheme)) => {
+                        copy.authority.clone_from(authority);
+                        copy.scheme.clone_from(scheme);
+                    }
+                    None => copy.authority.clear(),
+                }
                 n += 1;
                 if writer.append(copy).is_err() {
                     return Err(CorpusError::Lost {
@@ -650,6 +683,60 @@ mod tests {
         assert!(matches!(err, CorpusError::NotATicket { .. }), "{err}");
         // An empty directory is an empty corpus.
         assert!(list(dir.path()).expect("empty").entries.is_empty());
+    }
+
+    #[test]
+    fn expanded_requests_carry_the_checked_tapes_recorded_authority() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut req = row("GET", "/a", "");
+        req.authority = "127.0.0.1:9000".into(); // a replay target of the ticket's run
+        req.scheme = "http".into();
+        let corpus = Corpus {
+            dir: dir.path().join("c"),
+            entries: vec![Entry {
+                key: "k".into(),
+                route: "GET /a".into(),
+                method: "GET".into(),
+                path: "/a".into(),
+                query: None,
+                request: request_fingerprint(&req),
+                exchange_id: Uuid::now_v7().to_string(),
+                ticket: TicketSource {
+                    fingerprint: "f".into(),
+                    title: "t".into(),
+                    dir: "d".into(),
+                    run_id: "r".into(),
+                    severity: "high".into(),
+                },
+                added_at: "now".into(),
+            }],
+            requests: vec![req],
+        };
+        let recorded = ("shop.example:443".to_owned(), "https".to_owned());
+        let out = dir.path().join("src");
+        assert_eq!(corpus.expand(&out, 3, Some(&recorded)).expect("expand"), 3);
+        let tape = Tape::open(&[&out]).expect("open");
+        let rows: Vec<Exchange> = tape
+            .exchanges(Filter::default())
+            .map(|e| e.expect("row"))
+            .collect();
+        assert_eq!(rows.len(), 3);
+        assert!(
+            rows.iter()
+                .all(|r| r.authority == "shop.example:443" && r.scheme == "https")
+        );
+        let ids: std::collections::HashSet<_> = rows.iter().map(|r| r.id).collect();
+        assert_eq!(ids.len(), 3, "each copy has its own id");
+        // Unknown recording: no authority, so no same-host match either way.
+        let out = dir.path().join("src2");
+        corpus.expand(&out, 1, None).expect("expand");
+        let row = Tape::open(&[&out])
+            .expect("open")
+            .exchanges(Filter::default())
+            .next()
+            .expect("a row")
+            .expect("row");
+        assert!(row.authority.is_empty());
     }
 
     #[test]

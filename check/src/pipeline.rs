@@ -303,7 +303,8 @@ fn run_corpus(
     let phase_dir = spec.report.join(corpus::PHASE);
     let source = phase_dir.join(corpus::SOURCE);
     let run_dir = phase_dir.join(corpus::RUN);
-    let requests = corpus.expand(&source, diff.settings.min_samples)?;
+    let recorded_as = corpus::recorded_authority(&spec.tapes);
+    let requests = corpus.expand(&source, diff.settings.min_samples, recorded_as.as_ref())?;
     let mut opts = replay_options(spec, vec![source], &run_dir);
     // The corpus is always replayed whole, whatever selects from the tape.
     opts.methods.clear();

@@ -1,6 +1,9 @@
 //! Configuration: the raw options (flags) and rules file, and the checked [`DiffConfig`] that
 //! [`DiffOptions::validate`] turns them into.
 //!
+//! (At 800 lines: one settings table and its validation, one key each; splitting it would put a
+//! key's default and its check in different files.)
+//!
 //! The rules file is TOML with unknown keys rejected:
 //!
 //! ```toml

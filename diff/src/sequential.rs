@@ -1,5 +1,8 @@
 //! Anytime-valid tests for judging a run while it is replayed (`tapedeck check --early-stop`).
 //!
+//! (Over 800 lines on purpose: about 280 of them are the unit tests of the guarantee — A/A
+//! false-fail rates under peeking — kept next to the tests they check.)
+//!
 //! The fixed-sample judge looks at the data once, at the end. A judge that looks after every
 //! replayed request and stops as soon as the answer is clear needs tests whose error guarantee
 //! survives continuous peeking. This module gives each check such a test: a **betting

@@ -1,5 +1,6 @@
 //! Tape round trips through the real writer threads and files: spool → seal → read, crash
-//! recovery, damaged files, filters, permissions.
+//! recovery, damaged files, filters, permissions. (Over 800 lines: one fixture set, one topic —
+//! the tape as files on disk.)
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;

@@ -599,11 +599,34 @@ mod tests {
 
     /// An A/A run: every origin's candidate and secondary behave alike, with volatile fields
     /// differing in both, a flaky field differing at random, and latency noise.
-    fn aa_origin(rng: &mut StdRng) -> (Vec<String>, Vec<String>, u64, u64, u64) {
+    fn aa_origin(rng: &mut StdRng) -> Origin {
         aa_origin_flaky(rng, 0.2)
     }
 
-    fn aa_origin_flaky(rng: &mut StdRng, flaky: f64) -> (Vec<String>, Vec<String>, u64, u64, u64) {
+    /// One replayed origin: the paths that differ from the baseline in the candidate and in the
+    /// noise target, and the three latencies (µs).
+    struct Origin {
+        cand: Vec<String>,
+        noise: Vec<String>,
+        b: u64,
+        c: u64,
+        s: u64,
+    }
+
+    impl Origin {
+        fn observation(&self) -> Observation<'_> {
+            Observation {
+                candidate_paths: &self.cand,
+                noise_paths: Some(&self.noise),
+                baseline_us: Some(self.b),
+                candidate_us: Some(self.c),
+                secondary_us: Some(self.s),
+                ..Observation::default()
+            }
+        }
+    }
+
+    fn aa_origin_flaky(rng: &mut StdRng, flaky: f64) -> Origin {
         let mut cand = vec!["$.request_id".to_owned()];
         let mut noise = vec!["$.request_id".to_owned()];
         if rng.random_bool(flaky) {
@@ -623,7 +646,13 @@ mod tests {
         let b = base + jitter(rng);
         let c = base + jitter(rng);
         let s = base + jitter(rng);
-        (cand, noise, b, c, s)
+        Origin {
+            cand,
+            noise,
+            b,
+            c,
+            s,
+        }
     }
 
     fn run_aa(seed: u64, n: usize) -> SeqDecision {
@@ -645,18 +674,13 @@ mod tests {
         );
         for i in 0..n {
             let route = ["GET /a", "GET /b", "POST /c"][i % 3];
-            let (cand, noise, b, c, s) = aa_origin_flaky(&mut rng, flaky);
+            let o = aa_origin_flaky(&mut rng, flaky);
             j.observe(
                 route,
                 &Observation {
-                    candidate_paths: &cand,
-                    noise_paths: Some(&noise),
-                    baseline_us: Some(b),
-                    candidate_us: Some(c),
-                    secondary_us: Some(s),
-                    slower_floor_us: None,
                     baseline_failed: rng.random_bool(0.01),
                     candidate_failed: rng.random_bool(0.01),
+                    ..o.observation()
                 },
             );
             match j.decision() {
@@ -694,21 +718,11 @@ mod tests {
             } else {
                 "GET /items/{id}"
             };
-            let (cand, noise, b, mut c, s) = aa_origin(&mut rng);
+            let mut o = aa_origin(&mut rng);
             if route == "GET /users?page" {
-                c = c * 10 + 120_000;
+                o.c = o.c * 10 + 120_000;
             }
-            j.observe(
-                route,
-                &Observation {
-                    candidate_paths: &cand,
-                    noise_paths: Some(&noise),
-                    baseline_us: Some(b),
-                    candidate_us: Some(c),
-                    secondary_us: Some(s),
-                    ..Observation::default()
-                },
-            );
+            j.observe(route, &o.observation());
             if let SeqDecision::Fail(cs) = j.decision() {
                 assert_eq!(cs[0].route, "GET /users?page");
                 assert_eq!(cs[0].check, SeqCheck::Latency);
@@ -726,19 +740,9 @@ mod tests {
         let mut j = SequentialJudge::new(SequentialSettings::default(), Vec::new());
         let mut at = None;
         for i in 0..500u64 {
-            let (mut cand, noise, b, c, s) = aa_origin(&mut rng);
-            cand.push("$.email".to_owned());
-            j.observe(
-                "GET /users/{id}",
-                &Observation {
-                    candidate_paths: &cand,
-                    noise_paths: Some(&noise),
-                    baseline_us: Some(b),
-                    candidate_us: Some(c),
-                    secondary_us: Some(s),
-                    ..Observation::default()
-                },
-            );
+            let mut o = aa_origin(&mut rng);
+            o.cand.push("$.email".to_owned());
+            j.observe("GET /users/{id}", &o.observation());
             if let SeqDecision::Fail(cs) = j.decision() {
                 assert_eq!(
                     cs[0].check,

@@ -185,11 +185,7 @@ fn worker(
     sh: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-    {
+    let rt = match tapedeck_common::net::worker_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start a mock worker runtime");
@@ -206,21 +202,16 @@ fn worker(
                 return;
             }
         };
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        tokio::spawn(serve(tcp, peer, sh.clone(), w.clone()));
-                    }
-                    Err(e) => accept_failed(e).await,
-                },
-                _ = tick.tick(), if writes => w.flush(&sh),
-            }
-        }
+        tapedeck_common::net::accept_until(
+            &listener,
+            async { while stop.changed().await.is_ok() && !*stop.borrow() {} },
+            writes.then_some(TICK),
+            || w.flush(&sh),
+            |tcp, peer| {
+                tokio::spawn(serve(tcp, peer, sh.clone(), w.clone()));
+            },
+        )
+        .await;
         drop(listener);
         // Not accepting any more: connections finish what they are doing, then close.
         w.stopper.stop();
@@ -241,17 +232,6 @@ fn worker(
     // Dropping the runtime drops what still runs.
     drop(rt);
     w.flush(&sh);
-}
-
-async fn accept_failed(e: std::io::Error) {
-    match e.raw_os_error() {
-        Some(23 | 24) => {
-            // ENFILE, EMFILE: wait instead of spinning.
-            warn!(error = %e, "cannot accept: out of file descriptors; retrying in 100 ms");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        _ => debug!(error = %e, "accept failed"),
-    }
 }
 
 /// One connection's state, shared by its service calls.

@@ -193,16 +193,12 @@ pub struct MockSummary {
 pub fn render_text(s: &MockSummary) -> String {
     let mut out = String::new();
     let st = &s.stats;
+    let (name, addr, secs) = (&s.name, &s.addr, s.seconds);
+    let [requests, hits, misses, faults] =
+        [st.requests, st.hits, st.misses, st.faults].map(thousands);
     let _ = writeln!(
         out,
-        "mock {} on {}: {} requests in {:.1}s — {} hit, {} miss, {} fault",
-        s.name,
-        s.addr,
-        thousands(st.requests),
-        s.seconds,
-        thousands(st.hits),
-        thousands(st.misses),
-        thousands(st.faults)
+        "mock {name} on {addr}: {requests} requests in {secs:.1}s — {hits} hit, {misses} miss, {faults} fault"
     );
     let _ = writeln!(
         out,

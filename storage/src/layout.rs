@@ -42,6 +42,38 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
 }
 
 /// Path of the spool segment with the given id.
+/// Calls `file` with each entry below `dir` (recursively) that is not a directory, with its
+/// name, skipping `.`-prefixed entries (the lock file, temp files of seals and uploads in
+/// progress); `enter` says whether to walk into a sub-directory.
+pub(crate) fn walk_files(
+    dir: &Path,
+    enter: &mut dyn FnMut(&Path) -> bool,
+    file: &mut dyn FnMut(PathBuf, &str),
+) -> crate::error::Result<()> {
+    use crate::error::StorageError;
+    let rd = fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let ft = entry
+            .file_type()
+            .map_err(|e| StorageError::io("stat", &path, e))?;
+        if ft.is_dir() {
+            if enter(&path) {
+                walk_files(&path, enter, file)?;
+            }
+        } else {
+            file(path, &name);
+        }
+    }
+    Ok(())
+}
+
 pub fn segment_path(tape: &Path, segment_id: &str) -> PathBuf {
     tape.join(SPOOL_DIR)
         .join(format!("{segment_id}.{SEGMENT_EXT}"))

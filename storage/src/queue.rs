@@ -457,18 +457,24 @@ mod tests {
         false
     }
 
+    /// A consumer thread that takes once (busy or `idle`, with a timeout far beyond the test, so
+    /// only a wake ends its wait), returning what it got; started and seen asleep.
+    fn sleeping_consumer(q: &Arc<Queue>, idle: bool) -> std::thread::JoinHandle<Vec<String>> {
+        let q2 = q.clone();
+        let consumer = std::thread::spawn(move || {
+            let mut items = VecDeque::new();
+            q2.take(&mut items, Duration::from_secs(600), idle);
+            paths(&items)
+        });
+        assert!(asleep(q));
+        consumer
+    }
+
     #[test]
     fn a_busy_consumer_is_woken_only_by_a_quarter_full_queue_an_idle_one_by_any_push() {
         // Room for 100 records: a sleeping busy consumer is woken at 25.
         let q = Arc::new(Queue::new(100, 1 << 20));
-        let q2 = q.clone();
-        // Busy (`idle = false`) and a timeout far beyond the test: only a wake ends the wait.
-        let consumer = std::thread::spawn(move || {
-            let mut items = VecDeque::new();
-            q2.take(&mut items, Duration::from_secs(600), false);
-            paths(&items).len()
-        });
-        assert!(asleep(&q));
+        let consumer = sleeping_consumer(&q, false);
         for i in 0..24 {
             q.push(vec![ex(&format!("/{i}"))], &[1], WhenFull::Drop);
         }
@@ -478,37 +484,19 @@ mod tests {
             "woken before a quarter of the bound"
         );
         q.push(vec![ex("/24")], &[1], WhenFull::Drop);
-        assert_eq!(consumer.join().expect("consumer"), 25);
+        assert_eq!(consumer.join().expect("consumer").len(), 25);
 
         // Idle: the first record wakes it.
-        let q2 = q.clone();
-        let consumer = std::thread::spawn(move || {
-            let mut items = VecDeque::new();
-            q2.take(&mut items, Duration::from_secs(600), true);
-            paths(&items).len()
-        });
-        assert!(asleep(&q));
+        let consumer = sleeping_consumer(&q, true);
         q.push(vec![ex("/one")], &[1], WhenFull::Drop);
-        assert_eq!(consumer.join().expect("consumer"), 1);
+        assert_eq!(consumer.join().expect("consumer"), ["/one"]);
 
         // A quarter of the byte bound wakes a busy consumer too, as does a flush request.
         let q = Arc::new(Queue::new(100, 400));
-        let q2 = q.clone();
-        let consumer = std::thread::spawn(move || {
-            let mut items = VecDeque::new();
-            q2.take(&mut items, Duration::from_secs(600), false);
-            paths(&items).len()
-        });
-        assert!(asleep(&q));
+        let consumer = sleeping_consumer(&q, false);
         q.push(vec![ex("/big")], &[100], WhenFull::Drop);
-        assert_eq!(consumer.join().expect("consumer"), 1);
-        let q2 = q.clone();
-        let consumer = std::thread::spawn(move || {
-            let mut items = VecDeque::new();
-            q2.take(&mut items, Duration::from_secs(600), false);
-            paths(&items)
-        });
-        assert!(asleep(&q));
+        assert_eq!(consumer.join().expect("consumer"), ["/big"]);
+        let consumer = sleeping_consumer(&q, false);
         let (ack, _rx) = std::sync::mpsc::sync_channel(1);
         assert!(q.push_flush(ack));
         assert_eq!(consumer.join().expect("consumer"), ["<flush>"]);

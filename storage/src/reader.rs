@@ -396,29 +396,17 @@ fn walk(
     spool: &mut Vec<PathBuf>,
     quarantined: &mut Vec<PathBuf>,
 ) -> Result<()> {
-    let rd = fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
-            continue; // lock file, temp files of a seal in progress
-        }
-        let ft = entry
-            .file_type()
-            .map_err(|e| StorageError::io("stat", &path, e))?;
-        if ft.is_dir() {
-            walk(&path, sealed, spool, quarantined)?;
-        } else if name.ends_with(&format!(".{SEALED_EXT}")) {
+    let (sealed_ext, segment_ext) = (format!(".{SEALED_EXT}"), format!(".{SEGMENT_EXT}"));
+    let quarantine_ext = format!("{segment_ext}.corrupt");
+    crate::layout::walk_files(dir, &mut |_| true, &mut |path, name| {
+        if name.ends_with(&sealed_ext) {
             sealed.push(path);
-        } else if name.ends_with(&format!(".{SEGMENT_EXT}")) {
+        } else if name.ends_with(&segment_ext) {
             spool.push(path);
-        } else if name.ends_with(&format!(".{SEGMENT_EXT}.corrupt")) {
+        } else if name.ends_with(&quarantine_ext) {
             quarantined.push(path);
         }
-    }
-    Ok(())
+    })
 }
 
 enum Source {

@@ -252,7 +252,7 @@ impl Worker {
                 .filter_map(|p| p.file_stem()?.to_str().map(str::to_owned))
                 .collect();
         let mut out = Vec::new();
-        walk(&self.dir, &self.dir, &mut out)?;
+        walk(&self.dir, &mut out)?;
         out.retain(|(p, _)| {
             crate::layout::segment_of_sealed(p).is_none_or(|id| !live.contains(id))
         });
@@ -261,38 +261,20 @@ impl Worker {
     }
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<()> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StorageError::io("list", dir, e)),
-    };
-    for entry in rd {
-        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
-            continue;
+fn walk(root: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<()> {
+    if !root.exists() {
+        return Ok(()); // nothing sealed yet
+    }
+    let (spool, ext) = (root.join(SPOOL_DIR), format!(".{SEALED_EXT}"));
+    crate::layout::walk_files(root, &mut |d| d != spool, &mut |path, name| {
+        if !name.ends_with(&ext) {
+            return;
         }
-        let ft = entry
-            .file_type()
-            .map_err(|e| StorageError::io("stat", &path, e))?;
-        if ft.is_dir() {
-            if dir == root && name == SPOOL_DIR {
-                continue;
-            }
-            walk(root, &path, out)?;
-        } else if ft.is_file()
-            && name.ends_with(&format!(".{SEALED_EXT}"))
-            && let Ok(rel) = path.strip_prefix(root)
-            && let Some(rel) = rel.to_str()
-        {
+        if let Some(rel) = path.strip_prefix(root).ok().and_then(Path::to_str) {
             let rel = rel.replace(std::path::MAIN_SEPARATOR, "/");
             out.push((path, rel));
         }
-    }
-    Ok(())
+    })
 }
 
 /// Removes the empty directories under `dir` (post-order, best effort), never `root` itself nor

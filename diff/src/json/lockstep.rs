@@ -29,14 +29,17 @@ pub(super) struct Bail;
 const MAX_DEPTH: usize = 100;
 
 pub(super) fn diff(a: &[u8], b: &[u8]) -> Result<Vec<JsonDiff>, Bail> {
-    let mut out = Vec::new();
-    let mut path = String::from("$");
-    let (ia, ib) = (ws(a, 0), ws(b, 0));
-    let (ea, eb) = value(a, ia, b, ib, &mut path, &mut out, 0)?;
+    let mut w = Walk {
+        a,
+        b,
+        path: String::from("$"),
+        out: Vec::new(),
+    };
+    let (ea, eb) = w.value(ws(a, 0), ws(b, 0), 0)?;
     if ws(a, ea) != a.len() || ws(b, eb) != b.len() {
         return Err(Bail);
     }
-    Ok(out)
+    Ok(w.out)
 }
 
 fn ws(s: &[u8], mut i: usize) -> usize {
@@ -346,160 +349,141 @@ fn tree(a: &[u8], b: &[u8], path: &mut String, out: &mut Vec<JsonDiff>) -> Resul
     Ok(())
 }
 
-/// Two values that differ (or may): parsed by serde_json and compared by the tree walk. Once
-/// the findings are capped they are still parsed, for their validity.
-#[allow(clippy::too_many_arguments)]
-fn differing(
-    a: &[u8],
-    ia: usize,
-    b: &[u8],
-    ib: usize,
-    path: &mut String,
-    out: &mut Vec<JsonDiff>,
-    depth: usize,
-) -> Result<(usize, usize), Bail> {
-    let (ea, eb) = (value_end(a, ia, depth)?, value_end(b, ib, depth)?);
-    tree(&a[ia..ea], &b[ib..eb], path, out)?;
-    Ok((ea, eb))
+/// Where a container's walk stands after its opening bracket or after a member, on both sides.
+enum Step {
+    /// Another member follows on both sides, at these positions.
+    Member(usize, usize),
+    /// Both sides close here; positions after the closing bracket.
+    Close(usize, usize),
+    /// One side closes and the other goes on: the container differs in length.
+    Diverge,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn value(
-    a: &[u8],
-    ia: usize,
-    b: &[u8],
-    ib: usize,
-    path: &mut String,
-    out: &mut Vec<JsonDiff>,
-    depth: usize,
-) -> Result<(usize, usize), Bail> {
-    if depth >= MAX_DEPTH {
-        return Err(Bail);
+/// The step at `ia`/`ib`, where `first` says whether a member may follow directly (just after
+/// the opening bracket) or only after a comma. Anything else is not JSON.
+fn step(a: &[u8], ia: usize, b: &[u8], ib: usize, close: u8, first: bool) -> Result<Step, Bail> {
+    let (ca, cb) = (at(a, ia)?, at(b, ib)?);
+    if ca == close && cb == close {
+        return Ok(Step::Close(ia + 1, ib + 1));
     }
-    match (at(a, ia)?, at(b, ib)?) {
-        (b'{', b'{') => object(a, ia, b, ib, path, out, depth),
-        (b'[', b'[') => array(a, ia, b, ib, path, out, depth),
-        _ => match same(a, ia, b, ib, depth)? {
-            Some(ends) => Ok(ends),
-            None => differing(a, ia, b, ib, path, out, depth),
-        },
+    if first {
+        return Ok(if ca == close || cb == close {
+            Step::Diverge
+        } else {
+            Step::Member(ia, ib)
+        });
+    }
+    match (ca, cb) {
+        (b',', b',') => Ok(Step::Member(ws(a, ia + 1), ws(b, ib + 1))),
+        (x, y) if (x == b',' || x == close) && (y == b',' || y == close) => Ok(Step::Diverge),
+        _ => Err(Bail),
     }
 }
 
-/// Re-does a whole container with the tree walk (after discarding what it emitted).
-#[allow(clippy::too_many_arguments)]
-fn fall_back(
-    a: &[u8],
-    sa: usize,
-    b: &[u8],
-    sb: usize,
-    path: &mut String,
-    out: &mut Vec<JsonDiff>,
-    mark: usize,
-    depth: usize,
-) -> Result<(usize, usize), Bail> {
-    out.truncate(mark);
-    differing(a, sa, b, sb, path, out, depth)
+/// One lockstep walk: the two texts, the path of the value being compared and the findings.
+struct Walk<'a> {
+    a: &'a [u8],
+    b: &'a [u8],
+    path: String,
+    out: Vec<JsonDiff>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn object(
-    a: &[u8],
-    sa: usize,
-    b: &[u8],
-    sb: usize,
-    path: &mut String,
-    out: &mut Vec<JsonDiff>,
-    depth: usize,
-) -> Result<(usize, usize), Bail> {
-    let mark = out.len();
-    let len = path.len();
-    let (mut ia, mut ib) = (ws(a, sa + 1), ws(b, sb + 1));
-    match (at(a, ia)?, at(b, ib)?) {
-        (b'}', b'}') => return Ok((ia + 1, ib + 1)),
-        (b'}', _) | (_, b'}') => return fall_back(a, sa, b, sb, path, out, mark, depth),
-        _ => {}
-    }
-    loop {
-        // After a comma a key must follow (`{"a":1,}` is not JSON): both sides need `"`.
-        if at(a, ia)? != b'"' || at(b, ib)? != b'"' {
+impl Walk<'_> {
+    fn value(&mut self, ia: usize, ib: usize, depth: usize) -> Result<(usize, usize), Bail> {
+        if depth >= MAX_DEPTH {
             return Err(Bail);
         }
-        let ea = check_string(a, ia)?;
-        let eb = string_end(b, ib)?;
-        let (ka, kb) = (&a[ia + 1..ea - 1], &b[ib + 1..eb - 1]);
-        if ka != kb {
-            return fall_back(a, sa, b, sb, path, out, mark, depth);
-        }
-        let (ca, cb) = (ws(a, ea), ws(b, eb));
-        if at(a, ca)? != b':' || at(b, cb)? != b':' {
-            return Err(Bail);
-        }
-        let (va, vb) = (ws(a, ca + 1), ws(b, cb + 1));
-        let (ea, eb) = match same(a, va, b, vb, depth + 1)? {
-            Some(ends) => ends,
-            None => {
-                let name = if ka.contains(&b'\\') {
-                    serde_json::from_slice::<String>(&a[ia..ca]).map_err(|_| Bail)?
-                } else {
-                    std::str::from_utf8(ka).map_err(|_| Bail)?.to_owned()
-                };
-                push_key(path, &name);
-                let r = value(a, va, b, vb, path, out, depth + 1);
-                path.truncate(len);
-                r?
-            }
-        };
-        ia = ws(a, ea);
-        ib = ws(b, eb);
-        match (at(a, ia)?, at(b, ib)?) {
-            (b',', b',') => {
-                ia = ws(a, ia + 1);
-                ib = ws(b, ib + 1);
-            }
-            (b'}', b'}') => return Ok((ia + 1, ib + 1)),
-            (b',' | b'}', b',' | b'}') => {
-                return fall_back(a, sa, b, sb, path, out, mark, depth);
-            }
-            _ => return Err(Bail),
+        match (at(self.a, ia)?, at(self.b, ib)?) {
+            (b'{', b'{') => self.object(ia, ib, depth),
+            (b'[', b'[') => self.array(ia, ib, depth),
+            _ => match same(self.a, ia, self.b, ib, depth)? {
+                Some(ends) => Ok(ends),
+                None => self.differing(ia, ib, depth),
+            },
         }
     }
-}
 
-#[allow(clippy::too_many_arguments)]
-fn array(
-    a: &[u8],
-    sa: usize,
-    b: &[u8],
-    sb: usize,
-    path: &mut String,
-    out: &mut Vec<JsonDiff>,
-    depth: usize,
-) -> Result<(usize, usize), Bail> {
-    let mark = out.len();
-    let (mut ia, mut ib) = (ws(a, sa + 1), ws(b, sb + 1));
-    match (at(a, ia)?, at(b, ib)?) {
-        (b']', b']') => return Ok((ia + 1, ib + 1)),
-        (b']', _) | (_, b']') => return fall_back(a, sa, b, sb, path, out, mark, depth),
-        _ => {}
+    /// Two values that differ (or may): parsed by serde_json and compared by the tree walk.
+    /// Once the findings are capped they are still parsed, for their validity.
+    fn differing(&mut self, ia: usize, ib: usize, depth: usize) -> Result<(usize, usize), Bail> {
+        let (a, b) = (self.a, self.b);
+        let (ea, eb) = (value_end(a, ia, depth)?, value_end(b, ib, depth)?);
+        tree(&a[ia..ea], &b[ib..eb], &mut self.path, &mut self.out)?;
+        Ok((ea, eb))
     }
-    loop {
-        let Some((ea, eb)) = same(a, ia, b, ib, depth + 1)? else {
-            // Elements differ: the tree walk decides between order, length and elements.
-            return fall_back(a, sa, b, sb, path, out, mark, depth);
-        };
-        ia = ws(a, ea);
-        ib = ws(b, eb);
-        match (at(a, ia)?, at(b, ib)?) {
-            (b',', b',') => {
-                ia = ws(a, ia + 1);
-                ib = ws(b, ib + 1);
+
+    /// Re-does the container at `sa`/`sb` with the tree walk, after discarding what it emitted
+    /// (the findings from `mark` on).
+    fn fall_back(
+        &mut self,
+        sa: usize,
+        sb: usize,
+        mark: usize,
+        depth: usize,
+    ) -> Result<(usize, usize), Bail> {
+        self.out.truncate(mark);
+        self.differing(sa, sb, depth)
+    }
+
+    fn object(&mut self, sa: usize, sb: usize, depth: usize) -> Result<(usize, usize), Bail> {
+        let (a, b) = (self.a, self.b);
+        let mark = self.out.len();
+        let len = self.path.len();
+        let mut next = step(a, ws(a, sa + 1), b, ws(b, sb + 1), b'}', true)?;
+        loop {
+            let (ia, ib) = match next {
+                Step::Member(ia, ib) => (ia, ib),
+                Step::Close(ea, eb) => return Ok((ea, eb)),
+                Step::Diverge => return self.fall_back(sa, sb, mark, depth),
+            };
+            // After a comma a key must follow (`{"a":1,}` is not JSON): both sides need `"`.
+            if at(a, ia)? != b'"' || at(b, ib)? != b'"' {
+                return Err(Bail);
             }
-            (b']', b']') => return Ok((ia + 1, ib + 1)),
-            (b',' | b']', b',' | b']') => {
-                return fall_back(a, sa, b, sb, path, out, mark, depth);
+            let ea = check_string(a, ia)?;
+            let eb = string_end(b, ib)?;
+            let (ka, kb) = (&a[ia + 1..ea - 1], &b[ib + 1..eb - 1]);
+            if ka != kb {
+                return self.fall_back(sa, sb, mark, depth);
             }
-            _ => return Err(Bail),
+            let (ca, cb) = (ws(a, ea), ws(b, eb));
+            if at(a, ca)? != b':' || at(b, cb)? != b':' {
+                return Err(Bail);
+            }
+            let (va, vb) = (ws(a, ca + 1), ws(b, cb + 1));
+            let (ea, eb) = match same(a, va, b, vb, depth + 1)? {
+                Some(ends) => ends,
+                None => {
+                    let name = if ka.contains(&b'\\') {
+                        serde_json::from_slice::<String>(&a[ia..ca]).map_err(|_| Bail)?
+                    } else {
+                        std::str::from_utf8(ka).map_err(|_| Bail)?.to_owned()
+                    };
+                    push_key(&mut self.path, &name);
+                    let r = self.value(va, vb, depth + 1);
+                    self.path.truncate(len);
+                    r?
+                }
+            };
+            next = step(a, ws(a, ea), b, ws(b, eb), b'}', false)?;
+        }
+    }
+
+    fn array(&mut self, sa: usize, sb: usize, depth: usize) -> Result<(usize, usize), Bail> {
+        let (a, b) = (self.a, self.b);
+        let mark = self.out.len();
+        let mut next = step(a, ws(a, sa + 1), b, ws(b, sb + 1), b']', true)?;
+        loop {
+            let (ia, ib) = match next {
+                Step::Member(ia, ib) => (ia, ib),
+                Step::Close(ea, eb) => return Ok((ea, eb)),
+                Step::Diverge => return self.fall_back(sa, sb, mark, depth),
+            };
+            let Some((ea, eb)) = same(a, ia, b, ib, depth + 1)? else {
+                // Elements differ: the tree walk decides between order, length and elements.
+                return self.fall_back(sa, sb, mark, depth);
+            };
+            next = step(a, ws(a, ea), b, ws(b, eb), b']', false)?;
         }
     }
 }

@@ -104,13 +104,47 @@ impl fmt::Display for BodyError {
 
 impl StdError for BodyError {}
 
+/// How long a body has been waiting: the deadline starts at the first `Pending` after progress,
+/// and the timer is created once and moved afterwards (never allocated per chunk).
+#[derive(Default)]
+struct GapTimer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    deadline: Option<Instant>,
+}
+
+impl GapTimer {
+    /// Data moved: the next wait starts a new gap.
+    fn progress(&mut self) {
+        self.deadline = None;
+    }
+
+    /// Whether the body has now waited `timeout` since its last progress (otherwise `cx` is
+    /// woken when it has).
+    fn expired(&mut self, timeout: Duration, cx: &mut Context<'_>) -> bool {
+        let deadline = *self
+            .deadline
+            .get_or_insert_with(|| Instant::now() + timeout);
+        let sleep = match &mut self.sleep {
+            Some(s) => {
+                if s.deadline() != deadline {
+                    s.as_mut().reset(deadline);
+                }
+                s
+            }
+            None => self
+                .sleep
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
 /// The client's request body on its way to the upstream. See the [module docs](self).
 pub(crate) struct ReqBody {
     inner: Incoming,
     state: Option<Arc<ReqState>>,
     shared: Option<Arc<Shared>>,
-    pause: Option<Pin<Box<Sleep>>>,
-    pause_deadline: Option<Instant>,
+    pause: GapTimer,
 }
 
 impl fmt::Debug for ReqBody {
@@ -126,8 +160,7 @@ impl ReqBody {
             inner,
             state: None,
             shared: None,
-            pause: None,
-            pause_deadline: None,
+            pause: GapTimer::default(),
         }
     }
 
@@ -136,8 +169,7 @@ impl ReqBody {
             inner,
             state: Some(state),
             shared: Some(shared),
-            pause: None,
-            pause_deadline: None,
+            pause: GapTimer::default(),
         }
     }
 }
@@ -158,7 +190,7 @@ impl Body for ReqBody {
         };
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.pause_deadline = None;
+                this.pause.progress();
                 state.frames.fetch_add(1, Ordering::Relaxed);
                 if let (Some(data), Some(c)) = (frame.data_ref(), &state.capture)
                     && let Ok(mut c) = c.lock()
@@ -173,22 +205,7 @@ impl Body for ReqBody {
                 Poll::Ready(Some(Err(BodyError(format!("client request body: {e}")))))
             }
             Poll::Pending => {
-                let timeout = state.pause_timeout;
-                let deadline = *this
-                    .pause_deadline
-                    .get_or_insert_with(|| Instant::now() + timeout);
-                let sleep = match &mut this.pause {
-                    Some(s) => {
-                        if s.deadline() != deadline {
-                            s.as_mut().reset(deadline);
-                        }
-                        s
-                    }
-                    None => this
-                        .pause
-                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
-                };
-                if sleep.as_mut().poll(cx).is_pending() {
+                if !this.pause.expired(state.pause_timeout, cx) {
                     return Poll::Pending;
                 }
                 state.client.store(CLIENT_PAUSED, Ordering::Relaxed);
@@ -199,7 +216,7 @@ impl Body for ReqBody {
                         .fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::debug!(
-                    timeout_ms = timeout.as_millis() as u64,
+                    timeout_ms = state.pause_timeout.as_millis() as u64,
                     "request body paused too long"
                 );
                 Poll::Ready(Some(Err(BodyError(
@@ -324,8 +341,7 @@ impl Drop for Flight {
 pub(crate) struct RespBody {
     inner: Option<Incoming>,
     flight: Option<Box<Flight>>,
-    gap: Option<Pin<Box<Sleep>>>,
-    gap_deadline: Option<Instant>,
+    gap: GapTimer,
     timeout: Duration,
 }
 
@@ -343,8 +359,7 @@ impl RespBody {
         RespBody {
             inner: None,
             flight: None,
-            gap: None,
-            gap_deadline: None,
+            gap: GapTimer::default(),
             timeout: Duration::ZERO,
         }
     }
@@ -354,8 +369,7 @@ impl RespBody {
         RespBody {
             inner: Some(inner),
             flight: Some(flight),
-            gap: None,
-            gap_deadline: None,
+            gap: GapTimer::default(),
             timeout,
         }
     }
@@ -390,7 +404,7 @@ impl Body for RespBody {
         };
         match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.gap_deadline = None;
+                this.gap.progress();
                 if let Some(f) = &mut this.flight {
                     if let Some(data) = frame.data_ref() {
                         if f.recorded() {
@@ -422,21 +436,7 @@ impl Body for RespBody {
             }
             Poll::Pending => {
                 let timeout = this.timeout;
-                let deadline = *this
-                    .gap_deadline
-                    .get_or_insert_with(|| Instant::now() + timeout);
-                let sleep = match &mut this.gap {
-                    Some(s) => {
-                        if s.deadline() != deadline {
-                            s.as_mut().reset(deadline);
-                        }
-                        s
-                    }
-                    None => this
-                        .gap
-                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
-                };
-                if sleep.as_mut().poll(cx).is_pending() {
+                if !this.gap.expired(timeout, cx) {
                     return Poll::Pending;
                 }
                 let message = format!(

@@ -264,11 +264,7 @@ fn worker(
     readiness: Arc<Readiness>,
     mut stop: watch::Receiver<Stop>,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-    {
+    let rt = match tapedeck_common::net::worker_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start a worker runtime");
@@ -282,19 +278,18 @@ fn worker(
             Ok(listener) => {
                 let up = Arc::new(WorkerUpstream::default());
                 let _accepting = readiness.accepting();
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = stop.changed() => break,
-                        accepted = listener.accept() => match accepted {
-                            Ok((tcp, peer)) => {
-                                tokio::spawn(serve(tcp, peer, shared.clone(), up.clone()));
-                            }
-                            Err(e) => accept_failed(e).await,
-                        },
-                        _ = tick.tick() => flush_local(),
-                    }
-                }
+                tapedeck_common::net::accept_until(
+                    &listener,
+                    async {
+                        let _ = stop.changed().await;
+                    },
+                    Some(shared.tick),
+                    flush_local,
+                    |tcp, peer| {
+                        tokio::spawn(serve(tcp, peer, shared.clone(), up.clone()));
+                    },
+                )
+                .await;
             }
             Err(e) => error!(error = %e, "cannot use a listener"),
         }
@@ -309,19 +304,6 @@ fn worker(
     // Dropping the runtime drops what still runs: those exchanges end as cut off.
     drop(rt);
     flush_local();
-}
-
-/// An accept that failed: a connection that went away is routine; running out of file
-/// descriptors waits a little (the loop would spin otherwise).
-async fn accept_failed(e: std::io::Error) {
-    match e.raw_os_error() {
-        Some(23 | 24) => {
-            // ENFILE, EMFILE
-            warn!(error = %e, "cannot accept: out of file descriptors; retrying in 100 ms");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        _ => debug!(error = %e, "accept failed"),
-    }
 }
 
 /// One client connection, from accept to close.

@@ -15,6 +15,10 @@ pub(crate) struct RedactArgs {
     /// Also redact this header (repeatable; authorization, cookie, set-cookie, x-api-key… always).
     #[arg(long = "redact-header", value_name = "NAME")]
     pub(crate) redact_headers: Vec<String>,
+    /// Redact the {…} segments of paths matching this template (repeatable):
+    /// /reset-password/{token}, /v1/orgs/*/keys/{key}/** (* and ** match and keep).
+    #[arg(long = "redact-path", value_name = "TEMPLATE")]
+    pub(crate) redact_path: Vec<String>,
     /// Redact this query parameter (repeatable; also in form bodies).
     #[arg(long = "redact-query", value_name = "NAME")]
     pub(crate) redact_query: Vec<String>,
@@ -58,6 +62,7 @@ impl RedactArgs {
     pub(crate) fn rules(&self) -> RedactRules {
         RedactRules {
             headers: self.redact_headers.clone(),
+            path: self.redact_path.clone(),
             query: self.redact_query.clone(),
             json: self.redact_json.clone(),
             regex: self.redact_regex.clone(),

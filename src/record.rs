@@ -194,6 +194,7 @@ impl Args {
             upstream_insecure: self.upstream_insecure.then_some(true),
             upstream_h2c: self.upstream_h2c.then_some(true),
             redact_headers: list(self.redact.redact_headers),
+            redact_path: list(self.redact.redact_path),
             redact_query: list(self.redact.redact_query),
             redact_json: list(self.redact.redact_json),
             redact_regex: list(self.redact.redact_regex),

@@ -4,12 +4,13 @@
 //! The plug-in point is the [`Redactor`] trait. The built-in [`RuleRedactor`] is made by
 //! [`RedactorBuilder`] and applies, in this order:
 //! 1. sensitive headers (request and response): [`DEFAULT_SENSITIVE_HEADERS`] plus a user list;
-//! 2. query parameters by name (also in `application/x-www-form-urlencoded` bodies);
-//! 3. JSON body fields by path (`$.password`, `$.user.ssn`, `$..card_number`, `$.items[*].pan`).
+//! 2. path segments by template (`/reset-password/{token}`: see [`path`](self::path));
+//! 3. query parameters by name (also in `application/x-www-form-urlencoded` bodies);
+//! 4. JSON body fields by path (`$.password`, `$.user.ssn`, `$..card_number`, `$.items[*].pan`).
 //!    A body that does not parse as JSON (for example one truncated at the capture cap) still has
 //!    the *last key* of every path redacted textually (`"password": "…"`), so a cut body cannot
 //!    leak a field that a whole body would have hidden;
-//! 4. regular expressions over bodies (card numbers, e-mail addresses…).
+//! 5. regular expressions over bodies (card numbers, e-mail addresses…).
 //!
 //! Two modes: [`RedactMode::Mask`] writes a fixed placeholder ([`MASK`]); [`RedactMode::Hash`]
 //! writes `hmac-sha256:<32 hex digits>`, a keyed HMAC-SHA256 of the secret, so equal secrets map
@@ -42,6 +43,7 @@ use sha2::Sha256;
 use tapedeck_storage::{Exchange, Header, find_header, flags};
 
 use crate::coding;
+use path::PathTemplate;
 
 /// Headers redacted by default, whatever the configuration says.
 pub const DEFAULT_SENSITIVE_HEADERS: [&str; 6] = tapedeck_storage::SENSITIVE_HEADERS;
@@ -88,6 +90,16 @@ pub enum RuleError {
         /// What is wrong.
         message: String,
     },
+    /// A path template that cannot be used.
+    #[error(
+        "path template `{template}`: {message} (supported: /reset/{{token}}, /orgs/*/keys/{{}}/**)"
+    )]
+    PathTemplate {
+        /// The template as written.
+        template: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A regular expression that does not compile.
     #[error("regex `{pattern}`: {source}")]
     Regex {
@@ -122,6 +134,7 @@ impl RuleError {
     pub fn key(&self) -> &'static str {
         match self {
             RuleError::JsonPath { .. } => "redact-json",
+            RuleError::PathTemplate { .. } => "redact-path",
             RuleError::Regex { .. } => "redact-regex",
             RuleError::MissingKey { .. } | RuleError::ShortKey => "redact-mode",
             RuleError::KeyFile { .. } => "redact-key-file",
@@ -137,6 +150,8 @@ impl RuleError {
 pub struct RedactRules {
     /// Extra header names to redact (request and response), on top of the default list.
     pub headers: Vec<String>,
+    /// Path templates whose `{…}` segments are redacted: `/reset-password/{token}`.
+    pub path: Vec<String>,
     /// Query parameter names to redact (also in form-encoded bodies).
     pub query: Vec<String>,
     /// JSON body paths: `$.password`, `$.user.ssn`, `$..card_number`, `$.items[*].pan`.
@@ -161,6 +176,9 @@ impl RedactRules {
         let mut b = RedactorBuilder::new().decoded_limit(decoded_limit);
         for h in &self.headers {
             b = b.header(h);
+        }
+        for t in &self.path {
+            b = b.path_template(t)?;
         }
         for q in &self.query {
             b = b.query_param(q);
@@ -208,6 +226,7 @@ enum Seg {
 #[derive(Debug, Clone, Default)]
 pub struct RedactorBuilder {
     headers: Vec<String>,
+    paths: Vec<PathTemplate>,
     query: Vec<String>,
     json: Vec<JsonPath>,
     regexes: Vec<regex::bytes::Regex>,
@@ -225,6 +244,13 @@ impl RedactorBuilder {
     pub fn header(mut self, name: &str) -> Self {
         self.headers.push(name.trim().to_ascii_lowercase());
         self
+    }
+
+    /// Redact the `{…}` segments of request paths that match this template
+    /// (`/reset-password/{token}`; see [`path`](self::path)).
+    pub fn path_template(mut self, template: &str) -> Result<Self, RuleError> {
+        self.paths.push(PathTemplate::parse(template)?);
+        Ok(self)
     }
 
     /// Redact this query parameter (exact name) in the query string and in form bodies.
@@ -300,6 +326,7 @@ impl RedactorBuilder {
         RuleRedactor {
             inner: Arc::new(Inner {
                 headers,
+                paths: self.paths,
                 query: self.query,
                 json: self.json,
                 json_fallback,
@@ -311,7 +338,8 @@ impl RedactorBuilder {
     }
 }
 
-/// The built-in [`Redactor`]: headers, query parameters, JSON paths and body regexes. Cheap to
+/// The built-in [`Redactor`]: headers, path segments, query parameters, JSON paths and body
+/// regexes. Cheap to
 /// clone (shared rules).
 #[derive(Clone)]
 pub struct RuleRedactor {
@@ -329,6 +357,7 @@ impl fmt::Debug for RuleRedactor {
         let i = &self.inner;
         f.debug_struct("RuleRedactor")
             .field("headers", &i.headers)
+            .field("paths", &i.paths.len())
             .field("query", &i.query)
             .field("json_paths", &i.json.len())
             .field("regexes", &i.regexes.len())
@@ -340,6 +369,7 @@ impl fmt::Debug for RuleRedactor {
 
 struct Inner {
     headers: Vec<String>,
+    paths: Vec<PathTemplate>,
     query: Vec<String>,
     json: Vec<JsonPath>,
     json_fallback: Option<regex::bytes::Regex>,
@@ -562,6 +592,16 @@ impl Redactor for RuleRedactor {
     fn redact(&self, ex: &mut Exchange) -> bool {
         let mut changed = self.redact_headers(&mut ex.req_headers);
         changed |= self.redact_headers(&mut ex.resp_headers);
+        let token = |secret: &[u8]| self.query_token(secret);
+        if let Some(new) = self
+            .inner
+            .paths
+            .iter()
+            .find_map(|t| t.redact(&ex.path, &token))
+        {
+            ex.path = new;
+            changed = true;
+        }
         if let Some(q) = &ex.query
             && let Some(new) = self.redact_pairs(q)
         {
@@ -776,6 +816,8 @@ fn parse_path(path: &str) -> Result<Vec<Seg>, RuleError> {
     }
     Ok(segs)
 }
+
+mod path;
 
 #[cfg(test)]
 mod tests;

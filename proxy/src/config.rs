@@ -125,6 +125,9 @@ pub struct RawConfig {
     /// Extra header names to redact, on top of the default sensitive list.
     #[serde(alias = "redact-header")]
     pub redact_headers: Option<Vec<String>>,
+    /// Path templates whose `{…}` segments are redacted: `/reset-password/{token}`,
+    /// `/v1/orgs/*/keys/{key}/**` (`*` any one segment, `**` the rest, both kept).
+    pub redact_path: Option<Vec<String>>,
     /// Query parameter names to redact (also applied to form-encoded bodies).
     pub redact_query: Option<Vec<String>>,
     /// JSON body paths to redact: `$.password`, `$.user.ssn`, `$..card_number`, `$.items[*].pan`.
@@ -373,6 +376,7 @@ impl RawConfig {
             upstream_sni,
             upstream_insecure,
             redact_headers,
+            redact_path,
             redact_query,
             redact_json,
             redact_regex,
@@ -491,6 +495,7 @@ impl RawConfig {
         // Compressed bodies are decoded for redaction up to 8 × the capture cap (see `redact`).
         let redactor = RedactRules {
             headers: self.redact_headers.unwrap_or_default(),
+            path: self.redact_path.unwrap_or_default(),
             query: self.redact_query.unwrap_or_default(),
             json: self.redact_json.unwrap_or_default(),
             regex: self.redact_regex.unwrap_or_default(),

@@ -364,14 +364,13 @@ impl Podman {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
-}
 
-impl Drop for Podman {
-    fn drop(&mut self) {
-        // Never panics (it may run while a test panics): containers are removed, bounded.
+    /// `podman ARGS` with its output discarded, waited for a minute at most, then killed.
+    /// Never panics: it runs from `drop`, possibly while a test panics.
+    fn run_quietly(&self, args: &[&str]) {
         if let Ok(mut child) = self
             .cmd()
-            .args(["rm", "--all", "--force"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -387,6 +386,12 @@ impl Drop for Podman {
     }
 }
 
+impl Drop for Podman {
+    fn drop(&mut self) {
+        self.run_quietly(&["rm", "--all", "--force"]);
+    }
+}
+
 /// A detached container, force-removed on drop.
 struct Container<'a> {
     podman: &'a Podman,
@@ -395,22 +400,7 @@ struct Container<'a> {
 
 impl Drop for Container<'_> {
     fn drop(&mut self) {
-        if let Ok(mut child) = self
-            .podman
-            .cmd()
-            .args(["rm", "--force", &self.name])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.podman.run_quietly(&["rm", "--force", &self.name]);
     }
 }
 

@@ -1,13 +1,14 @@
 //! `tapedeck import-har` / `export-har` on real files: a DevTools-style HAR round trip, export of
 //! a synthetic tape, and bad input.
 
+use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use crate::util::{run, stderr, stdout, synth};
+use crate::util::{Cli, run, stderr, stdout, synth};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -163,6 +164,24 @@ fn redacted(headers: &Value) -> Value {
     out
 }
 
+/// `tapedeck export-har TAPE --out HAR ARGS…`, which must succeed; the HAR file it wrote
+/// (`-`: printed).
+fn export(tape: &Path, har: &str, args: &[&str]) -> Value {
+    let o = Cli::new("export-har")
+        .arg(tape)
+        .flag("--out", har)
+        .args(args)
+        .timeout(T)
+        .run();
+    assert!(o.status.success(), "export-har failed: {}", stderr(&o));
+    let text = if har == "-" {
+        stdout(&o)
+    } else {
+        std::fs::read_to_string(har).expect("the HAR file")
+    };
+    serde_json::from_str(&text).expect("export-har writes JSON")
+}
+
 #[test]
 fn har_round_trip_keeps_what_har_carries() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -208,9 +227,7 @@ fn har_round_trip_keeps_what_har_carries() {
             .any(|r| r["method"] == "GET" && r["path"] == "/api/users/{id}")
     );
 
-    let out = run(&["export-har", tape_s, "--out", har_out_s], T);
-    assert!(out.status.success(), "export failed: {}", stderr(&out));
-    let exported: Value = serde_json::from_slice(&std::fs::read(&har_out).unwrap()).unwrap();
+    let exported = export(&tape, har_out_s, &[]);
     assert_eq!(exported["log"]["version"], "1.2");
     let a = original["log"]["entries"].as_array().unwrap();
     let b = exported["log"]["entries"].as_array().unwrap();
@@ -273,42 +290,18 @@ fn har_round_trip_keeps_what_har_carries() {
         T,
     );
     assert!(out.status.success(), "re-import failed: {}", stderr(&out));
-    let out = run(
-        &[
-            "export-har",
-            tape2.to_str().unwrap(),
-            "--out",
-            har2.to_str().unwrap(),
-        ],
-        T,
-    );
-    assert!(out.status.success(), "re-export failed: {}", stderr(&out));
-    let again: Value = serde_json::from_slice(&std::fs::read(&har2).unwrap()).unwrap();
+    let again = export(&tape2, har2.to_str().unwrap(), &[]);
     assert_eq!(again["log"]["entries"], exported["log"]["entries"]);
 
     // Filters.
     let post = dir.path().join("post.har");
-    let out = run(
-        &[
-            "export-har",
-            tape_s,
-            "--out",
-            post.to_str().unwrap(),
-            "--method",
-            "post",
-        ],
-        T,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: Value = serde_json::from_slice(&std::fs::read(&post).unwrap()).unwrap();
+    let v = export(&tape, post.to_str().unwrap(), &["--method", "post"]);
     assert_eq!(v["log"]["entries"].as_array().unwrap().len(), 1);
     assert_eq!(v["log"]["entries"][0]["request"]["method"], "POST");
-    let out = run(
+    let v = export(
+        &tape,
+        "-",
         &[
-            "export-har",
-            tape_s,
-            "--out",
-            "-",
             "--route",
             "/api/**",
             "--from",
@@ -316,10 +309,7 @@ fn har_round_trip_keeps_what_har_carries() {
             "--to",
             "2026-03-01T10:00:05Z",
         ],
-        T,
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let urls: Vec<&str> = v["log"]["entries"]
         .as_array()
         .unwrap()
@@ -335,17 +325,7 @@ fn export_of_a_synthetic_tape_is_har() {
     let tape = dir.path().join("tape");
     let har = dir.path().join("synth.har");
     synth(&tape, &["--count", "400"]);
-    let out = run(
-        &[
-            "export-har",
-            tape.to_str().unwrap(),
-            "--out",
-            har.to_str().unwrap(),
-        ],
-        T,
-    );
-    assert!(out.status.success(), "export failed: {}", stderr(&out));
-    let v: Value = serde_json::from_slice(&std::fs::read(&har).unwrap()).expect("valid JSON");
+    let v = export(&tape, har.to_str().unwrap(), &[]);
     let entries = v["log"]["entries"].as_array().expect("log.entries");
     assert_eq!(entries.len(), 400);
     let mut last = i64::MIN;
@@ -362,19 +342,7 @@ fn export_of_a_synthetic_tape_is_har() {
         last = t;
     }
 
-    let out = run(
-        &[
-            "export-har",
-            tape.to_str().unwrap(),
-            "--out",
-            "-",
-            "--limit",
-            "5",
-        ],
-        T,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let v = export(&tape, "-", &["--limit", "5"]);
     assert_eq!(v["log"]["entries"].as_array().unwrap().len(), 5);
 }
 

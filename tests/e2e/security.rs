@@ -396,13 +396,17 @@ fn import_har_and_synth_redact_like_record() {
         "setcookie-secret-d4",
         "query-secret-e5",
         "json-secret-f6",
+        "path-secret-g7",
     ];
     let entry = serde_json::json!({
         "startedDateTime": "2026-03-01T10:00:00.125Z",
         "time": 12.5,
         "request": {
             "method": "POST",
-            "url": format!("http://127.0.0.1:8080/api/login?token={}&page=2", secrets[4]),
+            "url": format!(
+                "http://127.0.0.1:8080/api/login/{}?token={}&page=2",
+                secrets[6], secrets[4]
+            ),
             "httpVersion": "HTTP/1.1",
             "headers": [
                 { "name": "Authorization", "value": format!("Bearer {}", secrets[0]) },
@@ -450,6 +454,8 @@ fn import_har_and_synth_redact_like_record() {
             "token",
             "--redact-json",
             "$.password",
+            "--redact-path",
+            "/api/login/{invite}",
         ],
         &logs,
     );

@@ -8,9 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::util::{Proc, Reply, TestServer, free_port, run, stderr, wait_for_port, wait_until};
+use crate::util::{Proc, Reply, TestServer, free_port, synth, wait_for_port, wait_until};
 
 const TOKEN: &str = "test-token-5521";
+
+/// `POST /v1/runs` with `body` (an Argo Web provider start).
+fn start_run(addr: SocketAddr, body: &str) -> (u16, String) {
+    http(addr, "POST", "/v1/runs", Some(TOKEN), body)
+}
 
 /// One HTTP/1.1 request with `Connection: close`; returns status and body. Bounded by timeouts.
 fn http(
@@ -166,11 +171,7 @@ fn start_serve(
 fn serve_answers_the_argo_and_flagger_contracts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
-    let o = run(
-        &["synth", "--out", s(&tape), "--count", "400", "--seed", "3"],
-        Duration::from_secs(120),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    synth(&tape, &["--count", "400", "--seed", "3"]);
     let baseline = api(false, 0);
     let same = api(false, 0);
     let renamed = api(true, 0);
@@ -196,13 +197,7 @@ fn serve_answers_the_argo_and_flagger_contracts() {
     assert_eq!(http(addr, "GET", "/v1/runs", Some(TOKEN), "").0, 200);
 
     // Argo Web provider: start a run, poll its verdict.
-    let (code, body) = http(
-        addr,
-        "POST",
-        "/v1/runs",
-        Some(TOKEN),
-        r#"{"id":"argo-same"}"#,
-    );
+    let (code, body) = start_run(addr, r#"{"id":"argo-same"}"#);
     assert_eq!(code, 202, "{body}");
     assert_eq!(json(&body)["status"], "pending");
     let done = wait_done(addr, "argo-same");
@@ -216,20 +211,14 @@ fn serve_answers_the_argo_and_flagger_contracts() {
     assert!(runs.join("argo-same/report/verdict.json").is_file());
     assert!(runs.join("argo-same/state.json").is_file());
     // The id is an idempotency key.
-    let (code, body) = http(
-        addr,
-        "POST",
-        "/v1/runs",
-        Some(TOKEN),
-        r#"{"id":"argo-same"}"#,
-    );
+    let (code, body) = start_run(addr, r#"{"id":"argo-same"}"#);
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["status"], "pass");
     assert_eq!(
         http(addr, "GET", "/v1/runs/nope/verdict", Some(TOKEN), "").0,
         404
     );
-    let (code, body) = http(addr, "POST", "/v1/runs", Some(TOKEN), r#"{"bogus":1}"#);
+    let (code, body) = start_run(addr, r#"{"bogus":1}"#);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("bogus"), "{body}");
 
@@ -409,7 +398,7 @@ fn serve_answers_the_argo_and_flagger_contracts() {
     // A run interrupted by a stop starts again at the next start-up.
     let slow2 = api(false, 16);
     let body = serde_json::json!({"id": "interrupted", "candidate": slow2.url()}).to_string();
-    let (code, _) = http(addr, "POST", "/v1/runs", Some(TOKEN), &body);
+    let (code, _) = start_run(addr, &body);
     assert_eq!(code, 202);
     assert!(
         wait_until(Duration::from_secs(30), || !slow2.requests().is_empty()),
@@ -444,11 +433,7 @@ fn serve_answers_the_argo_and_flagger_contracts() {
 fn serve_keeps_only_the_newest_finished_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tape = dir.path().join("tape");
-    let o = run(
-        &["synth", "--out", s(&tape), "--count", "60", "--seed", "4"],
-        Duration::from_secs(120),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    synth(&tape, &["--count", "60", "--seed", "4"]);
     let baseline = api(false, 0);
     let candidate = api(false, 0);
     let runs = dir.path().join("runs");
@@ -462,7 +447,7 @@ fn serve_keeps_only_the_newest_finished_runs() {
     );
     for id in ["r1", "r2", "r3"] {
         let body = serde_json::json!({ "id": id }).to_string();
-        assert_eq!(http(addr, "POST", "/v1/runs", Some(TOKEN), &body).0, 202);
+        assert_eq!(start_run(addr, &body).0, 202);
         let done = wait_done(addr, id);
         assert_ne!(done["status"], "error", "{done:#}");
     }

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 
 fn ex() -> Exchange {
     Exchange {
+            path: "/invites/INVITETOKEN/accept".into(),
             query: Some("user=al&token=s3cr3t&x=1".into()),
             req_headers: vec![
                 Header::new("authorization", "Bearer TOPSECRET"),
@@ -22,6 +23,8 @@ fn ex() -> Exchange {
 
 fn full() -> RedactorBuilder {
     RedactorBuilder::new()
+        .path_template("/invites/{token}/accept")
+        .expect("template")
         .query_param("token")
         .json_path("$.password")
         .and_then(|b| b.json_path("$..card_number"))
@@ -43,6 +46,7 @@ fn mask_mode_removes_every_secret() {
     for secret in [
         "TOPSECRET",
         "COOKIESECRET",
+        "INVITETOKEN",
         "s3cr3t",
         "hunter2",
         "4111111111111111",
@@ -52,6 +56,8 @@ fn mask_mode_removes_every_secret() {
         assert!(!all.contains(secret), "{secret} leaked: {all}");
     }
     assert_eq!(e.query.as_deref(), Some("user=al&token=REDACTED&x=1"));
+    assert_eq!(e.path, "/invites/REDACTED/accept");
+    assert!(is_placeholder(b"REDACTED"));
     assert_eq!(e.req_headers[2].value, Bytes::from_static(b"abc"));
     let body: Value = serde_json::from_slice(&e.req_body).expect("still json");
     assert_eq!(body["user"], "al");
@@ -82,6 +88,11 @@ fn hash_mode_is_keyed_and_stable() {
     ));
     let v: Value = serde_json::from_slice(&e1.req_body).expect("json");
     assert_eq!(v["password"], Value::String(a.token(b"hunter2")));
+    // Path segments get the same token, so one secret correlates across requests.
+    assert_eq!(
+        e1.path,
+        format!("/invites/{}/accept", a.token(b"INVITETOKEN"))
+    );
 }
 
 #[test]
@@ -397,4 +408,29 @@ fn placeholders_are_recognised() {
     for not in [&b"hmac-sha256:xyz"[..], b"[redacted]", b"", b"hmac-sha256:"] {
         assert!(!is_placeholder(not), "{}", String::from_utf8_lossy(not));
     }
+}
+
+#[test]
+fn path_templates_come_from_the_rules_and_a_bad_one_names_its_key() {
+    let rules = RedactRules {
+        path: vec!["/reset/{token}".into()],
+        ..RedactRules::default()
+    };
+    let r = rules.build(DEFAULT_DECODED_LIMIT).expect("rules");
+    let mut e = Exchange {
+        path: "/reset/abc123".into(),
+        ..Exchange::default()
+    };
+    assert!(r.redact(&mut e));
+    assert_eq!(e.path, "/reset/REDACTED");
+    assert!(e.has_flag(flags::REDACTED));
+    let bad = RedactRules {
+        path: vec!["/reset/static".into()],
+        ..RedactRules::default()
+    };
+    let err = bad
+        .build(DEFAULT_DECODED_LIMIT)
+        .expect_err("no secret segment");
+    assert_eq!(err.key(), "redact-path");
+    assert!(err.to_string().contains("/reset/static"), "{err}");
 }

@@ -27,6 +27,7 @@ idle-timeout = "60s"
 upstream-timeout = "30s"
 redact-headers = ["x-session-id"]
 redact-query = ["token", "api_key"]
+redact-path = ["/reset-password/{token}"]
 redact-json = ["$.password", "$..card_number"]
 redact-regex = ['\b[0-9]{13,16}\b']
 redact-mode = "mask"

@@ -52,7 +52,7 @@
 //! `PREFACE`.
 
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -62,9 +62,10 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tracing::debug;
 
+use crate::engine::timer::Timer;
 use crate::metrics::Metrics;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -148,7 +149,7 @@ pub(crate) struct DeadlineIo<T, P = Arc<Phase>> {
     /// When an idle wait for the next request ends; set the first time a read of it blocks.
     idle_deadline: Option<Instant>,
     /// The one timer of this connection, created the first time a read blocks.
-    sleep: Option<Pin<Box<Sleep>>>,
+    sleep: Timer,
     /// Bytes taken from the socket by a peek, served again before the socket.
     peeked: [u8; H2_PREFACE.len()],
     peeked_pos: u8,
@@ -182,7 +183,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin, P: AsRef<Phase>> DeadlineIo<T, P> {
             head_bytes: 0,
             deadline: Some(Instant::now() + limits.header_timeout),
             idle_deadline: None,
-            sleep: None,
+            sleep: Timer::default(),
             peeked: [0; H2_PREFACE.len()],
             peeked_pos: 0,
             peeked_len: 0,
@@ -274,7 +275,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin, P: AsRef<Phase>> DeadlineIo<T, P> {
     /// The connection is HTTP/2 from here: no deadline ever again, so no timer either.
     fn h2_from_here(&mut self) {
         self.phase.as_ref().set(OFF);
-        self.sleep = None;
+        self.sleep.clear();
     }
 
     /// A read from the socket under the phase's limits.
@@ -302,7 +303,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin, P: AsRef<Phase>> DeadlineIo<T, P> {
                         self.head_bytes = 0;
                         self.deadline = None;
                         self.idle_deadline = None;
-                    } else if self.sleep.as_ref().is_some_and(|s| s.is_elapsed())
+                    } else if self.sleep.is_elapsed()
                         && self.deadline.is_some_and(|d| d <= Instant::now())
                     {
                         // The timer fired, but the bytes won the race to this poll.
@@ -344,25 +345,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin, P: AsRef<Phase>> DeadlineIo<T, P> {
 
     /// Polls the connection's timer, set to `deadline`.
     fn poll_timer(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
-        let sleep = match &mut self.sleep {
-            Some(s) => {
-                if s.deadline() != deadline {
-                    s.as_mut().reset(deadline);
-                }
-                s
-            }
-            None => self
-                .sleep
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        sleep.as_mut().poll(cx)
+        self.sleep.poll_until(cx, deadline)
     }
 
     /// The head deadline passed: count, log, answer 408 if the client sent part of a head.
     fn expire(&mut self, cx: &mut Context<'_>) -> io::Error {
         let h1 = self.phase.as_ref().get() != PREFACE;
         self.phase.as_ref().set(EXPIRED);
-        self.sleep = None;
+        self.sleep.clear();
         self.limits
             .metrics
             .client_timeouts_header

@@ -13,6 +13,7 @@
 pub(crate) mod head_deadline;
 pub(crate) mod hyper;
 pub(crate) mod pingora;
+pub(crate) mod timer;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

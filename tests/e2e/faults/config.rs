@@ -42,6 +42,11 @@ fn config_errors_exit_2_naming_the_key_and_the_fix() {
         ("flush-interval = \"0s\"", "flush-interval", "positive"),
         ("sample = 3", "sample", "between 0.0 and 1.0"),
         ("threads = 0", "threads", "at least 1"),
+        (
+            "redact-path = [\"/static\"]",
+            "redact-path",
+            "no `{…}` segment",
+        ),
         ("upstream-timeout = \"soon\"", "upstream-timeout", ""),
     ] {
         let text = base.replace("upstream = \"http://127.0.0.1:9\"\n", "");
@@ -49,45 +54,20 @@ fn config_errors_exit_2_naming_the_key_and_the_fix() {
         let f = file("bad.toml", &text);
         assert_usage_error(&["record", "--config", s(&f)], &[key, hint]);
     }
-    // Bad flag values.
-    assert_usage_error(
-        &[
-            "record",
-            "--upstream",
-            "ftp://127.0.0.1:9",
-            "--tape",
-            s(&tape),
-            "--admin",
-            "off",
-        ],
-        &["upstream"],
-    );
-    // Conflicting flags.
-    assert_usage_error(
-        &[
-            "record",
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--tape",
-            s(&tape),
-            "--no-record",
-            "--admin",
-            "off",
-        ],
+    // Bad flag values, conflicting flags: `record --tape TAPE --admin off` with `flags`.
+    let record = |flags: &[&str], needles: &[&str]| {
+        let mut args = vec!["record", "--tape", s(&tape), "--admin", "off"];
+        args.extend_from_slice(flags);
+        assert_usage_error(&args, needles);
+    };
+    record(&["--upstream", "ftp://127.0.0.1:9"], &["upstream"]);
+    let up = ["--upstream", "http://127.0.0.1:9"];
+    record(
+        &[&up[..], &["--no-record"]].concat(),
         &["--no-record", "--tape"],
     );
-    assert_usage_error(
-        &[
-            "record",
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--tape",
-            s(&tape),
-            "--tls-cert",
-            s(&unknown),
-            "--admin",
-            "off",
-        ],
+    record(
+        &[&up[..], &["--tls-cert", s(&unknown)]].concat(),
         &["tls-key"],
     );
     assert!(!tape.exists(), "a rejected config creates no tape");

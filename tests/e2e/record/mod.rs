@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tapedeck_storage::find_header;
@@ -32,6 +33,14 @@ fn client(h2: bool) -> HyperClient {
         .build_http()
 }
 
+/// Sends `req`, bounded; the response (its head: the body is the caller's to read).
+async fn request(c: &HyperClient, req: hyper::Request<Full<Bytes>>) -> hyper::Response<Incoming> {
+    tokio::time::timeout(Duration::from_secs(30), c.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed")
+}
+
 /// One request with a hyper client; returns (status, version, body).
 async fn send(
     c: &HyperClient,
@@ -44,10 +53,7 @@ async fn send(
         .uri(url)
         .body(Full::new(body))
         .expect("request");
-    let resp = tokio::time::timeout(Duration::from_secs(30), c.request(req))
-        .await
-        .expect("request timed out")
-        .expect("request failed");
+    let resp = request(c, req).await;
     let status = resp.status().as_u16();
     let version = resp.version();
     let body = tokio::time::timeout(Duration::from_secs(30), resp.into_body().collect())

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioExecutor;
 use tapedeck_storage::{ErrorKind, flags};
 
-use super::{STARTUP, client, header_text, upstream_handler};
+use super::{STARTUP, client, header_text, request, upstream_handler};
 use crate::util::{
     Engine, Recorder, RecorderBuilder, Reply, TestServer, curl, free_port, rt, run, stderr,
 };
@@ -186,10 +186,7 @@ fn grpc_over_h2c_keeps_body_and_trailers(engine: Engine) {
             .header("te", "trailers")
             .body(Full::new(msg.clone()))
             .expect("request");
-        let resp = tokio::time::timeout(Duration::from_secs(30), c.request(req))
-            .await
-            .expect("in time")
-            .expect("response");
+        let resp = request(&c, req).await;
         assert_eq!(resp.status(), 200);
         let collected = resp.into_body().collect().await.expect("body");
         let trailers = collected

@@ -7,17 +7,18 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tapedeck_storage::flags;
 
-use super::{all_bytes, client, contains, header_text};
+use super::{all_bytes, client, contains, header_text, request};
 use crate::util::{Engine, Recorder, Reply, TestServer, curl, rt, wait_until};
 
 fn secrets_never_reach_the_tape_files(engine: Engine) {
-    const SECRETS: [&str; 6] = [
+    const SECRETS: [&str; 7] = [
         "BEARERSECRET0001",
         "COOKIESECRET0002",
         "PASSWORDSECRET0003",
         "4111222233334444",
         "QUERYSECRET0005",
         "SETCOOKIESECRET0006",
+        "PATHSECRET0008",
     ];
     const CANARY: &str = "CANARYNOTSECRET0007";
     let up = TestServer::start(|_| {
@@ -41,6 +42,8 @@ fn secrets_never_reach_the_tape_files(engine: Engine) {
             "$..card_number",
             "--redact-query",
             "token",
+            "--redact-path",
+            "/login/{invite}",
             "--redact-mode",
             "hash",
             "--redact-key-file",
@@ -52,7 +55,7 @@ fn secrets_never_reach_the_tape_files(engine: Engine) {
         .start(dir.path());
     for _ in 0..2 {
         let (status, _) = curl(&[
-            &rec.url("/login?user=ada&token=QUERYSECRET0005"),
+            &rec.url("/login/PATHSECRET0008?user=ada&token=QUERYSECRET0005"),
             "-H",
             "authorization: Bearer BEARERSECRET0001",
             "-H",
@@ -118,6 +121,16 @@ fn secrets_never_reach_the_tape_files(engine: Engine) {
         header_text(&tape[1].req_headers, "authorization")
     );
     assert_eq!(tape[0].query, tape[1].query);
+    assert!(
+        tape[0].path.starts_with("/login/hmac-sha256:"),
+        "{}",
+        tape[0].path
+    );
+    assert_eq!(tape[0].path, tape[1].path);
+    assert_eq!(
+        got[0].uri,
+        "/login/PATHSECRET0008?user=ada&token=QUERYSECRET0005"
+    );
     assert_eq!(tape[0].req_body, tape[1].req_body);
     let body: serde_json::Value = serde_json::from_slice(&tape[0].req_body).expect("json");
     assert_eq!(body["user"], "ada");
@@ -218,10 +231,7 @@ fn secrets_in_compressed_bodies_never_reach_the_tape(engine: Engine) {
                 .header("content-encoding", "gzip")
                 .body(Full::new(req_body.clone()))
                 .expect("request");
-            let resp = tokio::time::timeout(Duration::from_secs(30), c.request(req))
-                .await
-                .expect("in time")
-                .expect("response");
+            let resp = request(&c, req).await;
             assert_eq!(resp.status(), 200);
             let body = resp.into_body().collect().await.expect("body").to_bytes();
             // The client gets the upstream's bytes, compressed, secret and all.

@@ -25,13 +25,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tapedeck_storage::{ErrorKind, Exchange};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::Shared;
 use super::drive::Streams;
 use super::upstream::body_error_kind;
 use crate::capture::{BodyCapture, Failure, ResponseCapture, Timings};
 use crate::engine::head_deadline::Phase;
+use crate::engine::timer::Timer;
 
 /// What the client did wrong with its request body, as seen by [`ReqBody`].
 const CLIENT_OK: u8 = 0;
@@ -104,11 +105,10 @@ impl fmt::Display for BodyError {
 
 impl StdError for BodyError {}
 
-/// How long a body has been waiting: the deadline starts at the first `Pending` after progress,
-/// and the timer is created once and moved afterwards (never allocated per chunk).
-#[derive(Default)]
+/// How long a body has been waiting: the deadline starts at the first `Pending` after progress.
+#[derive(Debug, Default)]
 struct GapTimer {
-    sleep: Option<Pin<Box<Sleep>>>,
+    timer: Timer,
     deadline: Option<Instant>,
 }
 
@@ -124,18 +124,7 @@ impl GapTimer {
         let deadline = *self
             .deadline
             .get_or_insert_with(|| Instant::now() + timeout);
-        let sleep = match &mut self.sleep {
-            Some(s) => {
-                if s.deadline() != deadline {
-                    s.as_mut().reset(deadline);
-                }
-                s
-            }
-            None => self
-                .sleep
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        sleep.as_mut().poll(cx).is_ready()
+        self.timer.poll_until(cx, deadline).is_ready()
     }
 }
 

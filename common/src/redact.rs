@@ -52,7 +52,7 @@ pub const DEFAULT_SENSITIVE_HEADERS: [&str; 6] = tapedeck_storage::SENSITIVE_HEA
 /// the replayer through the storage crate, which recognizes it
 /// ([`tapedeck_storage::is_redaction_placeholder`]).
 pub const MASK: &str = tapedeck_storage::REDACTED_MASK;
-const QUERY_MASK: &str = "REDACTED";
+const QUERY_MASK: &str = tapedeck_storage::REDACTED_URL_MASK;
 
 /// Most bytes a compressed body is decoded to for redaction, unless
 /// [`RedactorBuilder::decoded_limit`] says otherwise.

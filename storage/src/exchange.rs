@@ -42,6 +42,10 @@ pub const SENSITIVE_HEADERS: [&str; 6] = [
 /// What the recorder stores instead of a redacted value in mask mode.
 pub const REDACTED_MASK: &str = "[REDACTED]";
 
+/// What the recorder stores instead of a redacted query parameter, form field or path segment in
+/// mask mode (URL-safe, unlike [`REDACTED_MASK`]).
+pub const REDACTED_URL_MASK: &str = "REDACTED";
+
 /// What the recorder stores instead of a redacted value in hash mode starts with this, followed
 /// by 32 lower-case hex digits (a keyed HMAC-SHA256 of the secret, truncated).
 pub const REDACTED_HASH_PREFIX: &str = "hmac-sha256:";

@@ -37,8 +37,9 @@ mod writer;
 
 pub use error::{Result, StorageError};
 pub use exchange::{
-    ErrorKind, Exchange, Header, REDACTED_HASH_PREFIX, REDACTED_MASK, SENSITIVE_HEADERS,
-    TRAILER_MARKER, find_header, flags, is_redaction_placeholder, is_sensitive_header, now_us,
+    ErrorKind, Exchange, Header, REDACTED_HASH_PREFIX, REDACTED_MASK, REDACTED_URL_MASK,
+    SENSITIVE_HEADERS, TRAILER_MARKER, find_header, flags, is_redaction_placeholder,
+    is_sensitive_header, now_us,
 };
 pub use reader::{
     ExchangeIter, FileKind, Filter, ReadOptions, ReadReport, SkippedFile, Tape, TapeFile, TapeScan,

@@ -2,10 +2,14 @@
 //! `/api/users/17` and `/api/users/42` count as one route.
 
 /// Whether one path segment looks like an identifier rather than a fixed name: a number, a UUID,
-/// a long hex string, or a long token mixing letters and digits.
+/// a long hex string, a long token mixing letters and digits, or a segment the recorder
+/// redacted (`redact-path`: `REDACTED` or a hash token).
 pub fn is_id_segment(seg: &str) -> bool {
     if seg.is_empty() {
         return false;
+    }
+    if seg == crate::REDACTED_URL_MASK || crate::is_redaction_placeholder(seg.as_bytes()) {
+        return true;
     }
     let digits = seg.bytes().filter(u8::is_ascii_digit).count();
     if digits == seg.len() {
@@ -52,5 +56,11 @@ mod tests {
         assert_eq!(template_path("/"), "/");
         assert_eq!(template_path("/static/app.js"), "/static/app.js");
         assert_eq!(template_path("/t/AbCdEf0123456789xy"), "/t/{id}");
+        // Segments `redact-path` replaced.
+        assert_eq!(template_path("/reset/REDACTED"), "/reset/{id}");
+        assert_eq!(
+            template_path("/reset/hmac-sha256:0123456789abcdef0123456789abcdef/x"),
+            "/reset/{id}/x"
+        );
     }
 }

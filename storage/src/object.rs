@@ -203,6 +203,25 @@ impl Remote {
                         .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
                 )?
             }
+            "http" | "https" => {
+                // A WebDAV server (RFC 4918: nginx with dav_ext, Apache mod_dav, Artifactory,
+                // Nextcloud…); the URL's path is the key prefix. Plain http is the user's
+                // explicit choice here, so it is allowed. Credentials in the URL are refused:
+                // the URL is printed in logs, summaries and reports.
+                if !parsed.username().is_empty() || parsed.password().is_some() {
+                    return Err(bad(
+                        url,
+                        "credentials in a WebDAV URL would be printed in logs and reports;                          use a server reachable without them (network policy, a local proxy)",
+                    ));
+                }
+                let mut builder = object_store::http::HttpBuilder::new()
+                    .with_url(&parsed[..url::Position::BeforePath])
+                    .with_retry(retry_config());
+                if scheme == "http" {
+                    builder = builder.with_config(object_store::ClientConfigKey::AllowHttp, "true");
+                }
+                built(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
+            }
             "file" => {
                 if !host.is_empty() && host != "localhost" {
                     return Err(bad(
@@ -216,7 +235,7 @@ impl Remote {
                 return Err(bad(
                     url,
                     format!(
-                        "unknown URL scheme `{other}://` (expected s3://, gs://, az://, file://, or a plain path)"
+                        "unknown URL scheme `{other}://` (expected s3://, gs://, az://, https:// or http:// (WebDAV), file://, or a plain path)"
                     ),
                 ));
             }

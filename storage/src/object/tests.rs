@@ -24,6 +24,19 @@ fn bad_urls_name_the_url() {
     assert!(e.to_string().contains("no bucket"), "{e}");
     let e = Location::parse("file://otherhost/x").expect_err("remote file host");
     assert!(e.to_string().contains("local absolute path"), "{e}");
+    let e = Location::parse("https://user:pw@dav.example/t").expect_err("credentials");
+    assert!(e.to_string().contains("credentials"), "{e}");
+}
+
+#[test]
+fn webdav_urls_keep_their_path_as_the_prefix() {
+    let r = Remote::parse("https://dav.example:8443/repo/tapes/svc/").expect("https url");
+    assert_eq!(r.url(), "https://dav.example:8443/repo/tapes/svc");
+    assert_eq!(
+        r.child("runs/a").url(),
+        "https://dav.example:8443/repo/tapes/svc/runs/a"
+    );
+    assert!(Remote::parse("http://127.0.0.1:9/t").is_ok());
 }
 
 #[test]

@@ -20,7 +20,7 @@ mod error;
 mod pipeline;
 
 pub use error::CheckError;
-pub use pipeline::{Checked, CorpusPhase, check};
+pub use pipeline::{Checked, CorpusPhase, check, validate};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -224,19 +224,26 @@ struct Prepared {
     corpus: Option<Corpus>,
 }
 
-fn prepare(spec: &CheckSpec) -> Result<Prepared, CheckError> {
-    let run_dir = spec.run_dir();
-    must_not_exist(&run_dir, "--out")?;
-    let config = replay_options(spec, spec.tapes.clone(), &run_dir)
+/// What [`settings`] checked and built.
+struct Settings {
+    config: ReplayConfig,
+    diff: DiffConfig,
+    chaos_rules: Vec<FaultRule>,
+    corpus: Option<Corpus>,
+}
+
+/// Checks everything in `spec` that does not depend on its run and report directories existing
+/// or not — pacing, timeouts, request changes, targets, the judge's rules and SLOs, dependencies,
+/// chaos faults, the trace header, the corpus — sending and writing nothing. `serve` checks its
+/// template with it at start-up, so a bad flag stops it there rather than failing every run.
+pub fn validate(spec: &CheckSpec) -> Result<(), CheckError> {
+    settings(spec).map(drop)
+}
+
+fn settings(spec: &CheckSpec) -> Result<Settings, CheckError> {
+    let config = replay_options(spec, spec.tapes.clone(), &spec.run_dir())
         .validate()
         .map_err(|source| CheckError::ReplaySettings { phase: "", source })?;
-    if spec.replay.allow_writes && spec.noise == Noise::Baseline {
-        tracing::warn!(
-            baseline = %spec.baseline,
-            "the baseline is also the noise target: it receives each replayed write twice; give \
-             --secondary URL or --no-noise-target to avoid that"
-        );
-    }
     let mut names = std::collections::HashSet::new();
     for m in &spec.dependencies {
         if !names.insert(&m.name) {
@@ -255,28 +262,55 @@ fn prepare(spec: &CheckSpec) -> Result<Prepared, CheckError> {
             }
         })?,
     };
-    let chaos_dir = spec.report.join("chaos").join("run");
-    if spec.chaos.is_some() {
-        must_not_exist(&chaos_dir, "--report")?;
-    }
     if let Some(h) = &spec.dependency_trace_header
         && http::HeaderName::from_bytes(h.trim().as_bytes()).is_err()
     {
         return Err(CheckError::TraceHeader(h.clone()));
     }
-    // The judge's settings are checked before anything is sent.
-    let diff = diff_options(spec, &run_dir)
+    let diff = diff_options(spec, &spec.run_dir())
         .validate()
         .map_err(CheckError::JudgeSettings)?;
     let corpus = match &spec.corpus {
         None => None,
-        Some(dir) => {
+        Some(dir) => Some(Corpus::open(dir)?),
+    };
+    Ok(Settings {
+        config,
+        diff,
+        chaos_rules,
+        corpus,
+    })
+}
+
+fn prepare(spec: &CheckSpec) -> Result<Prepared, CheckError> {
+    let run_dir = spec.run_dir();
+    must_not_exist(&run_dir, "--out")?;
+    // The settings, the judge's included, are checked before anything is sent.
+    let Settings {
+        config,
+        diff,
+        chaos_rules,
+        corpus,
+    } = settings(spec)?;
+    if spec.replay.allow_writes && spec.noise == Noise::Baseline {
+        tracing::warn!(
+            baseline = %spec.baseline,
+            "the baseline is also the noise target: it receives each replayed write twice; give \
+             --secondary URL or --no-noise-target to avoid that"
+        );
+    }
+    let chaos_dir = spec.report.join("chaos").join("run");
+    if spec.chaos.is_some() {
+        must_not_exist(&chaos_dir, "--report")?;
+    }
+    let corpus = match corpus {
+        None => None,
+        Some(c) => {
             for sub in [corpus::SOURCE, corpus::RUN] {
                 must_not_exist(&spec.report.join(corpus::PHASE).join(sub), "--report")?;
             }
-            let c = Corpus::open(dir)?;
             if c.entries().is_empty() {
-                tracing::warn!(corpus = %dir.display(), "the regression corpus is empty: nothing to replay before the tape");
+                tracing::warn!(corpus = %c.dir().display(), "the regression corpus is empty: nothing to replay before the tape");
                 None
             } else {
                 Some(c)

@@ -31,6 +31,10 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The check settings every run would use are invalid (a bad timeout, a missing rules file,
+    /// an unreadable corpus…): refused at start-up rather than failing every run.
+    #[error("the check settings of every run: {0}")]
+    Check(#[source] tapedeck_check::CheckError),
     /// The listen address could not be bound.
     #[error("listening on {addr}")]
     Bind {

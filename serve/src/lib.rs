@@ -126,6 +126,14 @@ impl ServeSpec {
     }
 }
 
+/// Checks the template as a run would use it, with the defaults, and stand-ins for the tape and
+/// targets a run request may still name (nothing is read from them or sent to them).
+fn validate_template(spec: &ServeSpec) -> Result<(), ServeError> {
+    let probe = RunSpec::probe(&spec.defaults);
+    let check = store::check_for(&spec.check, &probe, spec.runs.join("report"), None);
+    tapedeck_check::validate(&check).map_err(ServeError::Check)
+}
+
 /// A bound server with its runs loaded.
 #[derive(Debug)]
 pub struct Server {
@@ -139,6 +147,7 @@ impl Server {
     /// starts again, in the background, the ones that a stop interrupted. Must be called inside
     /// a Tokio runtime (checks run on its blocking threads).
     pub async fn start(spec: ServeSpec) -> Result<Server, ServeError> {
+        validate_template(&spec)?;
         std::fs::create_dir_all(&spec.runs).map_err(|source| ServeError::RunsDir {
             doing: "creating",
             path: spec.runs.clone(),

@@ -160,6 +160,36 @@ impl RunRequest {
     }
 }
 
+impl RunSpec {
+    /// A run of the defaults, with stand-ins for the tape and targets a request would still
+    /// have to name: what the server checks its check template with at start-up.
+    pub(crate) fn probe(defaults: &Defaults) -> RunSpec {
+        RunSpec {
+            tape: if defaults.tape.is_empty() {
+                vec!["tape".to_owned()]
+            } else {
+                defaults
+                    .tape
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect()
+            },
+            baseline: defaults
+                .baseline
+                .clone()
+                .unwrap_or_else(|| "http://baseline.invalid".to_owned()),
+            candidate: defaults
+                .candidate
+                .clone()
+                .unwrap_or_else(|| "http://candidate.invalid".to_owned()),
+            secondary: defaults.secondary.clone(),
+            baseline_version: None,
+            candidate_version: None,
+            _extra: Ignored,
+        }
+    }
+}
+
 /// Flagger's webhook payload (fields it may add are ignored). A parsed payload always has a
 /// checksum ([`parse_flagger`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

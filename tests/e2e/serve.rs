@@ -475,3 +475,31 @@ fn serve_keeps_only_the_newest_finished_runs() {
         assert!(runs.join(id).join("state.json").is_file());
     }
 }
+
+/// Check flags every run would fail on stop `serve` at start-up (exit 2, naming the setting),
+/// before it listens: a bad duration, a missing rules file, a missing corpus, an unknown flag.
+#[test]
+fn serve_refuses_bad_check_flags_at_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runs = dir.path().join("runs");
+    let missing = dir.path().join("missing.toml");
+    for (flags, needle) in [
+        (vec!["--timeout", "abc"], "timeout"),
+        (vec!["--rules", s(&missing)], "missing.toml"),
+        (vec!["--corpus", s(&missing)], "corpus"),
+        (vec!["--no-such-flag"], "--no-such-flag"),
+    ] {
+        let port = free_port().to_string();
+        let listen = format!("127.0.0.1:{port}");
+        let out = crate::util::Cli::new("serve")
+            .flag("--runs", &runs)
+            .flag("--listen", &listen)
+            .arg("--")
+            .args(&flags)
+            .timeout(Duration::from_secs(60))
+            .run();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+}

@@ -29,31 +29,19 @@ struct Moto {
 impl Moto {
     fn start(logs: &Path) -> Moto {
         let port = free_port();
-        let log = std::fs::File::create(logs.join("moto.log")).expect("moto log");
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn python3 -m moto.server (pip install \"moto[server]\")");
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]);
         let moto = Moto {
-            _proc: Proc { child },
+            _proc: python_server(cmd, port, "moto", "pip install \"moto[server]\"", logs),
             port,
         };
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        assert!(
-            wait_for_port(addr, STARTUP),
-            "moto did not start (is moto[server] installed?):\n{}",
-            std::fs::read_to_string(logs.join("moto.log")).unwrap_or_default()
-        );
         let (code, body) = curl(&["-X", "PUT", &format!("{}/{BUCKET}", moto.url())]);
         assert_eq!(code, 200, "create bucket: {body}");
         moto
@@ -84,6 +72,27 @@ impl Moto {
             })
             .collect()
     }
+}
+
+/// A Python test server started by `cmd` on loopback `port`, logging to `logs/NAME.log`, killed
+/// by PID on drop; waits (bounded) until it listens.
+fn python_server(mut cmd: Command, port: u16, name: &str, install: &str, logs: &Path) -> Proc {
+    let log_path = logs.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).expect("server log");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name} ({install}): {e}"));
+    let proc = Proc { child };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    assert!(
+        wait_for_port(addr, STARTUP),
+        "{name} did not start ({install}?):\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    proc
 }
 
 /// `tapedeck` with the S3 settings of a test (endpoint, fake credentials, spool root).
@@ -705,35 +714,22 @@ struct WebDav {
 impl WebDav {
     fn start(root: &Path, logs: &Path) -> WebDav {
         let port = free_port();
-        let log = std::fs::File::create(logs.join("wsgidav.log")).expect("wsgidav log");
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "wsgidav.server.server_cli",
-                "--host",
-                "127.0.0.1",
-                "--port",
-            ])
-            .arg(port.to_string())
-            .arg("--root")
-            .arg(root)
-            .args(["--auth", "anonymous", "--no-config", "-q"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn python3 -m wsgidav.server.server_cli (pip install wsgidav cheroot)");
-        let dav = WebDav {
-            _proc: Proc { child },
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-m",
+            "wsgidav.server.server_cli",
+            "--host",
+            "127.0.0.1",
+            "--port",
+        ])
+        .arg(port.to_string())
+        .arg("--root")
+        .arg(root)
+        .args(["--auth", "anonymous", "--no-config", "-q"]);
+        WebDav {
+            _proc: python_server(cmd, port, "wsgidav", "pip install wsgidav cheroot", logs),
             port,
-        };
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        assert!(
-            wait_for_port(addr, STARTUP),
-            "wsgidav did not start (are wsgidav and cheroot installed?):\n{}",
-            std::fs::read_to_string(logs.join("wsgidav.log")).unwrap_or_default()
-        );
-        dav
+        }
     }
 
     fn url(&self, path: &str) -> String {

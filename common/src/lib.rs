@@ -6,7 +6,7 @@
 //! | [`redact`] | the [`Redactor`] trait, [`RuleRedactor`], and [`RedactRules`], the serde form of the rules shared by `record`'s flags and TOML, HAR import and tickets | proxy, CLI |
 //! | [`tls`] | rustls set-up: reading and checking PEM files, root stores, client and server configurations | proxy, replay, ticket webhooks |
 //! | [`parse`] | sizes (`1MiB`), durations (`250ms`), times (RFC 3339 or µs) | every flag and config key |
-//! | [`format`] | `1,234,567`, `1.5 KiB`, RFC 3339 | reports, summaries |
+//! | [`format`](mod@format) | `1,234,567`, `1.5 KiB`, RFC 3339 | reports, summaries |
 //! | [`trace`] | trace ids from `traceparent` (or a chosen header), and new `traceparent` values | proxy (record), replay, mocks |
 //!
 //! Invariants:

@@ -98,6 +98,7 @@ impl PathTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn mask(_: &[u8]) -> String {
         "REDACTED".to_owned()
@@ -165,6 +166,23 @@ mod tests {
         ] {
             let e = PathTemplate::parse(t).expect_err(t).to_string();
             assert!(e.contains(t) && e.contains(why), "{t}: {e}");
+        }
+    }
+
+    proptest! {
+        /// Any path: no panic, and a matched secret segment never survives.
+        #[test]
+        fn a_secret_segment_never_survives(
+            secret in "[^/]{1,40}",
+            rest in "(/[^/]{0,12}){0,4}/?",
+            other in ".{0,60}",
+        ) {
+            let t = PathTemplate::parse("/reset/{token}/**").expect("template");
+            let path = format!("/reset/{secret}{rest}");
+            let out = t.redact(&path, &mask).expect("matches");
+            prop_assert_eq!(out.split('/').nth(2), Some("REDACTED"));
+            prop_assert_eq!(out.len() + secret.len(), path.len() + "REDACTED".len());
+            let _ = t.redact(&other, &mask);
         }
     }
 }

@@ -23,9 +23,9 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{ArrowPrimitiveType, ByteArrayType};
 use arrow_array::types::{Int64Type, TimestampMicrosecondType, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, Int64Array,
-    ListArray, RecordBatch, StringArray, StructArray, TimestampMicrosecondArray, UInt16Array,
-    UInt32Array, UInt64Array,
+    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, Int64Array, ListArray,
+    RecordBatch, StringArray, StructArray, TimestampMicrosecondArray, UInt16Array, UInt32Array,
+    UInt64Array,
 };
 use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};

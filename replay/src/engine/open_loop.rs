@@ -23,8 +23,8 @@ use super::reader::Item;
 use super::workers::Workers;
 use super::{Ctx, Dispatched, Stop};
 use crate::conn::Pool;
-use crate::send::Slot;
 use crate::pace::Schedule;
+use crate::send::Slot;
 
 /// Idle HTTP/1.1 connections per worker and target opened before the clock starts, and kept
 /// ready while the run lasts (capped by the in-flight limit).

@@ -246,13 +246,11 @@ mod tests {
             let n = RESULT_BATCH * 2 + 5;
             let mut group = Vec::new();
             for i in 0..n {
-                group.extend(
-                    [0, 1].map(|t| Exchange {
-                        path: format!("/{i}"),
-                        target: Some(format!("t{t}")),
-                        ..Exchange::default()
-                    }),
-                );
+                group.extend([0, 1].map(|t| Exchange {
+                    path: format!("/{i}"),
+                    target: Some(format!("t{t}")),
+                    ..Exchange::default()
+                }));
                 sink.push(&mut group).await;
                 assert!(group.is_empty(), "the group was moved into the batch");
             }

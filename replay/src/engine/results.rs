@@ -207,6 +207,10 @@ pub(super) fn open_writer(
         .flush_rows(SPOOL_BATCH_ROWS)
         .segment_max_bytes(SEGMENT_BYTES)
         .row_group_rows(16_384)
+        // zstd level 1, not the recorder's 3: sealing a run's results is CPU the run pays
+        // (mostly at close); on replay results level 1 cost 1.1k fewer instructions per row
+        // and the files came out no larger (benches/RESULTS.md, issue 14).
+        .zstd_level(1)
         .metadata(meta::KIND, "replay-results")
         .metadata(meta::TARGETS, targets.join(","))
         .metadata(meta::SOURCE_TAPE, tapes.join(","))

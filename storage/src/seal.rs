@@ -2,10 +2,10 @@
 //! Parquet files, and the seal threads that do it ([`SealLanes`]).
 //!
 //! Format: `date=YYYY-MM-DD/hour=HH/part-<segment-id>.parquet`, zstd (level 3 by default),
-//! dictionary encoding except for ids, bodies, client addresses, timestamps and latencies, page-level statistics, row
-//! groups of at most 65,536 rows / 64 MiB (encoded), the segment's file metadata plus
-//! `tapedeck.segment`. Written under a temp name, fsynced, renamed, directory fsynced; then the
-//! segment is deleted. Idempotent: names come from the segment id.
+//! dictionary encoding except for ids, bodies, client addresses, timestamps and latencies,
+//! page-level statistics, row groups of at most 65,536 rows / 64 MiB (encoded), the segment's
+//! file metadata plus `tapedeck.segment`. Written under a temp name, fsynced, renamed, directory
+//! fsynced; then the segment is deleted. Idempotent: names come from the segment id.
 //!
 //! Threads ("lanes"), both taking the oldest waiting segment first:
 //!

@@ -12,6 +12,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's allocator: replay and the recorder allocate a record's strings and
+/// buffers on one thread and free them on another (the tape writer's), which defeats glibc's
+/// per-thread caches (benches/RESULTS.md, issue 14).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod check;
 mod corpus;
 mod demo;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use tapedeck_storage::Exchange;
-use tapedeck_storage::route::template_path;
+use tapedeck_storage::route::{push_template_path, template_path};
 use uuid::Uuid;
 
 use crate::config::Selection;
@@ -250,6 +250,9 @@ pub(crate) struct Selector {
     last_host: Option<(String, String, bool)>,
     /// Reused for route keys (allocates only for a route not seen before).
     key: String,
+    /// The route key of the last selected exchange, and the method and path it was made from:
+    /// consecutive requests to one path are templated once.
+    route: (String, String, String),
     pub(crate) stats: SelectionStats,
 }
 
@@ -276,6 +279,7 @@ impl Selector {
             target_hosts,
             last_host: None,
             key: String::new(),
+            route: (String::new(), String::new(), String::new()),
             stats: SelectionStats::default(),
         }
     }
@@ -296,11 +300,16 @@ impl Selector {
                 if ex.req_body_truncated {
                     s.truncated_bodies += 1;
                 }
-                self.key.clear();
-                self.key.push_str(&ex.method);
-                self.key.push(' ');
-                self.key.push_str(&template_path(&ex.path));
-                bump_str(&mut s.routes, &self.key);
+                let (key, method, path) = &mut self.route;
+                if *method != ex.method || *path != ex.path {
+                    method.clone_from(&ex.method);
+                    path.clone_from(&ex.path);
+                    key.clear();
+                    key.push_str(method);
+                    key.push(' ');
+                    push_template_path(key, path);
+                }
+                bump_str(&mut s.routes, key);
                 count_placeholders(ex, &self.sel.replaced_headers, &mut self.key, s);
             }
             Err(Skip::Time) => s.skipped_time += 1,

@@ -2,12 +2,16 @@
 //! [`Exchange`]: a connection from the sender's slot or its [`Pool`], a per-request timeout
 //! (connecting included), and failures classified into [`ErrorKind`]s instead of propagated.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Version};
 use http_body_util::{BodyExt, Full};
 use tapedeck_storage::{ErrorKind, Exchange, Header, TRAILER_MARKER, flags};
+use tokio::time::Sleep;
 
 use crate::conn::{Body, Conn, Endpoint, Failure, Pool, SendError};
 use crate::rewrite::{self, Prepared};
@@ -52,17 +56,55 @@ pub(crate) struct SendSettings {
     pub(crate) max_body: usize,
 }
 
+/// A sender's state for one target: its connection and, for a sender that lives for the whole
+/// run, its timeout timer, moved to each request's deadline instead of created, registered and
+/// dropped per request.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    /// The connection, when the sender holds a live one.
+    pub(crate) conn: Option<Conn>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Slot {
+    /// A slot for one request (a timer of its own per request).
+    pub(crate) fn one_shot() -> Self {
+        Self::default()
+    }
+
+    /// A slot reused request after request, holding `conn` (call inside the runtime).
+    pub(crate) fn long_lived(conn: Option<Conn>) -> Self {
+        Self {
+            conn,
+            timer: Some(Box::pin(tokio::time::sleep_until(
+                tokio::time::Instant::now(),
+            ))),
+        }
+    }
+}
+
+/// `fut`, or `None` when `timer` fires first.
+async fn within<F: Future>(fut: F, mut timer: Pin<&mut Sleep>) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
 /// Sends `p` (due at `scheduled`) to `pool`'s target with `headers` (its own or a copy), waits
 /// for the whole response (or the timeout) and returns the result exchange without its request
 /// strings and headers (see [`fill_request`], [`fill_request_owned`]). Never fails: errors are
 /// recorded in the exchange.
 ///
-/// `slot` is the sender's connection to this target: used when it holds a live one (else one
-/// comes from the pool), and holding the connection again afterwards when the exchange left it
-/// reusable.
+/// `slot` is the sender's state for this target: its connection is used when live (else one
+/// comes from the pool) and held again afterwards when the exchange left it reusable.
 pub(crate) async fn exchange(
     pool: &Pool,
-    slot: &mut Option<Conn>,
+    slot: &mut Slot,
     p: &Prepared,
     headers: http::HeaderMap,
     scheduled: Instant,
@@ -74,16 +116,26 @@ pub(crate) async fn exchange(
     out.started_at_us = s.clock.us(sent);
     out.sent_at_us = Some(out.started_at_us);
     let mut st = Received::default();
-    let fut = fetch(pool, slot, p, headers, &mut st, s.max_body);
-    let outcome = tokio::time::timeout_at((sent + s.timeout).into(), fut).await;
+    let deadline = tokio::time::Instant::from(sent + s.timeout);
+    let fut = fetch(pool, &mut slot.conn, p, headers, &mut st, s.max_body);
+    let outcome = match slot.timer.as_mut() {
+        Some(timer) => {
+            timer.as_mut().reset(deadline);
+            within(fut, timer.as_mut()).await
+        }
+        None => tokio::time::timeout_at(deadline, fut).await.ok(),
+    };
     let end = Instant::now();
     if let Some(t) = st.ttfb {
         out.ttfb_us = Some(micros_between(scheduled, t));
     }
     out.status = st.status;
-    if st.status.is_some() {
-        out.http_version = version_str(st.version).to_owned();
+    out.http_version = if st.status.is_some() {
+        version_str(st.version)
+    } else {
+        version_str(ep.version())
     }
+    .to_owned();
     out.resp_headers = st.headers;
     if mask_sensitive(&mut out.resp_headers) {
         out.flags |= flags::REDACTED;
@@ -92,16 +144,16 @@ pub(crate) async fn exchange(
     out.resp_body_size = st.size;
     out.resp_body_truncated = st.truncated;
     match outcome {
-        Ok(Ok(())) => {
+        Some(Ok(())) => {
             let total = micros_between(scheduled, end);
             out.total_us = Some(total);
             out.duration_us = Some(total);
         }
-        Ok(Err(f)) => {
+        Some(Err(f)) => {
             out.error_kind = Some(f.kind);
             out.error = Some(f.message);
         }
-        Err(_) => {
+        None => {
             out.error_kind = Some(ErrorKind::Timeout);
             out.error = Some(format!(
                 "no complete response within {} ms",
@@ -143,7 +195,6 @@ fn skeleton(ep: &Endpoint, p: &Prepared, scheduled_us: i64) -> Exchange {
         started_at_us: scheduled_us,
         scheme: ep.scheme.to_owned(),
         authority: ep.authority.clone(),
-        http_version: version_str(ep.version()).to_owned(),
         req_body: p.body.clone(),
         req_body_size: o.req_body_size,
         req_body_truncated: o.req_body_truncated,
@@ -152,7 +203,9 @@ fn skeleton(ep: &Endpoint, p: &Prepared, scheduled_us: i64) -> Exchange {
         target: Some(ep.target.name.clone()),
         scheduled_at_us: Some(scheduled_us),
         trace_id: o.trace_id.clone().or_else(|| p.trace.clone()),
-        ..Exchange::default()
+        // Not `default()`: its four strings would be allocated only to be replaced (the
+        // request side comes from `fill_request*`, the version once the response is in).
+        ..Exchange::blank()
     }
 }
 
@@ -368,7 +421,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_body: 1,
         };
-        let mut slot = None;
+        let mut slot = Slot::one_shot();
         let fut = exchange(
             &pool,
             &mut slot,

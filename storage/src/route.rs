@@ -31,13 +31,19 @@ pub fn is_id_segment(seg: &str) -> bool {
 /// The path with identifier segments replaced by `{id}`.
 pub fn template_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
+    push_template_path(&mut out, path);
+    out
+}
+
+/// Appends [`template_path`]`(path)` to `out` (no allocation when `out` has room: for keys
+/// built once per exchange in a reused buffer).
+pub fn push_template_path(out: &mut String, path: &str) {
     for (i, seg) in path.split('/').enumerate() {
         if i > 0 {
             out.push('/');
         }
         out.push_str(if is_id_segment(seg) { "{id}" } else { seg });
     }
-    out
 }
 
 #[cfg(test)]
@@ -62,5 +68,8 @@ mod tests {
             template_path("/reset/hmac-sha256:0123456789abcdef0123456789abcdef/x"),
             "/reset/{id}/x"
         );
+        let mut key = String::from("GET ");
+        push_template_path(&mut key, "/api/users/17");
+        assert_eq!(key, "GET /api/users/{id}");
     }
 }

@@ -23,9 +23,9 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{ArrowPrimitiveType, ByteArrayType};
 use arrow_array::types::{Int64Type, TimestampMicrosecondType, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, GenericListArray, Int64Array,
-    ListArray, RecordBatch, StringArray, StructArray, TimestampMicrosecondArray, UInt16Array,
-    UInt32Array, UInt64Array,
+    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, Int64Array, ListArray,
+    RecordBatch, StringArray, StructArray, TimestampMicrosecondArray, UInt16Array, UInt32Array,
+    UInt64Array,
 };
 use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
@@ -528,12 +528,12 @@ struct Decoder<'a> {
     path: Col<'a, StringArray>,
     query: Col<'a, StringArray>,
     http_version: Col<'a, StringArray>,
-    req_headers: Col<'a, ListArray>,
+    req_headers: Option<HeadersCol<'a>>,
     req_body: Col<'a, BinaryArray>,
     req_body_size: Col<'a, UInt64Array>,
     req_body_truncated: Col<'a, BooleanArray>,
     status: Col<'a, UInt16Array>,
-    resp_headers: Col<'a, ListArray>,
+    resp_headers: Option<HeadersCol<'a>>,
     resp_body: Col<'a, BinaryArray>,
     resp_body_size: Col<'a, UInt64Array>,
     resp_body_truncated: Col<'a, BooleanArray>,
@@ -617,34 +617,73 @@ fn uuid_at(c: &Col<'_, FixedSizeBinaryArray>, i: usize) -> Option<Uuid> {
         .filter(|a| a.is_valid(i))
         .and_then(|a| Uuid::from_slice(a.value(i)).ok())
 }
-fn headers_at(c: &Col<'_, GenericListArray<i32>>, i: usize) -> Vec<Header> {
-    let Some(list) = c.get().filter(|a| a.is_valid(i)) else {
-        return Vec::new();
-    };
-    let entries = list.value(i);
-    let Some(st) = entries.as_struct_opt() else {
-        return Vec::new();
-    };
-    let (Some(names), Some(values)) = (
-        st.column(0).as_string_opt::<i32>(),
-        st.column(1).as_binary_opt::<i32>(),
-    ) else {
-        return Vec::new();
-    };
-    (0..st.len())
-        .map(|j| Header {
-            name: if names.is_valid(j) {
-                names.value(j).to_owned()
-            } else {
-                String::new()
-            },
-            value: if values.is_valid(j) {
-                Bytes::copy_from_slice(values.value(j))
-            } else {
-                Bytes::new()
-            },
+/// A headers column (a list of `{name, value}` structs) resolved once per batch: the list's
+/// offsets index straight into the flat name and value arrays, so reading a row slices no
+/// array (no `Arc`s built and dropped per row).
+struct HeadersCol<'a> {
+    list: &'a ListArray,
+    names: &'a StringArray,
+    values: &'a BinaryArray,
+}
+
+impl<'a> HeadersCol<'a> {
+    /// `None` when the column is absent (projected away). [`headersc`] checked the struct.
+    fn of(c: &Col<'a, ListArray>) -> Option<Self> {
+        let list = c.get()?;
+        let st = list.values().as_struct_opt()?;
+        Some(Self {
+            list,
+            names: st.column(0).as_string_opt::<i32>()?,
+            values: st.column(1).as_binary_opt::<i32>()?,
         })
-        .collect()
+    }
+
+    /// Row `i`'s headers. Their values are copied into one buffer (one allocation per row, not
+    /// per header), each value a slice of it.
+    fn at(&self, i: usize) -> Vec<Header> {
+        if !self.list.is_valid(i) {
+            return Vec::new();
+        }
+        let offsets = self.list.value_offsets();
+        let (Some(&start), Some(&end)) = (offsets.get(i), offsets.get(i + 1)) else {
+            return Vec::new();
+        };
+        let (start, end) = (start.max(0) as usize, end.max(0) as usize);
+        let end = end.min(self.names.len()).min(self.values.len());
+        if start >= end {
+            return Vec::new();
+        }
+        let vo = self.values.value_offsets();
+        let (lo, hi) = (vo[start].max(0) as usize, vo[end].max(0) as usize);
+        let buf = self
+            .values
+            .value_data()
+            .get(lo..hi)
+            .map(Bytes::copy_from_slice)
+            .unwrap_or_default();
+        (start..end)
+            .map(|j| Header {
+                name: if self.names.is_valid(j) {
+                    self.names.value(j).to_owned()
+                } else {
+                    String::new()
+                },
+                value: if self.values.is_valid(j) {
+                    let (a, b) = (vo[j].max(0) as usize, vo[j + 1].max(0) as usize);
+                    match (a.checked_sub(lo), b.checked_sub(lo)) {
+                        (Some(a), Some(b)) if a <= b && b <= buf.len() => buf.slice(a..b),
+                        _ => Bytes::copy_from_slice(self.values.value(j)),
+                    }
+                } else {
+                    Bytes::new()
+                },
+            })
+            .collect()
+    }
+}
+
+fn headers_at(c: &Option<HeadersCol<'_>>, i: usize) -> Vec<Header> {
+    c.as_ref().map_or_else(Vec::new, |h| h.at(i))
 }
 
 impl<'a> Decoder<'a> {
@@ -664,12 +703,12 @@ impl<'a> Decoder<'a> {
             path: s(b, PATH)?,
             query: s(b, QUERY)?,
             http_version: s(b, HTTP_VERSION)?,
-            req_headers: headersc(b, REQ_HEADERS)?,
+            req_headers: HeadersCol::of(&headersc(b, REQ_HEADERS)?),
             req_body: bin(b, REQ_BODY)?,
             req_body_size: u64c(b, REQ_BODY_SIZE)?,
             req_body_truncated: boolc(b, REQ_BODY_TRUNCATED)?,
             status: resolve(b, STATUS, |a| a.as_primitive_opt::<UInt16Type>())?,
-            resp_headers: headersc(b, RESP_HEADERS)?,
+            resp_headers: HeadersCol::of(&headersc(b, RESP_HEADERS)?),
             resp_body: bin(b, RESP_BODY)?,
             resp_body_size: u64c(b, RESP_BODY_SIZE)?,
             resp_body_truncated: boolc(b, RESP_BODY_TRUNCATED)?,
@@ -684,22 +723,24 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    /// Row `i`; absent or null required columns take [`Exchange::default`]'s values (built
+    /// only when needed: this runs once per row of every scan).
     fn row(&self, i: usize) -> Exchange {
-        let d = Exchange::default();
+        let or = |v: Option<String>, d: &str| v.unwrap_or_else(|| d.to_owned());
         Exchange {
-            id: uuid_at(&self.id, i).unwrap_or(d.id),
-            source: str_at(&self.source, i).unwrap_or(d.source),
-            started_at_us: ts_at(&self.started_at, i).unwrap_or(d.started_at_us),
+            id: uuid_at(&self.id, i).unwrap_or(Uuid::nil()),
+            source: str_at(&self.source, i).unwrap_or_default(),
+            started_at_us: ts_at(&self.started_at, i).unwrap_or(0),
             ttfb_us: i64_at(&self.ttfb, i),
             duration_us: i64_at(&self.duration, i),
             total_us: i64_at(&self.total, i),
             client_addr: str_at(&self.client_addr, i),
-            method: str_at(&self.method, i).unwrap_or(d.method),
-            scheme: str_at(&self.scheme, i).unwrap_or(d.scheme),
-            authority: str_at(&self.authority, i).unwrap_or(d.authority),
-            path: str_at(&self.path, i).unwrap_or(d.path),
+            method: or(str_at(&self.method, i), "GET"),
+            scheme: or(str_at(&self.scheme, i), "http"),
+            authority: str_at(&self.authority, i).unwrap_or_default(),
+            path: or(str_at(&self.path, i), "/"),
             query: str_at(&self.query, i),
-            http_version: str_at(&self.http_version, i).unwrap_or(d.http_version),
+            http_version: or(str_at(&self.http_version, i), "HTTP/1.1"),
             req_headers: headers_at(&self.req_headers, i),
             req_body: bytes_at(&self.req_body, i),
             req_body_size: u64_at(&self.req_body_size, i),

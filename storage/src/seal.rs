@@ -2,10 +2,10 @@
 //! Parquet files, and the seal threads that do it ([`SealLanes`]).
 //!
 //! Format: `date=YYYY-MM-DD/hour=HH/part-<segment-id>.parquet`, zstd (level 3 by default),
-//! dictionary encoding except for ids, bodies and client addresses, page-level statistics, row
-//! groups of at most 65,536 rows / 64 MiB (encoded), the segment's file metadata plus
-//! `tapedeck.segment`. Written under a temp name, fsynced, renamed, directory fsynced; then the
-//! segment is deleted. Idempotent: names come from the segment id.
+//! dictionary encoding except for ids, bodies, client addresses, timestamps and latencies,
+//! page-level statistics, row groups of at most 65,536 rows / 64 MiB (encoded), the segment's
+//! file metadata plus `tapedeck.segment`. Written under a temp name, fsynced, renamed, directory
+//! fsynced; then the segment is deleted. Idempotent: names come from the segment id.
 //!
 //! Threads ("lanes"), both taking the oldest waiting segment first:
 //!
@@ -116,13 +116,21 @@ pub(crate) fn writer_properties(
                 .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
                 .collect(),
         ));
-    // High-cardinality columns: a dictionary only costs time before Parquet falls back.
+    // High-cardinality columns: a dictionary only costs time before Parquet falls back, and
+    // timestamps and latencies in µs are nearly all distinct (a row group's dictionary never
+    // outgrows the page limit, so each value would be interned and stored twice).
     for c in [
         col::ID,
         col::ORIGIN_ID,
         col::REQ_BODY,
         col::RESP_BODY,
         col::CLIENT_ADDR,
+        col::STARTED_AT,
+        col::TTFB_US,
+        col::DURATION_US,
+        col::TOTAL_US,
+        col::SCHEDULED_AT,
+        col::SENT_AT,
     ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
     }

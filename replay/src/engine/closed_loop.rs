@@ -16,7 +16,7 @@ use super::origin::replay_origin;
 use super::reader::Item;
 use super::workers::Workers;
 use super::{Ctx, Dispatched, Stop};
-use crate::conn::Conn;
+use crate::send::Slot;
 
 pub(super) async fn run(
     rx: mpsc::Receiver<Vec<Item>>,
@@ -38,12 +38,13 @@ pub(super) async fn run(
             let (feed, ctx, stop, ready) = (feed.clone(), ctx.clone(), stop.clone(), ready.clone());
             w.handle.spawn(async move {
                 // This sender's connections, opened before anyone starts sending.
-                let mut slots: Vec<Option<Conn>> = Vec::with_capacity(pools.len());
+                let mut slots: Vec<Slot> = Vec::with_capacity(pools.len());
                 for pool in pools.iter() {
-                    slots.push(pool.checkout().await.ok());
+                    slots.push(Slot::long_lived(pool.checkout().await.ok()));
                 }
                 ready.wait().await;
                 let mut d = Dispatched::default();
+                let mut group = Vec::with_capacity(pools.len());
                 loop {
                     if stop.is_stopped() {
                         d.interrupted = true;
@@ -54,9 +55,9 @@ pub(super) async fn run(
                     };
                     let now = Instant::now();
                     d.sent(now, now, &ctx.counters, pools.len() as u64);
-                    let group = replay_origin(item, now, &ctx.send, &pools, &mut slots).await;
+                    replay_origin(item, now, &ctx.send, &pools, &mut slots, &mut group).await;
                     ctx.counters.completed_group(&group);
-                    sink.push(group).await;
+                    sink.push(&mut group).await;
                 }
                 d
             })

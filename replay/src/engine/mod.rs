@@ -284,6 +284,7 @@ async fn run_replay(r: Replay<'_>) -> Result<ReplaySummary, ReplayError> {
     let (res_tx, res_rx) = mpsc::channel(results::RESULT_QUEUE);
     let results_thread = results::spawn_results_thread(
         res_rx,
+        config.targets.len(),
         Collector::new(&config.targets),
         writer.sender(),
         observer,

@@ -22,8 +22,9 @@ use super::origin::replay_origin;
 use super::reader::Item;
 use super::workers::Workers;
 use super::{Ctx, Dispatched, Stop};
-use crate::conn::{Conn, Pool};
+use crate::conn::Pool;
 use crate::pace::Schedule;
+use crate::send::Slot;
 
 /// Idle HTTP/1.1 connections per worker and target opened before the clock starts, and kept
 /// ready while the run lasts (capped by the in-flight limit).
@@ -102,15 +103,16 @@ async fn pace(
             d.sent(due, Instant::now(), &ctx.counters, pools.len() as u64);
             let (ctx, pools, sink) = (ctx.clone(), pools.clone(), sink.clone());
             tokio::spawn(async move {
-                let mut slots: Vec<Option<Conn>> = (0..pools.len()).map(|_| None).collect();
-                let group = replay_origin(item, due, &ctx.send, &pools, &mut slots).await;
+                let mut slots: Vec<Slot> = (0..pools.len()).map(|_| Slot::one_shot()).collect();
+                let mut group = Vec::with_capacity(pools.len());
+                replay_origin(item, due, &ctx.send, &pools, &mut slots, &mut group).await;
                 for (pool, slot) in pools.iter().zip(slots) {
-                    if let Some(conn) = slot {
+                    if let Some(conn) = slot.conn {
                         pool.checkin(conn);
                     }
                 }
                 ctx.counters.completed_group(&group);
-                sink.push(group).await;
+                sink.push(&mut group).await;
                 drop(permit);
             });
         }

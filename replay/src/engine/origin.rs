@@ -7,12 +7,12 @@ use futures_util::future::join_all;
 use tapedeck_storage::{ErrorKind, Exchange};
 
 use super::reader::Item;
-use crate::conn::{Conn, Pool};
-use crate::send::{SendSettings, exchange, fill_request, fill_request_owned};
+use crate::conn::Pool;
+use crate::send::{SendSettings, Slot, exchange, fill_request, fill_request_owned};
 
-/// Sends `p` to every target (`pools`, in target order) and returns its results in target
-/// order. `slots` are the sender's connections, one per target (empty slots take one from the
-/// pool; reusable connections are left in them).
+/// Sends `p` to every target (`pools`, in target order) and appends its results to `out`, in
+/// target order (one per target). `slots` are the sender's, one per target (a slot without a
+/// connection takes one from the pool; reusable connections are left in them).
 ///
 /// Every target's request starts in the same task without waiting for another's, in an order
 /// rotated per origin: no target is systematically written first, so none carries a systematic
@@ -22,25 +22,29 @@ pub(super) async fn replay_origin(
     scheduled: Instant,
     s: &SendSettings,
     pools: &[Arc<Pool>],
-    slots: &mut [Option<Conn>],
-) -> Vec<Exchange> {
+    slots: &mut [Slot],
+    out: &mut Vec<Exchange>,
+) {
     if let Some(msg) = &p.unsendable {
         let at = s.clock.us(scheduled);
-        return pools
-            .iter()
-            .map(|pool| unsendable(&p.origin, &pool.ep.target.name, at, msg))
-            .collect();
+        out.extend(
+            pools
+                .iter()
+                .map(|pool| unsendable(&p.origin, &pool.ep.target.name, at, msg)),
+        );
+        return;
     }
     let n = pools.len();
     if n == 1 {
         let mut p = p;
         let headers = std::mem::take(&mut p.headers);
-        let mut out = exchange(&pools[0], &mut slots[0], &p, headers, scheduled, s).await;
-        fill_request_owned(&mut out, *p);
-        return vec![out];
+        let mut ex = exchange(&pools[0], &mut slots[0], &p, headers, scheduled, s).await;
+        fill_request_owned(&mut ex, *p);
+        out.push(ex);
+        return;
     }
     let first = (p.origin.id.as_u128() % n as u128) as usize;
-    let mut order: Vec<(usize, &mut Option<Conn>)> = slots.iter_mut().enumerate().collect();
+    let mut order: Vec<(usize, &mut Slot)> = slots.iter_mut().enumerate().collect();
     order.rotate_left(first);
     let sends = order.into_iter().map(|(i, slot)| {
         let p = &p;
@@ -51,7 +55,9 @@ pub(super) async fn replay_origin(
     });
     let mut done = join_all(sends).await;
     done.sort_unstable_by_key(|(i, _)| *i);
-    let mut group: Vec<Exchange> = done.into_iter().map(|(_, ex)| ex).collect();
+    let at = out.len();
+    out.extend(done.into_iter().map(|(_, ex)| ex));
+    let group = &mut out[at..];
     if let Some((last, rest)) = group.split_last_mut() {
         for ex in rest {
             fill_request(ex, &p);
@@ -62,11 +68,10 @@ pub(super) async fn replay_origin(
     // is in `sent_at_us`): the tape is partitioned by the hour of `started_at`, so a group
     // whose sends straddle an hour boundary would otherwise be split across files.
     if let Some(first) = group.iter().map(|e| e.started_at_us).min() {
-        for e in &mut group {
+        for e in group.iter_mut() {
             e.started_at_us = first;
         }
     }
-    group
 }
 
 /// A result exchange for an origin that could not be sent at all.

@@ -14,7 +14,8 @@ use crate::select::{SelectionStats, Selector, normalize_authority};
 pub(super) type Item = Box<Prepared>;
 
 /// Columns a replay reads from the recorded tape: what is sent, what selection looks at, and
-/// what results copy. Recorded responses (often most of a tape's bytes) are never decoded.
+/// what results copy (without the scheme and authority when the same-host guard is off).
+/// Recorded responses (often most of a tape's bytes) are never decoded.
 pub(super) const REQUEST_COLUMNS: [&str; 14] = [
     col::ID,
     col::SOURCE,
@@ -74,7 +75,12 @@ pub(super) fn spawn_reader(
     selector: Selector,
     tx: mpsc::Sender<Vec<Item>>,
 ) -> Result<std::thread::JoinHandle<ReadOutcome>, ReplayError> {
-    let opts = read_options(config, &REQUEST_COLUMNS);
+    // The recorded scheme and authority are only looked at by the same-host guard.
+    let columns: Vec<&str> = REQUEST_COLUMNS
+        .into_iter()
+        .filter(|c| !(config.select.allow_same_host && [col::SCHEME, col::AUTHORITY].contains(c)))
+        .collect();
+    let opts = read_options(config, &columns);
     let drop_set = config.drop_headers.clone();
     let set_headers = config.set_headers.clone();
     std::thread::Builder::new()

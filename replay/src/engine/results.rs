@@ -14,8 +14,10 @@ use crate::config::ReplayConfig;
 use crate::error::ReplayError;
 use crate::summary::Collector;
 
-/// Result groups (one per origin, one result per target) handed to the results thread at once.
-pub(super) type ResultBatch = Vec<Vec<Exchange>>;
+/// Results handed to the results thread at once: whole groups (one per origin: one result per
+/// target, in target order) one after the other, so a run with `n` targets hands over
+/// `n`-long chunks.
+pub(super) type ResultBatch = Vec<Exchange>;
 /// The queue to the results thread.
 pub(super) type ResultTx = mpsc::Sender<ResultBatch>;
 
@@ -53,12 +55,17 @@ pub trait Observer: Send {
 pub(super) struct ResultSink {
     /// The batch being filled and the queue to the results thread (`None` once closed).
     state: Mutex<(ResultBatch, Option<ResultTx>)>,
+    /// Results in a full batch: [`RESULT_BATCH`] groups.
+    full: usize,
 }
 
 impl ResultSink {
-    pub(super) fn new(tx: ResultTx) -> Self {
+    /// A sink for groups of `targets` results.
+    pub(super) fn new(tx: ResultTx, targets: usize) -> Self {
+        let full = RESULT_BATCH * targets.max(1);
         Self {
-            state: Mutex::new((Vec::with_capacity(RESULT_BATCH), Some(tx))),
+            state: Mutex::new((Vec::with_capacity(full), Some(tx))),
+            full,
         }
     }
 
@@ -66,23 +73,19 @@ impl ResultSink {
     fn take(&self, full_only: bool, close: bool) -> Option<(ResultBatch, ResultTx)> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (batch, tx) = &mut *st;
-        let ready = !batch.is_empty() && (!full_only || batch.len() >= RESULT_BATCH);
+        let ready = !batch.is_empty() && (!full_only || batch.len() >= self.full);
         let tx = if close { tx.take() } else { tx.clone() }?;
-        ready.then(|| {
-            (
-                std::mem::replace(batch, Vec::with_capacity(RESULT_BATCH)),
-                tx,
-            )
-        })
+        ready.then(|| (std::mem::replace(batch, Vec::with_capacity(self.full)), tx))
     }
 
-    /// Adds one origin's results; hands the batch over when it is full (waits while the
-    /// results thread's queue is full: replay never drops a result).
-    pub(super) async fn push(&self, group: Vec<Exchange>) {
+    /// Moves one origin's results (one per target, in target order) out of `group`; hands the
+    /// batch over when it is full (waits while the results thread's queue is full: replay never
+    /// drops a result).
+    pub(super) async fn push(&self, group: &mut Vec<Exchange>) {
         {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.0.push(group);
-            if st.0.len() < RESULT_BATCH {
+            st.0.append(group);
+            if st.0.len() < self.full {
                 return;
             }
         }
@@ -132,6 +135,7 @@ pub(super) type Written = (Collector, u64);
 /// Starts the results thread: every group goes to the observer, the statistics and the tape.
 pub(super) fn spawn_results_thread(
     mut rx: mpsc::Receiver<ResultBatch>,
+    targets: usize,
     mut collector: Collector,
     sender: TapeSender,
     mut observer: Option<Box<dyn Observer>>,
@@ -141,21 +145,20 @@ pub(super) fn spawn_results_thread(
         .name("replay-results".into())
         .spawn(move || {
             let mut lost_appends = 0u64;
+            let n = targets.max(1);
             while let Some(batch) = rx.blocking_recv() {
-                let mut rows = Vec::with_capacity(batch.iter().map(Vec::len).sum());
-                for group in batch {
+                for group in batch.chunks(n) {
                     if let Some(o) = observer.as_mut()
-                        && o.group(&group).is_break()
+                        && o.group(group).is_break()
                     {
                         stop.stop();
                     }
-                    for (i, ex) in group.into_iter().enumerate() {
-                        collector.record(i, &ex);
-                        rows.push(ex);
+                    for (i, ex) in group.iter().enumerate() {
+                        collector.record(i, ex);
                     }
                 }
                 // One queue operation per batch (blocking: only a closed writer refuses).
-                let out = sender.append_batch(rows);
+                let out = sender.append_batch(batch);
                 collector.written += out.accepted as u64;
                 lost_appends += out.dropped() as u64;
             }
@@ -204,6 +207,10 @@ pub(super) fn open_writer(
         .flush_rows(SPOOL_BATCH_ROWS)
         .segment_max_bytes(SEGMENT_BYTES)
         .row_group_rows(16_384)
+        // zstd level 1, not the recorder's 3: sealing a run's results is CPU the run pays
+        // (mostly at close); on replay results level 1 cost 1.1k fewer instructions per row
+        // and the files came out no larger (benches/RESULTS.md, issue 14).
+        .zstd_level(1)
         .metadata(meta::KIND, "replay-results")
         .metadata(meta::TARGETS, targets.join(","))
         .metadata(meta::SOURCE_TAPE, tapes.join(","))
@@ -239,33 +246,35 @@ mod tests {
             .expect("runtime");
         rt.block_on(async {
             let (tx, mut rx) = mpsc::channel::<ResultBatch>(RESULT_QUEUE);
-            let sink = ResultSink::new(tx);
+            let sink = ResultSink::new(tx, 2);
             let n = RESULT_BATCH * 2 + 5;
+            let mut group = Vec::new();
             for i in 0..n {
-                let group = vec![
-                    Exchange {
-                        path: format!("/{i}"),
-                        ..Exchange::default()
-                    };
-                    2
-                ];
-                sink.push(group).await;
+                group.extend([0, 1].map(|t| Exchange {
+                    path: format!("/{i}"),
+                    target: Some(format!("t{t}")),
+                    ..Exchange::default()
+                }));
+                sink.push(&mut group).await;
+                assert!(group.is_empty(), "the group was moved into the batch");
             }
             // Two full batches went out on their own; the rest waits for a flush.
             let mut sizes = Vec::new();
             while let Ok(b) = rx.try_recv() {
                 sizes.push(b.len());
             }
-            assert_eq!(sizes, [RESULT_BATCH, RESULT_BATCH]);
+            assert_eq!(sizes, [RESULT_BATCH * 2, RESULT_BATCH * 2]);
             sink.flush().await;
             let rest = rx.try_recv().expect("flushed");
-            assert_eq!(rest.len(), 5);
-            assert!(rest.iter().all(|g| g.len() == 2 && g[0].path == g[1].path));
+            assert_eq!(rest.len(), 5 * 2);
+            assert!(rest.chunks(2).all(|g| g[0].path == g[1].path
+                && g[0].target.as_deref() == Some("t0")
+                && g[1].target.as_deref() == Some("t1")));
             sink.flush().await; // nothing pending: nothing sent
             assert!(rx.try_recv().is_err());
-            sink.push(vec![Exchange::default()]).await;
+            sink.push(&mut vec![Exchange::default(); 2]).await;
             sink.close().await;
-            assert_eq!(rx.recv().await.map(|b| b.len()), Some(1));
+            assert_eq!(rx.recv().await.map(|b| b.len()), Some(2));
             assert!(rx.recv().await.is_none(), "closing drops the last sender");
         });
     }

@@ -84,7 +84,7 @@ impl Workers {
                 .iter()
                 .map(|ep| Arc::new(Pool::new(ep.clone(), h2_per_worker, spare)))
                 .collect();
-            let sink = Arc::new(ResultSink::new(results.clone()));
+            let sink = Arc::new(ResultSink::new(results.clone(), endpoints.len()));
             let (flush_stop, flush_rx) = oneshot::channel();
             let flusher = handle.spawn(flush_every_tick(sink.clone(), flush_rx));
             workers.push(Worker {

@@ -462,7 +462,7 @@ fn pairs_from(headers: &[Header]) -> Vec<Pair> {
     headers
         .iter()
         .map(|h| Pair {
-            name: h.name.clone(),
+            name: h.name.as_str().to_owned(),
             value: h.value_lossy().into_owned(),
         })
         .collect()

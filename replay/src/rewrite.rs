@@ -142,7 +142,7 @@ pub(crate) fn prepare(origin: Exchange, drop: &DropSet, set: &[SetHeader]) -> Pr
     for s in set {
         headers.append(s.name.clone(), s.value.clone());
         stored.push(Header {
-            name: s.name.as_str().to_owned(),
+            name: s.name.as_str().into(),
             value: s.stored.clone(),
         });
     }

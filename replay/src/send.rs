@@ -350,7 +350,7 @@ fn headers_of(h: &http::HeaderMap) -> Vec<Header> {
             let value = buf.slice(at..at + v.len());
             at += v.len();
             Header {
-                name: n.as_str().to_owned(),
+                name: n.as_str().into(),
                 value,
             }
         })

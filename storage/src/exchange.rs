@@ -1,21 +1,24 @@
 //! The in-memory form of one row of a tape: an HTTP request and what came back.
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use uuid::Uuid;
 
 /// One header as it crossed the wire: the name as sent (case kept) and the raw value bytes
 /// (values need not be UTF-8). Order and repeats are kept by storing headers as a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Header name as sent on the wire.
-    pub name: String,
+    /// Header name as sent on the wire. A [`CompactString`]: names up to 24 bytes (nearly all)
+    /// live inside the struct, so recording a header allocates nothing for its name (the
+    /// recorder copies every header of every exchange; issue 13).
+    pub name: CompactString,
     /// Raw header value; may hold any bytes HTTP allows, including non-UTF-8.
     pub value: Bytes,
 }
 
 impl Header {
     /// A header from a name and a value.
-    pub fn new(name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(name: impl Into<CompactString>, value: impl Into<Bytes>) -> Self {
         Self {
             name: name.into(),
             value: value.into(),

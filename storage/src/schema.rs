@@ -30,6 +30,7 @@ use arrow_array::{
 use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
+use compact_str::CompactString;
 use uuid::Uuid;
 
 use crate::exchange::{ErrorKind, Exchange, Header};
@@ -664,9 +665,9 @@ impl<'a> HeadersCol<'a> {
         (start..end)
             .map(|j| Header {
                 name: if self.names.is_valid(j) {
-                    self.names.value(j).to_owned()
+                    CompactString::new(self.names.value(j))
                 } else {
-                    String::new()
+                    CompactString::default()
                 },
                 value: if self.values.is_valid(j) {
                     let (a, b) = (vo[j].max(0) as usize, vo[j + 1].max(0) as usize);

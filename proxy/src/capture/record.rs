@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
-use tapedeck_storage::{ErrorKind, Exchange, Header, TRAILER_MARKER, flags, now_us};
+use tapedeck_storage::{
+    CompactString, ErrorKind, Exchange, Header, TRAILER_MARKER, flags, now_us,
+};
 
 use super::BodyCapture;
 
@@ -190,7 +192,8 @@ pub(crate) fn complete_record(
 }
 
 /// Appends `map` to the tape's header list `out`. The values are copied once, into one buffer,
-/// and each header holds a slice of it: one allocation for all values instead of one each.
+/// and each header holds a slice of it: one allocation for all values instead of one each. Names
+/// up to 24 bytes are kept inline ([`CompactString`]): no allocation either.
 pub(crate) fn append_headers(out: &mut Vec<Header>, map: &http::HeaderMap) {
     let total: usize = map.values().map(|v| v.len()).sum();
     let mut buf = BytesMut::with_capacity(total);
@@ -203,7 +206,7 @@ pub(crate) fn append_headers(out: &mut Vec<Header>, map: &http::HeaderMap) {
     for (name, value) in map {
         let end = at + value.len();
         out.push(Header {
-            name: name.as_str().to_owned(),
+            name: CompactString::new(name.as_str()),
             value: buf.slice(at..end),
         });
         at = end;

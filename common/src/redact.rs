@@ -606,7 +606,7 @@ impl Redactor for RuleRedactor {
             .iter()
             .find_map(|t| t.redact(&ex.path, &token))
         {
-            ex.path = new;
+            ex.path = new.into();
             changed = true;
         }
         if let Some(q) = &ex.query

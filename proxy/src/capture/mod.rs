@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 use http::{HeaderMap, HeaderName, Method};
 use tapedeck_common::Redactor;
 use tapedeck_common::trace::TraceSource;
-use tapedeck_storage::{Exchange, flags};
+use tapedeck_storage::{CompactString, Exchange, flags};
 
 pub(crate) use body::BodyCapture;
 pub(crate) use handoff::{Handoff, flush_local, queue_bytes_split};
@@ -67,7 +67,7 @@ pub(crate) struct CaptureParts {
 /// The shared, engine-agnostic half of the recorder. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub(crate) struct Capture {
-    source: String,
+    source: CompactString,
     scheme: &'static str,
     max_body: usize,
     sampler: Sampler,
@@ -90,7 +90,7 @@ impl Capture {
         let trace_header = name(p.trace.header_name());
         let key_header = p.sampler.key_header().and_then(name);
         Capture {
-            source: p.source,
+            source: CompactString::from(p.source),
             scheme: if p.tls_listener { "https" } else { "http" },
             max_body: p.max_body,
             sampler: p.sampler,

@@ -44,7 +44,7 @@ fn result(origin: uuid::Uuid, target: &str, i: usize, noise: u64, renamed: bool)
     Exchange {
         id: Exchange::new_id(),
         method: "GET".into(),
-        path: format!("/api/users/{i}"),
+        path: format!("/api/users/{i}").into(),
         status: Some(200),
         total_us: Some(10_000 + (noise % 997) as i64),
         resp_headers: vec![

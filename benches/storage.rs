@@ -79,7 +79,7 @@ fn json_lines_bytes(ex: &[Exchange]) -> u64 {
     for e in ex {
         let h = |hs: &[tapedeck_storage::Header]| -> Vec<(String, String)> {
             hs.iter()
-                .map(|h| (h.name.clone(), h.value_lossy().into_owned()))
+                .map(|h| (h.name.to_string(), h.value_lossy().into_owned()))
                 .collect()
         };
         let v = serde_json::json!({

@@ -95,7 +95,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         last = last.max(ex.started_at_us);
         *routes
             .entry((
-                ex.method.clone(),
+                ex.method.to_string(),
                 tapedeck_storage::route::template_path(&ex.path),
             ))
             .or_default() += 1;
@@ -111,7 +111,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         if ex.req_body_truncated || ex.resp_body_truncated {
             summary.truncated_bodies += 1;
         }
-        *summary.sources.entry(ex.source.clone()).or_default() += 1;
+        *summary.sources.entry(ex.source.to_string()).or_default() += 1;
         if let Some(t) = &ex.target {
             *summary.targets.entry(t.clone()).or_default() += 1;
         }

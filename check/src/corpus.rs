@@ -369,8 +369,8 @@ pub fn add(ticket: &Path, corpus: &Path) -> Result<Added, CorpusError> {
         index.entries.push(Entry {
             key: entry_key,
             route: route.clone(),
-            method: ex.method.clone(),
-            path: ex.path.clone(),
+            method: ex.method.to_string(),
+            path: ex.path.to_string(),
             query: ex.query.clone(),
             request,
             exchange_id: id.to_string(),
@@ -380,7 +380,7 @@ pub fn add(ticket: &Path, corpus: &Path) -> Result<Added, CorpusError> {
         added.routes.insert(route);
         rows.push(Exchange {
             id,
-            source: SOURCE_LABEL.to_owned(),
+            source: SOURCE_LABEL.into(),
             origin_id: None,
             target: None,
             scheduled_at_us: None,
@@ -435,7 +435,7 @@ pub fn recorded_authority(tapes: &[PathBuf]) -> Option<(String, String)> {
         ..tapedeck_storage::ReadOptions::default()
     };
     let ex = tape.scan(opts).exchanges().next()?.ok()?;
-    (!ex.authority.is_empty()).then_some((ex.authority, ex.scheme))
+    (!ex.authority.is_empty()).then(|| (ex.authority.into_string(), ex.scheme.into_string()))
 }
 
 /// A corpus opened for replay: its entries and their requests.
@@ -556,8 +556,8 @@ impl Corpus {
                 };
                 match recorded_as {
                     Some((authority, scheme)) => {
-                        copy.authority.clone_from(authority);
-                        copy.scheme.clone_from(scheme);
+                        copy.authority = authority.as_str().into();
+                        copy.scheme = scheme.as_str().into();
                     }
                     None => copy.authority.clear(),
                 }

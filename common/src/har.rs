@@ -462,7 +462,7 @@ fn pairs_from(headers: &[Header]) -> Vec<Pair> {
     headers
         .iter()
         .map(|h| Pair {
-            name: h.name.clone(),
+            name: h.name.as_str().to_owned(),
             value: h.value_lossy().into_owned(),
         })
         .collect()
@@ -583,18 +583,18 @@ pub fn entry_to_exchange(e: Entry, source: &str) -> Result<Exchange, HarError> {
     };
     Ok(Exchange {
         id,
-        source: extra.source.unwrap_or_else(|| source.to_owned()),
+        source: extra.source.unwrap_or_else(|| source.to_owned()).into(),
         started_at_us,
         ttfb_us,
         duration_us,
         total_us,
-        client_addr: extra.client_addr,
-        method: e.request.method,
-        scheme,
-        authority,
-        path,
+        client_addr: extra.client_addr.map(Into::into),
+        method: e.request.method.into(),
+        scheme: scheme.into(),
+        authority: authority.into(),
+        path: path.into(),
         query,
-        http_version: normalize_version(&e.request.http_version),
+        http_version: normalize_version(&e.request.http_version).into(),
         req_headers: headers_from(&e.request.headers),
         req_body_size: extra
             .req_body_size
@@ -682,9 +682,9 @@ pub fn exchange_to_entry(ex: &Exchange) -> Entry {
         started_date_time: started,
         time: us_to_ms(total),
         request: Request {
-            method: ex.method.clone(),
+            method: ex.method.to_string(),
             url,
-            http_version: ex.http_version.clone(),
+            http_version: ex.http_version.to_string(),
             cookies: Vec::new(),
             headers: pairs_from(&ex.req_headers),
             query_string: ex.query.as_deref().map(query_pairs).unwrap_or_default(),
@@ -700,7 +700,7 @@ pub fn exchange_to_entry(ex: &Exchange) -> Entry {
                 .and_then(|s| s.canonical_reason())
                 .unwrap_or_default()
                 .to_owned(),
-            http_version: ex.http_version.clone(),
+            http_version: ex.http_version.to_string(),
             cookies: Vec::new(),
             headers: pairs_from(headers),
             content: Content {
@@ -729,7 +729,7 @@ pub fn exchange_to_entry(ex: &Exchange) -> Entry {
         },
         tapedeck: Some(Extra {
             id: Some(ex.id.to_string()),
-            source: Some(ex.source.clone()),
+            source: Some(ex.source.to_string()),
             req_body_size: Some(ex.req_body_size),
             resp_body_size: Some(ex.resp_body_size),
             raw_body: decoded.as_ref().map(|_| B64.encode(&ex.resp_body)),
@@ -738,7 +738,7 @@ pub fn exchange_to_entry(ex: &Exchange) -> Entry {
             error_kind: ex.error_kind.map(|k| k.as_str().to_owned()),
             error: ex.error.clone(),
             flags: ex.flags,
-            client_addr: ex.client_addr.clone(),
+            client_addr: ex.client_addr.as_ref().map(ToString::to_string),
             trailers: pairs_from(trailers),
             origin_id: ex.origin_id.map(|id| id.to_string()),
             target: ex.target.clone(),

@@ -319,10 +319,16 @@ impl RedactorBuilder {
         let mac = self
             .key
             .and_then(|k| Hmac::<Sha256>::new_from_slice(&k).ok());
+        let mut header_keys = [0u64; 4];
+        for h in &headers {
+            let k = name_key(h);
+            header_keys[usize::from(k >> 6)] |= 1 << (k & 63);
+        }
         RuleRedactor {
             inner: Arc::new(Inner {
                 headers,
                 paths: self.paths,
+                header_keys,
                 query: self.query,
                 json: self.json,
                 json_fallback,
@@ -366,6 +372,9 @@ impl fmt::Debug for RuleRedactor {
 struct Inner {
     headers: Vec<String>,
     paths: Vec<PathTemplate>,
+    /// The [`name_key`]s of `headers`: a header whose key is not in this set is not sensitive,
+    /// which rules out nearly every header without comparing names (issue 13).
+    header_keys: [u64; 4],
     query: Vec<String>,
     json: Vec<JsonPath>,
     json_fallback: Option<regex::bytes::Regex>,
@@ -402,11 +411,13 @@ impl RuleRedactor {
     fn redact_headers(&self, headers: &mut [Header]) -> bool {
         let mut changed = false;
         for h in headers.iter_mut() {
-            if self
-                .inner
-                .headers
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(&h.name))
+            let k = name_key(&h.name);
+            if self.inner.header_keys[usize::from(k >> 6)] & (1 << (k & 63)) != 0
+                && self
+                    .inner
+                    .headers
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(&h.name))
             {
                 h.value = Bytes::from(self.token(&h.value));
                 changed = true;
@@ -595,7 +606,7 @@ impl Redactor for RuleRedactor {
             .iter()
             .find_map(|t| t.redact(&ex.path, &token))
         {
-            ex.path = new;
+            ex.path = new.into();
             changed = true;
         }
         if let Some(q) = &ex.query
@@ -637,6 +648,14 @@ fn hmac_token(mac: &Hmac<Sha256>, secret: &[u8]) -> String {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A header name's key in [`Inner::header_keys`]: its length and its last byte, ASCII case
+/// folded, so that names equal ignoring ASCII case have equal keys.
+fn name_key(name: &str) -> u8 {
+    let last = name.as_bytes().last().map_or(0, u8::to_ascii_lowercase);
+    // Only the low 8 bits of the length are kept: longer names share keys, which is allowed.
+    (name.len() & 0xff).to_le_bytes()[0].wrapping_mul(29) ^ last
+}
 
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len())

@@ -79,8 +79,8 @@ fn fuzz_har_url_without_authority_round_trips() {
     }
     // The same with no scheme either.
     let ex = Exchange {
-        scheme: String::new(),
-        authority: String::new(),
+        scheme: Default::default(),
+        authority: Default::default(),
         path: "/x".into(),
         method: "GET".into(),
         ..Exchange::default()

@@ -348,7 +348,7 @@ mod tests {
         Exchange {
             id: Exchange::new_id(),
             method: "GET".into(),
-            path: format!("/orders/{i}"),
+            path: format!("/orders/{i}").into(),
             target: Some(target.into()),
             origin_id: Some(uuid::Uuid::from_u128(i + 1)),
             trace_id: Some(format!("{:032x}", i + 1)),

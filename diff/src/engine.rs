@@ -538,7 +538,7 @@ mod report_size_tests {
                         .map(|k| format!(r#""{prefix}{k}":"{}""#, "x`|".repeat(100)))
                         .collect();
                     rows.push(Exchange {
-                        path: format!("/r{r}/items"),
+                        path: format!("/r{r}/items").into(),
                         status: Some(200),
                         total_us: Some(1000),
                         resp_headers: vec![Header::new("content-type", "application/json")],

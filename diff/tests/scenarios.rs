@@ -62,7 +62,7 @@ fn write_run(
                         total_us: Some(latency),
                         method: "GET".into(),
                         authority: "127.0.0.1:9000".into(),
-                        path: path.clone(),
+                        path: path.as_str().into(),
                         query: query.clone(),
                         req_headers: vec![
                             Header::new("Accept", "application/json"),
@@ -387,7 +387,7 @@ fn baseline_tape_mode_compares_against_recorded_responses() {
         let mk = |name: &str| Exchange {
             started_at_us: t0 + i * 1000,
             total_us: Some(10_000),
-            path: format!("/api/users/{i}"),
+            path: format!("/api/users/{i}").into(),
             status: Some(200),
             resp_headers: vec![Header::new("Content-Type", "application/json")],
             resp_body: Bytes::from(format!(r#"{{"id":{i},"{name}":"x"}}"#)),
@@ -461,7 +461,7 @@ fn high_cardinality_slugs_are_one_route() {
             w.append(Exchange {
                 started_at_us: t0 + i as i64,
                 total_us: Some(5_000),
-                path: format!("/api/products/shirt-{}", letters(i)),
+                path: format!("/api/products/shirt-{}", letters(i)).into(),
                 status: Some(200),
                 resp_headers: vec![Header::new("Content-Type", "application/json")],
                 resp_body: Bytes::from_static(b"{\"ok\":true}"),

@@ -314,7 +314,7 @@ impl Index {
         let mut routes: HashMap<String, u32> = HashMap::new();
         let mut recorded = Vec::with_capacity(exchanges.len());
         let mut meta: Vec<(u32, Option<String>)> = Vec::with_capacity(exchanges.len());
-        let source = exchanges.first().map(|e| e.source.clone());
+        let source = exchanges.first().map(|e| e.source.to_string());
         for ex in exchanges {
             if ex.has_flag(flags::UPGRADE) {
                 report.skipped_upgrades += 1;

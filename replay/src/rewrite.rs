@@ -81,7 +81,7 @@ pub(crate) fn prepare(origin: Exchange, drop: &DropSet, set: &[SetHeader]) -> Pr
     };
     let mut raw = match &origin.query {
         Some(q) => format!("{}?{}", origin.path, q),
-        None => origin.path.clone(),
+        None => origin.path.to_string(),
     };
     if raw.is_empty() || raw.starts_with('?') {
         raw.insert(0, '/'); // as a client sends an empty path
@@ -142,7 +142,7 @@ pub(crate) fn prepare(origin: Exchange, drop: &DropSet, set: &[SetHeader]) -> Pr
     for s in set {
         headers.append(s.name.clone(), s.value.clone());
         stored.push(Header {
-            name: s.name.as_str().to_owned(),
+            name: s.name.as_str().into(),
             value: s.stored.clone(),
         });
     }

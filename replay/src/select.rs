@@ -302,8 +302,10 @@ impl Selector {
                 }
                 let (key, method, path) = &mut self.route;
                 if *method != ex.method || *path != ex.path {
-                    method.clone_from(&ex.method);
-                    path.clone_from(&ex.path);
+                    method.clear();
+                    method.push_str(&ex.method);
+                    path.clear();
+                    path.push_str(&ex.path);
                     key.clear();
                     key.push_str(method);
                     key.push(' ');
@@ -365,7 +367,7 @@ impl Selector {
                 _ => {
                     let recorded = normalize_authority(&ex.authority, &ex.scheme);
                     let same = self.target_hosts.contains(&recorded);
-                    self.last_host = Some((ex.authority.clone(), ex.scheme.clone(), same));
+                    self.last_host = Some((ex.authority.to_string(), ex.scheme.to_string(), same));
                     same
                 }
             };

@@ -135,7 +135,7 @@ pub(crate) async fn exchange(
     } else {
         version_str(ep.version())
     }
-    .to_owned();
+    .into();
     out.resp_headers = st.headers;
     if mask_sensitive(&mut out.resp_headers) {
         out.flags |= flags::REDACTED;
@@ -193,8 +193,8 @@ fn skeleton(ep: &Endpoint, p: &Prepared, scheduled_us: i64) -> Exchange {
     Exchange {
         id: Exchange::new_id(),
         started_at_us: scheduled_us,
-        scheme: ep.scheme.to_owned(),
-        authority: ep.authority.clone(),
+        scheme: ep.scheme.into(),
+        authority: ep.authority.as_str().into(),
         req_body: p.body.clone(),
         req_body_size: o.req_body_size,
         req_body_truncated: o.req_body_truncated,
@@ -350,7 +350,7 @@ fn headers_of(h: &http::HeaderMap) -> Vec<Header> {
             let value = buf.slice(at..at + v.len());
             at += v.len();
             Header {
-                name: n.as_str().to_owned(),
+                name: n.as_str().into(),
                 value,
             }
         })

@@ -41,7 +41,7 @@ fn record(body: &Bytes, i: usize) -> Exchange {
         ttfb_us: Some(180),
         duration_us: Some(210),
         total_us: Some(230),
-        client_addr: Some(format!("127.0.0.1:{}", 40000 + i % 64)),
+        client_addr: Some(format!("127.0.0.1:{}", 40000 + i % 64).into()),
         method: "GET".into(),
         scheme: "http".into(),
         authority: "127.0.0.1:8080".into(),

@@ -1,21 +1,24 @@
 //! The in-memory form of one row of a tape: an HTTP request and what came back.
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use uuid::Uuid;
 
 /// One header as it crossed the wire: the name as sent (case kept) and the raw value bytes
 /// (values need not be UTF-8). Order and repeats are kept by storing headers as a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Header name as sent on the wire.
-    pub name: String,
+    /// Header name as sent on the wire. A [`CompactString`]: names up to 24 bytes (nearly all)
+    /// live inside the struct, so recording a header allocates nothing for its name (the
+    /// recorder copies every header of every exchange; issue 13).
+    pub name: CompactString,
     /// Raw header value; may hold any bytes HTTP allows, including non-UTF-8.
     pub value: Bytes,
 }
 
 impl Header {
     /// A header from a name and a value.
-    pub fn new(name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(name: impl Into<CompactString>, value: impl Into<Bytes>) -> Self {
         Self {
             name: name.into(),
             value: value.into(),
@@ -177,6 +180,10 @@ pub const TRAILER_MARKER: &str = ":trailers";
 
 /// One HTTP exchange: a request, the response (or the error), and timings.
 ///
+/// The short request strings (`source`, `client_addr`, `method`, `scheme`, `authority`, `path`,
+/// `http_version`) are [`CompactString`]s: up to 24 bytes are kept inline, so recording an
+/// exchange does not allocate for each of them (issue 13).
+///
 /// The same struct serves recorded traffic and replay results; the replay-only fields
 /// (`origin_id`, `target`, `scheduled_at_us`, `sent_at_us`) are `None` on recorded tapes.
 /// Times are microseconds since the Unix epoch (UTC); durations are microseconds measured from
@@ -187,7 +194,7 @@ pub struct Exchange {
     /// Time-ordered unique id (UUIDv7).
     pub id: Uuid,
     /// Label of the service or tape this exchange belongs to.
-    pub source: String,
+    pub source: CompactString,
     /// When the request started: the proxy saw its headers, or the replayer sent it.
     pub started_at_us: i64,
     /// Time to the first response byte (response headers).
@@ -197,20 +204,20 @@ pub struct Exchange {
     /// Time until the response was fully delivered to the client (or read, for replay).
     pub total_us: Option<i64>,
     /// Client address as the proxy saw it (`ip:port`), if recorded.
-    pub client_addr: Option<String>,
+    pub client_addr: Option<CompactString>,
 
     /// Request method, e.g. `GET`.
-    pub method: String,
+    pub method: CompactString,
     /// `http` or `https`.
-    pub scheme: String,
+    pub scheme: CompactString,
     /// Host (and port) the client addressed.
-    pub authority: String,
+    pub authority: CompactString,
     /// Path without the query, as sent (percent-encoding kept).
-    pub path: String,
+    pub path: CompactString,
     /// Raw query string without the `?`, if there was one.
     pub query: Option<String>,
     /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
-    pub http_version: String,
+    pub http_version: CompactString,
     /// Request headers in wire order.
     pub req_headers: Vec<Header>,
     /// Request body as captured (at most the capture cap).
@@ -257,10 +264,10 @@ impl Default for Exchange {
     /// A `GET /` over `http` HTTP/1.1 with nothing else set.
     fn default() -> Self {
         Self {
-            method: "GET".to_owned(),
-            scheme: "http".to_owned(),
-            path: "/".to_owned(),
-            http_version: "HTTP/1.1".to_owned(),
+            method: CompactString::const_new("GET"),
+            scheme: CompactString::const_new("http"),
+            path: CompactString::const_new("/"),
+            http_version: CompactString::const_new("HTTP/1.1"),
             ..Self::blank()
         }
     }
@@ -268,23 +275,22 @@ impl Default for Exchange {
 
 impl Exchange {
     /// Every field empty: nil id, empty strings (no allocation), no bodies, no response, no
-    /// timings. The base of a record built field by field (`Exchange { method, ..Exchange::blank() }`)
-    /// where [`Default`]'s four allocated strings would be dropped at once.
+    /// timings. The base of a record built field by field (`Exchange { method, ..Exchange::blank() }`).
     pub fn blank() -> Self {
         Self {
             id: Uuid::nil(),
-            source: String::new(),
+            source: CompactString::const_new(""),
             started_at_us: 0,
             ttfb_us: None,
             duration_us: None,
             total_us: None,
             client_addr: None,
-            method: String::new(),
-            scheme: String::new(),
-            authority: String::new(),
-            path: String::new(),
+            method: CompactString::const_new(""),
+            scheme: CompactString::const_new(""),
+            authority: CompactString::const_new(""),
+            path: CompactString::const_new(""),
             query: None,
-            http_version: String::new(),
+            http_version: CompactString::const_new(""),
             req_headers: Vec::new(),
             req_body: Bytes::new(),
             req_body_size: 0,
@@ -314,7 +320,7 @@ impl Exchange {
     pub fn path_and_query(&self) -> String {
         match &self.query {
             Some(q) => format!("{}?{}", self.path, q),
-            None => self.path.clone(),
+            None => self.path.to_string(),
         }
     }
 
@@ -353,9 +359,10 @@ impl Exchange {
                 .sum()
         };
         let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let copt = |s: &Option<CompactString>| s.as_ref().map_or(0, CompactString::len);
         std::mem::size_of::<Exchange>()
             + self.source.len()
-            + opt(&self.client_addr)
+            + copt(&self.client_addr)
             + self.method.len()
             + self.scheme.len()
             + self.authority.len()

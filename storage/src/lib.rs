@@ -35,6 +35,8 @@ pub mod synth;
 mod upload;
 mod writer;
 
+/// The string type of [`Header::name`].
+pub use compact_str::CompactString;
 pub use error::{Result, StorageError};
 pub use exchange::{
     ErrorKind, Exchange, Header, REDACTED_HASH_PREFIX, REDACTED_MASK, REDACTED_URL_MASK,

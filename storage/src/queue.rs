@@ -361,7 +361,7 @@ mod tests {
 
     fn ex(path: &str) -> Exchange {
         Exchange {
-            path: path.to_owned(),
+            path: path.into(),
             ..Exchange::default()
         }
     }
@@ -370,7 +370,9 @@ mod tests {
         items
             .iter()
             .flat_map(|i| match i {
-                Item::Records { records, .. } => records.iter().map(|r| r.path.clone()).collect(),
+                Item::Records { records, .. } => {
+                    records.iter().map(|r| r.path.to_string()).collect()
+                }
                 Item::Flush(_) => vec!["<flush>".to_owned()],
             })
             .collect()

@@ -51,7 +51,7 @@ impl Filter {
     /// Whether one exchange passes the filter.
     pub fn matches(&self, ex: &Exchange) -> bool {
         self.time_overlaps(ex.started_at_us, ex.started_at_us)
-            && (self.methods.is_empty() || self.methods.contains(&ex.method))
+            && (self.methods.is_empty() || self.methods.iter().any(|m| *m == ex.method))
             && self
                 .path_prefix
                 .as_deref()

@@ -30,6 +30,7 @@ use arrow_array::{
 use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
+use compact_str::CompactString;
 use uuid::Uuid;
 
 use crate::exchange::{ErrorKind, Exchange, Header};
@@ -594,6 +595,11 @@ fn str_at(c: &Col<'_, StringArray>, i: usize) -> Option<String> {
         .filter(|a| a.is_valid(i))
         .map(|a| a.value(i).to_owned())
 }
+fn cstr_at(c: &Col<'_, StringArray>, i: usize) -> Option<CompactString> {
+    c.get()
+        .filter(|a| a.is_valid(i))
+        .map(|a| CompactString::new(a.value(i)))
+}
 fn i64_at(c: &Col<'_, Int64Array>, i: usize) -> Option<i64> {
     c.get().filter(|a| a.is_valid(i)).map(|a| a.value(i))
 }
@@ -664,9 +670,9 @@ impl<'a> HeadersCol<'a> {
         (start..end)
             .map(|j| Header {
                 name: if self.names.is_valid(j) {
-                    self.names.value(j).to_owned()
+                    CompactString::new(self.names.value(j))
                 } else {
-                    String::new()
+                    CompactString::default()
                 },
                 value: if self.values.is_valid(j) {
                     let (a, b) = (vo[j].max(0) as usize, vo[j + 1].max(0) as usize);
@@ -726,21 +732,23 @@ impl<'a> Decoder<'a> {
     /// Row `i`; absent or null required columns take [`Exchange::default`]'s values (built
     /// only when needed: this runs once per row of every scan).
     fn row(&self, i: usize) -> Exchange {
-        let or = |v: Option<String>, d: &str| v.unwrap_or_else(|| d.to_owned());
+        let or = |v: Option<CompactString>, d: &'static str| {
+            v.unwrap_or_else(|| CompactString::const_new(d))
+        };
         Exchange {
             id: uuid_at(&self.id, i).unwrap_or(Uuid::nil()),
-            source: str_at(&self.source, i).unwrap_or_default(),
+            source: cstr_at(&self.source, i).unwrap_or_default(),
             started_at_us: ts_at(&self.started_at, i).unwrap_or(0),
             ttfb_us: i64_at(&self.ttfb, i),
             duration_us: i64_at(&self.duration, i),
             total_us: i64_at(&self.total, i),
-            client_addr: str_at(&self.client_addr, i),
-            method: or(str_at(&self.method, i), "GET"),
-            scheme: or(str_at(&self.scheme, i), "http"),
-            authority: str_at(&self.authority, i).unwrap_or_default(),
-            path: or(str_at(&self.path, i), "/"),
+            client_addr: cstr_at(&self.client_addr, i),
+            method: or(cstr_at(&self.method, i), "GET"),
+            scheme: or(cstr_at(&self.scheme, i), "http"),
+            authority: cstr_at(&self.authority, i).unwrap_or_default(),
+            path: or(cstr_at(&self.path, i), "/"),
             query: str_at(&self.query, i),
-            http_version: or(str_at(&self.http_version, i), "HTTP/1.1"),
+            http_version: or(cstr_at(&self.http_version, i), "HTTP/1.1"),
             req_headers: headers_at(&self.req_headers, i),
             req_body: bytes_at(&self.req_body, i),
             req_body_size: u64_at(&self.req_body_size, i),

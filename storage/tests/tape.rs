@@ -109,7 +109,7 @@ prop_compose! {
             method: method.into(),
             scheme: "http".into(),
             authority: "svc.test:8080".into(),
-            path,
+            path: path.into(),
             query,
             http_version: "HTTP/1.1".into(),
             req_headers,

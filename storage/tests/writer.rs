@@ -15,7 +15,7 @@ fn rec(i: usize, body: usize) -> Exchange {
     Exchange {
         id: Exchange::new_id(),
         started_at_us: T0 + i as i64,
-        path: format!("/r/{i}"),
+        path: format!("/r/{i}").into(),
         status: Some(200),
         resp_body: Bytes::from(vec![b'x'; body]),
         resp_body_size: body as u64,
@@ -27,7 +27,7 @@ fn paths(dir: &Path) -> Vec<String> {
     Tape::open(&[dir])
         .unwrap()
         .exchanges(Filter::default())
-        .map(|e| e.unwrap().path)
+        .map(|e| e.unwrap().path.into_string())
         .collect()
 }
 

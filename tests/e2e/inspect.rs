@@ -71,7 +71,7 @@ fn duckdb_reads_sealed_tapes() {
         seed: 11,
         ..SynthConfig::default()
     }) {
-        *expected.entry(ex.method).or_default() += 1;
+        *expected.entry(ex.method.into_string()).or_default() += 1;
     }
     let script = format!(
         "import duckdb, json\n\

@@ -334,7 +334,7 @@ fn issue_17_ticket_keys_routes_with_the_judges_templates() {
                 started_at_us: at,
                 scheduled_at_us: Some(at),
                 total_us: Some(8_000 + (i % 7) as i64 * 250 + extra_us),
-                path: path.clone(),
+                path: path.as_str().into(),
                 authority: "127.0.0.1:8080".into(),
                 status: Some(200),
                 resp_headers: vec![Header::new("content-type", "application/json")],

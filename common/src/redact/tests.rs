@@ -434,3 +434,38 @@ fn path_templates_come_from_the_rules_and_a_bad_one_names_its_key() {
     assert_eq!(err.key(), "redact-path");
     assert!(err.to_string().contains("/reset/static"), "{err}");
 }
+
+#[test]
+fn header_names_are_matched_by_length_and_case_insensitively_at_every_length() {
+    // Names of the same length as a sensitive one but different, names whose length is past
+    // what the filter's key keeps (256 bytes), and mixed case.
+    let long = "x-".to_owned() + &"a".repeat(298);
+    let longer = "x-".to_owned() + &"a".repeat(42);
+    let at_63 = "y".repeat(63);
+    let r = RedactorBuilder::new()
+        .header(&long.to_ascii_uppercase())
+        .header(&at_63)
+        .build();
+    let mut e = Exchange {
+        req_headers: vec![
+            Header::new("Authorization", "a1"),
+            Header::new("user-agent", "keep1"),
+            Header::new("set-cookie", "a2"),
+            Header::new("accept", "keep2"),
+            Header::new("COOKIE", "a3"),
+            Header::new(long.as_str(), "a4"),
+            Header::new(longer.as_str(), "keep3"),
+            Header::new(at_63.to_ascii_uppercase(), "a5"),
+            Header::new("y".repeat(64), "keep4"),
+        ],
+        ..Exchange::default()
+    };
+    assert!(r.redact(&mut e));
+    let kept: Vec<String> = e.req_headers.iter().map(|h| text(&h.value)).collect();
+    assert_eq!(
+        kept,
+        [
+            MASK, "keep1", MASK, "keep2", MASK, MASK, "keep3", MASK, "keep4"
+        ]
+    );
+}

@@ -3,10 +3,12 @@
 use bytes::{Bytes, BytesMut};
 
 /// A body captured up to a cap, as clones of the chunks that passed through (refcount bumps, no
-/// copy), with the true size and whether bytes beyond the cap were seen.
+/// copy), with the true size and whether bytes beyond the cap were seen. The first chunk is kept
+/// apart, so that the common body of one chunk costs no allocation.
 #[derive(Debug, Default)]
 pub(crate) struct BodyCapture {
-    chunks: Vec<Bytes>,
+    first: Option<Bytes>,
+    rest: Vec<Bytes>,
     captured: usize,
     size: u64,
     truncated: bool,
@@ -25,11 +27,16 @@ impl BodyCapture {
             return;
         }
         let take = room.min(chunk.len());
-        if take < chunk.len() {
+        let kept = if take < chunk.len() {
             self.truncated = true;
-            self.chunks.push(chunk.slice(..take));
+            chunk.slice(..take)
         } else {
-            self.chunks.push(chunk.clone());
+            chunk.clone()
+        };
+        if self.first.is_none() {
+            self.first = Some(kept);
+        } else {
+            self.rest.push(kept);
         }
         self.captured += take;
     }
@@ -46,17 +53,18 @@ impl BodyCapture {
 
     /// The captured bytes as one buffer (no copy for a single chunk).
     pub(crate) fn take(&mut self) -> Bytes {
-        match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.pop().unwrap_or_default(),
-            _ => {
-                let mut b = BytesMut::with_capacity(self.captured);
-                for c in self.chunks.drain(..) {
-                    b.extend_from_slice(&c);
-                }
-                b.freeze()
-            }
+        let Some(first) = self.first.take() else {
+            return Bytes::new();
+        };
+        if self.rest.is_empty() {
+            return first;
         }
+        let mut b = BytesMut::with_capacity(self.captured);
+        b.extend_from_slice(&first);
+        for c in self.rest.drain(..) {
+            b.extend_from_slice(&c);
+        }
+        b.freeze()
     }
 }
 
@@ -87,5 +95,26 @@ mod tests {
         empty.push(&Bytes::new(), 0);
         assert!(!empty.truncated());
         assert_eq!(empty.take(), Bytes::new());
+
+        // Empty chunks around and between kept ones; several chunks joined in order; a chunk
+        // cut at the cap; nothing kept once the cap is reached.
+        let mut many = BodyCapture::default();
+        for part in ["", "ab", "", "cd", "efgh", "ij"] {
+            many.push(&Bytes::from(part), 7);
+        }
+        assert_eq!((many.size(), many.truncated()), (10, true));
+        assert_eq!(many.take(), Bytes::from_static(b"abcdefg"));
+        assert_eq!(many.take(), Bytes::new(), "taken once");
+
+        let mut exact = BodyCapture::default();
+        exact.push(&Bytes::from_static(b"abc"), 6);
+        exact.push(&Bytes::from_static(b"def"), 6);
+        assert!(!exact.truncated());
+        exact.push(&Bytes::new(), 6);
+        assert!(
+            !exact.truncated(),
+            "an empty chunk at the cap is not a truncation"
+        );
+        assert_eq!(exact.take(), Bytes::from_static(b"abcdef"));
     }
 }

@@ -271,7 +271,7 @@ mod tests {
     fn ex(i: usize, body: usize) -> Exchange {
         Exchange {
             id: Exchange::new_id(),
-            path: format!("/b/{i}"),
+            path: format!("/b/{i}").into(),
             started_at_us: tapedeck_storage::now_us(),
             resp_body: bytes::Bytes::from(vec![b'x'; body]),
             resp_body_size: body as u64,

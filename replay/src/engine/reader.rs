@@ -193,7 +193,7 @@ pub(super) fn check_same_host(
         Some(Err(e)) => return Err(Err(e)),
         Some(Ok(ex)) if !ex.authority.is_empty() => {
             let n = normalize_authority(&ex.authority, &ex.scheme);
-            recorded.push((ex.authority, n));
+            recorded.push((ex.authority.into_string(), n));
         }
         Some(Ok(_)) => {}
     }

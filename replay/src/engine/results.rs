@@ -251,7 +251,7 @@ mod tests {
             let mut group = Vec::new();
             for i in 0..n {
                 group.extend([0, 1].map(|t| Exchange {
-                    path: format!("/{i}"),
+                    path: format!("/{i}").into(),
                     target: Some(format!("t{t}")),
                     ..Exchange::default()
                 }));

@@ -413,7 +413,7 @@ fn issue_15_forward_proxy_records_plain_http_dependencies() {
     );
     let q = find("/quote");
     assert_eq!(
-        (q.method.as_str(), q.authority.clone(), &q.req_body[..]),
+        (q.method.as_str(), q.authority.to_string(), &q.req_body[..]),
         ("POST", b.addr.to_string(), &b"{\"qty\":2}"[..])
     );
     assert_eq!(&q.resp_body[..], br#"{"from":"b","got":9}"#);

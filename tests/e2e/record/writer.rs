@@ -397,7 +397,11 @@ fn issue13_queue_bytes_drops_and_counts_what_does_not_fit_and_loses_nothing_else
         "{m}"
     );
     assert_eq!(metric(&m, "tapedeck_recorded_total"), 20, "{m}");
-    let mut paths: Vec<String> = rec.stop().into_iter().map(|e| e.path).collect();
+    let mut paths: Vec<String> = rec
+        .stop()
+        .into_iter()
+        .map(|e| e.path.into_string())
+        .collect();
     paths.sort();
     small.sort();
     assert_eq!(paths, small);

@@ -148,7 +148,7 @@ fn refuses_a_target_on_the_recorded_host() {
     let (tape, out_dir) = (dir.path().join("tape"), dir.path().join("run"));
     let server = TestServer::start(|_| Reply::json("{}"));
     let mut ex = get("/a", now_us() - 1_000_000);
-    ex.authority = server.addr.to_string();
+    ex.authority = server.addr.to_string().into();
     write_tape(&tape, &[ex]);
     let target = format!("prod={}", server.url());
     let replay = Replay::new(&tape)

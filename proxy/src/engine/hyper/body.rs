@@ -236,9 +236,10 @@ pub(crate) enum ConnEnd {
 /// One exchange in progress. See the [module docs](self).
 pub(crate) struct Flight {
     pub(crate) shared: Arc<Shared>,
-    /// The record (request fields filled) when the exchange is recorded; boxed, so that an
-    /// exchange that is not recorded stays small to move.
-    pub(crate) ex: Option<Box<Exchange>>,
+    /// The record (request fields filled) when the exchange is recorded. Inline, not boxed: the
+    /// flight itself is boxed (one allocation for both; a recorded exchange allocates on the
+    /// proxy's thread and is freed on the writer's, which glibc's allocator makes expensive).
+    pub(crate) ex: Option<Exchange>,
     pub(crate) req: Option<Arc<ReqState>>,
     pub(crate) resp: ResponseCapture,
     pub(crate) t: Timings,
@@ -258,7 +259,7 @@ impl fmt::Debug for Flight {
 impl Flight {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        ex: Option<Box<Exchange>>,
+        ex: Option<Exchange>,
         t: Timings,
         end: Option<ConnEnd>,
     ) -> Self {
@@ -302,7 +303,7 @@ impl Flight {
             let resp = std::mem::take(&mut self.resp);
             self.shared
                 .capture
-                .finish(*ex, req_body, resp, &self.t, failure);
+                .finish(ex, req_body, resp, &self.t, failure);
         }
     }
 }

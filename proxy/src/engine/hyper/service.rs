@@ -86,7 +86,7 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
     let record = capture.decide(req.method(), req.uri().path(), req.headers());
     let ex = record.then(|| {
         t.started_at_us = tapedeck_storage::now_us();
-        Box::new(capture.begin(
+        capture.begin(
             &RequestHead {
                 method: req.method(),
                 uri: req.uri(),
@@ -95,7 +95,7 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
                 client: Some(conn.peer),
             },
             t.started_at_us,
-        ))
+        )
     });
     // Boxed: hyper moves the response body (which takes the flight) several times.
     let mut flight = Box::new(Flight::new(sh.clone(), ex, t, Some(end)));

@@ -127,9 +127,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
     ));
 
     // ③ The builds to compare, calling pricing at the mock `check` starts.
-    let mock_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
+    // The port stays held until the check starts the mock on it: the sample API's servers bind
+    // port 0 meanwhile, and the kernel could hand a just-released port to one of them.
+    let mock_port = std::net::TcpListener::bind("127.0.0.1:0")
         .context("picking a port for the pricing mock")?;
+    let mock_addr = mock_port.local_addr().context("the pricing mock's port")?;
     let (v1, v1b, v2) = rt.block_on(async {
         Ok::<_, std::io::Error>((
             app::start(app::Build::V1, mock_addr, stop_rx.clone()).await?,
@@ -161,6 +163,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
             .with_context(|| format!("writing {}", faults.display()))?;
         spec.chaos = Some(faults);
     }
+    drop(mock_port);
     let checked = rt
         .block_on(async { tokio::task::spawn_blocking(move || tapedeck_check::check(&spec)).await })
         .context("replay task")??;

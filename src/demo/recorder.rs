@@ -19,12 +19,39 @@ pub(super) struct Recorder {
 
 impl Recorder {
     /// Starts `tapedeck record` in front of `upstream` into `tape` and waits until it listens.
+    /// The port is picked here and bound by the child a moment later; if another process took
+    /// it in between, the child says so and the demo tries another port (three times at most).
     pub(super) fn start(
         tape: &Path,
         upstream: std::net::SocketAddr,
         engine: &str,
         source: &str,
     ) -> anyhow::Result<Recorder> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(tape, upstream, engine, source)? {
+                Ok(rec) => return Ok(rec),
+                Err(taken) if attempt < 3 => {
+                    tracing::debug!(
+                        port = taken,
+                        "the recorder's port was taken; trying another"
+                    );
+                }
+                Err(taken) => {
+                    bail!("tapedeck record could not listen: port {taken} was taken, three times")
+                }
+            }
+        }
+    }
+
+    /// One start; `Ok(Err(port))` when the child could not listen on the port picked for it.
+    fn start_once(
+        tape: &Path,
+        upstream: std::net::SocketAddr,
+        engine: &str,
+        source: &str,
+    ) -> anyhow::Result<Result<Recorder, u16>> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("picking a port for the recorder")?
@@ -68,17 +95,24 @@ impl Recorder {
                 bail!("tapedeck record did not start listening on {addr} within 20 s");
             }
             if let Some(status) = child.try_wait()? {
-                bail!("tapedeck record exited early ({status})");
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if log.contains("cannot listen on") {
+                    return Ok(Err(port));
+                }
+                bail!(
+                    "tapedeck record exited early ({status}); its log is {}",
+                    log_path.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(Recorder {
+        Ok(Ok(Recorder {
             child,
             guard,
             addr,
             tape: tape.to_owned(),
             log: log_path,
-        })
+        }))
     }
 
     /// SIGTERM, a clean exit (bounded); returns how many exchanges the tape holds.

@@ -30,31 +30,9 @@ CASES=${CASES:-"nginx hyper-pass hyper-record pingora-pass pingora-record"}
 SMALL=400
 LARGE=2400
 
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-  for _ in $(seq 1 600); do
-    (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
+. benches/callgrind_common.sh
 
 # The upstream: nginx serving a 278-byte JSON, not measured.
-body='{"id":4711,"name":"Grace M Hopper","email":"grace.b.hopper@example.test","plan":"teams","active":true,"created_at":"2025-03-14T08:00:00Z","roles":["admin","billing"],"settings":{"theme":"dark","locale":"en-US","tz":"Europe/Berlin"},"score":982,"tags":["early-adopter","mentor"]}'
-[ ${#body} -eq 278 ] || { echo "body is ${#body} bytes, not 278" >&2; exit 2; }
 up_port=$(free_port)
 cat >"$work/up.conf" <<EOF
 worker_processes 1;

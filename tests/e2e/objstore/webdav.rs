@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::{STOP, local_parquet, python_server, run_cmd, text, upstream};
-use crate::util::{Proc, free_port, tapedeck};
+use crate::util::{Proc, Replay, free_port, tapedeck};
 
 /// A WebDAV server (WsgiDAV, `pip install wsgidav cheroot`) serving `root`, killed by PID on
 /// drop.
@@ -81,18 +81,14 @@ fn tapes_runs_and_reports_on_a_webdav_server() {
 
     let (base, cand) = (upstream(), upstream());
     let run = dav.url("svc/runs/r1");
-    td(&[
-        "replay",
-        "--tape",
-        &tape,
-        "--target",
-        &format!("baseline={}", base.url()),
-        "--target",
-        &format!("candidate={}", cand.url()),
-        "--max",
-        "--out",
-        &run,
-    ]);
+    Replay::new(&tape)
+        .out(Path::new(&run))
+        .target("baseline", &base.url())
+        .target("candidate", &cand.url())
+        .max()
+        .env("TAPEDECK_SPOOL_DIR", spool.to_str().expect("utf-8"))
+        .timeout(STOP)
+        .summary();
     // Writes are not replayed without --allow-writes: the tape's reads went to both targets.
     let sent = cand.requests().len();
     assert!(

@@ -52,6 +52,68 @@ pub fn reuseport_listeners(addr: SocketAddr, n: usize) -> std::io::Result<Vec<Tc
     Ok(out)
 }
 
+/// A port held for a listener that another library binds later (pingora binds inside its own
+/// `run`): a socket bound with `SO_REUSEPORT` that never listens. Nobody else
+/// can take the port while it is held (except a `SO_REUSEPORT` listener of the same user, which
+/// is how the library's own listener joins it), it receives no connections, and so a listener
+/// seen on the port afterwards is the library's, not a stranger's that took it first.
+#[derive(Debug)]
+pub struct PortHold {
+    _socket: Socket,
+    addr: SocketAddr,
+}
+
+impl PortHold {
+    /// Binds `addr` (port 0: a free port) without listening.
+    pub fn bind(what: &'static str, addr: SocketAddr) -> Result<PortHold, BindError> {
+        let on = BindError::on(what, addr);
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(on)?;
+        // Not `SO_REUSEADDR`: Linux lets two `SO_REUSEADDR` sockets share a port while neither
+        // listens, so with it a stranger's listener could still take the port.
+        s.set_reuse_port(true).map_err(on)?;
+        s.bind(&addr.into()).map_err(on)?;
+        let addr = s
+            .local_addr()
+            .map_err(on)?
+            .as_socket()
+            .ok_or_else(|| on(std::io::Error::other("not an IP socket")))?;
+        Ok(PortHold { _socket: s, addr })
+    }
+
+    /// The held address, with the port the kernel chose for port 0.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether a TCP listener is up on the held port (read from `/proc/net/tcp{,6}`; where that
+    /// table does not exist, assumed up).
+    pub fn listening(&self) -> bool {
+        let tables = ["/proc/net/tcp", "/proc/net/tcp6"].map(std::fs::read_to_string);
+        if tables.iter().all(Result::is_err) {
+            return true;
+        }
+        tables
+            .iter()
+            .flatten()
+            .any(|t| listens_on(t, self.addr.port()))
+    }
+}
+
+/// Whether a `/proc/net/tcp`-format table has a socket in state LISTEN (`0A`) on local `port`.
+fn listens_on(table: &str, port: u16) -> bool {
+    table.lines().skip(1).any(|line| {
+        let mut cols = line.split_whitespace().skip(1);
+        let local = cols.next().unwrap_or("");
+        let state = cols.nth(1).unwrap_or("");
+        state == "0A"
+            && local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                == Some(port)
+    })
+}
+
 /// A worker thread's runtime: current-thread, with I/O and timers.
 pub fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -119,6 +181,33 @@ mod tests {
         let plain = TcpListener::bind("127.0.0.1:0").expect("bind");
         let taken = plain.local_addr().expect("addr");
         assert!(reuseport_listeners(taken, 2).is_err());
+    }
+
+    #[test]
+    fn a_held_port_is_refused_to_others_and_joined_by_a_reuseport_listener() {
+        let hold = PortHold::bind("proxy", "127.0.0.1:0".parse().expect("addr")).expect("hold");
+        let addr = hold.addr();
+        assert_ne!(addr.port(), 0);
+        assert!(!hold.listening(), "held, nobody listens yet");
+        // A stranger's plain listener cannot take it, and nothing accepts connections there.
+        assert!(TcpListener::bind(addr).is_err());
+        assert!(std::net::TcpStream::connect(addr).is_err());
+        // A reuseport listener (pingora's, in the recorder) joins it and is seen listening.
+        let group = reuseport_listeners(addr, 1).expect("join the held port");
+        assert!(hold.listening());
+        drop(group);
+        assert!(!hold.listening());
+    }
+
+    #[test]
+    fn listens_on_reads_the_state_and_port_columns() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue\n\
+            0: 0100007F:1F90 00000000:0000 0A 00000000:00000000\n\
+            1: 0100007F:0050 0100007F:9C40 01 00000000:00000000\n";
+        assert!(listens_on(table, 0x1F90));
+        assert!(!listens_on(table, 0x0050), "established, not listening");
+        assert!(!listens_on(table, 0x9C40), "a remote port");
+        assert!(!listens_on("header only\n", 80));
     }
 
     #[test]

@@ -126,8 +126,8 @@ fn sampling_is_decided_per_trace_and_filters_apply(engine: Engine) {
     );
 }
 
-#[test]
-fn a_taken_port_is_a_clear_startup_error() {
+/// Both engines refuse a taken port at start-up (pingora on its own would retry it for seconds).
+fn a_taken_port_is_a_clear_startup_error(engine: Engine) {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -142,6 +142,8 @@ fn a_taken_port_is_a_clear_startup_error() {
             dir.path().join("t").to_str().expect("utf-8"),
             "--admin",
             "off",
+            "--engine",
+            engine.name(),
         ],
         STOP,
     );
@@ -154,6 +156,7 @@ fn a_taken_port_is_a_clear_startup_error() {
 }
 
 on_both_engines!(
+    a_taken_port_is_a_clear_startup_error,
     config_file_keys_and_errors,
     sampling_is_decided_per_trace_and_filters_apply,
 );

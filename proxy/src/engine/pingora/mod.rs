@@ -7,10 +7,12 @@
 pub(crate) mod head_deadline;
 pub(crate) mod proxy;
 
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::TcpSocketOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::HttpProxy;
@@ -29,6 +31,7 @@ use crate::recorder::RecordError;
 use crate::upstream_tls::UpstreamTls;
 use head_deadline::HeadDeadline;
 use proxy::{ProxyParts, RecordingProxy};
+use tapedeck_common::net::PortHold;
 
 /// Runs the proxy until a signal: `SIGTERM` (graceful: stop accepting, finish in-flight
 /// exchanges for the grace period), `SIGINT` (fast). Blocks the calling thread; pingora builds
@@ -96,9 +99,15 @@ pub(crate) fn run(
         },
     );
     let mut svc = Service::new("tapedeck record".to_owned(), app);
-    let listen = s.listen.to_string();
+    // pingora binds inside `run`, retrying a taken port for a while instead of failing. Hold the
+    // port first: a taken one is refused here with the usual `cannot listen on`, nobody takes
+    // it meanwhile, and pingora's listener joins the hold with `SO_REUSEPORT`.
+    let hold = PortHold::bind("proxy", s.listen)?;
+    let listen = hold.addr().to_string();
+    let mut sock = TcpSocketOptions::default();
+    sock.so_reuseport = Some(true);
     match &s.tls {
-        None => svc.add_tcp(&listen),
+        None => svc.add_tcp_with_settings(&listen, sock),
         Some(t) => {
             let tls_err = |message: String| RecordError::Tls {
                 cert: t.cert.clone(),
@@ -109,18 +118,41 @@ pub(crate) fn run(
                 TlsSettings::intermediate(&t.cert.to_string_lossy(), &t.key.to_string_lossy())
                     .map_err(|e| tls_err(e.to_string()))?;
             tls.enable_h2();
-            svc.add_tls_with_settings(&listen, None, tls);
+            svc.add_tls_with_settings(&listen, Some(sock), tls);
         }
     }
     server.add_service(svc);
-    // pingora binds inside `run`: ready from here until a signal arrives.
     readiness.expect(1);
-    let accepting = readiness.accepting();
-    server.run(RunArgs {
-        shutdown_signal: Box::new(NotReadyOnSignal(readiness.clone())),
+    let (ran, run_ended) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        // Ready once pingora's listener is up on the held port, until `run` returns (or a
+        // signal arrives, see `NotReadyOnSignal`).
+        let (hold, readiness) = (&hold, &readiness);
+        scope.spawn(move || {
+            if wait_listening(hold, &run_ended) {
+                let _accepting = readiness.accepting();
+                let _ = run_ended.recv();
+            }
+        });
+        server.run(RunArgs {
+            shutdown_signal: Box::new(NotReadyOnSignal(readiness.clone())),
+        });
+        drop(ran);
     });
-    drop(accepting);
     Ok(())
+}
+
+/// Waits until a listener is up on the held port (true), or `run` returned first (false).
+fn wait_listening(hold: &PortHold, run_ended: &mpsc::Receiver<()>) -> bool {
+    loop {
+        if hold.listening() {
+            return true;
+        }
+        match run_ended.recv_timeout(Duration::from_millis(5)) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+        }
+    }
 }
 
 /// pingora's own signal handling, which also turns `/readyz` off when a signal arrives.

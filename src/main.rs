@@ -14,7 +14,9 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's allocator: replay and the recorder allocate a record's strings and
 /// buffers on one thread and free them on another (the tape writer's), which defeats glibc's
-/// per-thread caches (benches/RESULTS.md, issue 14).
+/// per-thread caches (benches/RESULTS.md, issue 14). Version 2, without transparent huge pages:
+/// it returns freed memory to the OS after 10 ms (version 3 waits 1 s, which kept 30–50 MiB more
+/// in the recorder at 16 KB bodies; issue 13).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

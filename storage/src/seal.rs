@@ -26,7 +26,8 @@
 //! than one that changes its priority. `seal_backlog = 0` starts only the normal lane (seal
 //! everything at once, as before).
 //!
-//! Crash safety is unchanged: a closed segment is complete and fsynced before it is queued, and
+//! Crash safety: a closed segment is complete when it is queued and fsynced by the normal lane
+//! right away, before either lane seals it (the spool thread itself never waits for the disk);
 //! segments left by a crash are queued again by the next writer. A segment that fails to seal is
 //! retried every 5 s; one that cannot be read is moved aside as `.corrupt`.
 
@@ -342,6 +343,8 @@ struct Job {
     bytes: u64,
     /// Not before this instant (a retry after a failure).
     due: Option<Instant>,
+    /// The segment is on disk (`fsync`): only then may it be sealed.
+    synced: bool,
 }
 
 #[derive(Debug, Default)]
@@ -400,6 +403,7 @@ impl SealJobs {
             path,
             bytes,
             due: None,
+            synced: false,
         });
         self.queue.cv.notify_all();
     }
@@ -546,6 +550,23 @@ impl Sealer {
         }
         let mut s = self.queue.lock();
         loop {
+            // A closed segment reaches the disk first: the normal lane fsyncs it as soon as it
+            // is queued, whatever the backlog (waiting on the disk costs no CPU), so that the
+            // spool thread never waits for the disk (at 16 KB bodies an `fsync` of a 128 MiB
+            // segment took longer than the queue could absorb).
+            if self.lane == Lane::Normal
+                && let Some(job) = s.jobs.iter().find(|j| !j.synced)
+            {
+                let path = job.path.clone();
+                drop(s);
+                sync_segment(&path);
+                s = self.queue.lock();
+                if let Some(job) = s.jobs.iter_mut().find(|j| j.path == path) {
+                    job.synced = true;
+                }
+                self.queue.cv.notify_all();
+                continue;
+            }
             let now = Instant::now();
             let may_take = match self.lane {
                 Lane::Idle => !s.urgent,
@@ -553,8 +574,11 @@ impl Sealer {
                     s.urgent || !self.queue.idle_lane || s.backlog > self.queue.backlog_limit
                 }
             };
-            // The oldest segment not waiting for a retry.
-            let available = s.jobs.iter().position(|j| j.due.is_none_or(|d| d <= now));
+            // The oldest segment on disk and not waiting for a retry.
+            let available = s
+                .jobs
+                .iter()
+                .position(|j| j.synced && j.due.is_none_or(|d| d <= now));
             if may_take && let Some(job) = available.and_then(|i| s.jobs.remove(i)) {
                 if self.lane == Lane::Idle {
                     s.idle_busy = true;
@@ -640,6 +664,14 @@ impl Sealer {
                 Sealed::Failed
             }
         }
+    }
+}
+
+/// `fsync`s a closed segment. A failure is logged, not fatal: sealing reads the segment through
+/// the page cache either way, and the sealed file is fsynced itself.
+fn sync_segment(path: &Path) {
+    if let Err(e) = File::open(path).and_then(|f| f.sync_all()) {
+        warn!(segment = %path.display(), error = %e, "could not fsync a closed spool segment");
     }
 }
 

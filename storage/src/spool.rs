@@ -13,8 +13,8 @@
 //! a [`BatchEncoder`] (Arrow builders, pre-sized after the first batch) and drops the producer's
 //! batch once it is encoded, releasing its bytes in the queue. At `flush_interval`,
 //! `flush_rows` or `flush_bytes` the builders become one `RecordBatch`, written to the segment
-//! and flushed to the OS (`fsync` if asked). A segment is closed (end-of-stream marker, `fsync`)
-//! and handed to the sealer when it reaches `segment_max_bytes`, `segment_max_age`, or the
+//! and flushed to the OS (`fsync` if asked). A segment is closed (end-of-stream marker) and
+//! handed to the sealer, which fsyncs it before anything else, when it reaches `segment_max_bytes`, `segment_max_age`, or the
 //! wall-clock hour changes. A failed write drops that batch (counted as `dropped_io`), marks the
 //! writer degraded, and abandons the segment (readable up to its last complete batch); the next
 //! batch opens a fresh one, so recording resumes when the disk does.
@@ -394,7 +394,8 @@ impl Spooler {
         }
     }
 
-    /// Finishes the open segment (end-of-stream marker, fsync) and hands it to the sealer.
+    /// Finishes the open segment (end-of-stream marker) and hands it to the sealer, which fsyncs
+    /// it: the spool thread does not wait for the disk.
     fn close_segment(&mut self) {
         let Some(mut seg) = self.segment.take() else {
             return;
@@ -403,15 +404,7 @@ impl Spooler {
             .writer
             .finish()
             .and_then(|()| seg.writer.flush())
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                seg.writer
-                    .get_ref()
-                    .get_ref()
-                    .file
-                    .sync_all()
-                    .map_err(|e| e.to_string())
-            });
+            .map_err(|e| e.to_string());
         if let Err(e) = finished {
             warn!(segment = %seg.path.display(), error = %e, "could not finish spool segment; sealing what it holds");
         }

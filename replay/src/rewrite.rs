@@ -79,10 +79,14 @@ pub(crate) fn prepare(origin: Exchange, drop: &DropSet, set: &[SetHeader]) -> Pr
             )),
         ),
     };
-    let mut raw = match &origin.query {
-        Some(q) => format!("{}?{}", origin.path, q),
-        None => origin.path.to_string(),
-    };
+    // Built by hand: `format!` / `to_string` go through the formatter, per origin.
+    let q = origin.query.as_deref();
+    let mut raw = String::with_capacity(origin.path.len() + q.map_or(0, |q| q.len() + 1) + 1);
+    raw.push_str(&origin.path);
+    if let Some(q) = q {
+        raw.push('?');
+        raw.push_str(q);
+    }
     if raw.is_empty() || raw.starts_with('?') {
         raw.insert(0, '/'); // as a client sends an empty path
     }

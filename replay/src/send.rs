@@ -83,9 +83,10 @@ impl Slot {
     }
 }
 
-/// `fut`, or `None` when `timer` fires first.
-async fn within<F: Future>(fut: F, mut timer: Pin<&mut Sleep>) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
+/// `fut`'s output, or `None` when `timer` fires first. Both are pinned where they live: the
+/// request future is large (hyper's send, the request), and moving it into a combinator costs
+/// a copy per move, per request.
+async fn within<F: Future>(mut fut: Pin<&mut F>, mut timer: Pin<&mut Sleep>) -> Option<F::Output> {
     std::future::poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(v));
@@ -111,19 +112,22 @@ pub(crate) async fn exchange(
     s: &SendSettings,
 ) -> Exchange {
     let ep = &pool.ep;
-    let mut out = skeleton(ep, p, s.clock.us(scheduled));
     let sent = Instant::now();
-    out.started_at_us = s.clock.us(sent);
-    out.sent_at_us = Some(out.started_at_us);
+    let sent_us = s.clock.us(sent);
+    let mut out = skeleton(ep, p, s.clock.us(scheduled), sent_us);
+    out.started_at_us = sent_us;
+    out.sent_at_us = Some(sent_us);
     let mut st = Received::default();
     let deadline = tokio::time::Instant::from(sent + s.timeout);
-    let fut = fetch(pool, &mut slot.conn, p, headers, &mut st, s.max_body);
-    let outcome = match slot.timer.as_mut() {
-        Some(timer) => {
-            timer.as_mut().reset(deadline);
-            within(fut, timer.as_mut()).await
+    let outcome = {
+        let fut = std::pin::pin!(fetch(pool, &mut slot.conn, p, headers, &mut st, s.max_body));
+        match slot.timer.as_mut() {
+            Some(timer) => {
+                timer.as_mut().reset(deadline);
+                within(fut, timer.as_mut()).await
+            }
+            None => within(fut, std::pin::pin!(tokio::time::sleep_until(deadline))).await,
         }
-        None => tokio::time::timeout_at(deadline, fut).await.ok(),
     };
     let end = Instant::now();
     if let Some(t) = st.ttfb {
@@ -140,7 +144,7 @@ pub(crate) async fn exchange(
     if mask_sensitive(&mut out.resp_headers) {
         out.flags |= flags::REDACTED;
     }
-    out.resp_body = join(st.chunks, st.kept);
+    out.resp_body = st.body.freeze();
     out.resp_body_size = st.size;
     out.resp_body_truncated = st.truncated;
     match outcome {
@@ -174,24 +178,22 @@ pub(crate) fn fill_request(out: &mut Exchange, p: &Prepared) {
     out.req_headers = p.stored_headers.clone();
 }
 
-/// Moves the request side of `p` into a result (the last or only target of an origin).
-pub(crate) fn fill_request_owned(out: &mut Exchange, p: Prepared) {
-    let Prepared {
-        origin,
-        stored_headers,
-        ..
-    } = p;
-    out.source = origin.source;
-    out.method = origin.method;
-    out.path = origin.path;
-    out.query = origin.query;
-    out.req_headers = stored_headers;
+/// Moves the request side of `p` into a result (the last or only target of an origin). Takes
+/// the fields out of the box in place: moving the whole `Prepared` out first would copy it.
+pub(crate) fn fill_request_owned(out: &mut Exchange, mut p: Box<Prepared>) {
+    let o = &mut p.origin;
+    out.source = std::mem::take(&mut o.source);
+    out.method = std::mem::take(&mut o.method);
+    out.path = std::mem::take(&mut o.path);
+    out.query = o.query.take();
+    out.req_headers = std::mem::take(&mut p.stored_headers);
 }
 
-fn skeleton(ep: &Endpoint, p: &Prepared, scheduled_us: i64) -> Exchange {
+fn skeleton(ep: &Endpoint, p: &Prepared, scheduled_us: i64, sent_us: i64) -> Exchange {
     let o = &p.origin;
     Exchange {
-        id: Exchange::new_id(),
+        // From the send time already read (not another clock reading per result).
+        id: Exchange::new_id_at(sent_us),
         started_at_us: scheduled_us,
         scheme: ep.scheme.into(),
         authority: ep.authority.as_str().into(),
@@ -234,8 +236,8 @@ struct Received {
     status: Option<u16>,
     version: Version,
     headers: Vec<Header>,
-    chunks: Vec<Bytes>,
-    kept: usize,
+    /// The body bytes kept (up to `max_body`).
+    body: BytesMut,
     size: u64,
     truncated: bool,
 }
@@ -288,20 +290,20 @@ async fn fetch(
     st.version = resp.version();
     let (parts, mut body) = resp.into_parts();
     st.headers = headers_of(&parts.headers);
+    // The kept bytes are copied into a buffer sized from `Content-Length`: hyper's chunks are
+    // slices of the connection's read buffer (8 KiB and more), which a result holding them
+    // would keep alive until the tape spooled it, and then free on the spool thread.
+    let hint = hyper::body::Body::size_hint(&body);
+    let expected = hint.exact().unwrap_or(hint.lower()).min(max_body as u64);
+    st.body = BytesMut::with_capacity(expected as usize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Failure::of(&e))?;
         match frame.into_data() {
             Ok(data) => {
                 st.size += data.len() as u64;
-                let room = max_body.saturating_sub(st.kept);
-                if data.len() <= room {
-                    st.kept += data.len();
-                    st.chunks.push(data);
-                } else {
-                    if room > 0 {
-                        st.kept += room;
-                        st.chunks.push(data.slice(..room));
-                    }
+                let keep = data.len().min(max_body.saturating_sub(st.body.len()));
+                st.body.extend_from_slice(&data[..keep]);
+                if keep < data.len() {
                     st.truncated = true;
                 }
             }
@@ -355,20 +357,6 @@ fn headers_of(h: &http::HeaderMap) -> Vec<Header> {
             }
         })
         .collect()
-}
-
-fn join(mut chunks: Vec<Bytes>, total: usize) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut b = BytesMut::with_capacity(total);
-            for c in chunks {
-                b.extend_from_slice(&c);
-            }
-            b.freeze()
-        }
-    }
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -478,14 +466,5 @@ mod tests {
         let b = c.us(Instant::now() + Duration::from_millis(5));
         assert!(b - a >= 5000);
         assert!((a - tapedeck_storage::now_us()).abs() < 1_000_000);
-    }
-
-    #[test]
-    fn joins_chunks() {
-        assert_eq!(join(vec![], 0), Bytes::new());
-        assert_eq!(
-            join(vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")], 3),
-            Bytes::from_static(b"abc")
-        );
     }
 }

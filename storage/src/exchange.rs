@@ -316,6 +316,19 @@ impl Exchange {
         Uuid::now_v7()
     }
 
+    /// A new id for an exchange that started at `at_us` (µs since the epoch), for a caller that
+    /// has read the clock already: UUIDv7 of that millisecond, ordered after every id made
+    /// before it on the same thread (a per-thread counter below the millisecond, as
+    /// [`new_id`](Self::new_id) keeps one per process), the rest random.
+    pub fn new_id_at(at_us: i64) -> Uuid {
+        thread_local! {
+            static CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
+        }
+        let us = at_us.max(0) as u64;
+        let (secs, nanos) = (us / 1_000_000, (us % 1_000_000) as u32 * 1_000);
+        CONTEXT.with(|c| Uuid::new_v7(uuid::Timestamp::from_unix(c, secs, nanos)))
+    }
+
     /// Path plus `?query` when there is one: what goes on the request line.
     pub fn path_and_query(&self) -> String {
         match &self.query {

@@ -55,7 +55,11 @@ pub(super) async fn run(
                     };
                     let now = Instant::now();
                     d.sent(now, now, &ctx.counters, pools.len() as u64);
-                    replay_origin(item, now, &ctx.send, &pools, &mut slots, &mut group).await;
+                    // Pinned in place (not copied into this task's state per origin).
+                    std::pin::pin!(replay_origin(
+                        item, now, &ctx.send, &pools, &mut slots, &mut group
+                    ))
+                    .await;
                     ctx.counters.completed_group(&group);
                     sink.push(&mut group).await;
                 }

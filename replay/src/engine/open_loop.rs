@@ -105,7 +105,10 @@ async fn pace(
             tokio::spawn(async move {
                 let mut slots: Vec<Slot> = (0..pools.len()).map(|_| Slot::one_shot()).collect();
                 let mut group = Vec::with_capacity(pools.len());
-                replay_origin(item, due, &ctx.send, &pools, &mut slots, &mut group).await;
+                std::pin::pin!(replay_origin(
+                    item, due, &ctx.send, &pools, &mut slots, &mut group
+                ))
+                .await;
                 for (pool, slot) in pools.iter().zip(slots) {
                     if let Some(conn) = slot.conn {
                         pool.checkin(conn);

@@ -38,8 +38,18 @@ pub(super) async fn replay_origin(
     if n == 1 {
         let mut p = p;
         let headers = std::mem::take(&mut p.headers);
-        let mut ex = exchange(&pools[0], &mut slots[0], &p, headers, scheduled, s).await;
-        fill_request_owned(&mut ex, *p);
+        // Pinned where it is made: the request future is large and `.await` on it by value
+        // would copy it into this future's state.
+        let mut ex = std::pin::pin!(exchange(
+            &pools[0],
+            &mut slots[0],
+            &p,
+            headers,
+            scheduled,
+            s
+        ))
+        .await;
+        fill_request_owned(&mut ex, p);
         out.push(ex);
         return;
     }
@@ -62,7 +72,7 @@ pub(super) async fn replay_origin(
         for ex in rest {
             fill_request(ex, &p);
         }
-        fill_request_owned(last, *p);
+        fill_request_owned(last, p);
     }
     // One `started_at` for the whole group (its earliest send; each target's exact send time
     // is in `sent_at_us`): the tape is partitioned by the hour of `started_at`, so a group

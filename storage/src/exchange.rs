@@ -410,6 +410,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ids_from_a_send_time_are_v7_of_that_millisecond_and_ordered() {
+        let at = now_us();
+        let ids: Vec<Uuid> = (0..1000).map(|i| Exchange::new_id_at(at + i / 10)).collect();
+        for id in &ids {
+            assert_eq!(id.get_version_num(), 7);
+            let (secs, nanos) = id.get_timestamp().expect("v7 has a timestamp").to_unix();
+            let ms = secs as i64 * 1000 + i64::from(nanos) / 1_000_000;
+            assert!((ms - at / 1000).abs() <= 1, "{ms} vs {}", at / 1000);
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in creation order");
+        // A clock that steps back does not reorder ids made on the same thread.
+        let before = Exchange::new_id_at(at + 5_000);
+        assert!(Exchange::new_id_at(at) > before);
+    }
+
+    #[test]
     fn redaction_placeholders_are_recognized_and_real_values_are_not() {
         assert!(is_redaction_placeholder(REDACTED_MASK.as_bytes()));
         assert!(is_redaction_placeholder(

@@ -373,6 +373,101 @@ fn version_str(v: Version) -> &'static str {
 mod tests {
     use super::*;
 
+    /// Bodies are kept up to `max_body` (copied out of hyper's read buffer), whole or cut,
+    /// `Content-Length` or chunked, with the true size recorded; the connection carries the
+    /// next request.
+    #[test]
+    fn bodies_are_kept_up_to_max_body_over_one_connection() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let answers: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-A: 1\r\n\r\n0123456789",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+        ];
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut out = stream;
+            for answer in answers {
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).expect("read") == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                out.write_all(answer).expect("write");
+            }
+        });
+        let cfg = crate::config::ReplayOptions {
+            tape: vec!["t".into()],
+            out: Some("o".into()),
+            targets: vec![format!("t=http://127.0.0.1:{port}")],
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid");
+        let ep = Endpoint::new(cfg.targets()[0].clone(), Duration::from_secs(5), None)
+            .expect("endpoint");
+        let pool = Pool::new(std::sync::Arc::new(ep), 1, 0);
+        let p = crate::rewrite::prepare(
+            Exchange {
+                method: "GET".into(),
+                path: "/".into(),
+                ..Exchange::default()
+            },
+            &Default::default(),
+            &[],
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let got: Vec<Exchange> = rt.block_on(async {
+            let mut slot = Slot::long_lived(None);
+            let mut got = Vec::new();
+            for max_body in [4, 100, 10] {
+                let s = SendSettings {
+                    clock: Clock::new(),
+                    timeout: Duration::from_secs(5),
+                    max_body,
+                };
+                let headers = p.headers.clone();
+                got.push(exchange(&pool, &mut slot, &p, headers, Instant::now(), &s).await);
+            }
+            got
+        });
+        server.join().expect("server");
+        let seen: Vec<_> = got
+            .iter()
+            .map(|e| {
+                (
+                    e.error.as_deref(),
+                    e.status,
+                    &e.resp_body[..],
+                    e.resp_body_size,
+                    e.resp_body_truncated,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (None, Some(200), &b"0123"[..], 10, true),
+                (None, Some(200), &b"abcdefg"[..], 7, false),
+                (None, Some(200), &b"0123456789"[..], 10, false),
+            ]
+        );
+        assert!(
+            got[0]
+                .resp_headers
+                .iter()
+                .any(|h| &*h.name == "x-a" && &h.value[..] == b"1")
+        );
+    }
+
     /// The request future is moved a few times per request (into the timeout, into the task),
     /// so its size is paid per request: connection set-up (TLS and HTTP/2 handshakes, kilobytes)
     /// stays behind a box (`Endpoint::connect`).

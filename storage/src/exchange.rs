@@ -412,7 +412,9 @@ mod tests {
     #[test]
     fn ids_from_a_send_time_are_v7_of_that_millisecond_and_ordered() {
         let at = now_us();
-        let ids: Vec<Uuid> = (0..1000).map(|i| Exchange::new_id_at(at + i / 10)).collect();
+        let ids: Vec<Uuid> = (0..1000)
+            .map(|i| Exchange::new_id_at(at + i / 10))
+            .collect();
         for id in &ids {
             assert_eq!(id.get_version_num(), 7);
             let (secs, nanos) = id.get_timestamp().expect("v7 has a timestamp").to_unix();

@@ -52,8 +52,23 @@ pub(super) const READ_QUEUE: usize = 16;
 /// What the reader thread returns when it is done.
 pub(super) type ReadOutcome = (SelectionStats, ReadReport, Option<StorageError>);
 
+/// Rows the tape reader decodes at once: in closed loop, large batches (the fewest per-batch
+/// costs); in open loop, small ones. The reader shares the senders' core, and the kernel lets a
+/// running thread finish its slice before a waking sender gets the core: decoding 512 rows ran
+/// 1–3 ms in one go and made 85 % of the sends that were over 0.2 ms late on a quiet machine
+/// (`perf sched timehist`, 10k/s; benches/RESULTS.md, issue 14).
+const DECODE_ROWS_CLOSED: usize = 512;
+const DECODE_ROWS_OPEN: usize = 64;
+/// Rows between two `sched_yield`s of the reader in open loop.
+const YIELD_ROWS_OPEN: usize = 8;
+
 /// The scan options of a run, with `columns` projected.
 pub(super) fn read_options(config: &ReplayConfig, columns: &[&str]) -> ReadOptions {
+    let batch_size = if config.pace.closed_loop().is_some() {
+        DECODE_ROWS_CLOSED
+    } else {
+        DECODE_ROWS_OPEN
+    };
     ReadOptions {
         columns: Some(columns.iter().map(|c| (*c).to_owned()).collect()),
         filter: tapedeck_storage::Filter {
@@ -61,7 +76,7 @@ pub(super) fn read_options(config: &ReplayConfig, columns: &[&str]) -> ReadOptio
             to_us: config.select.to_us,
             ..tapedeck_storage::Filter::default()
         },
-        batch_size: 512,
+        batch_size,
         skip_corrupt: config.skip_corrupt,
     }
 }
@@ -81,6 +96,12 @@ pub(super) fn spawn_reader(
         .filter(|c| !(config.select.allow_same_host && [col::SCHEME, col::AUTHORITY].contains(c)))
         .collect();
     let opts = read_options(config, &columns);
+    // Open loop: let a waiting sender have the core every few rows (see DECODE_ROWS_OPEN).
+    let yield_every = if config.pace.closed_loop().is_some() {
+        usize::MAX
+    } else {
+        YIELD_ROWS_OPEN
+    };
     let drop_set = config.drop_headers.clone();
     let set_headers = config.set_headers.clone();
     std::thread::Builder::new()
@@ -101,6 +122,9 @@ pub(super) fn spawn_reader(
                     Some(Ok(ex)) => {
                         if sel.decide(&ex).is_ok() {
                             batch.push(Box::new(prepare(ex, &drop_set, &set_headers)));
+                            if batch.len() % yield_every == 0 {
+                                std::thread::yield_now();
+                            }
                             if batch.len() == READ_BATCH {
                                 warn_placeholders(&sel.stats, &mut warned);
                                 let full =

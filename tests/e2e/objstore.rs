@@ -212,6 +212,11 @@ fn record_replay_diff_through_s3(engine: Engine) {
     let endpoint = moto.url();
     let spool = tmp.path().join("spool");
     let up = upstream();
+    // The replay targets listen before the recorder starts: a target started after the
+    // recorder stopped could be handed the recorder's port, and replay refuses a target that is
+    // the host the tape was recorded from.
+    let base = upstream();
+    let cand = upstream();
     let tape = format!("s3://{BUCKET}/svc/tape");
 
     let rec = recorder(&endpoint, &spool, &up.url(), &tape, tmp.path(), engine);
@@ -249,8 +254,6 @@ fn record_replay_diff_through_s3(engine: Engine) {
     assert_eq!(inspect_count(&endpoint, &spool, &tape), n as u64);
 
     // Replay from s3:// into an s3:// run, against two targets that answer alike.
-    let base = upstream();
-    let cand = upstream();
     let run_url = format!("s3://{BUCKET}/svc/runs/r1");
     let mut c = td(&endpoint, &spool);
     c.args([

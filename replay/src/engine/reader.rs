@@ -61,6 +61,8 @@ const DECODE_ROWS_CLOSED: usize = 512;
 const DECODE_ROWS_OPEN: usize = 64;
 /// Rows between two `sched_yield`s of the reader in open loop.
 const YIELD_ROWS_OPEN: usize = 8;
+/// Batches queued for the senders from which the reader yields (a quarter of the queue).
+const YIELD_AHEAD: usize = READ_QUEUE / 4;
 
 /// The scan options of a run, with `columns` projected.
 pub(super) fn read_options(config: &ReplayConfig, columns: &[&str]) -> ReadOptions {
@@ -122,7 +124,11 @@ pub(super) fn spawn_reader(
                     Some(Ok(ex)) => {
                         if sel.decide(&ex).is_ok() {
                             batch.push(Box::new(prepare(ex, &drop_set, &set_headers)));
-                            if batch.len() % yield_every == 0 {
+                            // Only while well ahead: a reader that the senders wait for (a
+                            // loaded machine) keeps its full share of the core.
+                            if batch.len() % yield_every == 0
+                                && tx.max_capacity() - tx.capacity() >= YIELD_AHEAD
+                            {
                                 std::thread::yield_now();
                             }
                             if batch.len() == READ_BATCH {

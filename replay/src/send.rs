@@ -373,6 +373,19 @@ fn version_str(v: Version) -> &'static str {
 mod tests {
     use super::*;
 
+    /// A prepared `GET /` with no header rules.
+    fn get_root() -> Prepared {
+        crate::rewrite::prepare(
+            Exchange {
+                method: "GET".into(),
+                path: "/".into(),
+                ..Exchange::default()
+            },
+            &Default::default(),
+            &[],
+        )
+    }
+
     /// Bodies are kept up to `max_body` (copied out of hyper's read buffer), whole or cut,
     /// `Content-Length` or chunked, with the true size recorded; the connection carries the
     /// next request.
@@ -412,15 +425,7 @@ mod tests {
         let ep = Endpoint::new(cfg.targets()[0].clone(), Duration::from_secs(5), None)
             .expect("endpoint");
         let pool = Pool::new(std::sync::Arc::new(ep), 1, 0);
-        let p = crate::rewrite::prepare(
-            Exchange {
-                method: "GET".into(),
-                path: "/".into(),
-                ..Exchange::default()
-            },
-            &Default::default(),
-            &[],
-        );
+        let p = get_root();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -490,15 +495,7 @@ mod tests {
             .expect("endpoint"),
         );
         let pool = Pool::new(ep, 1, 0);
-        let p = crate::rewrite::prepare(
-            Exchange {
-                method: "GET".into(),
-                path: "/".into(),
-                ..Exchange::default()
-            },
-            &Default::default(),
-            &[],
-        );
+        let p = get_root();
         let s = SendSettings {
             clock: Clock::new(),
             timeout: Duration::from_secs(1),

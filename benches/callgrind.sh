@@ -19,18 +19,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for p in valgrind nginx curl; do
-  command -v "$p" >/dev/null 2>&1 || { echo "callgrind.sh needs $p" >&2; exit 2; }
-done
-if [ -z "${TAPEDECK:-}" ]; then
-  cargo build --profile dist --bin tapedeck
-  TAPEDECK="${CARGO_TARGET_DIR:-target}/dist/tapedeck"
-fi
+. benches/callgrind_common.sh
+require callgrind.sh valgrind nginx curl python3
+measured_binary
 CASES=${CASES:-"nginx hyper-pass hyper-record pingora-pass pingora-record"}
 SMALL=400
 LARGE=2400
-
-. benches/callgrind_common.sh
 
 # The upstream: nginx serving a 278-byte JSON, not measured.
 up_port=$(free_port)

@@ -1,6 +1,23 @@
-# Shared by benches/callgrind.sh and benches/callgrind_replay.sh (sourced, not run): a scratch
-# directory whose background processes (PIDs in `pids`) are stopped on exit, port helpers, and
-# the 278-byte JSON body both measure with.
+# Shared by benches/callgrind.sh and benches/callgrind_replay.sh (sourced, not run): the tool
+# check and the binary to measure, a scratch directory whose background processes (PIDs in
+# `pids`) are stopped on exit, port helpers, and the 278-byte JSON body both measure with.
+
+# require SCRIPT TOOL...: exits 2 naming the first tool SCRIPT needs that is not installed.
+require() {
+  local script=$1
+  shift
+  for p in "$@"; do
+    command -v "$p" >/dev/null 2>&1 || { echo "$script needs $p" >&2; exit 2; }
+  done
+}
+
+# The binary to measure: $TAPEDECK, or the dist build (built now).
+measured_binary() {
+  if [ -z "${TAPEDECK:-}" ]; then
+    cargo build --profile dist --bin tapedeck >&2
+    TAPEDECK="${CARGO_TARGET_DIR:-target}/dist/tapedeck"
+  fi
+}
 
 work=$(mktemp -d)
 chmod 755 "$work"

@@ -26,18 +26,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for p in valgrind nginx curl python3; do
-  command -v "$p" >/dev/null 2>&1 || { echo "callgrind_replay.sh needs $p" >&2; exit 2; }
-done
-if [ -z "${TAPEDECK:-}" ]; then
-  cargo build --profile dist --bin tapedeck
-  TAPEDECK="${CARGO_TARGET_DIR:-target}/dist/tapedeck"
-fi
+. benches/callgrind_common.sh
+require callgrind_replay.sh valgrind nginx curl python3
+measured_binary
 CASES=${CASES:-"h1"}
 SMALL=2000
 LARGE=12000
-
-. benches/callgrind_common.sh
 
 # The target: nginx serving a 278-byte JSON over HTTP/1.1 and h2c, not measured.
 h1_port=$(free_port)

@@ -300,6 +300,12 @@ async fn run_replay(r: Replay<'_>) -> Result<ReplaySummary, ReplayError> {
         Drive::Open(_) => open_loop::spares(config.max_in_flight),
         Drive::Closed { .. } => 0,
     };
+    // Every connection the run may open, and some files.
+    let in_flight = match &drive {
+        Drive::Open(_) => config.max_in_flight,
+        Drive::Closed { concurrency } => *concurrency,
+    };
+    crate::conn::reserve_fd_table(in_flight.saturating_mul(config.targets.len()) + 64);
     let h2_conns = config.connections.unwrap_or(threads);
     let shared = matches!(drive, Drive::Open(_));
     let workers = workers::Workers::start(threads, shared, &endpoints, h2_conns, spare, &res_tx)?;

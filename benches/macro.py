@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -701,6 +702,93 @@ def bench_open_loop(args, tmp, lines):
         upstream.stop()
 
 
+GROWTH_RATE, GROWTH_REQUESTS = 2000, 8000
+
+
+def open_connections(port, n, hold, ready):
+    """Opens `n` keep-alive connections to `port`, one a millisecond, each sending `GET /small`
+    once; sets `ready` with the number answered, then holds them `hold` seconds."""
+    socks, t0 = [], time.monotonic()
+    try:
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /small HTTP/1.1\r\nHost: growth\r\n\r\n")
+            socks.append(s)
+            delay = t0 + (i + 1) / 1000 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        answered = 0
+        for s in socks:
+            try:
+                answered += s.recv(4096).startswith(b"HTTP/1.1 200")
+            except OSError:
+                pass
+        ready.append(answered)
+        time.sleep(hold)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def bench_conn_growth(args, tmp, lines):
+    """The recorder while its connection count grows: a paced probe (`replay --rate`) through a
+    one-worker recorder (`--no-record`, CPU 0) while another client opens connections to it at
+    1/ms. Each time the process's descriptor table fills, the kernel doubles it and the thread
+    that opened the descriptor waits for an RCU grace period: every connection on that worker
+    waits too. `--base-bin` runs an earlier build in the same run (interleaved)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # The recorder holds two descriptors per client connection (the client's, its upstream's).
+    conns = min(300 if args.smoke else 1500, (hard - 200) // 2)
+    up_port = free_port()
+    upstream = start_nginx(NGINX_UPSTREAM.format(dir=tmp, port=up_port, small=SMALL_BODY.replace("'", "")),
+                           "growth-up", tmp, 1)
+    assert wait_port(up_port)
+    bins = [("this build", args.bin)] + ([("base build", args.base_bin)] if args.base_bin else [])
+    rows = []
+    try:
+        tape = record_tape(args, tmp, up_port, "/small", 1)
+        for rep in range(args.reps):
+            for label, binary in bins:
+                for n in (0, conns):
+                    port = free_port()
+                    rec = Proc(pin(0) + [binary, "record", "--listen", f"127.0.0.1:{port}", "--upstream",
+                                         f"http://127.0.0.1:{up_port}", "--threads", "1", "--no-record",
+                                         "--admin", "off"], os.path.join(tmp, "growth-rec.log"))
+                    try:
+                        assert wait_port(port), "recorder did not listen"
+                        ready = []
+                        opener = threading.Thread(target=open_connections, args=(port, n, 4, ready), daemon=True)
+                        opener.start()
+                        out = tempfile.mkdtemp(prefix="growth-", dir=tmp)
+                        # Run as `args.bin`'s replay whatever recorder is measured: one probe.
+                        s, _ = replay_run(args, ["--tape", tape, "--target", f"t=http://127.0.0.1:{port}",
+                                                 "--out", out, "--rate", str(GROWTH_RATE), "--limit",
+                                                 str(GROWTH_REQUESTS), "--allow-same-host"], 120, 1)
+                        shutil.rmtree(out, ignore_errors=True)
+                        opener.join(timeout=30)
+                    finally:
+                        assert rec.stop() == 0, "recorder did not exit cleanly"
+                    lat = s["targets"][0]["latency_us"]
+                    answered = ready[0] if ready else 0
+                    print(f"growth {label} {n} conns rep{rep}: p99 {lat['p99']}us max {lat['max']}us", flush=True)
+                    rows.append((label, n, rep + 1, answered, lat))
+    finally:
+        upstream.stop()
+    lines.append("## Record: latency while connections arrive\n")
+    lines.append(f"`tapedeck record --threads 1 --no-record` on CPU 0 in front of nginx (CPU 1); the probe is "
+                 f"`tapedeck replay --rate {GROWTH_RATE} --limit {GROWTH_REQUESTS}` of a recorded `GET /small` on CPU 1, "
+                 f"while another client opens N keep-alive connections to the recorder, one a millisecond, each "
+                 f"sending one request. Probe latency in µs; one row per run.\n")
+    lines.append("| build | new connections | run | answered | p50 | p99 | p99.9 | max |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for label, n, rep, answered, lat in rows:
+        lines.append(f"| {label} | {n:,} | {rep} | {answered:,} | {fmt(lat['p50'])} | {fmt(lat['p99'])} "
+                     f"| {fmt(lat['p999'])} | {fmt(lat['max'])} |")
+    lines.append("")
+
+
 def bench_replay_memory(args, tmp, lines):
     """Peak RSS of `tapedeck replay` over a large synthetic tape (results written)."""
     count = args.big_tape
@@ -869,7 +957,7 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="a few seconds per section")
-    ap.add_argument("--sections", default="proxy,half,replay,memory,mock")
+    ap.add_argument("--sections", default="proxy,half,growth,replay,memory,mock")
     ap.add_argument("--reps", type=int, help="override repetitions")
     ap.add_argument("--seconds", type=int, help="override seconds per load run")
     ap.add_argument("--paths", help="override proxy paths, e.g. /large")
@@ -882,6 +970,7 @@ def main():
     ap.add_argument("--seal-compare", action="store_true",
                     help="also record with --seal-backlog 0 (sealing at normal priority)")
     ap.add_argument("--rates", help="override open-loop rates, e.g. 10000,50000")
+    ap.add_argument("--base-bin", help="growth section: also measure this (earlier) build's recorder")
     args = ap.parse_args()
     if args.smoke:
         args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 2, 1, [16], ["/small"], [1000], 20_000
@@ -904,6 +993,8 @@ def main():
             proxy_results = bench_proxy(args, tmp, lines)
         if "half" in sections:
             bench_latency_at_half_rate(args, tmp, lines, proxy_results)
+        if "growth" in sections:
+            bench_conn_growth(args, tmp, lines)
         if "replay" in sections:
             bench_replay(args, tmp, lines)
         if "memory" in sections:

@@ -4,7 +4,7 @@
 #
 #   benches/run.sh            full run (≈ 30 min on 2 cores), writes benches/results-macro.md
 #   benches/run.sh --smoke    a few seconds per section, to check the harness works
-#   SECTIONS=proxy,half benches/run.sh    only some sections (proxy, half, replay, memory, mock)
+#   SECTIONS=proxy,half benches/run.sh    only some sections (proxy, half, growth, replay, memory, mock)
 #   TAPEDECK=target/debug/tapedeck benches/run.sh --smoke   use this binary, skip the release build
 #   MACRO_ARGS="--cpu-cap 0 --seal-compare" benches/run.sh   extra benches/macro.py flags
 #

@@ -206,6 +206,9 @@ impl Mock {
             None => None,
             Some(a) => Some(admin::Admin::start(a, shared.clone())?),
         };
+        // Grown once now rather than by doubling while connections arrive: each growth stalls
+        // a worker, and every connection on it, for 5–10 ms.
+        tapedeck_common::net::reserve_fd_table(tapedeck_common::net::SERVER_FD_TABLE);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut workers = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {

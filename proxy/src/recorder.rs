@@ -196,6 +196,9 @@ impl Recorder {
             engine = s.engine.name(),
             "recording proxy started"
         );
+        // Grown once now rather than by doubling while connections arrive: each growth stalled
+        // a worker, and every connection on it, for 5–10 ms.
+        tapedeck_common::net::reserve_fd_table(tapedeck_common::net::SERVER_FD_TABLE);
         let served = match s.engine {
             Engine::Hyper => engine::hyper::run(&s, capture, readiness),
             Engine::Pingora => engine::pingora::run(&s, capture, readiness),

@@ -481,26 +481,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The error and its sources, joined with `: `.
-/// Grows this process's file-descriptor table to hold `fds` descriptors now, before the clock
-/// starts. The kernel grows it on demand by doubling, and in a threaded process each growth
-/// waits for an RCU grace period (`synchronize_rcu` in `expand_files`): 5–10 ms of the thread
-/// that opened the descriptor. In open loop that is the sending thread, in the very burst that
-/// needs new connections; five doublings on the way to a few hundred connections made a 40 ms
-/// stall at the start of a 50k/s run (`perf sched timehist`, issue 14). Best effort, capped by
-/// the soft `RLIMIT_NOFILE`.
-pub(crate) fn reserve_fd_table(fds: usize) {
-    use rustix::process::{Resource, getrlimit};
-    let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    let Ok(top) = i32::try_from((fds as u64).min(limit.saturating_sub(1))) else {
-        return;
-    };
-    // A duplicate at the lowest free number ≥ `top` makes the table that large; both
-    // descriptors are closed at once.
-    if let Ok(f) = std::fs::File::open("/dev/null") {
-        drop(rustix::io::fcntl_dupfd_cloexec(&f, top));
-    }
-}
-
 pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -582,31 +562,6 @@ pub(crate) fn classify(e: &(dyn std::error::Error + 'static), connect: bool) -> 
 
 #[cfg(test)]
 mod tests {
-    /// The table size the kernel reports (`FDSize` in `/proc/self/status`).
-    fn fd_table_size() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("FDSize:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("FDSize")
-    }
-
-    #[test]
-    fn fd_table_is_grown_ahead() {
-        use rustix::process::{Resource, getrlimit};
-        let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-        let want = 5000u64.min(limit - 1);
-        super::reserve_fd_table(5000);
-        assert!(
-            fd_table_size() > want,
-            "FDSize {} ≤ {want}",
-            fd_table_size()
-        );
-        // Beyond the limit: capped, no error.
-        super::reserve_fd_table(usize::MAX);
-    }
-
     use super::*;
 
     #[test]

@@ -71,7 +71,7 @@ fn harness_smoke_run_produces_every_table() {
         .arg(root.join("benches/run.sh"))
         .arg("--smoke")
         .env("TAPEDECK", env!("CARGO_BIN_EXE_tapedeck"))
-        .env("SECTIONS", "proxy,replay,mock")
+        .env("SECTIONS", "proxy,growth,replay,mock")
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -142,8 +142,25 @@ fn harness_smoke_run_produces_every_table() {
             );
         }
     }
-    let open = row(&report, &["1,000", "1"]);
-    assert!(number(open[2]) > 0.0, "open loop sent nothing:\n{report}");
+    // Open loop: one row per tape (the run's achieved rate in the fourth cell).
+    for tape in ["recorded", "synth"] {
+        let open = row(&report, &[tape, "1,000", "1"]);
+        assert!(
+            number(open[3]) > 0.0,
+            "open loop sent nothing ({tape}):\n{report}"
+        );
+    }
+    // Growth section: the probe ran through the recorder with and without the connections
+    // arriving, and every arriving connection was answered.
+    let quiet = row(&report, &["this build", "0", "1"]);
+    assert!(number(quiet[5]) > 0.0, "no probe latency:\n{report}");
+    let growing = table_rows(&report)
+        .find(|c| c.len() > 4 && c[0] == "this build" && c[1] != "0" && c[2] == "1")
+        .unwrap_or_else(|| panic!("no growth row with connections:\n{report}"));
+    assert_eq!(
+        growing[1], growing[3],
+        "not every arriving connection was answered:\n{report}"
+    );
     // Mock section: every server answered (the harness refuses runs with misses).
     for server in ["mock, untraced", "mock, traced", "mock, traced, --out"] {
         assert!(

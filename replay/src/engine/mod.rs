@@ -300,12 +300,14 @@ async fn run_replay(r: Replay<'_>) -> Result<ReplaySummary, ReplayError> {
         Drive::Open(_) => open_loop::spares(config.max_in_flight),
         Drive::Closed { .. } => 0,
     };
-    // Every connection the run may open, and some files.
+    // Every connection the run may open, and some files, before the clock starts: a table
+    // growth mid-run stalled the sending thread for 5–10 ms each, and in open loop the first
+    // stall made the burst of connections that made the next ones (issue 14).
     let in_flight = match &drive {
         Drive::Open(_) => config.max_in_flight,
         Drive::Closed { concurrency } => *concurrency,
     };
-    crate::conn::reserve_fd_table(in_flight.saturating_mul(config.targets.len()) + 64);
+    tapedeck_common::net::reserve_fd_table(in_flight.saturating_mul(config.targets.len()) + 64);
     let h2_conns = config.connections.unwrap_or(threads);
     let shared = matches!(drive, Drive::Open(_));
     let workers = workers::Workers::start(threads, shared, &endpoints, h2_conns, spare, &res_tx)?;

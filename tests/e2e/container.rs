@@ -262,8 +262,20 @@ fn dockerfile_rust_image_builds_the_lockfile() {
         build_release, runtime_release,
         "build and runtime Debian releases"
     );
+    // This platform's packages only: a build downloads no others (`android_system_properties`,
+    // say), so `--offline` metadata of every platform fails on a fresh machine. The image is
+    // built for Linux, like this machine.
+    let rustc = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .expect("rustc -vV names the host");
     let o = Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["--filter-platform", &host])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo metadata");

@@ -707,7 +707,7 @@ GROWTH_RATE, GROWTH_REQUESTS = 2000, 8000
 
 def open_connections(port, n, hold, ready):
     """Opens `n` keep-alive connections to `port`, one a millisecond, each sending `GET /small`
-    once; sets `ready` with the number answered, then holds them `hold` seconds."""
+    once; appends the number answered to `ready`, then holds them `hold` seconds."""
     socks, t0 = [], time.monotonic()
     try:
         for i in range(n):
@@ -762,7 +762,7 @@ def bench_conn_growth(args, tmp, lines):
                         opener = threading.Thread(target=open_connections, args=(port, n, 4, ready), daemon=True)
                         opener.start()
                         out = tempfile.mkdtemp(prefix="growth-", dir=tmp)
-                        # Run as `args.bin`'s replay whatever recorder is measured: one probe.
+                        # The probe is always this build's replay, whichever recorder is measured.
                         s, _ = replay_run(args, ["--tape", tape, "--target", f"t=http://127.0.0.1:{port}",
                                                  "--out", out, "--rate", str(GROWTH_RATE), "--limit",
                                                  str(GROWTH_REQUESTS), "--allow-same-host"], 120, 1)

@@ -560,6 +560,20 @@ pub(crate) fn classify(e: &(dyn std::error::Error + 'static), connect: bool) -> 
     }
 }
 
+/// Tests: the endpoint of one `--target NAME=URL`, validated as `replay` would.
+#[cfg(test)]
+pub(crate) fn test_endpoint(target: &str, connect_timeout: Duration) -> Endpoint {
+    let cfg = crate::config::ReplayOptions {
+        tape: vec!["t".into()],
+        out: Some("o".into()),
+        targets: vec![target.to_owned()],
+        ..Default::default()
+    }
+    .validate()
+    .expect("valid");
+    Endpoint::new(cfg.targets()[0].clone(), connect_timeout, cfg.tls.as_ref()).expect("endpoint")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,20 +590,7 @@ mod tests {
     }
 
     fn endpoint(url: &str) -> Endpoint {
-        let cfg = crate::config::ReplayOptions {
-            tape: vec!["t".into()],
-            out: Some("o".into()),
-            targets: vec![format!("t={url}")],
-            ..Default::default()
-        }
-        .validate()
-        .expect("valid");
-        Endpoint::new(
-            cfg.targets()[0].clone(),
-            Duration::from_secs(1),
-            cfg.tls.as_ref(),
-        )
-        .expect("endpoint")
+        test_endpoint(&format!("t={url}"), Duration::from_secs(1))
     }
 
     #[test]

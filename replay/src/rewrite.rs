@@ -309,20 +309,7 @@ mod tests {
     }
 
     fn endpoint() -> Endpoint {
-        let cfg = crate::config::ReplayOptions {
-            tape: vec!["t".into()],
-            out: Some("o".into()),
-            targets: vec!["cand=http://127.0.0.1:9".into()],
-            ..Default::default()
-        }
-        .validate()
-        .expect("valid");
-        Endpoint::new(
-            cfg.targets()[0].clone(),
-            std::time::Duration::from_secs(1),
-            None,
-        )
-        .expect("endpoint")
+        crate::conn::test_endpoint("cand=http://127.0.0.1:9", std::time::Duration::from_secs(1))
     }
 
     #[test]

@@ -372,6 +372,7 @@ fn version_str(v: Version) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::test_endpoint;
 
     /// A prepared `GET /` with no header rules.
     fn get_root() -> Prepared {
@@ -414,16 +415,10 @@ mod tests {
                 out.write_all(answer).expect("write");
             }
         });
-        let cfg = crate::config::ReplayOptions {
-            tape: vec!["t".into()],
-            out: Some("o".into()),
-            targets: vec![format!("t=http://127.0.0.1:{port}")],
-            ..Default::default()
-        }
-        .validate()
-        .expect("valid");
-        let ep = Endpoint::new(cfg.targets()[0].clone(), Duration::from_secs(5), None)
-            .expect("endpoint");
+        let ep = test_endpoint(
+            &format!("t=http://127.0.0.1:{port}"),
+            Duration::from_secs(5),
+        );
         let pool = Pool::new(std::sync::Arc::new(ep), 1, 0);
         let p = get_root();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -478,22 +473,10 @@ mod tests {
     /// stays behind a box (`Endpoint::connect`).
     #[test]
     fn the_request_future_stays_small() {
-        let cfg = crate::config::ReplayOptions {
-            tape: vec!["t".into()],
-            out: Some("o".into()),
-            targets: vec!["t=https://127.0.0.1:9".into()],
-            ..Default::default()
-        }
-        .validate()
-        .expect("valid");
-        let ep = std::sync::Arc::new(
-            Endpoint::new(
-                cfg.targets()[0].clone(),
-                Duration::from_secs(1),
-                cfg.tls.as_ref(),
-            )
-            .expect("endpoint"),
-        );
+        let ep = std::sync::Arc::new(test_endpoint(
+            "t=https://127.0.0.1:9",
+            Duration::from_secs(1),
+        ));
         let pool = Pool::new(ep, 1, 0);
         let p = get_root();
         let s = SendSettings {

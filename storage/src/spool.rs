@@ -11,12 +11,12 @@
 //! while records keep coming, so producers that hand over small batches never pay a wake-up
 //! each. Per wake-up it takes every batch waiting in the queue, appends each record to
 //! a [`BatchEncoder`] (Arrow builders, pre-sized after the first batch) and drops the producer's
-//! batch once it is encoded, releasing its bytes in the queue. At `flush_interval`,
-//! `flush_rows` or `flush_bytes` the builders become one `RecordBatch`, written to the segment
-//! and flushed to the OS (`fsync` if asked). A segment is closed (end-of-stream marker) and
-//! handed to the sealer, which fsyncs it before anything else, when it reaches
-//! `segment_max_bytes`, `segment_max_age`, or the wall-clock hour changes. A failed write drops that batch (counted as `dropped_io`), marks the
-//! writer degraded, and abandons the segment (readable up to its last complete batch); the next
+//! batch once it is encoded, releasing its bytes in the queue. At `flush_interval`, `flush_rows` or
+//! `flush_bytes` the builders become one `RecordBatch`, written to the segment and flushed to the
+//! OS (`fsync` if asked). A segment is closed (end-of-stream marker) and handed to the sealer,
+//! which fsyncs it before anything else, when it reaches `segment_max_bytes`, `segment_max_age`, or
+//! the wall-clock hour changes. A failed write drops that batch (counted as `dropped_io`), marks
+//! the writer degraded, and abandons the segment (readable up to its last complete batch); the next
 //! batch opens a fresh one, so recording resumes when the disk does.
 
 use std::collections::VecDeque;

@@ -7,6 +7,7 @@
 //! | [`tls`] | rustls set-up: reading and checking PEM files, root stores, client and server configurations | proxy, replay, ticket webhooks |
 //! | [`parse`] | sizes (`1MiB`), durations (`250ms`), times (RFC 3339 or µs) | every flag and config key |
 //! | [`format`](mod@format) | `1,234,567`, `1.5 KiB`, RFC 3339 | reports, summaries |
+//! | [`timer`] | coarse timers (head, idle and upstream deadlines) served by one thread, without tokio's timer driver | proxy workers, `net::accept_until` |
 //! | [`trace`] | trace ids from `traceparent` (or a chosen header), and new `traceparent` values | proxy (record), replay, mocks |
 //!
 //! Invariants:
@@ -25,6 +26,7 @@ pub mod net;
 pub mod parse;
 pub mod redact;
 pub mod stop;
+pub mod timer;
 pub mod tls;
 pub mod trace;
 

@@ -114,11 +114,21 @@ fn listens_on(table: &str, port: u16) -> bool {
     })
 }
 
-/// A worker thread's runtime: current-thread, with I/O and timers.
+/// A worker thread's runtime: current-thread, with I/O and tokio's timers.
 pub fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
+        .build()
+}
+
+/// A worker thread's runtime without tokio's timer driver (its clock reads and wheel turns on
+/// every park): for workers whose deadlines are all [`crate::timer`]s. Anything on it that
+/// uses `tokio::time` panics.
+pub fn io_worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    crate::timer::start()?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
         .build()
 }
 
@@ -135,8 +145,7 @@ pub async fn accept_until(
 ) {
     tokio::pin!(stop);
     // A disabled tick still needs a value for `select!`; its branch is never polled.
-    let mut interval = tokio::time::interval(tick.unwrap_or(Duration::from_secs(3600)));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut interval = crate::timer::Interval::new(tick.unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
             biased;
@@ -157,7 +166,7 @@ async fn accept_failed(e: std::io::Error) {
         Some(23 | 24) => {
             // ENFILE, EMFILE
             warn!(error = %e, "cannot accept: out of file descriptors; retrying in 100 ms");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            crate::timer::sleep(Duration::from_millis(100)).await;
         }
         _ => debug!(error = %e, "accept failed"),
     }

@@ -61,12 +61,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 use tracing::debug;
 
-use crate::engine::timer::Timer;
 use crate::metrics::Metrics;
+use tapedeck_common::timer::Timer;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 pub(crate) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -13,7 +13,6 @@
 pub(crate) mod head_deadline;
 pub(crate) mod hyper;
 pub(crate) mod pingora;
-pub(crate) mod timer;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

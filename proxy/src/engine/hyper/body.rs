@@ -24,15 +24,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::time::Instant;
 use tapedeck_storage::{ErrorKind, Exchange};
-use tokio::time::Instant;
 
 use super::Shared;
 use super::drive::Streams;
 use super::upstream::body_error_kind;
 use crate::capture::{BodyCapture, Failure, ResponseCapture, Timings};
 use crate::engine::head_deadline::Phase;
-use crate::engine::timer::Timer;
+use tapedeck_common::timer::Timer;
 
 /// What the client did wrong with its request body, as seen by [`ReqBody`].
 const CLIENT_OK: u8 = 0;

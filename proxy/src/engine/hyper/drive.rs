@@ -15,8 +15,9 @@ use hyper::body::{Body, Incoming};
 use hyper::rt::bounds::Http2ServerConnExec;
 use hyper::rt::{Read, Write};
 use hyper::service::HttpService;
+use std::time::Instant;
 use tapedeck_common::stop::Stopper;
-use tokio::time::{Instant, Sleep};
+use tapedeck_common::timer::Sleep;
 
 /// A served connection that can be asked to finish (hyper's HTTP/1 and HTTP/2 connections).
 pub(crate) trait Graceful: Future {
@@ -101,7 +102,7 @@ pub(crate) struct Drive<C> {
     stopper: Arc<Stopper>,
     key: Option<u64>,
     finishing: bool,
-    idle: Option<(Arc<Streams>, Duration, Pin<Box<Sleep>>)>,
+    idle: Option<(Arc<Streams>, Duration, Sleep)>,
 }
 
 impl<C: Graceful> Drive<C> {
@@ -121,7 +122,7 @@ impl<C: Graceful> Drive<C> {
         self.idle = Some((
             streams,
             idle_timeout,
-            Box::pin(tokio::time::sleep_until(first)),
+            tapedeck_common::timer::sleep_until(first),
         ));
         self
     }
@@ -148,16 +149,16 @@ impl<C: Graceful> Future for Drive<C> {
         }
         if !this.finishing
             && let Some((streams, idle_timeout, sleep)) = &mut this.idle
-            && sleep.as_mut().poll(cx).is_ready()
+            && Pin::new(&mut *sleep).poll(cx).is_ready()
         {
             let idle = match streams.idle_until(*idle_timeout) {
                 Some(at) if at <= Instant::now() => true,
                 Some(at) => {
-                    sleep.as_mut().reset(at);
+                    sleep.reset(at);
                     false
                 }
                 None => {
-                    sleep.as_mut().reset(Instant::now() + *idle_timeout);
+                    sleep.reset(Instant::now() + *idle_timeout);
                     false
                 }
             };
@@ -165,7 +166,7 @@ impl<C: Graceful> Future for Drive<C> {
                 this.finish();
             } else {
                 // Register the timer again.
-                let _ = sleep.as_mut().poll(cx);
+                let _ = Pin::new(&mut *sleep).poll(cx);
             }
         }
         this.conn.as_mut().poll(cx)

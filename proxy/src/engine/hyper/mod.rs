@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  main thread: signals (SIGTERM graceful, SIGINT fast), the grace period
-//!  worker thread × threads: current_thread tokio runtime (I/O + timers)
+//!  worker thread × threads: current_thread tokio runtime (I/O only: deadlines are
+//!    `tapedeck_common::timer`s, served by one timer thread)
 //!    SO_REUSEPORT listener ─ accept ─► connection task
 //!      DeadlineIo (head deadline, idle timeout, h2c sniff; engine::head_deadline)  or  TLS (rustls, ALPN h2/http1.1)
 //!      hyper server conn (HTTP/1.1 with upgrades, or HTTP/2) ─► ProxyService::call
@@ -264,7 +265,7 @@ fn worker(
     readiness: Arc<Readiness>,
     mut stop: watch::Receiver<Stop>,
 ) {
-    let rt = match tapedeck_common::net::worker_runtime() {
+    let rt = match tapedeck_common::net::io_worker_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start a worker runtime");
@@ -272,8 +273,7 @@ fn worker(
         }
     };
     rt.block_on(async {
-        let mut tick = tokio::time::interval(shared.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tapedeck_common::timer::Interval::new(shared.tick);
         match TcpListener::from_std(listener) {
             Ok(listener) => {
                 let up = Arc::new(WorkerUpstream::default());
@@ -336,22 +336,26 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, sh: Arc<Shared>, up: Arc<Worker
             }
         }
         Some(acceptor) => {
-            let tls =
-                match tokio::time::timeout(sh.limits.header_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        debug!(error = %e, "TLS handshake with a client failed");
-                        return;
-                    }
-                    Err(_) => {
-                        sh.limits
-                            .metrics
-                            .client_timeouts_header
-                            .fetch_add(1, Ordering::Relaxed);
-                        debug!("TLS handshake not complete within header-timeout; closing");
-                        return;
-                    }
-                };
+            let tls = match tapedeck_common::timer::timeout(
+                sh.limits.header_timeout,
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "TLS handshake with a client failed");
+                    return;
+                }
+                Err(_) => {
+                    sh.limits
+                        .metrics
+                        .client_timeouts_header
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!("TLS handshake not complete within header-timeout; closing");
+                    return;
+                }
+            };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = DeadlineIo::new(tls, Arc::new(Phase::new(h2)), Some(peer), sh.limits.clone());
             if h2 {

@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version};
@@ -35,10 +35,10 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
+use tapedeck_common::timer::Timer;
 use tapedeck_storage::ErrorKind;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tracing::debug;
@@ -95,18 +95,20 @@ impl ConnUpstream {
 }
 
 /// A client connection's timer for the wait of each request's response head, kept between
-/// requests: moving a registered timer later costs far less than making a new one.
+/// requests: a timer is registered once and then only moved.
 #[derive(Debug, Default)]
-pub(crate) struct TimerSlot(Mutex<Option<Pin<Box<Sleep>>>>);
+pub(crate) struct TimerSlot(Mutex<Option<Timer>>);
 
 impl TimerSlot {
-    fn take(&self) -> Option<Pin<Box<Sleep>>> {
+    fn take(&self) -> Option<Timer> {
         self.0.lock().ok().and_then(|mut s| s.take())
     }
 
-    fn put(&self, sleep: Pin<Box<Sleep>>) {
+    fn put(&self, mut timer: Timer) {
+        // Kept for the next wait, not woken for this one.
+        timer.disarm();
         if let Ok(mut s) = self.0.lock() {
-            *s = Some(sleep);
+            *s = Some(timer);
         }
     }
 }
@@ -468,19 +470,19 @@ impl Upstream {
         progress: Option<&ReqState>,
         slot: Option<&TimerSlot>,
     ) -> Result<F::Output, UpError> {
-        let sleep = slot.and_then(TimerSlot::take);
+        let timer = slot.and_then(TimerSlot::take).unwrap_or_default();
         let silence = Silence {
             fut,
-            sleep,
-            armed: false,
+            timer,
+            deadline: None,
             timeout: self.timeout,
             progress,
             seen: progress.map_or(0, |p| p.progress()),
         };
         tokio::pin!(silence);
         let out = silence.as_mut().await;
-        if let (Some(slot), Some(sleep)) = (slot, silence.project().sleep.take()) {
-            slot.put(sleep);
+        if let Some(slot) = slot {
+            slot.put(std::mem::take(silence.project().timer));
         }
         out.ok_or(UpError::Timeout)
     }
@@ -523,7 +525,7 @@ impl Upstream {
             authority.host(),
             authority.port_u16().unwrap_or(80)
         );
-        let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+        let addrs: Vec<SocketAddr> = match tapedeck_common::timer::timeout(
             self.connect_timeout,
             tokio::net::lookup_host(target.as_str()),
         )
@@ -580,17 +582,20 @@ impl Upstream {
     /// Connects to `addr`, with the upstream's TLS and h2c settings when `configured` (else
     /// plain HTTP/1.1, for forward-proxy targets).
     async fn connect_to(&self, addr: SocketAddr, configured: bool) -> Result<Connected, UpError> {
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(UpError::Connect(e)),
-            Err(_) => return Err(UpError::ConnectTimeout),
-        };
+        let tcp =
+            match tapedeck_common::timer::timeout(self.connect_timeout, TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) => return Err(UpError::Connect(e)),
+                Err(_) => return Err(UpError::ConnectTimeout),
+            };
         let _ = tcp.set_nodelay(true);
         let tls = if configured { self.tls.as_ref() } else { None };
         let io = match tls {
             None => UpIo::Plain(tcp),
             Some((connector, name)) => {
-                match tokio::time::timeout(
+                match tapedeck_common::timer::timeout(
                     self.connect_timeout,
                     connector.connect(name.clone(), tcp),
                 )
@@ -676,13 +681,13 @@ fn for_h1<B>(req: &mut Request<B>) {
 
 pin_project_lite::pin_project! {
     /// Waits for a future while the upstream is not silent for `timeout` (see
-    /// [`Upstream::wait`]). The timer is created only if the future is not ready at once.
+    /// [`Upstream::wait`]). The clock is read only if the future is not ready at once.
     struct Silence<'a, F> {
         #[pin]
         fut: F,
-        sleep: Option<Pin<Box<Sleep>>>,
-        // Whether `sleep` is set for this wait.
-        armed: bool,
+        timer: Timer,
+        // When the upstream has been silent for too long, once this wait has had to wait.
+        deadline: Option<Instant>,
         timeout: Duration,
         progress: Option<&'a ReqState>,
         seen: u64,
@@ -698,19 +703,11 @@ impl<F: Future> Future for Silence<'_, F> {
             return Poll::Ready(Some(out));
         }
         let timeout = *this.timeout;
-        let sleep = match this.sleep {
-            Some(s) => {
-                if !*this.armed {
-                    // A timer reused from an earlier wait: moving it later is cheap.
-                    s.as_mut().reset(Instant::now() + timeout);
-                }
-                s
-            }
-            None => this.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
-        };
-        *this.armed = true;
         loop {
-            if sleep.as_mut().poll(cx).is_pending() {
+            let deadline = *this
+                .deadline
+                .get_or_insert_with(|| Instant::now() + timeout);
+            if this.timer.poll_until(cx, deadline).is_pending() {
                 return Poll::Pending;
             }
             let now = this.progress.map_or(0, |p| p.progress());
@@ -719,7 +716,7 @@ impl<F: Future> Future for Silence<'_, F> {
             }
             // The request body moved meanwhile: the upstream is reading; wait again.
             *this.seen = now;
-            sleep.as_mut().reset(Instant::now() + timeout);
+            *this.deadline = Some(Instant::now() + timeout);
         }
     }
 }

@@ -21,6 +21,7 @@
 //! replay results alike; it is documented column by column in `docs/tape-format.md`.
 #![forbid(unsafe_code)]
 
+mod cpu_limit;
 mod error;
 mod exchange;
 pub mod layout;

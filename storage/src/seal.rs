@@ -26,11 +26,18 @@
 //! than one that changes its priority. `seal_backlog = 0` starts only the normal lane (seal
 //! everything at once, as before).
 //!
+//! A CPU limit (a cgroup quota, such as a Kubernetes limit) is spent by every thread whatever
+//! its nice value, so under one the idle lane also waits — before a segment and between two of
+//! its batches — while the process is being throttled by its quota and the rest of the process
+//! uses at least as much CPU as the lane ([`crate::cpu_limit`]); the backlog bound and the normal
+//! lane work as above.
+//!
 //! Crash safety: a closed segment is complete when it is queued and fsynced by the normal lane
 //! right away, before either lane seals it (the spool thread itself never waits for the disk);
 //! segments left by a crash are queued again by the next writer. A segment that fails to seal is
 //! retried every 5 s; one that cannot be read is moved aside as `.corrupt`.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::BufWriter;
@@ -49,8 +56,9 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::cpu_limit::CpuLimit;
 use crate::error::{Result, StorageError};
 use crate::layout::{self, SEGMENT_EXT};
 use crate::schema::{META_SEGMENT, col};
@@ -465,6 +473,7 @@ impl SealLanes {
                 shared: shared.clone(),
                 queue: lanes.queue.clone(),
                 lane,
+                limit: RefCell::new(None),
             };
             let name = match lane {
                 Lane::Idle => "tape-seal-idle",
@@ -538,15 +547,21 @@ struct Sealer {
     shared: Arc<Shared>,
     queue: Arc<JobQueue>,
     lane: Lane,
+    /// The idle lane's watch on the process's CPU limit, if it has one.
+    limit: RefCell<Option<CpuLimit>>,
 }
+
+/// How long the idle lane waits before it looks at the CPU limit again.
+const LIMIT_PAUSE: Duration = Duration::from_millis(250);
 
 impl Sealer {
     fn run(self) {
-        if self.lane == Lane::Idle
-            && let Err(e) = lower_priority()
-        {
-            // Sealing still happens, at normal priority: what the writer did before.
-            warn!(error = %e, "cannot lower the seal thread's priority; sealing at normal priority");
+        if self.lane == Lane::Idle {
+            if let Err(e) = lower_priority() {
+                // Sealing still happens, at normal priority: what the writer did before.
+                warn!(error = %e, "cannot lower the seal thread's priority; sealing at normal priority");
+            }
+            *self.limit.borrow_mut() = CpuLimit::discover();
         }
         let mut s = self.queue.lock();
         loop {
@@ -579,6 +594,16 @@ impl Sealer {
                 .jobs
                 .iter()
                 .position(|j| j.synced && j.due.is_none_or(|d| d <= now));
+            if may_take && available.is_some() && self.at_cpu_limit() {
+                // Not now: look again after a pause (a close or a new bound wakes it earlier).
+                let (g, _) = self
+                    .queue
+                    .cv
+                    .wait_timeout(s, LIMIT_PAUSE)
+                    .unwrap_or_else(|e| e.into_inner());
+                s = g;
+                continue;
+            }
             if may_take && let Some(job) = available.and_then(|i| s.jobs.remove(i)) {
                 if self.lane == Lane::Idle {
                     s.idle_busy = true;
@@ -627,11 +652,46 @@ impl Sealer {
         }
     }
 
-    /// Seals one segment.
+    /// Whether the idle lane should leave the CPU to the rest of the process (see the module
+    /// docs). Logs when it first does.
+    fn at_cpu_limit(&self) -> bool {
+        if self.lane != Lane::Idle {
+            return false;
+        }
+        let mut limit = self.limit.borrow_mut();
+        let Some(l) = limit.as_mut() else {
+            return false;
+        };
+        let wait = l.should_wait();
+        if wait && !l.reported() {
+            info!(
+                "the process is at its CPU limit: the idle seal lane waits while the proxy needs the quota (the backlog bound still applies)"
+            );
+        }
+        wait
+    }
+
+    /// Seals one segment. The idle lane gives it back if the writer starts closing, and waits
+    /// between two batches while the process is at its CPU limit.
     fn seal(&self, segment: &Path) -> Sealed {
         let c = &self.shared.counters;
         let urgent = || self.lane == Lane::Idle && self.queue.lock().urgent;
-        match seal_segment_unless(&self.dir, segment, &self.settings, &self.metadata, &urgent) {
+        let between_batches = || loop {
+            if urgent() {
+                return true;
+            }
+            if !self.at_cpu_limit() {
+                return false;
+            }
+            std::thread::sleep(LIMIT_PAUSE);
+        };
+        match seal_segment_unless(
+            &self.dir,
+            segment,
+            &self.settings,
+            &self.metadata,
+            &between_batches,
+        ) {
             Ok(None) => {
                 debug!(segment = %segment.display(), "closing: the idle seal lane hands the segment over");
                 Sealed::GivenBack

@@ -25,6 +25,8 @@ pub(crate) struct CpuLimit {
     /// `cpu.stat` of each cgroup with a quota on this process's path.
     stats: Vec<PathBuf>,
     last: Option<Sample>,
+    /// The answer of the last look, repeated until the next.
+    waiting: bool,
     /// Whether a wait was reported (see [`CpuLimit::reported`]).
     reported: bool,
 }
@@ -66,26 +68,30 @@ impl CpuLimit {
         (!stats.is_empty()).then_some(CpuLimit {
             stats,
             last: None,
+            waiting: false,
             reported: false,
         })
     }
 
     /// Whether the calling seal thread should wait (see the [module docs](self)). Looks at most
-    /// every 100 ms; in between, repeats the last answer's "no".
+    /// every 100 ms; in between, repeats the last answer. The thread's own CPU time is part of
+    /// the answer, so it must be the thread that calls.
     pub(crate) fn should_wait(&mut self) -> bool {
         let now = Instant::now();
         if self
             .last
             .is_some_and(|l| now.duration_since(l.at) < LOOK_EVERY)
         {
-            return false;
+            return self.waiting;
         }
         let Some(s) = self.sample(now) else {
+            // Unreadable now (the cgroup went away): do not hold sealing back.
+            self.waiting = false;
             return false;
         };
-        let wait = self.last.is_some_and(|l| l.wait_until(&s));
+        self.waiting = self.last.is_some_and(|l| l.wait_until(&s));
         self.last = Some(s);
-        wait
+        self.waiting
     }
 
     /// False the first time it is called, true afterwards: for logging the first wait once.

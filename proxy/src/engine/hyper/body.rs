@@ -20,11 +20,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use std::time::Instant;
+use tapedeck_common::timer::Timer;
 use tapedeck_storage::{ErrorKind, Exchange};
 
 use super::Shared;
@@ -32,7 +32,6 @@ use super::drive::Streams;
 use super::upstream::body_error_kind;
 use crate::capture::{BodyCapture, Failure, ResponseCapture, Timings};
 use crate::engine::head_deadline::Phase;
-use tapedeck_common::timer::Timer;
 
 /// What the client did wrong with its request body, as seen by [`ReqBody`].
 const CLIENT_OK: u8 = 0;

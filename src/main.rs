@@ -32,6 +32,7 @@ mod mock;
 mod output;
 mod record;
 mod replay;
+mod seal;
 mod serve;
 mod synth;
 mod ticket;
@@ -84,6 +85,8 @@ enum Command {
     /// Serve the demo's sample API alone (benchmarks of the judge).
     #[command(hide = true)]
     SampleApi(demo::SampleApiArgs),
+    /// Seal what a recorder left in a tape's spool (a crash, a kill) into Parquet, without starting one.
+    Seal(seal::Args),
     /// Serve check runs over HTTP: an Argo Rollouts Web provider and Flagger webhooks.
     Serve(Box<serve::Args>),
     /// Write a tape of synthetic JSON API traffic (to try tapedeck, and for tests and benchmarks).
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
         Command::Record(args) => record::run(*args),
         Command::Replay(args) => replay::run(args),
         Command::SampleApi(args) => demo::run_sample_api(args),
+        Command::Seal(args) => seal::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Synth(args) => synth::run(args),
         Command::Ticket(args) => ticket::run(*args),

@@ -50,8 +50,8 @@ pub use reader::{
 pub use schema::{SCHEMA_VERSION, SchemaError};
 pub use seal::{SealOutcome, seal};
 pub use writer::{
-    AppendError, BatchOutcome, Health, LOCK_FILE, MAX_STORED_BODY, TapeSender, TapeWriter,
-    TapeWriterBuilder, WhenFull, WriterStats,
+    AppendError, BatchOutcome, Health, LOCK_FILE, MAX_STORED_BODY, SealedLeftovers, TapeSender,
+    TapeWriter, TapeWriterBuilder, WhenFull, WriterStats,
 };
 
 /// Re-exported so that callers can handle batches without naming arrow crates themselves.

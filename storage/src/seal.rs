@@ -787,6 +787,60 @@ mod tests {
     }
 
     #[test]
+    fn sealing_leftovers_empties_the_spool_and_respects_the_lock() {
+        let tape = tempfile::tempdir().expect("tempdir");
+        segment(tape.path(), 10);
+        segment(tape.path(), 5);
+        {
+            // A writer holds the tape: sealing its spool from outside is refused.
+            let w = TapeWriter::builder(tape.path())
+                .seal_backlog(u64::MAX)
+                .open()
+                .expect("writer");
+            let err = TapeWriter::builder(tape.path())
+                .seal_leftovers()
+                .expect_err("in use");
+            assert!(matches!(err, StorageError::InUse { .. }), "{err}");
+            drop(w);
+        }
+        // The writer above sealed them on close; leave two more, as a crash would.
+        segment(tape.path(), 7);
+        segment(tape.path(), 3);
+        let done = TapeWriter::builder(tape.path())
+            .seal_leftovers()
+            .expect("seal");
+        assert_eq!(
+            (done.segments, done.rows, done.failed, done.left),
+            (2, 10, 0, 0)
+        );
+        assert!(done.files >= 1 && done.bytes > 0, "{done:?}");
+        let spool = tape.path().join(layout::SPOOL_DIR);
+        assert!(
+            crate::writer::list_segments(&spool)
+                .expect("list")
+                .is_empty()
+        );
+        let rows = crate::Tape::open(&[tape.path()])
+            .expect("tape")
+            .exchanges(crate::Filter::default())
+            .map(|e| e.expect("row"))
+            .count();
+        assert_eq!(rows, 25);
+        // Nothing left: nothing to do, and no empty segment made on the way.
+        let again = TapeWriter::builder(tape.path())
+            .seal_leftovers()
+            .expect("seal");
+        assert_eq!((again.segments, again.rows, again.left), (0, 0, 0));
+        // No tape there: an error, and nothing is created.
+        let missing = tape.path().join("missing");
+        let err = TapeWriter::builder(&missing)
+            .seal_leftovers()
+            .expect_err("no tape");
+        assert!(matches!(err, StorageError::NoTape { .. }), "{err}");
+        assert!(!missing.exists());
+    }
+
+    #[test]
     fn an_aborted_seal_leaves_the_segment_and_nothing_else() {
         let tape = tempfile::tempdir().expect("tempdir");
         let seg = segment(tape.path(), 10);

@@ -210,6 +210,34 @@ impl TapeWriterBuilder {
         TapeWriter::start(self)
     }
 
+    /// Seals the spool segments earlier writers left in the tape (a crash, a kill, a recorder
+    /// stopped before its backlog was sealed) into Parquet now, at normal priority, without
+    /// accepting records — what the next writer would do at its start. Takes the tape's lock,
+    /// so it fails with [`StorageError::InUse`] while a writer has it. For a tape at an
+    /// object-store URL the sealed files are then uploaded (see [`TapeWriter::close`]).
+    ///
+    /// # Errors
+    /// [`StorageError::NoTape`] when a local `dir` is not a directory (nothing is created).
+    pub fn seal_leftovers(self) -> Result<SealedLeftovers> {
+        if !object::path_is_url(&self.dir) && !self.dir.is_dir() {
+            return Err(StorageError::NoTape { path: self.dir });
+        }
+        let writer = self.seal_backlog(0).open()?;
+        let spool = writer.dir.join(SPOOL_DIR);
+        let stats = writer.close()?;
+        let left = list_segments(&spool)
+            .map_err(|e| StorageError::io("list", &spool, e))?
+            .len();
+        Ok(SealedLeftovers {
+            segments: stats.recovered_segments,
+            rows: stats.rows_sealed,
+            files: stats.files_sealed,
+            bytes: stats.bytes_sealed,
+            failed: stats.seal_errors,
+            left,
+        })
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |what: &str| Err(StorageError::InvalidConfig(what.to_owned()));
         if self.queue_capacity == 0 {
@@ -232,6 +260,24 @@ impl TapeWriterBuilder {
         }
         Ok(())
     }
+}
+
+/// What [`TapeWriterBuilder::seal_leftovers`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SealedLeftovers {
+    /// Spool segments found.
+    pub segments: u64,
+    /// Rows moved into sealed files.
+    pub rows: u64,
+    /// Sealed Parquet files written.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Failed attempts: a segment that could not be read is moved aside as `.corrupt`, one that
+    /// could not be written stays in the spool.
+    pub failed: u64,
+    /// Segments still in the spool afterwards.
+    pub left: usize,
 }
 
 /// Live counters of a writer. Read them with [`TapeSender::stats`] or [`TapeWriter::stats`].

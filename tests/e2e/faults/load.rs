@@ -13,8 +13,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tapedeck_storage::now_us;
 
-use super::{STOP, inspect_json, recorder};
-use crate::util::{Engine, Recorder, Reply, TestServer, curl, read_tape, rt, wait_until};
+use super::{STOP, T, inspect_json, recorder, s};
+use crate::util::{
+    Engine, Recorder, Reply, TestServer, assert_exit, curl, read_tape, rt, run, stderr, wait_until,
+};
 
 /// One request that completed with a 2xx and a whole body, as the client saw it.
 #[derive(Debug, Clone)]
@@ -250,6 +252,58 @@ fn crash_under_load_loses_at_most_the_last_flush_intervals(engine: Engine) {
     let n = paths.len();
     paths.dedup();
     assert_eq!(paths.len(), n, "no exchange recovered twice");
+}
+
+/// `tapedeck seal`: what a killed recorder left in its spool is sealed without starting a
+/// recorder; a tape a recorder is writing to is refused (it seals its own spool).
+#[test]
+fn seal_command_seals_what_a_killed_recorder_left() {
+    let up = echo_path_upstream();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tape = dir.path().join("tape");
+    let mut rec = recorder(&up.url(), dir.path(), Engine::Hyper)
+        .args(&["--flush-interval", "50ms"])
+        .start(dir.path());
+    for i in 0..20 {
+        assert_eq!(curl(&[&rec.url(&format!("/left/{i}"))]).0, 200);
+    }
+    let busy = run(&["seal", s(&tape)], STOP);
+    assert_exit(&busy, 2, "seal of a tape a recorder writes to");
+    assert!(stderr(&busy).contains("in use"), "{}", stderr(&busy));
+    // Every record reached the spool (flushed, not sealed), then the recorder dies.
+    assert!(
+        wait_until(T, || read_tape(&tape).len() == 20),
+        "20 records in the spool"
+    );
+    rec.proc.signal("KILL");
+    rec.proc.wait_timeout(STOP).expect("killed");
+    assert!(inspect_json(&tape)["files"]["spool"].as_u64().unwrap_or(0) >= 1);
+
+    let out = run(&["seal", s(&tape)], STOP);
+    assert_exit(&out, 0, "seal of a killed recorder's tape");
+    assert!(stderr(&out).contains("20 exchanges"), "{}", stderr(&out));
+    let v = inspect_json(&tape);
+    assert_eq!(v["files"]["spool"], 0, "sealed: {v}");
+    let mut paths: Vec<String> = read_tape(&tape)
+        .into_iter()
+        .map(|e| e.path.to_string())
+        .collect();
+    paths.sort_unstable();
+    let mut want: Vec<String> = (0..20).map(|i| format!("/left/{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(paths, want);
+
+    let again = run(&["seal", s(&tape)], STOP);
+    assert_exit(&again, 0, "seal with nothing left");
+    assert!(
+        stderr(&again).contains("nothing to seal"),
+        "{}",
+        stderr(&again)
+    );
+    let missing = dir.path().join("no-such-tape");
+    let none = run(&["seal", s(&missing)], STOP);
+    assert_exit(&none, 2, "seal of a missing tape");
+    assert!(!missing.exists(), "nothing is created");
 }
 
 on_both_engines!(

@@ -19,8 +19,9 @@
 //! or without tokio's time driver. [`Sleep`], [`timeout`] and [`Interval`] are the usual shapes
 //! on top.
 //!
-//! Cost: each tick reads every registered timer once (two atomic loads); 10,000 open
-//! connections with two timers each are ≈ 20,000 loads every 5 ms, under 1 % of a core.
+//! Cost: each tick reads every registered timer once (two atomic loads): the timer thread took
+//! 0.7 % of a core with 20,000 armed timers (10,000 connections with two each) and 4.7 % with
+//! 100,000 (measured once by hand, release build, 3 s of its CPU time from `/proc`).
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;

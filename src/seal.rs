@@ -24,11 +24,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<u8> {
         crate::output::note!("nothing to seal in {}", args.tape.display());
     } else {
         crate::output::note!(
-            "sealed {} of {} spool segments in {}: {} exchanges into {} files ({})",
-            thousands(done.segments.saturating_sub(done.left as u64)),
+            "sealed {} exchanges from {} spool segments of {} into {} files ({})",
+            thousands(done.rows),
             thousands(done.segments),
             args.tape.display(),
-            thousands(done.rows),
             thousands(done.files),
             human_bytes(done.bytes),
         );

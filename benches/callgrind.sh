@@ -14,6 +14,8 @@
 #   benches/callgrind.sh                      build the dist profile, measure, print the table
 #   TAPEDECK=target/release/tapedeck benches/callgrind.sh   measure this binary instead
 #   CASES="nginx hyper-pass" benches/callgrind.sh             only some rows
+#   KEEP=DIR benches/callgrind.sh             keep the callgrind files in DIR (for
+#                                             callgrind_annotate), one folder per run
 #
 # Needs valgrind, nginx and curl (Debian: valgrind nginx curl). Takes a few minutes.
 set -euo pipefail
@@ -68,6 +70,10 @@ measure() {
   curl -s --max-time 600 -K "$work/urls.$name.$n" >/dev/null
   if [ "$name" = nginx ]; then kill -QUIT "$pid"; else kill -TERM "$pid"; fi
   wait "$pid" || true
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP/$name.$n"
+    cp "$out"/cg.* "$KEEP/$name.$n/"
+  fi
   # Classify each thread's counts: the hand-off forwarder, the tape writer's threads (storage
   # code, no proxy code), and the rest (the proxy itself: workers, signals, start-up).
   local proxy=0 handoff=0 writer=0

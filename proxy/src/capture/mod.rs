@@ -7,7 +7,7 @@
 //! 2. for a recorded request, [`Capture::begin`]: the request fields of the record (headers
 //!    copied once into one buffer, a UUIDv7 id from the thread-local RNG, the client address);
 //! 3. while the exchange runs: [`BodyCapture::push`] for each body chunk (refcounted slices up
-//!    to `max-body`, true sizes kept), [`ResponseCapture::head`] / [`ResponseCapture::trailers`]
+//!    to `max-body`, copies of chunks of at most 4 KiB, true sizes kept), [`ResponseCapture::head`] / [`ResponseCapture::trailers`]
 //!    with what the *upstream* sent, [`Timings`] at the response head and the upstream's end;
 //! 4. after the response went out (or failed, with a [`Failure`]): [`Capture::finish`], which
 //!    fills the record, runs the [`Redactor`], and hands the record over to the writer through a
@@ -15,8 +15,9 @@
 //!
 //! Invariants: a record enters the hand-off only after the redactor ran (no secret reaches the
 //! writer's queue); every request is counted once in [`Metrics`] as recorded, skipped or
-//! dropped; nothing here blocks or does I/O; body bytes are never copied on the request path
-//! (only refcounts, and one join of the kept chunks in `finish`).
+//! dropped; nothing here blocks or does I/O; body bytes are copied on the request path only for
+//! small chunks (so that a record does not pin the engine's read buffer) and in one join of the
+//! kept chunks in `finish`.
 
 mod body;
 pub(crate) mod handoff;

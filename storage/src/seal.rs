@@ -4,9 +4,9 @@
 //! Format: `date=YYYY-MM-DD/hour=HH/part-<segment-id>.parquet`, zstd (level 3 by default),
 //! dictionary encoding except for ids, bodies, client addresses, timestamps and latencies,
 //! page-level statistics except for bodies, headers, client addresses, queries, errors and trace
-//! ids, row groups of at most 65,536 rows / 64 MiB (encoded), the segment's
-//! file metadata plus `tapedeck.segment`. Written under a temp name, fsynced, renamed, directory
-//! fsynced; then the segment is deleted. Idempotent: names come from the segment id.
+//! ids, row groups of at most 65,536 rows / 64 MiB (encoded), the segment's file metadata plus
+//! `tapedeck.segment`. Written under a temp name, fsynced, renamed, directory fsynced; then the
+//! segment is deleted. Idempotent: names come from the segment id.
 //!
 //! Threads ("lanes"), both taking the oldest waiting segment first:
 //!
@@ -146,7 +146,7 @@ pub(crate) fn writer_properties(
     }
     // Min/max of a body, a header, an address, a query string, an error message or a trace id
     // prunes nothing (no reader filters on them, and every page spans the whole range), but
-    // computing them compares every value twice: 15 % of sealing's instructions on recorded
+    // computing them compares every value twice: 14 % of sealing's instructions on recorded
     // 300 B exchanges (`benches/RESULTS.md`, "Sealing: statistics where they prune").
     for c in [
         col::REQ_BODY,
@@ -878,8 +878,11 @@ mod tests {
         assert_eq!((out.rows, out.files), (10, 1));
         assert!(!seg.exists());
     }
+
     #[test]
     fn statistics_are_kept_where_readers_prune_and_only_there() {
+        use parquet::file::reader::FileReader;
+
         let tape = tempfile::tempdir().expect("tempdir");
         let seg = segment(tape.path(), 10);
         seal_segment(
@@ -897,7 +900,6 @@ mod tests {
             File::open(&file).expect("open"),
         )
         .expect("parquet");
-        use parquet::file::reader::FileReader;
         let rg = reader.metadata().row_group(0);
         let stats = |path: &str| {
             let c = rg

@@ -7,8 +7,9 @@
 //! 2. for a recorded request, [`Capture::begin`]: the request fields of the record (headers
 //!    copied once into one buffer, a UUIDv7 id from the thread-local RNG, the client address);
 //! 3. while the exchange runs: [`BodyCapture::push`] for each body chunk (refcounted slices up
-//!    to `max-body`, copies of chunks of at most 4 KiB, true sizes kept), [`ResponseCapture::head`] / [`ResponseCapture::trailers`]
-//!    with what the *upstream* sent, [`Timings`] at the response head and the upstream's end;
+//!    to `max-body`, copies of chunks of at most 4 KiB, true sizes kept),
+//!    [`ResponseCapture::head`] / [`ResponseCapture::trailers`] with what the *upstream* sent,
+//!    [`Timings`] at the response head and the upstream's end;
 //! 4. after the response went out (or failed, with a [`Failure`]): [`Capture::finish`], which
 //!    fills the record, runs the [`Redactor`], and hands the record over to the writer through a
 //!    per-thread batch ([`handoff`]), where it is counted once: [`Fate::Recorded`] or dropped.

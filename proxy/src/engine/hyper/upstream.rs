@@ -467,7 +467,7 @@ impl Upstream {
     /// A plain function returning the wait, not an `async fn`: the wait is built once, around
     /// `fut`, inside the caller's future. An `async fn` moved `fut` (which holds the request
     /// until it is sent) and then its output (the response, or the request given back) through
-    /// its own state and an `Option` — ten copies of ≈ 400 bytes a request (callgrind).
+    /// its own state and an `Option`: eight more copies of ≈ 400 bytes a request (callgrind).
     fn wait<'a, F: Future>(
         &self,
         fut: F,

@@ -9,6 +9,7 @@
 //! | [`format`](mod@format) | `1,234,567`, `1.5 KiB`, RFC 3339 | reports, summaries |
 //! | [`timer`] | coarse timers (head, idle and upstream deadlines) served by one thread, without tokio's timer driver | proxy workers, `net::accept_until` |
 //! | [`trace`] | trace ids from `traceparent` (or a chosen header), and new `traceparent` values | proxy (record), replay, mocks |
+//! | [`tape_http`] | `http` types as tape fields: header lists (values copied once, into one buffer) and version strings | proxy (record), replay (results), mock (`--out`) |
 //!
 //! Invariants:
 //! - A stored body always decodes with its stored `content-encoding` through [`coding::decode`]:
@@ -26,6 +27,7 @@ pub mod net;
 pub mod parse;
 pub mod redact;
 pub mod stop;
+pub mod tape_http;
 pub mod timer;
 pub mod tls;
 pub mod trace;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::{Request, Version};
 use http_body_util::{BodyExt, Full};
+use tapedeck_common::tape_http::{append_headers, version_str};
 use tapedeck_storage::{ErrorKind, Exchange, Header, TRAILER_MARKER, flags};
 use tokio::time::Sleep;
 
@@ -289,7 +290,8 @@ async fn fetch(
     st.status = Some(resp.status().as_u16());
     st.version = resp.version();
     let (parts, mut body) = resp.into_parts();
-    st.headers = headers_of(&parts.headers);
+    st.headers.clear();
+    append_headers(&mut st.headers, &parts.headers);
     // The kept bytes are copied into a buffer sized from `Content-Length`: hyper's chunks are
     // slices of the connection's read buffer (8 KiB and more), which a result holding them
     // would keep alive until the tape spooled it, and then free on the spool thread.
@@ -310,7 +312,7 @@ async fn fetch(
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
                     st.headers.push(Header::new(TRAILER_MARKER, Bytes::new()));
-                    st.headers.extend(headers_of(&trailers));
+                    append_headers(&mut st.headers, &trailers);
                 }
             }
         }
@@ -335,38 +337,6 @@ fn mask_sensitive(headers: &mut [Header]) -> bool {
         }
     }
     masked
-}
-
-/// The headers as stored: every value copied into one buffer (one allocation per map, not per
-/// header), each header's value a slice of it.
-fn headers_of(h: &http::HeaderMap) -> Vec<Header> {
-    let total: usize = h.values().map(|v| v.len()).sum();
-    let mut buf = BytesMut::with_capacity(total);
-    for v in h.values() {
-        buf.extend_from_slice(v.as_bytes());
-    }
-    let buf = buf.freeze();
-    let mut at = 0;
-    h.iter()
-        .map(|(n, v)| {
-            let value = buf.slice(at..at + v.len());
-            at += v.len();
-            Header {
-                name: n.as_str().into(),
-                value,
-            }
-        })
-        .collect()
-}
-
-fn version_str(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_3 => "HTTP/3",
-        _ => "HTTP/1.1",
-    }
 }
 
 #[cfg(test)]
@@ -511,27 +481,6 @@ mod tests {
         assert_eq!(&h[2].value[..], b"application/json");
         let mut plain = vec![Header::new("etag", "1")];
         assert!(!mask_sensitive(&mut plain));
-    }
-
-    #[test]
-    fn stored_headers_share_one_buffer_and_keep_order() {
-        let mut h = http::HeaderMap::new();
-        h.append("content-type", "application/json".parse().expect("value"));
-        h.append("x-a", "1".parse().expect("value"));
-        h.append("x-a", "2".parse().expect("value"));
-        h.append("etag", "\"abc\"".parse().expect("value"));
-        let got = headers_of(&h);
-        let pairs: Vec<(&str, &[u8])> = got.iter().map(|h| (&*h.name, &h.value[..])).collect();
-        assert_eq!(
-            pairs,
-            [
-                ("content-type", &b"application/json"[..]),
-                ("x-a", b"1"),
-                ("x-a", b"2"),
-                ("etag", b"\"abc\""),
-            ]
-        );
-        assert!(headers_of(&http::HeaderMap::new()).is_empty());
     }
 
     #[test]

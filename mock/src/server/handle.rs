@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::index::HOP_BY_HOP;
+use tapedeck_common::tape_http::{append_headers, version_str};
 
 /// The per-connection service.
 #[derive(Debug, Clone)]
@@ -91,24 +92,6 @@ struct Call {
     t0: Instant,
 }
 
-fn version_str(v: http::Version) -> &'static str {
-    match v {
-        http::Version::HTTP_10 => "HTTP/1.0",
-        http::Version::HTTP_2 => "HTTP/2",
-        http::Version::HTTP_3 => "HTTP/3",
-        _ => "HTTP/1.1",
-    }
-}
-
-fn headers_vec(h: &HeaderMap, out: &mut Vec<Header>) {
-    for (n, v) in h {
-        out.push(Header::new(
-            n.as_str(),
-            Bytes::copy_from_slice(v.as_bytes()),
-        ));
-    }
-}
-
 impl Call {
     /// Writes the output record (when there is an output tape).
     fn record(
@@ -122,14 +105,14 @@ impl Call {
         let Some(out) = &sh.out else { return };
         let elapsed = i64::try_from(self.t0.elapsed().as_micros()).unwrap_or(i64::MAX);
         let mut req_headers = Vec::with_capacity(self.parts.headers.len());
-        headers_vec(&self.parts.headers, &mut req_headers);
+        append_headers(&mut req_headers, &self.parts.headers);
         let mut resp_headers = Vec::new();
         let (status, resp_body) = match answer {
             Some((status, h, trailers, body)) => {
-                headers_vec(h, &mut resp_headers);
+                append_headers(&mut resp_headers, h);
                 if let Some(t) = trailers {
                     resp_headers.push(Header::new(TRAILER_MARKER, Bytes::new()));
-                    headers_vec(t, &mut resp_headers);
+                    append_headers(&mut resp_headers, t);
                 }
                 (Some(status.as_u16()), body.clone())
             }

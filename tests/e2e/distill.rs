@@ -10,25 +10,29 @@ fn a_distilled_demo_tape_catches_the_planted_regressions() {
     let demo_dir = dir.path().join("demo");
     demo(
         &demo_dir,
-        &["--candidate-build", "good", "--requests", "1500"],
+        &["--candidate-build", "good", "--requests", "2000"],
     );
     let tape = demo_dir.join("tape");
     let small = dir.path().join("small");
+    // 40 a route rather than the default 20 (the judge's minimum): the list route's regression
+    // slows pages ≥ 2 only, and with 20 samples on a loaded machine its latency check can miss
+    // (seen once in a full run under `stress --cpu 2`).
     let distill = Cli::new("distill")
         .flag("--tape", &tape)
-        .flag("--out", &small);
+        .flag("--out", &small)
+        .flag("--per-route", "40");
     let o = distill.run();
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    // "distilled N of 1,500 exchanges (x %) into …" and the coverage line.
+    // "distilled N of 2,000 exchanges (x %) into …" and the coverage line.
     let first = out.lines().next().unwrap_or_default();
     let kept: u64 = first
         .split_whitespace()
         .nth(1)
         .and_then(|n| n.replace(',', "").parse().ok())
         .unwrap_or_else(|| panic!("{out}"));
-    assert!(first.contains("of 1,500 exchanges"), "{out}");
-    assert!(kept * 10 <= 1500, "kept {kept} of 1,500");
+    assert!(first.contains("of 2,000 exchanges"), "{out}");
+    assert!(kept * 10 <= 2000, "kept {kept} of 2,000");
     assert!(out.contains("groups kept / found:"), "{out}");
     let rows = crate::util::read_tape(&small);
     assert_eq!(rows.len() as u64, kept);
@@ -81,7 +85,22 @@ fn a_distilled_demo_tape_catches_the_planted_regressions() {
         let found = failed
             .iter()
             .any(|(r, checks)| r == route && checks.iter().any(|c| c.contains(what)));
-        assert!(found, "{route} ({what}) not caught: {failed:?}");
+        // On a miss, every check of the route with its reason, to tell noise from a bug.
+        let checks_of = |route: &str| -> Vec<String> {
+            v["routes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["route"] == route)
+                .flat_map(|r| r["checks"].as_array().cloned().unwrap_or_default())
+                .map(|c| format!("{} {} {}", c["name"], c["classification"], c["reason"]))
+                .collect()
+        };
+        assert!(
+            found,
+            "{route} ({what}) not caught: {failed:?}; its checks: {:?}",
+            checks_of(route)
+        );
     }
     assert_eq!(failed.len(), 3, "{failed:?}");
 }

@@ -230,19 +230,9 @@ pub fn sleep(d: Duration) -> Sleep {
 }
 
 impl Sleep {
-    /// When it is ready.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
     /// Moves the deadline.
     pub fn reset(&mut self, deadline: Instant) {
         self.deadline = deadline;
-    }
-
-    /// Whether the deadline has passed (as of the timer thread's last tick).
-    pub fn is_elapsed(&self) -> bool {
-        self.timer.is_elapsed()
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tapedeck_diff::distill::{DistillOptions, distill};
+use tapedeck_diff::distill::{DEFAULT_PER_ROUTE, DistillOptions, distill};
 use tapedeck_diff::route::RouteKeys;
 use tapedeck_storage::{Tape, TapeWriter, WhenFull};
 
@@ -31,8 +31,8 @@ pub(crate) struct Args {
     /// Exchanges kept per group.
     #[arg(long, default_value_t = 5, value_name = "K")]
     per_group: u64,
-    /// Exchanges kept per route at least (the judge needs `min_samples`, 20, per route).
-    #[arg(long, default_value_t = 20, value_name = "N")]
+    /// Exchanges kept per route at least (default: twice the judge's `min_samples` of 20).
+    #[arg(long, default_value_t = DEFAULT_PER_ROUTE, value_name = "N")]
     per_route: u64,
     /// Rules file of the judge: its route templates and `route_cardinality` key the routes.
     #[arg(long, value_name = "FILE")]

@@ -4,8 +4,9 @@
 //! keyed as the judge keys routes) × response status × content type × response shape (the JSON
 //! key/type signature of the body, or `text`/`binary`/`empty`) × latency band (powers of 4 from
 //! 2 ms). The distilled tape keeps the first `per_group` exchanges of every group, the first
-//! `per_route` of every route (so that the judge has `min_samples` per route however the route's
-//! latencies fall into bands), and **every** error exchange (5xx or no response), in the tape's
+//! `per_route` of every route (by default twice the judge's `min_samples`, so that the judge has
+//! enough per route however the route's latencies fall into bands, and a regression that touches
+//! only part of a route's requests still shows), and **every** error exchange (5xx or no response), in the tape's
 //! order; nothing else. One streaming pass:
 //! memory grows with the number of groups, not with the tape.
 
@@ -17,12 +18,18 @@ use tapedeck_storage::{Exchange, ReadOptions, Tape, TapeWriter, find_header};
 use crate::error::DiffError;
 use crate::route::RouteKeys;
 
+/// Exchanges kept per route by default: twice the judge's default `min_samples` (20). At exactly
+/// `min_samples` a route is judged on the bare minimum: one lost sample leaves it unjudged, and a
+/// regression that slows only some of a route's requests (later pages of a list, one tenant) is
+/// diluted below what the latency test can see on a loaded machine.
+pub const DEFAULT_PER_ROUTE: u64 = 40;
+
 /// Settings of one distillation.
 #[derive(Debug, Clone)]
 pub struct DistillOptions {
     /// Exchanges kept per group (at least 1).
     pub per_group: u64,
-    /// Exchanges kept per route at least (the judge's `min_samples`, 20, by default).
+    /// Exchanges kept per route at least ([`DEFAULT_PER_ROUTE`] by default).
     pub per_route: u64,
     /// How requests are keyed into routes (the judge's default unless a rules file says).
     pub route_keys: RouteKeys,
@@ -34,7 +41,7 @@ impl Default for DistillOptions {
     fn default() -> Self {
         Self {
             per_group: 5,
-            per_route: 20,
+            per_route: DEFAULT_PER_ROUTE,
             route_keys: RouteKeys::default(),
             skip_corrupt: false,
         }

@@ -14,13 +14,12 @@ fn a_distilled_demo_tape_catches_the_planted_regressions() {
     );
     let tape = demo_dir.join("tape");
     let small = dir.path().join("small");
-    // 40 a route rather than the default 20 (the judge's minimum): the list route's regression
-    // slows pages ≥ 2 only, and with 20 samples on a loaded machine its latency check can miss
-    // (seen once in a full run under `stress --cpu 2`).
+    // The defaults: 40 a route (twice the judge's minimum). The list route's regression slows
+    // pages ≥ 2 only; with 20 a route its latency check missed once in a full run under
+    // `stress --cpu 2`.
     let distill = Cli::new("distill")
         .flag("--tape", &tape)
-        .flag("--out", &small)
-        .flag("--per-route", "40");
+        .flag("--out", &small);
     let o = distill.run();
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);

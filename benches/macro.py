@@ -227,8 +227,11 @@ def parse_wrk(text):
             "non2xx": int(errors.group(1)) if errors else 0}
 
 
-def wrk(url, conns, seconds, cpu):
+def wrk(url, conns, seconds, cpu, close=False):
+    """wrk; with `close`, every request on a new connection (`Connection: close`)."""
     argv = pin(cpu) + ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", url]
+    if close:
+        argv[-1:-1] = ["-H", "Connection: close"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     return parse_wrk(out.stdout)
 
@@ -379,7 +382,8 @@ def bench_proxy(args, tmp, lines):
                  f"CPU cap on the proxy under test: {cap.mode}. Medians of "
                  f"{args.reps} interleaved repetitions. `record` records every exchange with bodies; "
                  "`passthrough` is `tapedeck record --no-record`; `record-seal-now` is `record` with "
-                 "`--seal-backlog 0` (sealing at normal priority as segments close). CPU µs/req: "
+                 "`--seal-backlog 0` (sealing at normal priority as segments close). A body followed by "
+                 "`close`: every request on a new client connection (wrk `-H 'Connection: close'`). CPU µs/req: "
                  "utime + stime of all the proxy's threads and processes over the run / requests "
                  "completed; peak RSS: VmHWM.\n")
     lines.append("| body | conns | target | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | dropped "
@@ -402,9 +406,12 @@ def bench_proxy(args, tmp, lines):
     return results
 
 
-def run_proxy_case(args, tmp, kind, up_port, path, conns, rep, cap):
+def run_proxy_case(args, tmp, kind, up_port, case, conns, rep, cap):
+    # "/small close": every request on a new client connection.
+    path, _, mode = case.partition(" ")
+    close = mode == "close"
     if kind == "direct":
-        r = wrk(f"http://127.0.0.1:{up_port}{path}", conns, args.seconds, 1)
+        r = wrk(f"http://127.0.0.1:{up_port}{path}", conns, args.seconds, 1, close)
         return r
     port = free_port()
     admin = free_port()
@@ -434,7 +441,7 @@ def run_proxy_case(args, tmp, kind, up_port, path, conns, rep, cap):
         time.sleep(0.3)
         pids = proc_tree(proc.p.pid)
         cpu0 = cpu_seconds(pids)
-        r = wrk(f"http://127.0.0.1:{port}{path}", conns, args.seconds, 1)
+        r = wrk(f"http://127.0.0.1:{port}{path}", conns, args.seconds, 1, close)
         pids = proc_tree(proc.p.pid)
         r["cpu_s"] = cpu_seconds(pids) - cpu0
         if r.get("requests"):
@@ -479,23 +486,28 @@ def record_tape(args, tmp, up_port, path, seconds):
 
 
 def bench_latency_at_half_rate(args, tmp, lines, proxy_results):
-    """Coordinated-omission-free p99 at half of nginx-as-proxy's max rate, measured with
-    `tapedeck replay --rate` (open loop, latency from the scheduled send time) against the
-    upstream directly, through nginx, and through tapedeck record."""
+    """The proxies at an equal load below every proxy's ceiling: half of nginx-as-proxy's max
+    rate, sent open loop by `tapedeck replay --rate` (latency from the scheduled send time, so
+    queueing shows) straight to the upstream, through nginx, and through `tapedeck record`
+    passing through and recording. Per target: p99 and what the proxy adds to the direct p99,
+    and the proxy's CPU µs per request at that rate (what a sidecar costs at a given traffic,
+    as opposed to the capped rows' ceiling)."""
     key = ("/small", args.conns[0])
     if key not in proxy_results:
         return
     rows = proxy_results[key]
     rate = int(median([r["rps"] for r in rows["nginx"]]) / 2)
+    count = rate * args.seconds
     up_port = free_port()
     upstream = start_nginx(NGINX_UPSTREAM.format(dir=tmp, port=up_port, small=SMALL_BODY.replace("'", "")),
                            "upstream2", tmp, 1)
     assert wait_port(up_port)
-    res = {}
+    kinds = ("direct", "nginx", "pass-through", "record")
+    res = {k: {"p99": [], "cpu": [], "life": [], "achieved": []} for k in kinds}
     try:
         tape = record_tape(args, tmp, up_port, "/small", 2)
         for rep in range(args.reps):
-            for kind in ("direct", "nginx", "record"):
+            for kind in kinds:
                 port, proc = None, None
                 if kind == "direct":
                     port = up_port
@@ -505,33 +517,69 @@ def bench_latency_at_half_rate(args, tmp, lines, proxy_results):
                 else:
                     port = free_port()
                     t = tempfile.mkdtemp(prefix="half-", dir=tmp)
+                    mode = ["--no-record"] if kind == "pass-through" else ["--tape", t]
+                    before = resource.getrusage(resource.RUSAGE_CHILDREN)
                     proc = Proc(pin(0) + [args.bin, "record", "--listen", f"127.0.0.1:{port}", "--upstream",
-                                          f"http://127.0.0.1:{up_port}", "--tape", t, "--threads", "1",
-                                          "--admin", "off"], os.path.join(tmp, f"half-rec-{rep}.log"))
+                                          f"http://127.0.0.1:{up_port}", "--threads", "1", "--admin", "off"]
+                                + mode, os.path.join(tmp, f"half-rec-{rep}.log"))
+                replay_cpu = None
                 try:
                     assert wait_port(port)
                     out = tempfile.mkdtemp(prefix="half-out-", dir=tmp)
+                    pids = proc_tree(proc.p.pid) if proc else []
+                    cpu0 = cpu_seconds(pids)
+                    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     s = replay_json(args, ["replay", "--tape", tape, "--target", f"t=http://127.0.0.1:{port}",
-                                           "--out", out, "--rate", str(rate), "--limit", str(rate * args.seconds),
+                                           "--out", out, "--rate", str(rate), "--limit", str(count),
                                            "--allow-same-host"], args.seconds * 4 + 60, cpu=1)
+                    cpu = (cpu_seconds(pids) - cpu0) / count * 1e6 if proc else None
+                    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    replay_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
                     t0 = s["targets"][0]
-                    res.setdefault(kind, []).append(t0["latency_us"]["p99"] / 1000)
-                    print(f"half-rate {rate}/s rep{rep} {kind}: p99 {t0['latency_us']['p99'] / 1000:.2f} ms", flush=True)
+                    if t0["errors"]:
+                        raise RuntimeError(f"half-rate {kind}: {t0['errors']} error results")
+                    res[kind]["p99"].append(t0["latency_us"]["p99"] / 1000)
+                    res[kind]["achieved"].append(s["pacing"]["achieved_rate"] / rate)
+                    if cpu is not None:
+                        res[kind]["cpu"].append(cpu)
+                    print(f"half-rate {rate}/s rep{rep} {kind}: p99 {t0['latency_us']['p99'] / 1000:.2f} ms, "
+                          f"proxy CPU {fmt(cpu, 1)} us/req", flush=True)
                 finally:
                     if proc:
-                        proc.stop()
+                        code = proc.stop()
+                        if kind == "record" and replay_cpu is not None:
+                            # The recorder's whole life (start-up, the run, sealing its spool at
+                            # exit): RUSAGE_CHILDREN grows by the children waited for since
+                            # `before`: the replay (measured alone above) and the recorder.
+                            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                            total = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                            res[kind]["life"].append((total - replay_cpu) / count * 1e6)
+                        assert code == 0, f"half-rate {kind}: the proxy exited with {code}"
     finally:
         upstream.stop()
-    direct = median(res.get("direct", []))
-    lines.append(f"## Added p99 latency at half of nginx's max rate ({rate:,} req/s, open loop)\n")
-    lines.append("Load: `tapedeck replay --rate R` of a recorded tape of `GET /small` (latency measured from "
-                 "the scheduled send time, so queueing shows), pinned to CPU 1 with the upstream; proxies "
-                 "on CPU 0 as above. The load generator's own lateness is in the direct row.\n")
-    lines.append("| target | p99 ms | added p99 vs direct, ms |")
-    lines.append("|---|---|---|")
-    for kind in ("direct", "nginx", "record"):
-        p = median(res.get(kind, []))
-        lines.append(f"| {kind} | {fmt(p, 2)} | {fmt(None if p is None or direct is None else p - direct, 2) if kind != 'direct' else '—'} |")
+    med = {k: {m: median(v) if v else None for m, v in r.items()} for k, r in res.items()}
+    direct = med["direct"]["p99"]
+    nginx_cpu = med["nginx"]["cpu"]
+    lines.append(f"## The proxies at an equal load: half of nginx's max rate ({rate:,} req/s, open loop)\n")
+    lines.append(f"Load: `tapedeck replay --rate {rate} --limit {count:,}` of a recorded tape of `GET /small` "
+                 "(latency measured from the scheduled send time, so queueing shows), pinned to CPU 1 with the "
+                 "upstream; each proxy alone on CPU 0, uncapped, one worker thread. The load generator's own "
+                 f"lateness is in the direct row. Medians of {args.reps}. Proxy CPU: user + system time of every "
+                 "thread of the proxy during the run (/proc/PID/stat), per request.\n")
+    lines.append("| target | achieved / target rate | p99 ms | added p99 vs direct, ms | proxy CPU µs / request "
+                 "| CPU vs nginx |")
+    lines.append("|---|---|---|---|---|---|")
+    for kind in kinds:
+        m = med[kind]
+        added = None if m["p99"] is None or direct is None else m["p99"] - direct
+        lines.append(f"| {kind} | {fmt(m['achieved'], 4)} | {fmt(m['p99'], 2)} | "
+                     f"{fmt(added, 2) if kind != 'direct' else '—'} | {fmt(m['cpu'], 1) if kind != 'direct' else '—'} | "
+                     f"{fmt(ratio(m['cpu'], nginx_cpu), 2) if kind not in ('direct',) else '—'} |")
+    if med["record"]["life"] is not None:
+        lines.append(f"\nRecording, with sealing: the recorder's whole life (start-up, the run, and sealing its "
+                     f"spool into Parquet at exit: a run this short closes no spool segment, so nothing is sealed "
+                     f"while it runs) is {fmt(med['record']['life'], 1)} µs of CPU per request "
+                     f"({fmt(ratio(med['record']['life'], nginx_cpu), 2)}× nginx's CPU during the run).")
     lines.append("")
 
 
@@ -981,7 +1029,8 @@ def main():
     ap.add_argument("--sections", default="proxy,half,growth,replay,memory,mock")
     ap.add_argument("--reps", type=int, help="override repetitions")
     ap.add_argument("--seconds", type=int, help="override seconds per load run")
-    ap.add_argument("--paths", help="override proxy paths, e.g. /large")
+    ap.add_argument("--paths", help="override proxy paths, e.g. /large; a path followed by ' close' "
+                    "sends every request on a new connection, e.g. '/small close'")
     ap.add_argument("--conns", help="override proxy connection counts, e.g. 16,64")
     ap.add_argument("--cpu-cap", type=int, default=50,
                     help="cap the proxy under test at this %% of one core (0: no cap; default 50)")
@@ -996,7 +1045,7 @@ def main():
     if args.smoke:
         args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 2, 1, [16], ["/small"], [1000], 20_000
     else:
-        args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 10, 3, [64], ["/small", "/large"], [1000, 10000, 50000], 5_000_000
+        args.seconds, args.reps, args.conns, args.paths, args.rates, args.big_tape = 10, 3, [64], ["/small", "/large", "/small close"], [1000, 10000, 50000], 5_000_000
     over = ap.parse_args()
     args.reps = over.reps or args.reps
     args.seconds = over.seconds or args.seconds

@@ -97,6 +97,10 @@ pub(crate) struct Args {
     /// Longest upstream silence; past it the client gets 504 [default: 60s].
     #[arg(long, value_name = "DURATION")]
     upstream_timeout: Option<String>,
+    /// Idle HTTP/1.1 upstream connections each worker keeps after their clients closed, for new
+    /// client connections to take instead of connecting; 0 keeps none [default: 64].
+    #[arg(long, value_name = "N")]
+    upstream_keepalive: Option<usize>,
     /// Refuse HTTP/2 prior-knowledge (h2c) on the plaintext listener.
     #[arg(long)]
     no_h2c: bool,
@@ -183,6 +187,7 @@ impl Args {
             idle_timeout: text(self.idle_timeout),
             connect_timeout: text(self.connect_timeout),
             upstream_timeout: text(self.upstream_timeout),
+            upstream_keepalive: self.upstream_keepalive,
             h2c: self.no_h2c.then_some(false),
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,

@@ -96,6 +96,11 @@ pub struct RawConfig {
     /// Time allowed between bytes read from the upstream (default 60 s); past it the client
     /// gets 504.
     pub upstream_timeout: Option<NumOrText>,
+    /// Idle HTTP/1.1 upstream connections each worker thread keeps after their client
+    /// connections closed, for new client connections to take instead of connecting (default
+    /// 64; `0` keeps none). Each is kept at most `idle-timeout`. The hyper engine's (pingora
+    /// pools upstream connections its own way).
+    pub upstream_keepalive: Option<usize>,
     /// Accept HTTP/2 with prior knowledge (h2c) on the plaintext listener (default true).
     pub h2c: Option<bool>,
     /// PEM certificate chain: terminate TLS on the listener (with `tls-key`).
@@ -304,6 +309,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Upstream read timeout.
     pub upstream_timeout: Duration,
+    /// Idle HTTP/1.1 upstream connections kept per worker thread for new client connections.
+    pub upstream_keepalive: usize,
     /// Accept h2c on the plaintext listener.
     pub h2c: bool,
     /// TLS termination, if configured.
@@ -365,6 +372,7 @@ impl RawConfig {
             idle_timeout,
             connect_timeout,
             upstream_timeout,
+            upstream_keepalive,
             h2c,
             tls_cert,
             tls_key,
@@ -575,6 +583,7 @@ impl RawConfig {
             idle_timeout,
             connect_timeout,
             upstream_timeout,
+            upstream_keepalive: self.upstream_keepalive.unwrap_or(64),
             h2c: self.h2c.unwrap_or(true),
             tls,
             upstream_verify,

@@ -396,7 +396,90 @@ fn sigterm_after_n_requests_leaves_exactly_n_exchanges(engine: Engine) {
     assert_eq!(v["files"]["spool"], 0, "{v}");
 }
 
+/// Sends one request on a connection of its own that asks to be closed (`Connection: close`)
+/// and reads the answer to the end; the status line.
+fn on_own_connection(port: u16, path: &str) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    c.write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").as_bytes())
+        .expect("write");
+    let mut answer = String::new();
+    c.read_to_string(&mut answer)
+        .expect("the proxy closes after the answer");
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Clients that open a connection per request share the upstream connections earlier clients
+/// left: one worker thread and one client at a time, so the upstream sees one connection.
+fn clients_that_close_share_upstream_connections(engine: Engine) {
+    let up = TestServer::start(upstream_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = recorder(&up.url(), dir.path(), engine)
+        .threads(1)
+        .start(dir.path());
+    const CLIENTS: usize = 12;
+    for i in 0..CLIENTS {
+        assert_eq!(
+            on_own_connection(rec.port, &format!("/c/{i}")),
+            "HTTP/1.1 200 OK"
+        );
+    }
+    let tape = rec.stop();
+    assert_eq!(tape.len(), CLIENTS, "{tape:#?}");
+    assert!(tape.iter().all(|e| e.status == Some(200)), "{tape:#?}");
+    assert_eq!(
+        up.connection_count(),
+        1,
+        "{CLIENTS} client connections, one after the other"
+    );
+}
+
+/// `upstream-keepalive` bounds the parked connections (0: none, every client connection opens
+/// its own) and `idle-timeout` how long one is kept.
+#[test]
+fn parked_upstream_connections_follow_keepalive_and_idle_timeout() {
+    let up = TestServer::start(upstream_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = recorder(&up.url(), dir.path(), Engine::Hyper)
+        .threads(1)
+        .args(&["--upstream-keepalive", "0"])
+        .start(dir.path());
+    for i in 0..3 {
+        assert_eq!(
+            on_own_connection(rec.port, &format!("/none/{i}")),
+            "HTTP/1.1 200 OK"
+        );
+    }
+    assert_eq!(rec.stop().len(), 3);
+    assert_eq!(
+        up.connection_count(),
+        3,
+        "upstream-keepalive 0 parks nothing"
+    );
+
+    let up = TestServer::start(upstream_handler);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = recorder(&up.url(), dir.path(), Engine::Hyper)
+        .threads(1)
+        .args(&["--idle-timeout", "1s"])
+        .start(dir.path());
+    assert_eq!(on_own_connection(rec.port, "/first"), "HTTP/1.1 200 OK");
+    assert_eq!(on_own_connection(rec.port, "/reused"), "HTTP/1.1 200 OK");
+    assert_eq!(up.connection_count(), 1, "parked and taken");
+    // Parked longer than idle-timeout: not taken.
+    std::thread::sleep(Duration::from_millis(1_300));
+    assert_eq!(on_own_connection(rec.port, "/later"), "HTTP/1.1 200 OK");
+    assert_eq!(rec.stop().len(), 3);
+    assert_eq!(
+        up.connection_count(),
+        2,
+        "a connection parked past idle-timeout is not reused"
+    );
+}
+
 on_both_engines!(
+    clients_that_close_share_upstream_connections,
     records_get_post_chunked_and_h2c_exchanges,
     large_bodies_are_forwarded_whole_and_stored_truncated,
     upstream_down_gives_502_and_an_error_exchange,

@@ -144,6 +144,12 @@ impl RecorderBuilder {
         self
     }
 
+    /// `--threads N`.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n.to_string());
+        self
+    }
+
     /// No `--threads` flag (the default: one per CPU).
     pub fn default_threads(mut self) -> Self {
         self.threads = None;

@@ -371,15 +371,16 @@ async fn serve_h1<T>(io: DeadlineIo<T>, peer: SocketAddr, sh: &Arc<Shared>, up: 
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let ctx = Arc::new(ConnCtx {
+        peer,
+        kind: ConnKind::H1(io.phase().clone()),
+        up: Default::default(),
+        timer: Default::default(),
+        worker: up,
+    });
     let svc = ProxyService {
         shared: sh.clone(),
-        conn: Arc::new(ConnCtx {
-            peer,
-            kind: ConnKind::H1(io.phase().clone()),
-            up: Default::default(),
-            timer: Default::default(),
-            worker: up,
-        }),
+        conn: ctx.clone(),
     };
     let conn = sh
         .h1
@@ -388,6 +389,9 @@ where
     if let Err(e) = Drive::new(conn, sh.stopper.clone()).await {
         debug!(error = %e, "client connection ended");
     }
+    // Every exchange of the connection has ended: its upstream connection, if idle, is left
+    // for the worker's next client connection.
+    sh.upstream.park(&ctx.worker, &ctx.up);
 }
 
 async fn serve_h2<T>(io: DeadlineIo<T>, peer: SocketAddr, sh: &Arc<Shared>, up: Arc<WorkerUpstream>)
@@ -395,15 +399,16 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let streams = Arc::new(Streams::new());
+    let ctx = Arc::new(ConnCtx {
+        peer,
+        kind: ConnKind::H2(streams.clone()),
+        up: Default::default(),
+        timer: Default::default(),
+        worker: up,
+    });
     let svc = ProxyService {
         shared: sh.clone(),
-        conn: Arc::new(ConnCtx {
-            peer,
-            kind: ConnKind::H2(streams.clone()),
-            up: Default::default(),
-            timer: Default::default(),
-            worker: up,
-        }),
+        conn: ctx.clone(),
     };
     let conn = sh.h2.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = Drive::new(conn, sh.stopper.clone())
@@ -412,4 +417,5 @@ where
     {
         debug!(error = %e, "HTTP/2 client connection ended");
     }
+    sh.upstream.park(&ctx.worker, &ctx.up);
 }

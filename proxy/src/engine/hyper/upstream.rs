@@ -2,10 +2,14 @@
 //! on the right connection.
 //!
 //! - HTTP/1.1 (`http://`, or `https://` where the upstream picks `http/1.1` by ALPN): every
-//!   client connection owns one upstream connection ([`ConnUpstream`]), opened when its first
-//!   request comes, opened again when it closed: no pool lookup per request. A request that a
-//!   reused connection could not even send (the upstream closed it meanwhile) is sent once more
-//!   on a fresh one.
+//!   client connection owns one upstream connection ([`ConnUpstream`]) while it lives: no pool
+//!   lookup per request. When a client connection closes, its upstream connection, if idle,
+//!   goes to its worker thread's idle list (at most `upstream-keepalive` of them, each kept
+//!   for at most `idle-timeout`), and a client connection that needs one takes the most
+//!   recently parked before it connects: clients that open a connection per request cost one
+//!   TCP connection each, not two, and the upstream is not made to accept as many as they
+//!   open. A request that a reused connection could not even send (the upstream closed it
+//!   meanwhile) is sent once more on a fresh one.
 //! - HTTP/2 (`upstream-h2c`, or `https://` where the upstream picks `h2`): one multiplexed
 //!   connection per worker thread ([`WorkerUpstream`]), shared by the thread's client
 //!   connections; opened again when it closed.
@@ -20,6 +24,7 @@
 //! the upstream's silence, counted from the last request byte sent (progress) until the
 //! response head, then between response body chunks ([`super::body::RespBody`]).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -62,6 +67,10 @@ pub(crate) struct Upstream {
     h2c: bool,
     connect_timeout: Duration,
     timeout: Duration,
+    /// Idle HTTP/1.1 connections a worker keeps for new client connections.
+    keepalive: usize,
+    /// How long one is kept.
+    keep_for: Duration,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
 }
@@ -113,12 +122,22 @@ impl TimerSlot {
     }
 }
 
-/// A worker thread's shared HTTP/2 upstream connection.
+/// A worker thread's upstream connections: its shared HTTP/2 connection, and the idle
+/// HTTP/1.1 connections that closed client connections left behind.
 #[derive(Debug, Default)]
 pub(crate) struct WorkerUpstream {
     h2: tokio::sync::Mutex<Option<http2::SendRequest<ReqBody>>>,
     /// The upstream chose `h2` by ALPN once: later requests go to the shared connection.
     speaks_h2: AtomicBool,
+    /// Idle HTTP/1.1 connections, the most recently parked last.
+    idle: Mutex<VecDeque<Parked>>,
+}
+
+/// An idle HTTP/1.1 upstream connection and when it was parked.
+#[derive(Debug)]
+struct Parked {
+    since: Instant,
+    tx: http1::SendRequest<ReqBody>,
 }
 
 /// Why a request got no response head from the upstream.
@@ -262,6 +281,8 @@ impl Upstream {
                 h2c: false,
                 connect_timeout: s.connect_timeout,
                 timeout: s.upstream_timeout,
+                keepalive: s.upstream_keepalive,
+                keep_for: s.idle_timeout,
                 h1,
                 h2,
             });
@@ -308,6 +329,8 @@ impl Upstream {
             h2c: s.upstream_h2c,
             connect_timeout: s.connect_timeout,
             timeout: s.upstream_timeout,
+            keepalive: s.upstream_keepalive,
+            keep_for: s.idle_timeout,
             h1,
             h2,
         })
@@ -346,7 +369,7 @@ impl Upstream {
         if self.h2c || worker.speaks_h2.load(Ordering::Relaxed) {
             return Box::pin(self.send_shared_h2(worker, req, progress)).await;
         }
-        let reused = match conn.take() {
+        let reused = match conn.take().or_else(|| self.unpark(worker)) {
             Some(mut tx) => tx.ready().await.is_ok().then_some(tx),
             None => None,
         };
@@ -368,6 +391,50 @@ impl Upstream {
                 None => Err(UpError::Http(e.into_error())),
             },
         }
+    }
+
+    /// A client connection closed: its HTTP/1.1 upstream connection, unless it closed too (or
+    /// the worker keeps none), is parked for the worker's next client connection that needs
+    /// one. The oldest goes when `upstream-keepalive` are parked.
+    pub(crate) fn park(&self, worker: &WorkerUpstream, conn: &ConnUpstream) {
+        let Some(tx) = conn.take() else { return };
+        if self.keepalive == 0 || tx.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let Ok(mut idle) = worker.idle.lock() else {
+            return;
+        };
+        while idle
+            .front()
+            .is_some_and(|p| now.saturating_duration_since(p.since) >= self.keep_for)
+        {
+            idle.pop_front();
+        }
+        if idle.len() >= self.keepalive {
+            idle.pop_front();
+        }
+        idle.push_back(Parked { since: now, tx });
+    }
+
+    /// The most recently parked upstream connection that is still open and was parked less
+    /// than `idle-timeout` ago (the ones parked before it are older: they all go then).
+    fn unpark(&self, worker: &WorkerUpstream) -> Option<http1::SendRequest<ReqBody>> {
+        if self.keepalive == 0 {
+            return None;
+        }
+        let mut idle = worker.idle.lock().ok()?;
+        let now = Instant::now();
+        while let Some(p) = idle.pop_back() {
+            if now.saturating_duration_since(p.since) >= self.keep_for {
+                idle.clear();
+                return None;
+            }
+            if !p.tx.is_closed() {
+                return Some(p.tx);
+            }
+        }
+        None
     }
 
     /// Sends on a new connection (HTTP/1.1 for this client connection, or the worker's HTTP/2

@@ -97,8 +97,8 @@ pub(crate) struct Args {
     /// Longest upstream silence; past it the client gets 504 [default: 60s].
     #[arg(long, value_name = "DURATION")]
     upstream_timeout: Option<String>,
-    /// Idle HTTP/1.1 upstream connections each worker keeps after their clients closed, for new
-    /// client connections to take instead of connecting; 0 keeps none [default: 64].
+    /// Idle HTTP/1.1 upstream connections each worker keeps between requests, for the next
+    /// request of any client to take instead of connecting; 0 keeps none [default: 1024].
     #[arg(long, value_name = "N")]
     upstream_keepalive: Option<usize>,
     /// Refuse HTTP/2 prior-knowledge (h2c) on the plaintext listener.

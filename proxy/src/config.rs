@@ -96,10 +96,10 @@ pub struct RawConfig {
     /// Time allowed between bytes read from the upstream (default 60 s); past it the client
     /// gets 504.
     pub upstream_timeout: Option<NumOrText>,
-    /// Idle HTTP/1.1 upstream connections each worker thread keeps after their client
-    /// connections closed, for new client connections to take instead of connecting (default
-    /// 64; `0` keeps none). Each is kept at most `idle-timeout`. The hyper engine's (pingora
-    /// pools upstream connections its own way).
+    /// Idle HTTP/1.1 upstream connections each worker thread keeps between requests, for the
+    /// next request of any of its client connections to take instead of connecting (default
+    /// 1024; `0` keeps none: a connection per request). Each is kept at most `idle-timeout`.
+    /// The hyper engine's (pingora pools upstream connections its own way).
     pub upstream_keepalive: Option<usize>,
     /// Accept HTTP/2 with prior knowledge (h2c) on the plaintext listener (default true).
     pub h2c: Option<bool>,
@@ -309,7 +309,7 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Upstream read timeout.
     pub upstream_timeout: Duration,
-    /// Idle HTTP/1.1 upstream connections kept per worker thread for new client connections.
+    /// Idle HTTP/1.1 upstream connections kept per worker thread between requests.
     pub upstream_keepalive: usize,
     /// Accept h2c on the plaintext listener.
     pub h2c: bool,
@@ -583,7 +583,7 @@ impl RawConfig {
             idle_timeout,
             connect_timeout,
             upstream_timeout,
-            upstream_keepalive: self.upstream_keepalive.unwrap_or(64),
+            upstream_keepalive: self.upstream_keepalive.unwrap_or(1024),
             h2c: self.h2c.unwrap_or(true),
             tls,
             upstream_verify,

@@ -203,7 +203,7 @@ fn sizes_and_durations_name_the_key() {
     assert_eq!(s.max_body, 2 << 20);
     assert_eq!(s.idle_timeout, Duration::from_millis(500));
     assert_eq!((s.queue_bytes, s.seal_backlog), (16 << 20, 1 << 30));
-    assert_eq!(s.upstream_keepalive, 64);
+    assert_eq!(s.upstream_keepalive, 1024);
     let s = RawConfig::from_toml(
             "upstream = \"http://127.0.0.1:1\"\ntape = \"t\"\nqueue-bytes = \"64KiB\"\nseal-backlog = 0\nupstream-keepalive = 0\n",
         )

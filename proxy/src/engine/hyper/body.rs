@@ -29,7 +29,7 @@ use tapedeck_storage::{ErrorKind, Exchange};
 
 use super::Shared;
 use super::drive::Streams;
-use super::upstream::body_error_kind;
+use super::upstream::{Lease, body_error_kind};
 use crate::capture::{BodyCapture, Failure, ResponseCapture, Timings};
 use crate::engine::head_deadline::Phase;
 
@@ -242,6 +242,8 @@ pub(crate) struct Flight {
     pub(crate) req: Option<Arc<ReqState>>,
     pub(crate) resp: ResponseCapture,
     pub(crate) t: Timings,
+    /// The HTTP/1.1 upstream connection of the exchange, parked again when it ends well.
+    pub(crate) lease: Option<Lease>,
     end: Option<ConnEnd>,
     done: bool,
 }
@@ -271,6 +273,7 @@ impl Flight {
             req: None,
             resp: ResponseCapture::default(),
             t,
+            lease: None,
             end,
             done: false,
         }
@@ -288,6 +291,11 @@ impl Flight {
             return;
         }
         self.done = true;
+        if let Some(lease) = self.lease.take()
+            && failure.is_none()
+        {
+            self.shared.upstream.park(lease);
+        }
         match &self.end {
             Some(ConnEnd::H1(p)) => p.idle(),
             Some(ConnEnd::H2(s)) => s.closed(),

@@ -8,16 +8,17 @@
 //!      DeadlineIo (head deadline, idle timeout, h2c sniff; engine::head_deadline)  or  TLS (rustls, ALPN h2/http1.1)
 //!      hyper server conn (HTTP/1.1 with upgrades, or HTTP/2) ─► ProxyService::call
 //!        capture.decide / begin ─► ReqBody ─► upstream:
-//!          HTTP/1.1: this connection's own client conn (task on the same thread)
+//!          HTTP/1.1: an idle client conn of the worker, or a new one (task on the same thread)
 //!          HTTP/2:   the worker's shared client conn
 //!        ◄─ response head ─ RespBody (capture, upstream gap timeout) ─► Flight::finish
-//!    tick (≤ 50 ms): hand this thread's batch of records to the writer
+//!    tick (≤ 50 ms): hand this thread's batch of records to the writer; close upstream
+//!                    connections parked for idle-timeout
 //! ```
 //!
 //! Everything a connection does runs on the thread that accepted it: no wake-up of another
 //! thread per exchange (records leave in batches), no lock shared between threads on the
-//! request path (the per-connection upstream slot and the worker's HTTP/2 slot are only used by
-//! that thread), no blocking I/O.
+//! request path (the worker's idle upstream connections and its HTTP/2 slot are only used by that
+//! thread), no blocking I/O.
 //!
 //! Shutdown: `SIGTERM` turns `/readyz` off, closes the listeners, asks every connection to
 //! finish ([`drive::Stopper`]: HTTP/1.1 connections close after their exchange in progress,
@@ -284,7 +285,10 @@ fn worker(
                         let _ = stop.changed().await;
                     },
                     Some(shared.tick),
-                    flush_local,
+                    || {
+                        flush_local();
+                        shared.upstream.sweep(&up);
+                    },
                     |tcp, peer| {
                         tokio::spawn(serve(tcp, peer, shared.clone(), up.clone()));
                     },
@@ -371,16 +375,14 @@ async fn serve_h1<T>(io: DeadlineIo<T>, peer: SocketAddr, sh: &Arc<Shared>, up: 
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ctx = Arc::new(ConnCtx {
-        peer,
-        kind: ConnKind::H1(io.phase().clone()),
-        up: Default::default(),
-        timer: Default::default(),
-        worker: up,
-    });
     let svc = ProxyService {
         shared: sh.clone(),
-        conn: ctx.clone(),
+        conn: Arc::new(ConnCtx {
+            peer,
+            kind: ConnKind::H1(io.phase().clone()),
+            timer: Default::default(),
+            worker: up,
+        }),
     };
     let conn = sh
         .h1
@@ -389,9 +391,6 @@ where
     if let Err(e) = Drive::new(conn, sh.stopper.clone()).await {
         debug!(error = %e, "client connection ended");
     }
-    // Every exchange of the connection has ended: its upstream connection, if idle, is left
-    // for the worker's next client connection.
-    sh.upstream.park(&ctx.worker, &ctx.up);
 }
 
 async fn serve_h2<T>(io: DeadlineIo<T>, peer: SocketAddr, sh: &Arc<Shared>, up: Arc<WorkerUpstream>)
@@ -399,16 +398,14 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let streams = Arc::new(Streams::new());
-    let ctx = Arc::new(ConnCtx {
-        peer,
-        kind: ConnKind::H2(streams.clone()),
-        up: Default::default(),
-        timer: Default::default(),
-        worker: up,
-    });
     let svc = ProxyService {
         shared: sh.clone(),
-        conn: ctx.clone(),
+        conn: Arc::new(ConnCtx {
+            peer,
+            kind: ConnKind::H2(streams.clone()),
+            timer: Default::default(),
+            worker: up,
+        }),
     };
     let conn = sh.h2.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = Drive::new(conn, sh.stopper.clone())
@@ -417,5 +414,4 @@ where
     {
         debug!(error = %e, "HTTP/2 client connection ended");
     }
-    sh.upstream.park(&ctx.worker, &ctx.up);
 }

@@ -17,7 +17,7 @@ use super::Shared;
 use super::body::{ConnEnd, Flight, ReqBody, ReqState, RespBody};
 use super::drive::Streams;
 use super::headers;
-use super::upstream::{ConnUpstream, TimerSlot, UpError, WorkerUpstream};
+use super::upstream::{TimerSlot, UpError, WorkerUpstream};
 use crate::capture::{Failure, RequestHead, Timings};
 use crate::engine::head_deadline::Phase;
 
@@ -26,11 +26,9 @@ use crate::engine::head_deadline::Phase;
 pub(crate) struct ConnCtx {
     pub(crate) peer: SocketAddr,
     pub(crate) kind: ConnKind,
-    /// This connection's own HTTP/1.1 upstream connection.
-    pub(crate) up: ConnUpstream,
     /// The timer of the wait for each response head (HTTP/1.1 clients: one at a time).
     pub(crate) timer: TimerSlot,
-    /// The worker thread's shared HTTP/2 upstream connection.
+    /// The worker thread's upstream connections.
     pub(crate) worker: Arc<WorkerUpstream>,
 }
 
@@ -124,10 +122,16 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
     };
     let sent = sh
         .upstream
-        .send(&conn.worker, &conn.up, req, flight.req.as_deref(), timer)
+        .send(
+            &conn.worker,
+            req,
+            flight.req.as_deref(),
+            timer,
+            flight.t.start,
+        )
         .await;
-    let mut resp = match sent {
-        Ok(resp) => resp,
+    let (mut resp, lease) = match sent {
+        Ok(sent) => sent,
         Err(e) => return failed(&sh, &mut flight, e, h2_client),
     };
     let status = resp.status();
@@ -149,6 +153,8 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
             flight.finish(Some(e));
             return Ok(error_response(502, h2_client));
         };
+        // The upstream connection is the tunnel's now: never parked.
+        drop(lease);
         flight.resp.flags |= flags::UPGRADE;
         metrics.upgrades.fetch_add(1, Ordering::Relaxed);
         metrics.status(101);
@@ -185,6 +191,7 @@ async fn handle(sh: Arc<Shared>, conn: Arc<ConnCtx>, mut req: Request<Incoming>)
     }
     parts.version = version;
     metrics.status(status.as_u16());
+    flight.lease = lease;
     Ok(Response::from_parts(
         parts,
         RespBody::upstream(body, flight, sh.upstream.timeout()),

@@ -1,15 +1,16 @@
 //! The upstream side of the hyper engine: connecting (TCP, TLS with ALPN), and sending a request
 //! on the right connection.
 //!
-//! - HTTP/1.1 (`http://`, or `https://` where the upstream picks `http/1.1` by ALPN): every
-//!   client connection owns one upstream connection ([`ConnUpstream`]) while it lives: no pool
-//!   lookup per request. When a client connection closes, its upstream connection, if idle,
-//!   goes to its worker thread's idle list (at most `upstream-keepalive` of them, each kept
-//!   for at most `idle-timeout`), and a client connection that needs one takes the most
-//!   recently parked before it connects: clients that open a connection per request cost one
-//!   TCP connection each, not two, and the upstream is not made to accept as many as they
-//!   open. A request that a reused connection could not even send (the upstream closed it
-//!   meanwhile) is sent once more on a fresh one.
+//! - HTTP/1.1 (`http://`, or `https://` where the upstream picks `http/1.1` by ALPN): each
+//!   worker thread keeps its idle upstream connections on a stack ([`WorkerUpstream`]): a
+//!   request takes the most recently parked one (or connects), and its exchange parks it again
+//!   when the response has ended well ([`Lease`]); at most `upstream-keepalive` stay parked,
+//!   each at most `idle-timeout`. Two uncontended lock operations a request; what it buys:
+//!   the upstream sees as many connections as there are requests in flight, not as many as
+//!   there are clients, so clients that connect per request, or thousands of mostly idle
+//!   keep-alive clients, do not make the upstream accept a connection each (nginx's
+//!   `keepalive`). A request that a parked connection could not even send (the upstream closed
+//!   it meanwhile) is sent once more on a fresh one.
 //! - HTTP/2 (`upstream-h2c`, or `https://` where the upstream picks `h2`): one multiplexed
 //!   connection per worker thread ([`WorkerUpstream`]), shared by the thread's client
 //!   connections; opened again when it closed.
@@ -29,8 +30,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -85,21 +86,16 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// A client connection's own HTTP/1.1 upstream connection.
-#[derive(Debug, Default)]
-pub(crate) struct ConnUpstream {
-    h1: Mutex<Option<http1::SendRequest<ReqBody>>>,
+/// An HTTP/1.1 upstream connection lent to one exchange from its response head on: parked on
+/// its worker thread again when the exchange ends well ([`Upstream::park`]), closed otherwise.
+pub(crate) struct Lease {
+    worker: Arc<WorkerUpstream>,
+    tx: http1::SendRequest<ReqBody>,
 }
 
-impl ConnUpstream {
-    fn take(&self) -> Option<http1::SendRequest<ReqBody>> {
-        self.h1.lock().ok().and_then(|mut s| s.take())
-    }
-
-    fn put(&self, tx: http1::SendRequest<ReqBody>) {
-        if let Ok(mut s) = self.h1.lock() {
-            *s = Some(tx);
-        }
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").finish_non_exhaustive()
     }
 }
 
@@ -122,8 +118,8 @@ impl TimerSlot {
     }
 }
 
-/// A worker thread's upstream connections: its shared HTTP/2 connection, and the idle
-/// HTTP/1.1 connections that closed client connections left behind.
+/// A worker thread's upstream connections: its shared HTTP/2 connection, and its idle HTTP/1.1
+/// connections.
 #[derive(Debug, Default)]
 pub(crate) struct WorkerUpstream {
     h2: tokio::sync::Mutex<Option<http2::SendRequest<ReqBody>>>,
@@ -347,105 +343,123 @@ impl Upstream {
     }
 
     /// Sends a request on the connection it belongs to (see the module docs) and waits for the
-    /// response head. `timer` is the client connection's timer for the wait (HTTP/1.1 clients,
-    /// one exchange at a time), reused from one request to the next.
+    /// response head; with it, the HTTP/1.1 connection's [`Lease`] (none for HTTP/2 and
+    /// forward-proxy targets). `timer` is the client connection's timer for the wait (HTTP/1.1
+    /// clients, one exchange at a time), reused from one request to the next; `now` is about
+    /// now (the exchange's start).
     pub(crate) async fn send(
         &self,
-        worker: &WorkerUpstream,
-        conn: &ConnUpstream,
+        worker: &Arc<WorkerUpstream>,
         mut req: Request<ReqBody>,
         progress: Option<&ReqState>,
         timer: Option<&TimerSlot>,
-    ) -> Result<Response<Incoming>, UpError> {
+        now: Instant,
+    ) -> Result<(Response<Incoming>, Option<Lease>), UpError> {
         // The common case stays inline; connecting, HTTP/2 and retries are boxed so that the
         // future of every request stays small (it is moved into a box per request by hyper's
         // service call).
         if self.forward.is_some() && req.version() != Version::HTTP_2 {
             let absolute = req.uri().scheme().is_some() || req.method() == http::Method::CONNECT;
             if absolute || self.addr.is_none() {
-                return Box::pin(self.send_forward(req, progress)).await;
+                return Box::pin(self.send_forward(req, progress))
+                    .await
+                    .map(|resp| (resp, None));
             }
         }
         if self.h2c || worker.speaks_h2.load(Ordering::Relaxed) {
-            return Box::pin(self.send_shared_h2(worker, req, progress)).await;
+            return Box::pin(self.send_shared_h2(worker, req, progress))
+                .await
+                .map(|resp| (resp, None));
         }
-        let reused = match conn.take().or_else(|| self.unpark(worker)) {
-            Some(mut tx) => tx.ready().await.is_ok().then_some(tx),
-            None => None,
-        };
-        let Some(mut tx) = reused else {
-            return Box::pin(self.send_new(worker, conn, req, progress)).await;
+        let Some(mut tx) = self.unpark(worker, now) else {
+            return Box::pin(self.send_new(worker, req, progress)).await;
         };
         for_h1(&mut req);
         match self.wait(tx.try_send_request(req), progress, timer).await? {
-            Ok(resp) => {
-                conn.put(tx);
-                Ok(resp)
-            }
+            Ok(resp) => Ok((
+                resp,
+                Some(Lease {
+                    worker: worker.clone(),
+                    tx,
+                }),
+            )),
             Err(mut e) => match e.take_message() {
-                // A reused connection the upstream closed meanwhile: the request never left.
+                // A parked connection the upstream closed meanwhile: the request never left.
                 Some(req) => {
                     debug!("upstream connection closed while idle; sending on a new one");
-                    Box::pin(self.send_new(worker, conn, req, progress)).await
+                    Box::pin(self.send_new(worker, req, progress)).await
                 }
                 None => Err(UpError::Http(e.into_error())),
             },
         }
     }
 
-    /// A client connection closed: its HTTP/1.1 upstream connection, unless it closed too (or
-    /// the worker keeps none), is parked for the worker's next client connection that needs
-    /// one. The oldest goes when `upstream-keepalive` are parked.
-    pub(crate) fn park(&self, worker: &WorkerUpstream, conn: &ConnUpstream) {
-        let Some(tx) = conn.take() else { return };
+    /// An exchange ended well: its HTTP/1.1 connection is parked for the worker's next request,
+    /// unless it closed (or the worker keeps none). The oldest goes when `upstream-keepalive`
+    /// are parked.
+    pub(crate) fn park(&self, lease: Lease) {
+        let Lease { worker, tx } = lease;
         if self.keepalive == 0 || tx.is_closed() {
             return;
         }
-        let now = Instant::now();
+        let since = Instant::now();
         let Ok(mut idle) = worker.idle.lock() else {
             return;
         };
-        while idle
-            .front()
-            .is_some_and(|p| now.saturating_duration_since(p.since) >= self.keep_for)
-        {
-            idle.pop_front();
-        }
         if idle.len() >= self.keepalive {
             idle.pop_front();
         }
-        idle.push_back(Parked { since: now, tx });
+        idle.push_back(Parked { since, tx });
     }
 
-    /// The most recently parked upstream connection that is still open and was parked less
-    /// than `idle-timeout` ago (the ones parked before it are older: they all go then).
-    fn unpark(&self, worker: &WorkerUpstream) -> Option<http1::SendRequest<ReqBody>> {
-        if self.keepalive == 0 {
-            return None;
-        }
+    /// The most recently parked connection that is ready for a request and was parked less
+    /// than `idle-timeout` before `now` (the ones parked before it are older: they all go
+    /// then). Closed ones go; one still busy with its last exchange (a request body still
+    /// uploading after an early answer) stays parked, so that no request waits for another's.
+    fn unpark(&self, worker: &WorkerUpstream, now: Instant) -> Option<http1::SendRequest<ReqBody>> {
         let mut idle = worker.idle.lock().ok()?;
-        let now = Instant::now();
+        let mut busy = Vec::new();
+        let mut found = None;
         while let Some(p) = idle.pop_back() {
             if now.saturating_duration_since(p.since) >= self.keep_for {
                 idle.clear();
-                return None;
+                break;
+            }
+            if p.tx.is_ready() {
+                found = Some(p.tx);
+                break;
             }
             if !p.tx.is_closed() {
-                return Some(p.tx);
+                busy.push(p);
             }
         }
-        None
+        // Back in their order, on top.
+        idle.extend(busy.into_iter().rev());
+        found
     }
 
-    /// Sends on a new connection (HTTP/1.1 for this client connection, or the worker's HTTP/2
-    /// one if the upstream picks `h2`).
+    /// Closes the worker's connections parked for `idle-timeout` or longer (called on the
+    /// worker's tick, so that a quiet worker does not hold them until its next request).
+    pub(crate) fn sweep(&self, worker: &WorkerUpstream) {
+        let now = Instant::now();
+        if let Ok(mut idle) = worker.idle.lock() {
+            while idle
+                .front()
+                .is_some_and(|p| now.saturating_duration_since(p.since) >= self.keep_for)
+            {
+                idle.pop_front();
+            }
+        }
+    }
+
+    /// Sends on a new connection (HTTP/1.1, lent to this exchange, or the worker's HTTP/2 one
+    /// if the upstream picks `h2`).
     async fn send_new(
         &self,
-        worker: &WorkerUpstream,
-        conn: &ConnUpstream,
+        worker: &Arc<WorkerUpstream>,
         req: Request<ReqBody>,
         progress: Option<&ReqState>,
-    ) -> Result<Response<Incoming>, UpError> {
+    ) -> Result<(Response<Incoming>, Option<Lease>), UpError> {
         match self.connect().await? {
             Connected::H1(mut tx) => {
                 let mut req = req;
@@ -454,10 +468,16 @@ impl Upstream {
                     .wait(tx.send_request(req), progress, None)
                     .await?
                     .map_err(UpError::Http)?;
-                conn.put(tx);
-                Ok(resp)
+                let lease = Lease {
+                    worker: worker.clone(),
+                    tx,
+                };
+                Ok((resp, Some(lease)))
             }
-            Connected::H2(tx) => self.adopt_h2(worker, tx, req, progress).await,
+            Connected::H2(tx) => self
+                .adopt_h2(worker, tx, req, progress)
+                .await
+                .map(|resp| (resp, None)),
         }
     }
 

@@ -3,14 +3,14 @@
 //!
 //! - HTTP/1.1 (`http://`, or `https://` where the upstream picks `http/1.1` by ALPN): each
 //!   worker thread keeps its idle upstream connections on a stack ([`WorkerUpstream`]): a
-//!   request takes the most recently parked one (or connects), and its exchange parks it again
-//!   when the response has ended well ([`Lease`]); at most `upstream-keepalive` stay parked,
-//!   each at most `idle-timeout`. Two uncontended lock operations a request; what it buys:
-//!   the upstream sees as many connections as there are requests in flight, not as many as
-//!   there are clients, so clients that connect per request, or thousands of mostly idle
-//!   keep-alive clients, do not make the upstream accept a connection each (nginx's
-//!   `keepalive`). A request that a parked connection could not even send (the upstream closed
-//!   it meanwhile) is sent once more on a fresh one.
+//!   request takes the most recently parked one that is ready (or connects), and its exchange
+//!   parks it again when the response has ended well ([`Lease`]); at most `upstream-keepalive`
+//!   stay parked, each at most `idle-timeout`. Two uncontended lock operations and a clock read
+//!   a request; what it buys: the upstream sees as many connections as there are requests in
+//!   flight, not as many as there are clients, so clients that connect per request, or
+//!   thousands of mostly idle keep-alive clients, do not make the upstream accept a connection
+//!   each (nginx's `keepalive`). A request that a parked connection could not even send (the
+//!   upstream closed it meanwhile) is sent once more on a fresh one.
 //! - HTTP/2 (`upstream-h2c`, or `https://` where the upstream picks `h2`): one multiplexed
 //!   connection per worker thread ([`WorkerUpstream`]), shared by the thread's client
 //!   connections; opened again when it closed.
@@ -68,9 +68,9 @@ pub(crate) struct Upstream {
     h2c: bool,
     connect_timeout: Duration,
     timeout: Duration,
-    /// Idle HTTP/1.1 connections a worker keeps for new client connections.
+    /// Idle HTTP/1.1 connections a worker keeps between requests (`upstream-keepalive`).
     keepalive: usize,
-    /// How long one is kept.
+    /// How long one is kept idle (`idle-timeout`).
     keep_for: Duration,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,

@@ -19,7 +19,12 @@ leaves it about half of the core whatever PCT says (the report says which mode r
 
 Per case the report gives req/s and the proxy's CPU per request: utime + stime of every process of
 the proxy (all threads; /proc/PID/stat) over the measured interval, divided by the requests wrk
-completed, and the proxy's peak RSS (VmHWM).
+completed, and the proxy's peak RSS (VmHWM). A proxy case spelled with ` close` (`/small close`)
+sends every request on a new client connection (`Connection: close`).
+
+Section `half` (after `proxy`): the proxies at an equal load, uncapped, at half of nginx's capped
+rate, sent open loop by `tapedeck replay --rate`: each proxy's CPU per request at that load and
+the p99 it adds over going to the upstream directly.
 """
 
 import argparse

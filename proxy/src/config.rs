@@ -99,7 +99,7 @@ pub struct RawConfig {
     /// Idle HTTP/1.1 upstream connections each worker thread keeps between requests, for the
     /// next request of any of its client connections to take instead of connecting (default
     /// 1024; `0` keeps none: a connection per request). Each is kept at most `idle-timeout`.
-    /// The hyper engine's (pingora pools upstream connections its own way).
+    /// The hyper engine's; an error with `engine = "pingora"`, which pools on its own.
     pub upstream_keepalive: Option<usize>,
     /// Accept HTTP/2 with prior knowledge (h2c) on the plaintext listener (default true).
     pub h2c: Option<bool>,
@@ -558,6 +558,13 @@ impl RawConfig {
             return Err(invalid(
                 "forward",
                 "the pingora engine has no forward-proxy mode: use --engine hyper (the default)",
+            ));
+        }
+        if self.upstream_keepalive.is_some() && engine == Engine::Pingora {
+            return Err(invalid(
+                "upstream-keepalive",
+                "the pingora engine pools upstream connections its own way: the key applies to \
+                 --engine hyper (the default)",
             ));
         }
         Ok(Settings {

@@ -213,6 +213,14 @@ fn sizes_and_durations_name_the_key() {
     assert_eq!((s.queue_bytes, s.seal_backlog), (64 << 10, 0));
     assert_eq!(s.upstream_keepalive, 0);
     let e = RawConfig {
+        upstream_keepalive: Some(8),
+        engine: Some("pingora".into()),
+        ..base()
+    }
+    .validate()
+    .expect_err("pingora has its own pool");
+    assert!(e.to_string().contains("upstream-keepalive"), "{e}");
+    let e = RawConfig {
         queue_bytes: Some("0".into()),
         ..base()
     }

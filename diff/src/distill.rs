@@ -6,9 +6,9 @@
 //! 2 ms). The distilled tape keeps the first `per_group` exchanges of every group, the first
 //! `per_route` of every route (by default twice the judge's `min_samples`, so that the judge has
 //! enough per route however the route's latencies fall into bands, and a regression that touches
-//! only part of a route's requests still shows), and **every** error exchange (5xx or no response), in the tape's
-//! order; nothing else. One streaming pass:
-//! memory grows with the number of groups, not with the tape.
+//! only part of a route's requests still shows), and **every** error exchange (5xx or no
+//! response), in the tape's order; nothing else. One streaming pass: memory grows with the number
+//! of groups, not with the tape.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

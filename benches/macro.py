@@ -579,7 +579,7 @@ def bench_latency_at_half_rate(args, tmp, lines, proxy_results):
         added = None if m["p99"] is None or direct is None else m["p99"] - direct
         lines.append(f"| {kind} | {fmt(m['achieved'], 4)} | {fmt(m['p99'], 2)} | "
                      f"{fmt(added, 2) if kind != 'direct' else '—'} | {fmt(m['cpu'], 1) if kind != 'direct' else '—'} | "
-                     f"{fmt(ratio(m['cpu'], nginx_cpu), 2) if kind not in ('direct',) else '—'} |")
+                     f"{fmt(ratio(m['cpu'], nginx_cpu), 2) if kind != 'direct' else '—'} |")
     if med["record"]["life"] is not None:
         lines.append(f"\nRecording, with sealing: the recorder's whole life (start-up, the run, and sealing its "
                      f"spool into Parquet at exit: a run this short closes no spool segment, so nothing is sealed "

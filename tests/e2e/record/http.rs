@@ -485,12 +485,18 @@ fn read_answer(c: &mut TcpStream) -> u16 {
 /// its own) and `idle-timeout` how long one is kept.
 #[test]
 fn parked_upstream_connections_follow_keepalive_and_idle_timeout() {
-    let up = TestServer::start(upstream_handler);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rec = recorder(&up.url(), dir.path(), Engine::Hyper)
-        .threads(1)
-        .args(&["--upstream-keepalive", "0"])
-        .start(dir.path());
+    // A hyper recorder with one worker thread and `args`, its upstream and its directory.
+    let start = |args: &[&str]| {
+        let up = TestServer::start(upstream_handler);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rec = recorder(&up.url(), dir.path(), Engine::Hyper)
+            .threads(1)
+            .args(args)
+            .start(dir.path());
+        (up, dir, rec)
+    };
+
+    let (up, _dir, rec) = start(&["--upstream-keepalive", "0"]);
     for i in 0..3 {
         assert_eq!(
             on_own_connection(rec.port, &format!("/none/{i}")),
@@ -504,17 +510,13 @@ fn parked_upstream_connections_follow_keepalive_and_idle_timeout() {
         "upstream-keepalive 0 parks nothing"
     );
 
-    let up = TestServer::start(upstream_handler);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rec = recorder(&up.url(), dir.path(), Engine::Hyper)
-        .threads(1)
-        .args(&["--idle-timeout", "1s"])
-        .start(dir.path());
+    // Two seconds: far more than the moment between two requests on a loaded machine.
+    let (up, _dir, rec) = start(&["--idle-timeout", "2s"]);
     assert_eq!(on_own_connection(rec.port, "/first"), "HTTP/1.1 200 OK");
     assert_eq!(on_own_connection(rec.port, "/reused"), "HTTP/1.1 200 OK");
     assert_eq!(up.connection_count(), 1, "parked and taken");
     // Parked longer than idle-timeout: not taken.
-    std::thread::sleep(Duration::from_millis(1_300));
+    std::thread::sleep(Duration::from_millis(2_500));
     assert_eq!(on_own_connection(rec.port, "/later"), "HTTP/1.1 200 OK");
     assert_eq!(rec.stop().len(), 3);
     assert_eq!(

@@ -88,15 +88,10 @@ impl std::fmt::Debug for Upstream {
 
 /// An HTTP/1.1 upstream connection lent to one exchange from its response head on: parked on
 /// its worker thread again when the exchange ends well ([`Upstream::park`]), closed otherwise.
+#[derive(Debug)]
 pub(crate) struct Lease {
     worker: Arc<WorkerUpstream>,
     tx: http1::SendRequest<ReqBody>,
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").finish_non_exhaustive()
-    }
 }
 
 /// A client connection's timer for the wait of each request's response head, kept between
